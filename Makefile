@@ -1,0 +1,60 @@
+# Stencil build entry points. `make demo` and `make test` do all setup on a fresh machine;
+# slow one-time outputs (guest kernel, initramfs, Debian packages) are cached outside the repo
+# under $(STENCIL_CACHE), keyed by a hash of their inputs.
+SHELL := /bin/bash
+export STENCIL_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/stencil
+
+ADDON := vmm-native/build/Release/stencil_vmm.node
+TS_SOURCES := $(shell find shim/src runtime-config/src integration-tests -name '*.ts' 2>/dev/null)
+NATIVE_SOURCES := $(shell find vmm-native/src -name '*.cc' -o -name '*.h') vmm-native/binding.gyp
+
+.PHONY: all deps build guest test unit-test integration-test demo bench clean
+
+all: build guest
+
+deps: .deps-stamp
+.deps-stamp: scripts/deps.sh scripts/lib.sh
+	scripts/deps.sh
+	@touch $@
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(ADDON): node_modules/.package-lock.json $(NATIVE_SOURCES) .deps-stamp
+	cd vmm-native && ../node_modules/.bin/node-gyp rebuild --loglevel=warn
+
+dist/.stamp: node_modules/.package-lock.json tsconfig.json $(TS_SOURCES)
+	node_modules/.bin/tsc -p tsconfig.json
+	@touch $@
+
+build: $(ADDON) dist/.stamp
+
+# Guest kernel + initramfs (cached); build/guest.json tells the runtime where they are.
+guest: .deps-stamp
+	@mkdir -p build
+	@kernel_dir="$$(guest/kernel/build.sh)" && initrd="$$(guest/initramfs/build.sh)" && \
+	  printf '{"kernel":"%s/vmlinux","bzImage":"%s/bzImage","initrd":"%s"}\n' \
+	    "$$kernel_dir" "$$kernel_dir" "$$initrd" > build/guest.json.tmp && mv build/guest.json.tmp build/guest.json
+	@echo "guest: $$(cat build/guest.json)"
+
+unit-test: build .deps-stamp
+	$(MAKE) -C vmm-native test
+	node --test --test-reporter=spec $$(find dist/shim dist/runtime-config -name '*.test.js' 2>/dev/null)
+
+# VM tests boot the real guest kernel under a real KVM: directly where this host's KVM can run
+# stock guests, otherwise inside the emulated host (integration-tests/emulated-host).
+integration-test: build guest
+	integration-tests/run-vm node --test --test-concurrency=1 --test-reporter=spec \
+	  $$(find dist/integration-tests -name '*.test.js' | sort)
+
+test: unit-test integration-test
+
+demo: build guest
+	integration-tests/run-vm scripts/demo.sh
+
+bench: build guest
+	integration-tests/run-vm node dist/integration-tests/bench/boot-bench.js
+
+clean:
+	rm -rf dist build vmm-native/build .deps-stamp

@@ -1,0 +1,99 @@
+// Helpers for tests that boot the real guest kernel: run a shell script in a fresh VM and collect
+// its console, with a hard timeout so a stuck boot fails loudly instead of hanging the suite.
+import fs from 'node:fs';
+import { DEFAULT_CMDLINE, MicroVm } from '../../shim/src/hypervisor/microvm.js';
+import type { VmExit, VmSpec } from '../../shim/src/hypervisor/types.js';
+import { builtGuestArtifacts } from '../../shim/src/util/paths.js';
+
+export const MEMORY_DIR = '/dev/shm/stencil-tests';
+export const BOOT_TIMEOUT_MS = Number(process.env.STENCIL_TEST_BOOT_TIMEOUT_MS ?? 180_000);
+
+let counter = 0;
+
+export function guestSpec(script: string | undefined, overrides: Partial<VmSpec> & { then?: string } = {}): VmSpec {
+  const { kernel, initrd } = builtGuestArtifacts();
+  fs.mkdirSync(MEMORY_DIR, { recursive: true, mode: 0o700 });
+  const extra = [
+    script === undefined ? '' : `stencil_run=${Buffer.from(script).toString('base64')}`,
+    overrides.then ? `stencil_then=${overrides.then}` : '',
+  ].filter(Boolean);
+  return {
+    name: `test-${process.pid}-${++counter}`,
+    vcpus: 1,
+    memoryBytes: 256 * 2 ** 20,
+    kernel,
+    initrd,
+    cmdline: [DEFAULT_CMDLINE, ...extra].join(' '),
+    memoryDir: MEMORY_DIR,
+    memoryBacking: 'tmpfs',
+    virtioRng: true,
+    ...overrides,
+  };
+}
+
+export class ConsoleCapture {
+  text = '';
+  private waiters: Array<{ re: RegExp; resolve: (m: RegExpMatchArray) => void }> = [];
+  constructor(vm: MicroVm) {
+    vm.console.on('data', (chunk: Buffer) => {
+      this.text += chunk.toString('latin1');
+      if (process.env.STENCIL_TEST_CONSOLE) process.stderr.write(chunk);
+      this.waiters = this.waiters.filter((w) => {
+        const m = this.text.match(w.re);
+        if (m) w.resolve(m);
+        return !m;
+      });
+    });
+  }
+  /** Resolves with the first match of `re` in the console output so far or later. */
+  waitFor(re: RegExp, timeoutMs = BOOT_TIMEOUT_MS): Promise<RegExpMatchArray> {
+    const m = this.text.match(re);
+    if (m) return Promise.resolve(m);
+    return withTimeout(new Promise((resolve) => this.waiters.push({ re, resolve })), timeoutMs, `console never showed ${re}`, this);
+  }
+}
+
+export async function withTimeout<T>(p: Promise<T>, ms: number, what: string, console?: ConsoleCapture): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`${what} within ${ms} ms; console so far:\n${console?.text.slice(-3000) ?? ''}`)),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export interface GuestRun {
+  exit: VmExit;
+  console: string;
+  /** Output of the script (between the init marker and the exit marker). */
+  output: string;
+  /** The script's exit status as the guest reported it. */
+  status: number | undefined;
+}
+
+/** Boots a VM that runs `script`, waits for it to end, and tears it down. */
+export async function runInGuest(script: string, overrides: Partial<VmSpec> & { then?: string } = {}): Promise<GuestRun> {
+  const vm = MicroVm.create(guestSpec(script, overrides));
+  const capture = new ConsoleCapture(vm);
+  try {
+    vm.start();
+    const exit = await withTimeout(vm.waitExit(), BOOT_TIMEOUT_MS, 'guest did not finish', capture);
+    await vm.destroy();
+    // Log the console into the test output: evidence of what the guest really did.
+    process.stdout.write(`# --- guest console (${exit.reason}) ---\n${capture.text.replace(/^/gm, '# ')}\n`);
+    const text = capture.text.replace(/\r/g, '');
+    const start = text.indexOf('stencil-guest: init reached\n');
+    const end = text.lastIndexOf('stencil-guest: exit ');
+    const output = start >= 0 && end > start ? text.slice(start + 'stencil-guest: init reached\n'.length, end) : '';
+    const status = end >= 0 ? Number(/stencil-guest: exit (\d+)/.exec(text.slice(end))?.[1]) : undefined;
+    return { exit, console: text, output, status };
+  } finally {
+    await vm.destroy();
+  }
+}

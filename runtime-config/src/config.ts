@@ -1,0 +1,304 @@
+// Stencil's runtime configuration (like Kata's configuration.toml): types, defaults, strict
+// validation and the file search order. Every problem in a file is collected and reported at
+// once, naming the key and the file, so an operator can fix a broken config in one pass.
+import fs from 'node:fs';
+import path from 'node:path';
+import { parse as parseToml, TomlError } from 'smol-toml';
+import { parseSize } from '../../shim/src/util/size.js';
+
+export type LogLevel = 'error' | 'warn' | 'info' | 'http' | 'verbose' | 'debug' | 'silly';
+export type MemoryBacking = 'tmpfs' | 'memfd';
+export type Transport = 'auto' | 'ttrpc' | 'grpc';
+
+export interface HypervisorConfig {
+  /** Guest kernel image; "" means the kernel the build produced (build/guest.json). */
+  kernel: string;
+  /** Guest initramfs; "" means the initramfs the build produced. */
+  initrd: string;
+  /** Appended to Stencil's default kernel command line. */
+  kernelParams: string;
+  defaultVcpus: number;
+  /** Guest RAM in bytes. */
+  defaultMemory: number;
+  /** Directory holding tmpfs-backed guest RAM files. */
+  memoryDir: string;
+  memoryBacking: MemoryBacking;
+}
+
+export interface RuntimeConfig {
+  logLevel: LogLevel;
+  stateDir: string;
+  /** How the shim talks to containerd. */
+  transport: Transport;
+}
+
+export interface StencilConfig {
+  hypervisor: HypervisorConfig;
+  runtime: RuntimeConfig;
+}
+
+export interface LoadConfigOptions {
+  /** Explicit file, e.g. containerd's runtime option `config_path`; "" counts as unset. */
+  path?: string;
+  /** Environment to read STENCIL_CONFIG from; defaults to process.env. */
+  env?: NodeJS.ProcessEnv;
+  /** System-wide file, used only if it exists; overridable for tests. */
+  systemPath?: string;
+}
+
+export interface LoadedConfig {
+  config: StencilConfig;
+  /** The file the configuration came from, or "defaults". */
+  source: string;
+}
+
+export const DEFAULT_CONFIG_PATH = '/etc/stencil/configuration.toml';
+export const CONFIG_ENV_VAR = 'STENCIL_CONFIG';
+
+export const LOG_LEVELS: readonly LogLevel[] = ['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly'];
+export const MEMORY_BACKINGS: readonly MemoryBacking[] = ['tmpfs', 'memfd'];
+export const TRANSPORTS: readonly Transport[] = ['auto', 'ttrpc', 'grpc'];
+
+const PAGE_SIZE = 4096;
+const MIN_MEMORY = 16 * 2 ** 20;
+const MAX_VCPUS = 254;
+
+/** A fresh copy of the built-in defaults (callers may mutate it). */
+export function defaultConfig(): StencilConfig {
+  return {
+    hypervisor: {
+      kernel: '',
+      initrd: '',
+      kernelParams: '',
+      defaultVcpus: 1,
+      defaultMemory: 256 * 2 ** 20,
+      memoryDir: '/dev/shm/stencil',
+      memoryBacking: 'tmpfs',
+    },
+    runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto' },
+  };
+}
+
+/** One or more problems with a configuration; `message` lists them all, one per line. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+  constructor(
+    readonly source: string,
+    readonly problems: string[],
+    options?: ErrorOptions,
+  ) {
+    const heading = `invalid Stencil configuration ${source}`;
+    super(problems.length === 1 ? `${heading}: ${problems[0]}` : `${heading}:\n${problems.map((p) => `  - ${p}`).join('\n')}`, options);
+  }
+}
+
+// --- schema -----------------------------------------------------------------------------------
+
+type Check<T> = (value: unknown) => { value: T } | { error: string };
+
+interface KeySpec<T = unknown> {
+  field: string;
+  /** What is accepted, in words; appended to every error for this key. */
+  allowed: string;
+  check: Check<T>;
+}
+
+// Integers are parsed as bigint so that `2.0` (a float) is distinguishable from `2`.
+function describe(value: unknown): string {
+  if (typeof value === 'bigint') return `the integer ${value}`;
+  if (typeof value === 'number') return `the float ${value}`;
+  if (typeof value === 'string') return `the string ${JSON.stringify(value)}`;
+  if (typeof value === 'boolean') return `the boolean ${value}`;
+  if (Array.isArray(value)) return 'an array';
+  if (value instanceof Date) return `the date-time ${value.toISOString()}`;
+  return 'a table';
+}
+
+const wrongType = (expected: string, value: unknown) => ({ error: `expected ${expected}, got ${describe(value)}` });
+
+function stringKey(field: string): KeySpec<string> {
+  return {
+    field,
+    allowed: 'any string',
+    check: (v) => (typeof v === 'string' ? { value: v } : wrongType('a string', v)),
+  };
+}
+
+function pathKey(field: string, emptyMeans?: string): KeySpec<string> {
+  return {
+    field,
+    allowed: emptyMeans ? `an absolute path, or "" for ${emptyMeans}` : 'an absolute path',
+    check: (v) => {
+      if (typeof v !== 'string') return wrongType('a string', v);
+      if (v === '' && emptyMeans) return { value: v };
+      // Relative paths would depend on the shim's working directory, which containerd chooses.
+      if (!path.isAbsolute(v) || v.includes('\0')) return { error: `${JSON.stringify(v)} is not an absolute path` };
+      return { value: v };
+    },
+  };
+}
+
+function intKey(field: string, min: number, max: number): KeySpec<number> {
+  return {
+    field,
+    allowed: `an integer from ${min} to ${max}`,
+    check: (v) => {
+      if (typeof v !== 'bigint') return wrongType('an integer', v);
+      if (v < BigInt(min) || v > BigInt(max)) return { error: `${v} is out of range` };
+      return { value: Number(v) };
+    },
+  };
+}
+
+function sizeKey(field: string, min: number): KeySpec<number> {
+  return {
+    field,
+    allowed: `a size like "256M" or "1G" (or an integer number of bytes), at least ${min / 2 ** 20}M and a multiple of ${PAGE_SIZE}`,
+    check: (v) => {
+      if (typeof v !== 'string' && typeof v !== 'bigint') return wrongType('a size string or an integer', v);
+      let bytes: number;
+      try {
+        if (typeof v === 'bigint' && !Number.isSafeInteger(Number(v))) throw new RangeError(`${v} is too large`);
+        bytes = parseSize(typeof v === 'bigint' ? Number(v) : v, typeof v === 'bigint' ? 'integer' : 'size');
+      } catch (err) {
+        return { error: (err as Error).message };
+      }
+      const shown = typeof v === 'string' ? JSON.stringify(v) : String(v);
+      if (bytes < min) return { error: `${shown} (${bytes} bytes) is too small` };
+      if (bytes % PAGE_SIZE !== 0) return { error: `${shown} (${bytes} bytes) is not a multiple of the ${PAGE_SIZE}-byte page size` };
+      return { value: bytes };
+    },
+  };
+}
+
+function enumKey<T extends string>(field: string, values: readonly T[]): KeySpec<T> {
+  return {
+    field,
+    allowed: values.map((s) => JSON.stringify(s)).join(', '),
+    check: (v) => {
+      if (typeof v !== 'string') return wrongType('a string', v);
+      return (values as readonly string[]).includes(v) ? { value: v as T } : { error: `${JSON.stringify(v)} is not a valid choice` };
+    },
+  };
+}
+
+type SectionSpec<C> = { [tomlKey: string]: KeySpec & { field: keyof C & string } };
+
+const SCHEMA: { hypervisor: SectionSpec<HypervisorConfig>; runtime: SectionSpec<RuntimeConfig> } = {
+  hypervisor: {
+    kernel: pathKey('kernel', 'the kernel the build produced'),
+    initrd: pathKey('initrd', 'the initramfs the build produced'),
+    kernel_params: stringKey('kernelParams'),
+    default_vcpus: intKey('defaultVcpus', 1, MAX_VCPUS),
+    default_memory: sizeKey('defaultMemory', MIN_MEMORY),
+    memory_dir: pathKey('memoryDir'),
+    memory_backing: enumKey('memoryBacking', MEMORY_BACKINGS),
+  },
+  runtime: {
+    log_level: enumKey('logLevel', LOG_LEVELS),
+    state_dir: pathKey('stateDir'),
+    transport: enumKey('transport', TRANSPORTS),
+  },
+};
+
+const SECTIONS = Object.keys(SCHEMA) as (keyof StencilConfig)[];
+
+const isTable = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
+
+// Tolerates the usual slips (camelCase, dashes, wrong section) by comparing loosely.
+function suggestion(key: string, exclude?: string): string {
+  const loose = (s: string) => s.toLowerCase().replace(/[-_]/g, '');
+  for (const section of SECTIONS) {
+    for (const known of Object.keys(SCHEMA[section])) {
+      const full = `${section}.${known}`;
+      if (full !== exclude && loose(known) === loose(key)) return `; did you mean ${full}?`;
+    }
+  }
+  return '';
+}
+
+// --- parsing ----------------------------------------------------------------------------------
+
+/** Parses and validates configuration text; `sourceName` (usually the file path) appears in errors. */
+export function parseConfig(text: string, sourceName: string): StencilConfig {
+  let doc: Record<string, unknown>;
+  try {
+    doc = parseToml(text.replace(/^\uFEFF/, ''), { integersAsBigInt: true });
+  } catch (err) {
+    if (!(err instanceof TomlError)) throw err;
+    const reason = err.message.split('\n')[0].replace(/^Invalid TOML document:\s*/, '');
+    throw new ConfigError(sourceName, [`${sourceName}:${err.line}:${err.column}: TOML syntax error: ${reason}`], { cause: err });
+  }
+
+  const config = defaultConfig();
+  const problems: string[] = [];
+  const sectionList = SECTIONS.map((s) => `[${s}]`).join(', ');
+
+  for (const name of Object.keys(doc)) {
+    const value = doc[name];
+    if (!Object.hasOwn(SCHEMA, name)) {
+      problems.push(
+        isTable(value)
+          ? `${sourceName}: [${name}]: unknown section; allowed sections: ${sectionList}`
+          : `${sourceName}: ${name}: unknown top-level key; settings belong in one of ${sectionList}${suggestion(name)}`,
+      );
+      continue;
+    }
+    const section = name as keyof StencilConfig;
+    if (!isTable(value)) {
+      problems.push(`${sourceName}: ${section}: expected a table ([${section}]), got ${describe(value)}`);
+      continue;
+    }
+    const spec: Record<string, KeySpec> = SCHEMA[section];
+    const target = config[section] as unknown as Record<string, unknown>;
+    for (const key of Object.keys(value)) {
+      const full = `${section}.${key}`;
+      if (!Object.hasOwn(spec, key)) {
+        const keys = Object.keys(spec).join(', ');
+        problems.push(`${sourceName}: ${full}: unknown key; allowed keys in [${section}]: ${keys}${suggestion(key, full)}`);
+        continue;
+      }
+      const result = spec[key].check(value[key]);
+      if ('error' in result) problems.push(`${sourceName}: ${full}: ${result.error}; allowed: ${spec[key].allowed}`);
+      else target[spec[key].field] = result.value;
+    }
+  }
+
+  if (problems.length > 0) throw new ConfigError(sourceName, problems);
+  return config;
+}
+
+function readConfigFile(file: string, origin: string): LoadedConfig {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `cannot be read (${(err as Error).message})`;
+    throw new ConfigError(file, [`${file}: configuration file ${origin} ${reason}`], { cause: err });
+  }
+  return { config: parseConfig(text, file), source: file };
+}
+
+/**
+ * Finds and loads the configuration, in Kata's order: the explicit `path`, else $STENCIL_CONFIG,
+ * else the system file if it exists, else the built-in defaults. A file that was asked for
+ * explicitly (by `path` or the environment) must exist.
+ */
+export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
+  const env = options.env ?? process.env;
+  if (options.path) return readConfigFile(path.resolve(options.path), '(given as config_path)');
+  const fromEnv = env[CONFIG_ENV_VAR];
+  if (fromEnv) return readConfigFile(path.resolve(fromEnv), `(named by $${CONFIG_ENV_VAR})`);
+
+  const systemPath = options.systemPath ?? DEFAULT_CONFIG_PATH;
+  let text: string;
+  try {
+    text = fs.readFileSync(systemPath, 'utf8');
+  } catch (err) {
+    // Only absence falls back to defaults; an unreadable file is a misconfiguration to report.
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { config: defaultConfig(), source: 'defaults' };
+    throw new ConfigError(systemPath, [`${systemPath}: configuration file cannot be read (${(err as Error).message})`], { cause: err });
+  }
+  return { config: parseConfig(text, systemPath), source: systemPath };
+}

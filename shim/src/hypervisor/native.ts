@@ -1,0 +1,56 @@
+// Loads the C++ KVM addon (vmm-native) built by node-gyp.
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { repoRoot } from '../util/paths.js';
+
+export interface NativeVmConfig {
+  vcpus: number;
+  memoryBytes: number;
+  memoryBacking: 'tmpfs' | 'memfd';
+  memoryDir: string;
+  memoryFileName: string;
+  kernel: string;
+  initrd: string;
+  cmdline: string;
+  virtioRng: boolean;
+}
+
+export type NativeEvent = 'console' | 'paused' | 'exited';
+
+export interface NativeVm {
+  start(): void;
+  pause(): void;
+  resume(): void;
+  stop(): void;
+  destroy(): void;
+  sendConsoleInput(data: Buffer): void;
+  info(): { cmdline: string; memoryPath: string; memoryBytes: number };
+}
+
+export interface KvmProbeResult {
+  available: boolean;
+  error: string;
+  apiVersion: number;
+  runsStockGuests: boolean;
+  kernelModeMips: number;
+  detail: string;
+}
+
+interface Addon {
+  NativeVm: new (config: NativeVmConfig, onEvent: (type: NativeEvent, a?: unknown, b?: unknown) => void) => NativeVm;
+  probeKvm(): KvmProbeResult;
+}
+
+let addon: Addon | undefined;
+
+export function loadAddon(): Addon {
+  if (!addon) {
+    const file = path.join(repoRoot(), 'vmm-native', 'build', 'Release', 'stencil_vmm.node');
+    try {
+      addon = createRequire(import.meta.url)(file) as Addon;
+    } catch (err) {
+      throw new Error(`cannot load the KVM addon ${file} (run 'make build'): ${(err as Error).message}`);
+    }
+  }
+  return addon;
+}

@@ -1,0 +1,56 @@
+// The hypervisor layer's contract (shim -> pod -> hypervisor -> agent). The pod layer talks to a
+// VirtualMachine only through this interface, so the VMM behind it can change.
+import type { Readable } from 'node:stream';
+
+export interface VmSpec {
+  /** Number of vCPUs (>= 1). */
+  vcpus: number;
+  /** Guest RAM in bytes, a multiple of 4096. */
+  memoryBytes: number;
+  /** vmlinux or bzImage. */
+  kernel: string;
+  initrd?: string;
+  /** Full kernel command line (see defaultCmdline); virtio-mmio declarations are appended. */
+  cmdline: string;
+  /** Directory on tmpfs holding the RAM file (ignored for memfd). */
+  memoryDir: string;
+  memoryBacking: 'tmpfs' | 'memfd';
+  /** A name for logs and the RAM file. */
+  name: string;
+  virtioRng: boolean;
+}
+
+export type ExitReason =
+  | 'reboot'
+  | 'poweroff'
+  | 'triple-fault'
+  | 'internal-error'
+  | 'fail-entry'
+  | 'stopped'
+  | 'vmm-error';
+
+export interface VmExit {
+  reason: ExitReason;
+  detail: string;
+}
+
+export type VmState = 'created' | 'running' | 'pausing' | 'paused' | 'exited' | 'destroyed';
+
+export interface VirtualMachine {
+  readonly name: string;
+  readonly state: VmState;
+  /** Guest serial console output. */
+  readonly console: Readable;
+  /** RAM backing file on tmpfs ('' for memfd). */
+  readonly memoryPath: string;
+  readonly cmdline: string;
+  start(): void;
+  /** Resolves once every vCPU has left KVM_RUN and is parked. */
+  pause(): Promise<void>;
+  resume(): void;
+  writeConsole(data: Buffer | string): void;
+  /** Resolves when the guest ends (reboot, poweroff, crash) or the host stops it. */
+  waitExit(): Promise<VmExit>;
+  /** Stops the vCPUs and frees every resource (RAM file included). Idempotent. */
+  destroy(): Promise<VmExit>;
+}

@@ -1,0 +1,205 @@
+// Node-API binding of the VMM core. JavaScript never blocks on the guest: vCPUs run on their own
+// threads and report back through thread-safe functions (console bytes, paused, exited).
+#include <napi.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "error.h"
+#include "kvm.h"
+#include "vm.h"
+
+namespace stencil {
+namespace {
+
+Napi::Error ToJsError(Napi::Env env, const VmmError& e) {
+  Napi::Error err = Napi::Error::New(env, e.what());
+  err.Set("code", Napi::String::New(env, ErrorCodeName(e.code())));
+  return err;
+}
+
+// Console output is batched: vCPU threads append, and one pending JS call drains everything.
+class ConsoleBuffer {
+ public:
+  bool Append(const uint8_t* d, size_t n) {  // true if a drain must be scheduled
+    std::lock_guard<std::mutex> lock(mu_);
+    bool was_empty = data_.empty();
+    data_.append(reinterpret_cast<const char*>(d), n);
+    return was_empty;
+  }
+  std::string Take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string out;
+    out.swap(data_);
+    return out;
+  }
+
+ private:
+  std::mutex mu_;
+  std::string data_;
+};
+
+enum class EventType { kConsole, kPaused, kExited };
+struct Event {
+  EventType type;
+  std::string reason, detail;
+};
+
+class NativeVm : public Napi::ObjectWrap<NativeVm> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "NativeVm",
+                       {InstanceMethod("start", &NativeVm::Start), InstanceMethod("pause", &NativeVm::Pause),
+                        InstanceMethod("resume", &NativeVm::Resume), InstanceMethod("stop", &NativeVm::Stop),
+                        InstanceMethod("destroy", &NativeVm::Destroy),
+                        InstanceMethod("sendConsoleInput", &NativeVm::SendConsoleInput),
+                        InstanceMethod("info", &NativeVm::Info)});
+  }
+
+  // new NativeVm(config, onEvent(type, a, b))
+  explicit NativeVm(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeVm>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction()) {
+      Napi::TypeError::New(env, "NativeVm(config, onEvent) expects an object and a function")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    Napi::Object c = info[0].As<Napi::Object>();
+    VmConfig config;
+    auto str = [&](const char* key) { return c.Has(key) ? c.Get(key).ToString().Utf8Value() : std::string(); };
+    config.vcpus = c.Get("vcpus").ToNumber().Uint32Value();
+    double mem = c.Get("memoryBytes").ToNumber().DoubleValue();
+    config.memory.size = mem > 0 ? static_cast<uint64_t>(mem) : 0;
+    config.memory.backing = str("memoryBacking") == "memfd" ? MemoryBacking::kMemfd : MemoryBacking::kTmpfsFile;
+    config.memory.directory = str("memoryDir");
+    config.memory.name = str("memoryFileName");
+    config.kernel_path = str("kernel");
+    config.initrd_path = str("initrd");
+    config.cmdline = str("cmdline");
+    if (c.Has("virtioRng")) config.virtio_rng = c.Get("virtioRng").ToBoolean();
+
+    tsfn_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "stencil-vm-events", 0, 1,
+                                          [](Napi::Env) {});
+    VmCallbacks cb;
+    cb.console = [this](const uint8_t* d, size_t n) {
+      if (console_.Append(d, n)) Post(Event{EventType::kConsole, {}, {}});
+    };
+    cb.paused = [this] { Post(Event{EventType::kPaused, {}, {}}); };
+    cb.exited = [this](ExitReason r, const std::string& detail) {
+      Post(Event{EventType::kExited, ExitReasonName(r), detail});
+    };
+    try {
+      vm_ = std::make_unique<Vm>(config, std::move(cb));
+    } catch (const VmmError& e) {
+      tsfn_.Release();
+      released_ = true;
+      ToJsError(env, e).ThrowAsJavaScriptException();
+    }
+  }
+
+  ~NativeVm() override { DestroyVm(); }
+
+ private:
+  void Post(Event ev) {
+    auto* heap = new Event(std::move(ev));
+    napi_status st = tsfn_.NonBlockingCall(heap, [this](Napi::Env env, Napi::Function fn, Event* e) {
+      std::unique_ptr<Event> owned(e);
+      switch (owned->type) {
+        case EventType::kConsole: {
+          std::string bytes = console_.Take();
+          if (!bytes.empty()) fn.Call({Napi::String::New(env, "console"), Napi::Buffer<char>::Copy(env, bytes.data(), bytes.size())});
+          break;
+        }
+        case EventType::kPaused: fn.Call({Napi::String::New(env, "paused")}); break;
+        case EventType::kExited:
+          fn.Call({Napi::String::New(env, "exited"), Napi::String::New(env, owned->reason),
+                   Napi::String::New(env, owned->detail)});
+          break;
+      }
+    });
+    if (st != napi_ok) delete heap;
+  }
+
+  template <typename F>
+  Napi::Value Guard(const Napi::CallbackInfo& info, F f) {
+    if (!vm_) {
+      Napi::Error::New(info.Env(), "VM has been destroyed").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    try {
+      f();
+    } catch (const VmmError& e) {
+      ToJsError(info.Env(), e).ThrowAsJavaScriptException();
+    }
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Start(const Napi::CallbackInfo& info) { return Guard(info, [&] { vm_->Start(); }); }
+  Napi::Value Pause(const Napi::CallbackInfo& info) { return Guard(info, [&] { vm_->RequestPause(); }); }
+  Napi::Value Resume(const Napi::CallbackInfo& info) { return Guard(info, [&] { vm_->Resume(); }); }
+  Napi::Value Stop(const Napi::CallbackInfo& info) { return Guard(info, [&] { vm_->Stop(); }); }
+  Napi::Value SendConsoleInput(const Napi::CallbackInfo& info) {
+    return Guard(info, [&] {
+      auto buf = info[0].As<Napi::Buffer<uint8_t>>();
+      vm_->SendConsoleInput(buf.Data(), buf.Length());
+    });
+  }
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    if (!vm_) return o;
+    o.Set("cmdline", vm_->cmdline());
+    o.Set("memoryPath", vm_->memory().path());
+    o.Set("memoryBytes", Napi::Number::New(env, static_cast<double>(vm_->memory().size())));
+    return o;
+  }
+  // Stops the vCPUs, frees guest RAM (removing its tmpfs file) and closes every fd.
+  Napi::Value Destroy(const Napi::CallbackInfo& info) {
+    DestroyVm();
+    return info.Env().Undefined();
+  }
+
+  void DestroyVm() {
+    if (vm_) {
+      vm_->Stop();
+      vm_.reset();
+    }
+    if (!released_) {
+      tsfn_.Release();
+      released_ = true;
+    }
+  }
+
+  std::unique_ptr<Vm> vm_;
+  Napi::ThreadSafeFunction tsfn_;
+  bool released_ = false;
+  ConsoleBuffer console_;
+};
+
+Napi::Value ProbeKvmJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  KvmProbe p = ProbeKvm();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("available", p.available);
+  o.Set("error", p.error);
+  o.Set("apiVersion", p.api_version);
+  o.Set("runsStockGuests", p.runs_stock_guests);
+  o.Set("kernelModeMips", p.kernel_mode_mips);
+  o.Set("detail", p.detail);
+  return o;
+}
+
+Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  exports.Set("NativeVm", NativeVm::Init(env));
+  exports.Set("probeKvm", Napi::Function::New(env, ProbeKvmJs));
+  return exports;
+}
+
+}  // namespace
+}  // namespace stencil
+
+static Napi::Object InitStencilVmm(Napi::Env env, Napi::Object exports) {
+  return stencil::InitModule(env, exports);
+}
+NODE_API_MODULE(stencil_vmm, InitStencilVmm)

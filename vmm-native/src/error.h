@@ -1,0 +1,36 @@
+// Errors raised by the VMM core. Every error carries a machine-readable code (mapped to a
+// typed TypeScript error) and a message that names what was wrong.
+#pragma once
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace stencil {
+
+enum class ErrorCode {
+  kInvalidArgument,   // caller passed a bad value (memory size, vCPU count, path)
+  kKvmUnavailable,    // /dev/kvm missing, no permission, wrong API version
+  kKernelImage,       // kernel/initrd missing, unreadable or not a loadable image
+  kMemoryBacking,     // tmpfs directory missing/full, mmap failure
+  kKvm,               // a KVM ioctl failed
+  kState,             // operation not valid in the VM's current state
+};
+
+const char* ErrorCodeName(ErrorCode code);
+
+class VmmError : public std::runtime_error {
+ public:
+  VmmError(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  ErrorCode code() const { return code_; }
+
+ private:
+  ErrorCode code_;
+};
+
+// Formats "<what>: <strerror(errno)>" using the errno at the time of the call.
+inline std::string WithErrno(const std::string& what, int err = errno) {
+  return what + ": " + std::strerror(err);
+}
+
+}  // namespace stencil

@@ -1,0 +1,137 @@
+#include "memory.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "error.h"
+
+namespace stencil {
+
+namespace {
+
+constexpr uint64_t kPageSize = 4096;
+
+std::string HumanSize(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) v /= 1024, u++;
+  char buf[32];
+  snprintf(buf, sizeof buf, "%.1f %s", v, units[u]);
+  return buf;
+}
+
+void ValidateSize(uint64_t size) {
+  if (size == 0) throw VmmError(ErrorCode::kInvalidArgument, "memory size must be greater than 0");
+  if (size % kPageSize != 0)
+    throw VmmError(ErrorCode::kInvalidArgument,
+                   "memory size " + std::to_string(size) + " is not a multiple of the page size (4096)");
+  if (size < (16ULL << 20))
+    throw VmmError(ErrorCode::kInvalidArgument, "memory size " + HumanSize(size) + " is below the minimum of 16 MiB");
+  long pages = sysconf(_SC_PHYS_PAGES);
+  uint64_t host = pages > 0 ? static_cast<uint64_t>(pages) * kPageSize : 0;
+  if (host && size > host)
+    throw VmmError(ErrorCode::kInvalidArgument,
+                   "memory size " + HumanSize(size) + " exceeds this host's RAM (" + HumanSize(host) + ")");
+}
+
+}  // namespace
+
+uint8_t* TranslateIn(const std::vector<MemoryRegion>& regions, uint64_t addr, uint64_t len) {
+  for (const auto& r : regions) {
+    if (addr >= r.guest_addr && addr - r.guest_addr <= r.size && len <= r.size - (addr - r.guest_addr))
+      return r.host_addr + (addr - r.guest_addr);
+  }
+  return nullptr;
+}
+
+GuestMemory::GuestMemory(const MemoryOptions& options)
+    : size_(options.size), keep_file_(options.keep_file) {
+  const bool opening_template = options.sharing == MemorySharing::kPrivateCopyOnWrite;
+  if (!opening_template) ValidateSize(size_);
+
+  if (options.backing == MemoryBacking::kMemfd) {
+    fd_.reset(memfd_create("stencil-guest-ram", MFD_CLOEXEC));
+    if (!fd_.valid()) throw VmmError(ErrorCode::kMemoryBacking, WithErrno("memfd_create for guest RAM"));
+  } else {
+    const std::string& dir = options.directory;
+    struct stat st;
+    if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      throw VmmError(ErrorCode::kMemoryBacking, "guest RAM directory " + dir + " does not exist or is not a directory");
+    if (options.name.empty() || options.name.find('/') != std::string::npos)
+      throw VmmError(ErrorCode::kInvalidArgument, "guest RAM file name '" + options.name + "' is empty or contains '/'");
+    path_ = dir + "/" + options.name;
+    if (opening_template) {
+      fd_.reset(open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!fd_.valid()) throw VmmError(ErrorCode::kMemoryBacking, WithErrno("opening template RAM " + path_));
+      if (fstat(fd_.get(), &st) != 0 || static_cast<uint64_t>(st.st_size) != size_)
+        throw VmmError(ErrorCode::kMemoryBacking, "template RAM " + path_ + " does not have the expected size " +
+                                                      std::to_string(size_));
+      keep_file_ = true;  // never delete a template's file from a clone
+    } else {
+      // tmpfs files are sparse: check free space now rather than let the guest die on SIGBUS
+      // the first time it touches a page the filesystem cannot provide.
+      struct statvfs vfs;
+      if (statvfs(dir.c_str(), &vfs) != 0)
+        throw VmmError(ErrorCode::kMemoryBacking, WithErrno("statvfs " + dir));
+      uint64_t avail = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+      if (avail < size_)
+        throw VmmError(ErrorCode::kMemoryBacking, "guest RAM directory " + dir + " has only " + HumanSize(avail) +
+                                                      " free, the VM needs " + HumanSize(size_));
+      fd_.reset(open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+      if (!fd_.valid()) throw VmmError(ErrorCode::kMemoryBacking, WithErrno("creating guest RAM file " + path_));
+    }
+  }
+
+  auto fail = [&](const std::string& what) {
+    int err = errno;
+    if (!path_.empty() && !opening_template) unlink(path_.c_str());
+    throw VmmError(ErrorCode::kMemoryBacking, WithErrno(what, err));
+  };
+  if (!opening_template && ftruncate(fd_.get(), static_cast<off_t>(size_)) != 0)
+    fail("sizing guest RAM to " + std::to_string(size_) + " bytes");
+
+  int prot = PROT_READ | PROT_WRITE;
+  int flags = (opening_template ? MAP_PRIVATE : MAP_SHARED) | MAP_NORESERVE;
+  void* p = mmap(nullptr, size_, prot, flags, fd_.get(), 0);
+  if (p == MAP_FAILED) fail("mapping " + HumanSize(size_) + " of guest RAM");
+  base_ = static_cast<uint8_t*>(p);
+  madvise(base_, size_, MADV_MERGEABLE);
+
+  // Split at the MMIO hole: [0, hole) and [4 GiB, ...) map consecutive file ranges.
+  uint64_t low = size_ < kMmioHoleStart ? size_ : kMmioHoleStart;
+  regions_.push_back({0, low, base_, 0});
+  if (size_ > low) regions_.push_back({kMmioHoleEnd, size_ - low, base_ + low, low});
+}
+
+GuestMemory::~GuestMemory() {
+  if (base_) munmap(base_, size_);
+  if (!path_.empty() && !keep_file_) unlink(path_.c_str());
+}
+
+uint8_t* GuestMemory::Translate(uint64_t addr, uint64_t len) const { return TranslateIn(regions_, addr, len); }
+
+void GuestMemory::Write(uint64_t addr, const void* data, uint64_t len) {
+  uint8_t* p = Translate(addr, len);
+  if (!p)
+    throw VmmError(ErrorCode::kInvalidArgument, "guest range 0x" + std::to_string(addr) + "+" + std::to_string(len) +
+                                                    " is outside guest RAM");
+  std::memcpy(p, data, len);
+}
+
+void GuestMemory::Read(uint64_t addr, void* out, uint64_t len) const {
+  const uint8_t* p = Translate(addr, len);
+  if (!p)
+    throw VmmError(ErrorCode::kInvalidArgument, "guest range 0x" + std::to_string(addr) + "+" + std::to_string(len) +
+                                                    " is outside guest RAM");
+  std::memcpy(out, p, len);
+}
+
+uint64_t GuestMemory::LowMemoryEnd() const { return regions_.front().size; }
+
+}  // namespace stencil

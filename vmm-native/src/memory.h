@@ -1,0 +1,82 @@
+// Guest RAM backed by a file on tmpfs (or an anonymous memfd).
+//
+// A fresh VM maps its file MAP_SHARED so the file *is* the RAM: a paused VM can be turned into
+// a template by keeping the file. A clone maps a template's file MAP_PRIVATE, so pages stay
+// shared until the clone writes them (copy-on-write). Both use this one class.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "fd.h"
+
+namespace stencil {
+
+// One contiguous guest-physical range backed by one host mapping.
+struct MemoryRegion {
+  uint64_t guest_addr;
+  uint64_t size;
+  uint8_t* host_addr;
+  uint64_t file_offset;
+};
+
+enum class MemoryBacking { kTmpfsFile, kMemfd };
+enum class MemorySharing { kShared, kPrivateCopyOnWrite };
+
+struct MemoryOptions {
+  uint64_t size = 0;
+  MemoryBacking backing = MemoryBacking::kTmpfsFile;
+  std::string directory = "/dev/shm/stencil";  // for kTmpfsFile
+  std::string name;                             // file name inside directory
+  MemorySharing sharing = MemorySharing::kShared;
+  bool keep_file = false;  // leave the file behind on destruction (templates)
+};
+
+// Anything that turns guest-physical ranges into host pointers (GuestMemory, or a test buffer).
+class GuestMemoryAccess {
+ public:
+  virtual ~GuestMemoryAccess() = default;
+  // nullptr if [addr, addr+len) is not entirely inside guest RAM.
+  virtual uint8_t* Translate(uint64_t addr, uint64_t len) const = 0;
+};
+
+// Guest-physical layout: RAM below the 32-bit MMIO hole, the rest above 4 GiB.
+constexpr uint64_t kMmioHoleStart = 0xC0000000ULL;
+constexpr uint64_t kMmioHoleEnd = 0x100000000ULL;
+
+class GuestMemory : public GuestMemoryAccess {
+ public:
+  explicit GuestMemory(const MemoryOptions& options);
+  ~GuestMemory();
+  GuestMemory(const GuestMemory&) = delete;
+  GuestMemory& operator=(const GuestMemory&) = delete;
+
+  uint64_t size() const { return size_; }
+  const std::vector<MemoryRegion>& regions() const { return regions_; }
+  const std::string& path() const { return path_; }  // empty for memfd
+
+  // Host pointer for [addr, addr+len) if it lies entirely in one region, else nullptr.
+  // All guest-controlled addresses go through here: nothing is ever dereferenced unchecked.
+  uint8_t* Translate(uint64_t addr, uint64_t len) const override;
+
+  // Copy helpers that throw VmmError naming the bad range (used while building boot state).
+  void Write(uint64_t addr, const void* data, uint64_t len);
+  void Read(uint64_t addr, void* out, uint64_t len) const;
+
+  // Highest guest-physical end address of RAM below the MMIO hole.
+  uint64_t LowMemoryEnd() const;
+
+ private:
+  uint64_t size_;
+  std::string path_;
+  bool keep_file_;
+  UniqueFd fd_;
+  uint8_t* base_ = nullptr;  // one host mapping of the whole file
+  std::vector<MemoryRegion> regions_;
+};
+
+// For tests: memory laid out like GuestMemory but over a caller-owned buffer.
+uint8_t* TranslateIn(const std::vector<MemoryRegion>& regions, uint64_t addr, uint64_t len);
+
+}  // namespace stencil
