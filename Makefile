@@ -5,6 +5,8 @@ SHELL := /bin/bash
 export STENCIL_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/stencil
 
 ADDON := vmm-native/build/Release/stencil_vmm.node
+# Build the addon against the installed Node's own headers when present (no header download).
+NODEDIR ?= $(shell test -f /usr/include/node/node_api.h && echo /usr)
 TS_SOURCES := $(shell find shim/src runtime-config/src integration-tests -name '*.ts' 2>/dev/null)
 NATIVE_SOURCES := $(shell find vmm-native/src -name '*.cc' -o -name '*.h') vmm-native/binding.gyp
 
@@ -22,7 +24,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 	@touch $@
 
 $(ADDON): node_modules/.package-lock.json $(NATIVE_SOURCES) .deps-stamp
-	cd vmm-native && ../node_modules/.bin/node-gyp rebuild --loglevel=warn
+	cd vmm-native && ../node_modules/.bin/node-gyp rebuild --loglevel=warn $(if $(NODEDIR),--nodedir=$(NODEDIR))
 
 dist/.stamp: node_modules/.package-lock.json tsconfig.json $(TS_SOURCES)
 	node_modules/.bin/tsc -p tsconfig.json

@@ -13,7 +13,7 @@
         "src/arch/x86/cpu_setup.cc",
         "src/arch/x86/cpuid.cc",
         "src/arch/x86/mptable.cc",
-        "src/devices/acpi_sleep.cc",
+        "src/devices/acpi_pm.cc",
         "src/devices/bus.cc",
         "src/devices/i8042.cc",
         "src/devices/serial.cc",

@@ -9,7 +9,6 @@ import { ConsoleCapture, guestSpec, runInGuest, withTimeout } from '../lib/guest
 describe('guest boot', () => {
   it('reaches /init and runs a command, then powers off', async () => {
     const run = await runInGuest('echo hello-from-guest');
-    assert.match(run.console, /Linux version 6\.1/);
     assert.match(run.console, /stencil-guest: init reached/);
     assert.equal(run.output.trim(), 'hello-from-guest');
     assert.equal(run.status, 0);

@@ -87,8 +87,13 @@ export class ConfigError extends Error {
     readonly problems: string[],
     options?: ErrorOptions,
   ) {
-    const heading = `invalid Stencil configuration ${source}`;
-    super(problems.length === 1 ? `${heading}: ${problems[0]}` : `${heading}:\n${problems.map((p) => `  - ${p}`).join('\n')}`, options);
+    // Each problem already names the file, so the heading doesn't repeat it.
+    super(
+      problems.length === 1
+        ? `invalid Stencil configuration: ${problems[0]}`
+        : `invalid Stencil configuration (${problems.length} problems):\n${problems.map((p) => `  - ${p}`).join('\n')}`,
+      options,
+    );
   }
 }
 
@@ -97,7 +102,6 @@ export class ConfigError extends Error {
 type Check<T> = (value: unknown) => { value: T } | { error: string };
 
 interface KeySpec<T = unknown> {
-  field: string;
   /** What is accepted, in words; appended to every error for this key. */
   allowed: string;
   check: Check<T>;
@@ -116,17 +120,15 @@ function describe(value: unknown): string {
 
 const wrongType = (expected: string, value: unknown) => ({ error: `expected ${expected}, got ${describe(value)}` });
 
-function stringKey(field: string): KeySpec<string> {
+function stringKey(): KeySpec<string> {
   return {
-    field,
     allowed: 'any string',
     check: (v) => (typeof v === 'string' ? { value: v } : wrongType('a string', v)),
   };
 }
 
-function pathKey(field: string, emptyMeans?: string): KeySpec<string> {
+function pathKey(emptyMeans?: string): KeySpec<string> {
   return {
-    field,
     allowed: emptyMeans ? `an absolute path, or "" for ${emptyMeans}` : 'an absolute path',
     check: (v) => {
       if (typeof v !== 'string') return wrongType('a string', v);
@@ -138,9 +140,8 @@ function pathKey(field: string, emptyMeans?: string): KeySpec<string> {
   };
 }
 
-function intKey(field: string, min: number, max: number): KeySpec<number> {
+function intKey(min: number, max: number): KeySpec<number> {
   return {
-    field,
     allowed: `an integer from ${min} to ${max}`,
     check: (v) => {
       if (typeof v !== 'bigint') return wrongType('an integer', v);
@@ -150,9 +151,8 @@ function intKey(field: string, min: number, max: number): KeySpec<number> {
   };
 }
 
-function sizeKey(field: string, min: number): KeySpec<number> {
+function sizeKey(min: number): KeySpec<number> {
   return {
-    field,
     allowed: `a size like "256M" or "1G" (or an integer number of bytes), at least ${min / 2 ** 20}M and a multiple of ${PAGE_SIZE}`,
     check: (v) => {
       if (typeof v !== 'string' && typeof v !== 'bigint') return wrongType('a size string or an integer', v);
@@ -171,9 +171,8 @@ function sizeKey(field: string, min: number): KeySpec<number> {
   };
 }
 
-function enumKey<T extends string>(field: string, values: readonly T[]): KeySpec<T> {
+function enumKey<T extends string>(values: readonly T[]): KeySpec<T> {
   return {
-    field,
     allowed: values.map((s) => JSON.stringify(s)).join(', '),
     check: (v) => {
       if (typeof v !== 'string') return wrongType('a string', v);
@@ -182,26 +181,38 @@ function enumKey<T extends string>(field: string, values: readonly T[]): KeySpec
   };
 }
 
-type SectionSpec<C> = { [tomlKey: string]: KeySpec & { field: keyof C & string } };
+// Keyed by the camelCase field, so each check's result type must match the field's type; the
+// TOML key is the snake_case form of the field name.
+type SectionSpec<C> = { [F in keyof C]-?: KeySpec<C[F]> };
 
-const SCHEMA: { hypervisor: SectionSpec<HypervisorConfig>; runtime: SectionSpec<RuntimeConfig> } = {
+const SCHEMA: { [S in keyof StencilConfig]: SectionSpec<StencilConfig[S]> } = {
   hypervisor: {
-    kernel: pathKey('kernel', 'the kernel the build produced'),
-    initrd: pathKey('initrd', 'the initramfs the build produced'),
-    kernel_params: stringKey('kernelParams'),
-    default_vcpus: intKey('defaultVcpus', 1, MAX_VCPUS),
-    default_memory: sizeKey('defaultMemory', MIN_MEMORY),
-    memory_dir: pathKey('memoryDir'),
-    memory_backing: enumKey('memoryBacking', MEMORY_BACKINGS),
+    kernel: pathKey('the kernel the build produced'),
+    initrd: pathKey('the initramfs the build produced'),
+    kernelParams: stringKey(),
+    defaultVcpus: intKey(1, MAX_VCPUS),
+    defaultMemory: sizeKey(MIN_MEMORY),
+    memoryDir: pathKey(),
+    memoryBacking: enumKey(MEMORY_BACKINGS),
   },
   runtime: {
-    log_level: enumKey('logLevel', LOG_LEVELS),
-    state_dir: pathKey('stateDir'),
-    transport: enumKey('transport', TRANSPORTS),
+    logLevel: enumKey(LOG_LEVELS),
+    stateDir: pathKey(),
+    transport: enumKey(TRANSPORTS),
   },
 };
 
 const SECTIONS = Object.keys(SCHEMA) as (keyof StencilConfig)[];
+
+const toSnake = (field: string) => field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+/** Per section: TOML key -> [camelCase field, spec], in schema order. */
+const TOML_KEYS = Object.fromEntries(
+  SECTIONS.map((section) => {
+    const specs = SCHEMA[section] as Record<string, KeySpec>;
+    return [section, new Map(Object.entries(specs).map(([field, spec]) => [toSnake(field), [field, spec] as const]))];
+  }),
+) as Record<keyof StencilConfig, Map<string, readonly [string, KeySpec]>>;
 
 const isTable = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
@@ -210,7 +221,7 @@ const isTable = (v: unknown): v is Record<string, unknown> =>
 function suggestion(key: string, exclude?: string): string {
   const loose = (s: string) => s.toLowerCase().replace(/[-_]/g, '');
   for (const section of SECTIONS) {
-    for (const known of Object.keys(SCHEMA[section])) {
+    for (const known of TOML_KEYS[section].keys()) {
       const full = `${section}.${known}`;
       if (full !== exclude && loose(known) === loose(key)) return `; did you mean ${full}?`;
     }
@@ -239,7 +250,7 @@ export function parseConfig(text: string, sourceName: string): StencilConfig {
     const value = doc[name];
     if (!Object.hasOwn(SCHEMA, name)) {
       problems.push(
-        isTable(value)
+        isTable(value) || (Array.isArray(value) && value.length > 0 && value.every(isTable))
           ? `${sourceName}: [${name}]: unknown section; allowed sections: ${sectionList}`
           : `${sourceName}: ${name}: unknown top-level key; settings belong in one of ${sectionList}${suggestion(name)}`,
       );
@@ -250,18 +261,20 @@ export function parseConfig(text: string, sourceName: string): StencilConfig {
       problems.push(`${sourceName}: ${section}: expected a table ([${section}]), got ${describe(value)}`);
       continue;
     }
-    const spec: Record<string, KeySpec> = SCHEMA[section];
+    const known = TOML_KEYS[section];
     const target = config[section] as unknown as Record<string, unknown>;
     for (const key of Object.keys(value)) {
       const full = `${section}.${key}`;
-      if (!Object.hasOwn(spec, key)) {
-        const keys = Object.keys(spec).join(', ');
+      const entry = known.get(key);
+      if (!entry) {
+        const keys = [...known.keys()].join(', ');
         problems.push(`${sourceName}: ${full}: unknown key; allowed keys in [${section}]: ${keys}${suggestion(key, full)}`);
         continue;
       }
-      const result = spec[key].check(value[key]);
-      if ('error' in result) problems.push(`${sourceName}: ${full}: ${result.error}; allowed: ${spec[key].allowed}`);
-      else target[spec[key].field] = result.value;
+      const [field, spec] = entry;
+      const result = spec.check(value[key]);
+      if ('error' in result) problems.push(`${sourceName}: ${full}: ${result.error}; allowed: ${spec.allowed}`);
+      else target[field] = result.value;
     }
   }
 
@@ -269,13 +282,17 @@ export function parseConfig(text: string, sourceName: string): StencilConfig {
   return config;
 }
 
-function readConfigFile(file: string, origin: string): LoadedConfig {
+// `origin` says why this file was chosen; an `optional` file that is absent yields undefined.
+function readConfigFile(file: string, origin: string, optional = false): LoadedConfig | undefined {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `cannot be read (${(err as Error).message})`;
-    throw new ConfigError(file, [`${file}: configuration file ${origin} ${reason}`], { cause: err });
+    const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+    // Only absence is tolerated; an unreadable file is a misconfiguration to report.
+    if (missing && optional) return undefined;
+    const reason = missing ? 'does not exist' : `cannot be read (${(err as Error).message})`;
+    throw new ConfigError(file, [`${file}: configuration file ${reason} (${origin})`], { cause: err });
   }
   return { config: parseConfig(text, file), source: file };
 }
@@ -287,18 +304,9 @@ function readConfigFile(file: string, origin: string): LoadedConfig {
  */
 export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
   const env = options.env ?? process.env;
-  if (options.path) return readConfigFile(path.resolve(options.path), '(given as config_path)');
+  if (options.path) return readConfigFile(path.resolve(options.path), 'given as config_path')!;
   const fromEnv = env[CONFIG_ENV_VAR];
-  if (fromEnv) return readConfigFile(path.resolve(fromEnv), `(named by $${CONFIG_ENV_VAR})`);
-
+  if (fromEnv) return readConfigFile(path.resolve(fromEnv), `named by $${CONFIG_ENV_VAR}`)!;
   const systemPath = options.systemPath ?? DEFAULT_CONFIG_PATH;
-  let text: string;
-  try {
-    text = fs.readFileSync(systemPath, 'utf8');
-  } catch (err) {
-    // Only absence falls back to defaults; an unreadable file is a misconfiguration to report.
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { config: defaultConfig(), source: 'defaults' };
-    throw new ConfigError(systemPath, [`${systemPath}: configuration file cannot be read (${(err as Error).message})`], { cause: err });
-  }
-  return { config: parseConfig(text, systemPath), source: systemPath };
+  return readConfigFile(systemPath, 'the system-wide file', true) ?? { config: defaultConfig(), source: 'defaults' };
 }

@@ -14,7 +14,7 @@
 #include "arch/x86/cpuid.h"
 #include "arch/x86/layout.h"
 #include "arch/x86/mptable.h"
-#include "devices/acpi_sleep.h"
+#include "devices/acpi_pm.h"
 #include "devices/i8042.h"
 #include "error.h"
 #include "kvm.h"
@@ -121,7 +121,7 @@ void Vm::SetupDevices() {
   });
   pio_bus_.Register(0x3f8, 8, serial_);
   pio_bus_.Register(0x60, 5, std::make_shared<I8042>([this] { Finish(ExitReason::kReboot, "guest reset via i8042"); }));
-  pio_bus_.Register(x86::kSleepControlPort, 2, std::make_shared<AcpiSleep>([this] {
+  pio_bus_.Register(x86::kPm1EventPort, x86::kPmPortsSize, std::make_shared<AcpiPm>([this] {
                       Finish(ExitReason::kPoweroff, "guest entered ACPI S5");
                     }));
 

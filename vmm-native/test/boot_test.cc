@@ -116,8 +116,12 @@ TEST(Acpi, TablesAreFoundAndChecksummed) {
   uint64_t fadt = Get<uint64_t>(t, xsdt + 36) - kAcpiTablesAddr;
   EXPECT_EQ(std::memcmp(t.data() + fadt, "FACP", 4), 0);
   EXPECT_EQ(Sum(t.data() + fadt, Get<uint32_t>(t, fadt + 4)), 0);
-  EXPECT_TRUE(Get<uint32_t>(t, fadt + 112) & (1u << 20));  // hardware-reduced
-  EXPECT_EQ(Get<uint64_t>(t, fadt + 244 + 4), kSleepControlPort);
+  EXPECT_FALSE(Get<uint32_t>(t, fadt + 112) & (1u << 20));  // not hardware-reduced: keeps ISA IRQs
+  EXPECT_EQ(Get<uint32_t>(t, fadt + 64), kPm1ControlPort);
+  EXPECT_EQ(Get<uint64_t>(t, fadt + 172 + 4), kPm1ControlPort);
+  uint64_t facs = Get<uint32_t>(t, fadt + 36) - kAcpiTablesAddr;
+  EXPECT_EQ(facs % 64, 0u);
+  EXPECT_EQ(std::memcmp(t.data() + facs, "FACS", 4), 0);
   uint64_t dsdt = Get<uint64_t>(t, fadt + 140) - kAcpiTablesAddr;
   EXPECT_EQ(std::memcmp(t.data() + dsdt, "DSDT", 4), 0);
   EXPECT_EQ(Sum(t.data() + dsdt, Get<uint32_t>(t, dsdt + 4)), 0);
@@ -136,7 +140,7 @@ TEST(Acpi, TablesAreFoundAndChecksummed) {
 }
 
 TEST(Acpi, SleepControlDecoding) {
-  EXPECT_TRUE(IsPowerOffRequest((kS5SleepType << 2) | 0x20));
-  EXPECT_FALSE(IsPowerOffRequest(kS5SleepType << 2));   // SLP_EN missing
-  EXPECT_FALSE(IsPowerOffRequest((3 << 2) | 0x20));     // S3 is not power-off
+  EXPECT_TRUE(IsPowerOffRequest((kS5SleepType << 10) | 0x2000));
+  EXPECT_FALSE(IsPowerOffRequest(kS5SleepType << 10));   // SLP_EN missing
+  EXPECT_FALSE(IsPowerOffRequest((3 << 10) | 0x2000));   // S3 is not power-off
 }

@@ -2,10 +2,10 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { runChecks } from '../hypervisor/check.js';
+import { ConfigError, defaultConfig } from '../../../runtime-config/src/config.js';
 import { VmError } from '../hypervisor/errors.js';
 import { CLEAN_EXITS, vmRun } from './vm-run.js';
 
-const DEFAULT_MEMORY_DIR = '/dev/shm/stencil';
 
 /** `stencil check` exit codes, used by the Makefile to pick where VM tests run. */
 export const CHECK_OK = 0;
@@ -23,7 +23,7 @@ async function main(): Promise<number> {
       (y) =>
         y
           .option('json', { type: 'boolean', default: false, describe: 'print the report as JSON' })
-          .option('memory-dir', { type: 'string', default: DEFAULT_MEMORY_DIR }),
+          .option('memory-dir', { type: 'string', default: defaultConfig().hypervisor.memoryDir }),
       (argv) => {
         const report = runChecks(argv.memoryDir);
         if (argv.json) {
@@ -51,9 +51,10 @@ async function main(): Promise<number> {
               .option('kernel', { type: 'string', describe: 'vmlinux or bzImage (default: the built guest kernel)' })
               .option('initrd', { type: 'string', describe: 'initramfs (default: the built guest initramfs)' })
               .option('cmdline', { type: 'string', describe: 'appended to the default kernel command line' })
-              .option('memory', { type: 'string', default: '256M', describe: 'guest RAM, e.g. 256M or 1G' })
-              .option('vcpus', { type: 'number', default: 1 })
-              .option('memory-dir', { type: 'string', default: DEFAULT_MEMORY_DIR, describe: 'tmpfs directory for the RAM file' })
+              .option('config', { type: 'string', describe: 'configuration.toml (default: $STENCIL_CONFIG, /etc/stencil/configuration.toml)' })
+              .option('memory', { type: 'string', describe: 'guest RAM, e.g. 256M or 1G (default: configuration, 256M)' })
+              .option('vcpus', { type: 'number', describe: 'vCPU count (default: configuration, 1)' })
+              .option('memory-dir', { type: 'string', describe: 'tmpfs directory for the RAM file (default: configuration, /dev/shm/stencil)' })
               .option('name', { type: 'string' }),
           async (argv) => {
             const exit = await vmRun(argv);
@@ -77,7 +78,8 @@ main().then(
   (code) => process.exit(code),
   (err: unknown) => {
     const e = err as Error;
-    process.stderr.write(`stencil: ${e instanceof VmError ? `${e.message} [${e.code}]` : (e.stack ?? e.message)}\n`);
+    const known = e instanceof VmError ? `${e.message} [${e.code}]` : e instanceof ConfigError ? e.message : undefined;
+    process.stderr.write(`stencil: ${known ?? e.stack ?? e.message}\n`);
     process.exit(1);
   },
 );

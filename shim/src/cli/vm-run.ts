@@ -1,40 +1,47 @@
 // `stencil vm run`: boot a VM with its console on this terminal; exit when the guest does.
 import fs from 'node:fs';
+import { loadConfig } from '../../../runtime-config/src/config.js';
 import { DEFAULT_CMDLINE, MicroVm } from '../hypervisor/microvm.js';
 import type { VmExit } from '../hypervisor/types.js';
 import { builtGuestArtifacts } from '../util/paths.js';
 import { parseSize } from '../util/size.js';
 
 export interface VmRunOptions {
+  config?: string;
   kernel?: string;
   initrd?: string;
   cmdline?: string;
-  memory: string;
-  vcpus: number;
-  memoryDir: string;
+  memory?: string;
+  vcpus?: number;
+  memoryDir?: string;
   name?: string;
 }
 
 /** Exit reasons that mean the guest shut itself down on purpose. */
 export const CLEAN_EXITS = new Set(['reboot', 'poweroff']);
 
+/** Command-line flags override the configuration file, which overrides the built-in defaults. */
 export async function vmRun(opts: VmRunOptions): Promise<VmExit> {
-  let { kernel, initrd } = opts;
+  const { hypervisor: cfg } = loadConfig({ path: opts.config }).config;
+  let kernel = opts.kernel ?? (cfg.kernel || undefined);
+  let initrd = opts.initrd ?? (cfg.initrd || undefined);
   if (!kernel || !initrd) {
     const built = builtGuestArtifacts();
     kernel ??= built.kernel;
     initrd ??= built.initrd;
   }
-  fs.mkdirSync(opts.memoryDir, { recursive: true, mode: 0o700 });
+  const memoryDir = opts.memoryDir ?? cfg.memoryDir;
+  if (cfg.memoryBacking === 'tmpfs') fs.mkdirSync(memoryDir, { recursive: true, mode: 0o700 });
+  const cmdline = [DEFAULT_CMDLINE, cfg.kernelParams, opts.cmdline].filter(Boolean).join(' ');
   const vm = MicroVm.create({
     name: opts.name ?? `vm-${process.pid}`,
-    vcpus: opts.vcpus,
-    memoryBytes: parseSize(opts.memory, '--memory'),
+    vcpus: opts.vcpus ?? cfg.defaultVcpus,
+    memoryBytes: opts.memory !== undefined ? parseSize(opts.memory, '--memory') : cfg.defaultMemory,
     kernel,
     initrd,
-    cmdline: opts.cmdline ? `${DEFAULT_CMDLINE} ${opts.cmdline}` : DEFAULT_CMDLINE,
-    memoryDir: opts.memoryDir,
-    memoryBacking: 'tmpfs',
+    cmdline,
+    memoryDir,
+    memoryBacking: cfg.memoryBacking,
     virtioRng: true,
   });
   vm.console.pipe(process.stdout, { end: false });

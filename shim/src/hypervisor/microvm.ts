@@ -5,7 +5,7 @@ import { loadAddon, type NativeEvent, type NativeVm } from './native.js';
 import type { ExitReason, VirtualMachine, VmExit, VmSpec, VmState } from './types.js';
 
 /** Defaults a Kata/Firecracker user would expect: serial console, keyboard-controller reset. */
-export const DEFAULT_CMDLINE = 'console=ttyS0 reboot=k panic=1 pci=off tsc=reliable no_timer_check';
+export const DEFAULT_CMDLINE = 'console=ttyS0 quiet reboot=k panic=1 pci=off tsc=reliable no_timer_check';
 
 export class MicroVm implements VirtualMachine {
   readonly console = new PassThrough();

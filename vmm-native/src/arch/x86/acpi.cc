@@ -11,10 +11,11 @@ namespace {
 
 constexpr uint32_t kHeaderSize = 36;
 constexpr uint32_t kFadtSize = 276;   // FADT revision 6
-constexpr uint32_t kFadtFlagsHwReduced = 1u << 20;
+constexpr uint32_t kFacsSize = 64;
+constexpr uint32_t kFadtFlagsWbinvd = 1u << 0, kFadtFlagsPowerButtonIsGeneric = 1u << 4, kFadtFlagsNoRtcWake = 1u << 5;
 constexpr uint16_t kIapcNoVga = 1u << 2, kIapcNoCmosRtc = 1u << 5;
-constexpr uint8_t kSleepEnable = 1u << 5;
-constexpr uint8_t kSleepTypeShift = 2, kSleepTypeMask = 0x1c;
+constexpr uint16_t kSleepEnable = 1u << 13;
+constexpr uint16_t kSleepTypeShift = 10, kSleepTypeMask = 0x1c00;
 
 // AML: Name (\_S5, Package (2) { 5, 0 })
 const uint8_t kDsdtAml[] = {0x08, '_', 'S', '5', '_', 0x12, 0x05, 0x02, 0x0a, kS5SleepType, 0x00};
@@ -45,12 +46,12 @@ std::vector<uint8_t> Table(const char sig[4], uint32_t length, uint8_t revision)
 
 void Seal(std::vector<uint8_t>& t) { t[9] = Checksum(t.data(), t.size()); }
 
-// Generic Address Structure for a byte-wide port I/O register.
-void PutIoGas(std::vector<uint8_t>& t, size_t off, uint16_t port) {
-  t[off] = 1;      // system I/O space
-  t[off + 1] = 8;  // bit width
-  t[off + 2] = 0;  // bit offset
-  t[off + 3] = 1;  // byte access
+// Generic Address Structure for a port I/O register block accessed in 16-bit words.
+void PutIoGas(std::vector<uint8_t>& t, size_t off, uint16_t port, uint8_t bit_width) {
+  t[off] = 1;              // system I/O space
+  t[off + 1] = bit_width;
+  t[off + 2] = 0;          // bit offset
+  t[off + 3] = 2;          // word access
   Put<uint64_t>(t, off + 4, port);
 }
 
@@ -90,8 +91,9 @@ std::vector<uint8_t> BuildAcpiTables(uint64_t base, uint32_t vcpu_count) {
   constexpr uint32_t kRsdpSize = 36;
   auto align = [](uint64_t v) { return (v + 15) & ~15ULL; };
   std::vector<uint8_t> madt = BuildMadt(vcpu_count);
-  const uint64_t xsdt_addr = base + 0x40;
-  const uint64_t fadt_addr = base + 0x80;
+  const uint64_t facs_addr = base + 0x40;  // 64-byte aligned
+  const uint64_t xsdt_addr = facs_addr + kFacsSize;
+  const uint64_t fadt_addr = align(xsdt_addr + kHeaderSize + 16);
   const uint64_t dsdt_addr = align(fadt_addr + kFadtSize);
   const uint64_t madt_addr = align(dsdt_addr + kHeaderSize + sizeof kDsdtAml);
 
@@ -99,14 +101,27 @@ std::vector<uint8_t> BuildAcpiTables(uint64_t base, uint32_t vcpu_count) {
   std::memcpy(dsdt.data() + kHeaderSize, kDsdtAml, sizeof kDsdtAml);
   Seal(dsdt);
 
+  std::vector<uint8_t> facs(kFacsSize, 0);
+  std::memcpy(facs.data(), "FACS", 4);
+  Put<uint32_t>(facs, 4, kFacsSize);
+  facs[32] = 2;  // version
+
+  // SMI_CMD = 0: the platform is always in ACPI mode, no SMM hand-over.
   std::vector<uint8_t> fadt = Table("FACP", kFadtSize, 6);
+  Put<uint32_t>(fadt, 36, static_cast<uint32_t>(facs_addr));
   Put<uint32_t>(fadt, 40, static_cast<uint32_t>(dsdt_addr));
+  Put<uint16_t>(fadt, 46, kSciIrq);
+  Put<uint32_t>(fadt, 56, kPm1EventPort);
+  Put<uint32_t>(fadt, 64, kPm1ControlPort);
+  fadt[88] = 4;  // PM1_EVT_LEN
+  fadt[89] = 2;  // PM1_CNT_LEN
   Put<uint16_t>(fadt, 109, kIapcNoVga | kIapcNoCmosRtc);
-  Put<uint32_t>(fadt, 112, kFadtFlagsHwReduced);
+  Put<uint32_t>(fadt, 112, kFadtFlagsWbinvd | kFadtFlagsPowerButtonIsGeneric | kFadtFlagsNoRtcWake);
   fadt[131] = 5;  // FADT minor version (6.5)
+  Put<uint64_t>(fadt, 132, facs_addr);
   Put<uint64_t>(fadt, 140, dsdt_addr);
-  PutIoGas(fadt, 244, kSleepControlPort);
-  PutIoGas(fadt, 256, kSleepStatusPort);
+  PutIoGas(fadt, 148, kPm1EventPort, 32);
+  PutIoGas(fadt, 172, kPm1ControlPort, 16);
   Put<uint64_t>(fadt, 268, 0x4c49434e455453ULL);  // hypervisor vendor identity "STENCIL"
   Seal(fadt);
 
@@ -126,6 +141,7 @@ std::vector<uint8_t> BuildAcpiTables(uint64_t base, uint32_t vcpu_count) {
 
   std::vector<uint8_t> out(madt_addr - base + madt.size(), 0);
   std::memcpy(out.data(), rsdp.data(), rsdp.size());
+  std::memcpy(out.data() + (facs_addr - base), facs.data(), facs.size());
   std::memcpy(out.data() + (xsdt_addr - base), xsdt.data(), xsdt.size());
   std::memcpy(out.data() + (fadt_addr - base), fadt.data(), fadt.size());
   std::memcpy(out.data() + (dsdt_addr - base), dsdt.data(), dsdt.size());
@@ -133,7 +149,7 @@ std::vector<uint8_t> BuildAcpiTables(uint64_t base, uint32_t vcpu_count) {
   return out;
 }
 
-bool IsPowerOffRequest(uint8_t value) {
+bool IsPowerOffRequest(uint16_t value) {
   return (value & kSleepEnable) && ((value & kSleepTypeMask) >> kSleepTypeShift) == kS5SleepType;
 }
 
