@@ -18,7 +18,13 @@
         "src/devices/i8042.cc",
         "src/devices/serial.cc",
         "src/loader/kernel_image.cc",
+        "src/virtio/blk.cc",
         "src/virtio/mmio.cc",
+        "src/virtio/p9/device.cc",
+        "src/virtio/p9/host.cc",
+        "src/virtio/p9/ops.cc",
+        "src/virtio/p9/server.cc",
+        "src/virtio/p9/wire.cc",
         "src/virtio/queue.cc",
         "src/virtio/rng.cc"
       ],

@@ -10,12 +10,17 @@ export const BOOT_TIMEOUT_MS = Number(process.env.STENCIL_TEST_BOOT_TIMEOUT_MS ?
 
 let counter = 0;
 
-export function guestSpec(script: string | undefined, overrides: Partial<VmSpec> & { then?: string } = {}): VmSpec {
+/** VmSpec fields to override, plus what the guest's /init should do after the script. */
+export type GuestOptions = Partial<VmSpec> & { then?: 'poweroff' | 'reboot' | 'halt'; append?: string };
+
+export function guestSpec(script: string | undefined, options: GuestOptions = {}): VmSpec {
+  const { then, append, ...overrides } = options;
   const { kernel, initrd } = builtGuestArtifacts();
   fs.mkdirSync(MEMORY_DIR, { recursive: true, mode: 0o700 });
   const extra = [
     script === undefined ? '' : `stencil_run=${Buffer.from(script).toString('base64')}`,
-    overrides.then ? `stencil_then=${overrides.then}` : '',
+    then ? `stencil_then=${then}` : '',
+    append ?? '',
   ].filter(Boolean);
   return {
     name: `test-${process.pid}-${++counter}`,
@@ -78,8 +83,8 @@ export interface GuestRun {
 }
 
 /** Boots a VM that runs `script`, waits for it to end, and tears it down. */
-export async function runInGuest(script: string, overrides: Partial<VmSpec> & { then?: string } = {}): Promise<GuestRun> {
-  const vm = MicroVm.create(guestSpec(script, overrides));
+export async function runInGuest(script: string, options: GuestOptions = {}): Promise<GuestRun> {
+  const vm = MicroVm.create(guestSpec(script, options));
   const capture = new ConsoleCapture(vm);
   try {
     vm.start();

@@ -15,11 +15,28 @@ describe('guest boot', () => {
     assert.equal(run.exit.reason, 'poweroff');
   });
 
+  it('boots a bzImage as well as a vmlinux', async () => {
+    const { bzImage } = JSON.parse(fs.readFileSync('build/guest.json', 'utf8')) as { bzImage: string };
+    const run = await runInGuest('echo bzimage-ok', { kernel: bzImage });
+    assert.equal(run.output.trim(), 'bzimage-ok');
+    assert.equal(run.exit.reason, 'poweroff');
+  });
+
   it('sees as many CPUs as vCPUs were configured', async () => {
     for (const vcpus of [1, 2, 3]) {
       const run = await runInGuest('nproc; grep -c ^processor /proc/cpuinfo', { vcpus });
       assert.deepEqual(run.output.trim().split('\n'), [String(vcpus), String(vcpus)], `with ${vcpus} vCPUs`);
     }
+  });
+
+  it('finds its CPUs through the MP table when ACPI is off', async () => {
+    const run = await runInGuest('nproc; dmesg | grep -c "MPTABLE: OEM ID: STENCIL"', {
+      vcpus: 2,
+      then: 'reboot',
+      append: 'acpi=off',
+    });
+    assert.deepEqual(run.output.trim().split('\n'), ['2', '1']);
+    assert.equal(run.exit.reason, 'reboot');
   });
 
   it('sees the configured amount of memory', async () => {

@@ -78,6 +78,14 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
     config.initrd_path = str("initrd");
     config.cmdline = str("cmdline");
     if (c.Has("virtioRng")) config.virtio_rng = c.Get("virtioRng").ToBoolean();
+    if (c.Has("disks") && c.Get("disks").IsArray()) {
+      Napi::Array disks = c.Get("disks").As<Napi::Array>();
+      for (uint32_t i = 0; i < disks.Length(); i++) {
+        Napi::Object d = disks.Get(i).As<Napi::Object>();
+        config.disks.push_back({d.Get("path").ToString().Utf8Value(), d.Get("readOnly").ToBoolean(),
+                                d.Has("serial") ? d.Get("serial").ToString().Utf8Value() : std::string()});
+      }
+    }
 
     tsfn_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "stencil-vm-events", 0, 1,
                                           [](Napi::Env) {});

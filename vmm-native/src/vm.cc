@@ -127,6 +127,8 @@ void Vm::SetupDevices() {
 
   std::vector<std::unique_ptr<VirtioDevice>> virtio;
   if (config_.virtio_rng) virtio.push_back(std::make_unique<VirtioRng>());
+  // Declared in configuration order, so the guest names them vda, vdb, ... in that order.
+  for (const auto& disk : config_.disks) virtio.push_back(std::make_unique<VirtioBlk>(disk));
   uint32_t irq = x86::kFirstVirtioIrq;
   uint64_t base = x86::kVirtioMmioBase;
   for (auto& dev : virtio) {

@@ -16,6 +16,7 @@
 #include "devices/serial.h"
 #include "fd.h"
 #include "memory.h"
+#include "virtio/blk.h"
 
 namespace stencil {
 
@@ -38,6 +39,7 @@ struct VmConfig {
   std::string initrd_path;  // optional
   std::string cmdline;      // device declarations are appended by the VMM
   bool virtio_rng = true;
+  std::vector<BlockDeviceConfig> disks;  // guest sees them as /dev/vda, /dev/vdb, ... in order
 };
 
 struct VmCallbacks {

@@ -6,47 +6,23 @@
 #include <vector>
 
 #include "../src/virtio/queue.h"
+#include "fake_memory.h"
 
 using namespace stencil;
+using stencil::testing::FakeDriverQueue;
+using stencil::testing::FakeMemory;
 
 namespace {
 
-class FakeMemory : public GuestMemoryAccess {
- public:
-  explicit FakeMemory(size_t size) : bytes(size, 0) {}
-  uint8_t* Translate(uint64_t addr, uint64_t len) const override {
-    if (addr > bytes.size() || len > bytes.size() - addr) return nullptr;
-    return const_cast<uint8_t*>(bytes.data()) + addr;
-  }
-  template <typename T>
-  void Put(uint64_t addr, T v) { std::memcpy(bytes.data() + addr, &v, sizeof v); }
-  template <typename T>
-  T Get(uint64_t addr) const { T v; std::memcpy(&v, bytes.data() + addr, sizeof v); return v; }
-  std::vector<uint8_t> bytes;
-};
-
 constexpr uint16_t kSize = 8;
-constexpr uint64_t kDesc = 0x1000, kAvail = 0x2000, kUsed = 0x3000, kData = 0x4000;
+constexpr uint64_t kAvail = FakeDriverQueue::kAvail, kUsed = FakeDriverQueue::kUsed, kData = 0x4000;
 
 struct Harness {
   FakeMemory mem{0x10000};
   Virtqueue q{kSize};
-  uint16_t avail_idx = 0;
-  Harness() {
-    q.desc_addr = kDesc, q.avail_addr = kAvail, q.used_addr = kUsed;
-    q.set_size(kSize);
-  }
-  void Desc(uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next) {
-    uint64_t d = kDesc + i * 16ull;
-    mem.Put<uint64_t>(d, addr);
-    mem.Put<uint32_t>(d + 8, len);
-    mem.Put<uint16_t>(d + 12, flags);
-    mem.Put<uint16_t>(d + 14, next);
-  }
-  void Publish(uint16_t head) {
-    mem.Put<uint16_t>(kAvail + 4 + (avail_idx % kSize) * 2, head);
-    mem.Put<uint16_t>(kAvail + 2, ++avail_idx);
-  }
+  FakeDriverQueue drv{mem, q, kSize};
+  void Desc(uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next) { drv.Desc(i, addr, len, flags, next); }
+  void Publish(uint16_t head) { drv.Publish(head); }
 };
 
 }  // namespace
@@ -83,7 +59,7 @@ TEST(Virtqueue, ReadableThenWritableChain) {
 TEST(Virtqueue, IndexesWrapAround) {
   Harness h;
   h.q.RestoreIndexes(0xfffe, 0xfffe);
-  h.avail_idx = 0xfffe;
+  h.drv.set_avail_idx(0xfffe);
   for (int i = 0; i < 4; i++) {
     h.Desc(0, kData, 8, 2, 0);
     h.Publish(0);

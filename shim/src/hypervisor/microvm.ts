@@ -33,6 +33,7 @@ export class MicroVm implements VirtualMachine {
           initrd: spec.initrd ?? '',
           cmdline: spec.cmdline,
           virtioRng: spec.virtioRng,
+          disks: (spec.disks ?? []).map((d) => ({ path: d.path, readOnly: d.readOnly, serial: d.serial ?? '' })),
         },
         (type, a, b) => this.onEvent(type, a, b),
       );

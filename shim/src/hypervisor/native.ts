@@ -13,6 +13,7 @@ export interface NativeVmConfig {
   initrd: string;
   cmdline: string;
   virtioRng: boolean;
+  disks: Array<{ path: string; readOnly: boolean; serial: string }>;
 }
 
 export type NativeEvent = 'console' | 'paused' | 'exited';

@@ -18,6 +18,15 @@ export interface VmSpec {
   /** A name for logs and the RAM file. */
   name: string;
   virtioRng: boolean;
+  /** Block devices backed by host files; the guest sees /dev/vda, /dev/vdb, ... in this order. */
+  disks?: DiskSpec[];
+}
+
+export interface DiskSpec {
+  path: string;
+  readOnly: boolean;
+  /** Up to 20 bytes, visible in the guest as /sys/block/vdX/serial. */
+  serial?: string;
 }
 
 export type ExitReason =

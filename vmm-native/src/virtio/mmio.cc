@@ -112,7 +112,7 @@ void VirtioMmio::WriteRegister(uint64_t offset, uint32_t value) {
     case kQueueNotify:
       if (activated_ && value < queues_.size()) device_->QueueNotify(value);
       break;
-    case kInterruptAck: interrupt_status_ &= ~value; break;
+    case kInterruptAck: interrupt_status_.fetch_and(~value); break;
     case kStatus: SetStatus(value); break;
     case kQueueDescLow: if (queue_writable) SetLow(q->desc_addr, value); break;
     case kQueueDescHigh: if (queue_writable) SetHigh(q->desc_addr, value); break;
@@ -154,18 +154,18 @@ void VirtioMmio::ResetLocked() {
 }
 
 void VirtioMmio::SignalUsedBuffer() {
-  interrupt_status_ |= 1;
+  interrupt_status_.fetch_or(1);
   if (irq_) irq_->Trigger();
 }
 
 void VirtioMmio::SignalConfigChange() {
-  interrupt_status_ |= 2;
+  interrupt_status_.fetch_or(2);
   config_generation_++;
   if (irq_) irq_->Trigger();
 }
 
 void VirtioMmio::SignalNeedsReset() {
-  status_ |= kStatusNeedsReset;
+  status_.fetch_or(kStatusNeedsReset);
   SignalConfigChange();
 }
 

@@ -1,6 +1,7 @@
 // virtio-mmio transport, version 2 (virtio 1.x, section 4.2). One 4 KiB window per device,
 // declared to the guest with `virtio_mmio.device=4K@<addr>:<irq>` on the kernel command line.
 #pragma once
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -38,9 +39,10 @@ class VirtioMmio : public BusDevice, private VirtioInterrupt {
   std::vector<Virtqueue> queues_;
   uint32_t device_features_sel_ = 0, driver_features_sel_ = 0, queue_sel_ = 0;
   uint64_t driver_features_ = 0;
-  uint32_t status_ = 0;
-  uint32_t interrupt_status_ = 0;
-  uint32_t config_generation_ = 0;
+  std::atomic<uint32_t> status_{0};
+  // Raised from device worker threads as well as vCPU threads, hence atomic.
+  std::atomic<uint32_t> interrupt_status_{0};
+  std::atomic<uint32_t> config_generation_{0};
   bool activated_ = false;
 };
 
