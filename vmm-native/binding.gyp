@@ -20,11 +20,6 @@
         "src/loader/kernel_image.cc",
         "src/virtio/blk.cc",
         "src/virtio/mmio.cc",
-        "src/virtio/p9/device.cc",
-        "src/virtio/p9/host.cc",
-        "src/virtio/p9/ops.cc",
-        "src/virtio/p9/server.cc",
-        "src/virtio/p9/wire.cc",
         "src/virtio/queue.cc",
         "src/virtio/rng.cc"
       ],
