@@ -23,6 +23,7 @@ ensure_debs() {
 }
 
 # A stable key over the given files' contents (and extra strings): cache entries are named by it.
+# Contents only, never paths, so every checkout of the same sources shares the cache.
 input_key() {
-  { for f in "$@"; do if [ -f "$f" ]; then sha256sum "$f"; else echo "$f"; fi; done; } | sha256sum | cut -c1-16
+  { for f in "$@"; do if [ -f "$f" ]; then sha256sum <"$f"; else echo "$f"; fi; done; } | sha256sum | cut -c1-16
 }

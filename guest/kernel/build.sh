@@ -25,7 +25,7 @@ log "extracting linux-source-6.1 ($src_version) into $work"
 tar -C "$work" -xf /usr/src/linux-source-6.1.tar.xz
 tree="$(echo "$work"/linux-source-6.1)"
 log "configuring: tinyconfig + stencil.config"
-make -C "$tree" -s tinyconfig >&2
+make -C "$tree" -s tinyconfig >"$work/config.log" 2>&1 || { cat "$work/config.log" >&2; die "make tinyconfig failed"; }
 "$tree/scripts/kconfig/merge_config.sh" -m -O "$tree" "$tree/.config" "$here/stencil.config" >/dev/null 2>&1
 make -C "$tree" -s olddefconfig >&2
 

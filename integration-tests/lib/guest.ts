@@ -91,8 +91,8 @@ export async function runInGuest(script: string, options: GuestOptions = {}): Pr
     const exit = await withTimeout(vm.waitExit(), BOOT_TIMEOUT_MS, 'guest did not finish', capture);
     await vm.destroy();
     // Log the console into the test output: evidence of what the guest really did.
-    process.stdout.write(`# --- guest console (${exit.reason}) ---\n${capture.text.replace(/^/gm, '# ')}\n`);
     const text = capture.text.replace(/\r/g, '');
+    process.stdout.write(`# --- guest console (${exit.reason}) ---\n${text.replace(/^/gm, '# ')}\n`);
     const start = text.indexOf('stencil-guest: init reached\n');
     const end = text.lastIndexOf('stencil-guest: exit ');
     const output = start >= 0 && end > start ? text.slice(start + 'stencil-guest: init reached\n'.length, end) : '';
