@@ -5,6 +5,7 @@
       "sources": [
         "src/addon.cc",
         "src/error.cc",
+        "src/event_loop.cc",
         "src/kvm.cc",
         "src/memory.cc",
         "src/vm.cc",
@@ -20,8 +21,17 @@
         "src/loader/kernel_image.cc",
         "src/virtio/blk.cc",
         "src/virtio/mmio.cc",
+        "src/virtio/p9/device.cc",
+        "src/virtio/p9/host.cc",
+        "src/virtio/p9/ops.cc",
+        "src/virtio/p9/server.cc",
+        "src/virtio/p9/wire.cc",
         "src/virtio/queue.cc",
-        "src/virtio/rng.cc"
+        "src/virtio/rng.cc",
+        "src/virtio/vsock/connection.cc",
+        "src/virtio/vsock/device.cc",
+        "src/virtio/vsock/muxer.cc",
+        "src/virtio/vsock/packet.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

@@ -2,6 +2,7 @@
 // threads and report back through thread-safe functions (console bytes, paused, exited).
 #include <napi.h>
 
+#include <cmath>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -84,6 +85,45 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
         Napi::Object d = disks.Get(i).As<Napi::Object>();
         config.disks.push_back({d.Get("path").ToString().Utf8Value(), d.Get("readOnly").ToBoolean(),
                                 d.Has("serial") ? d.Get("serial").ToString().Utf8Value() : std::string()});
+      }
+    }
+    if (c.Has("shares") && c.Get("shares").IsArray()) {
+      Napi::Array shares = c.Get("shares").As<Napi::Array>();
+      for (uint32_t i = 0; i < shares.Length(); i++) {
+        Napi::Value v = shares.Get(i);
+        if (!v.IsObject() || !v.As<Napi::Object>().Get("tag").IsString() ||
+            !v.As<Napi::Object>().Get("hostPath").IsString()) {
+          released_ = true;  // no thread-safe function exists yet
+          ToJsError(env, VmmError(ErrorCode::kInvalidArgument,
+                                  "shares[" + std::to_string(i) + "] must be {tag: string, hostPath: string, readOnly}"))
+              .ThrowAsJavaScriptException();
+          return;
+        }
+        Napi::Object s = v.As<Napi::Object>();
+        config.shares.push_back({s.Get("tag").As<Napi::String>().Utf8Value(),
+                                 s.Get("hostPath").As<Napi::String>().Utf8Value(), s.Get("readOnly").ToBoolean()});
+      }
+    }
+    if (c.Has("vsock") && !c.Get("vsock").IsUndefined() && !c.Get("vsock").IsNull()) {
+      // vsock: { guestCid, udsPath }; the device itself checks the values further.
+      Napi::Value v = c.Get("vsock");
+      std::string bad;
+      if (!v.IsObject()) {
+        bad = "vsock must be an object {guestCid, udsPath}";
+      } else {
+        Napi::Object o = v.As<Napi::Object>();
+        double cid = o.Get("guestCid").IsNumber() ? o.Get("guestCid").As<Napi::Number>().DoubleValue() : -1;
+        if (!(cid >= 3 && cid < 4294967295.0) || cid != std::floor(cid))  // NaN fails the first test
+          bad = "vsock.guestCid must be an integer in 3..4294967294";
+        else if (!o.Get("udsPath").IsString() || o.Get("udsPath").As<Napi::String>().Utf8Value().empty())
+          bad = "vsock.udsPath must be a non-empty string";
+        else
+          config.vsock = {static_cast<uint32_t>(cid), o.Get("udsPath").As<Napi::String>().Utf8Value()};
+      }
+      if (!bad.empty()) {
+        released_ = true;  // no thread-safe function exists yet
+        ToJsError(env, VmmError(ErrorCode::kInvalidArgument, bad)).ThrowAsJavaScriptException();
+        return;
       }
     }
 

@@ -20,7 +20,9 @@
 #include "kvm.h"
 #include "loader/kernel_image.h"
 #include "virtio/mmio.h"
+#include "virtio/p9/device.h"
 #include "virtio/rng.h"
+#include "virtio/vsock/device.h"
 
 namespace stencil {
 
@@ -73,6 +75,9 @@ Vm::Vm(const VmConfig& config, VmCallbacks callbacks) : config_(config), callbac
 
 Vm::~Vm() {
   Stop();
+  // Device worker threads may still raise interrupts: stop them (by destroying the devices)
+  // before the IRQ lines, which are declared after the bus and so would be destroyed first.
+  mmio_bus_ = Bus();
   for (auto& v : vcpus_)
     if (v->run) munmap(v->run, run_mmap_size_);
 }
@@ -127,8 +132,20 @@ void Vm::SetupDevices() {
 
   std::vector<std::unique_ptr<VirtioDevice>> virtio;
   if (config_.virtio_rng) virtio.push_back(std::make_unique<VirtioRng>());
+  if (config_.vsock.guest_cid != 0) {
+    vsock::MuxerOptions options;
+    options.uds_path = config_.vsock.uds_path;
+    virtio.push_back(std::make_unique<VirtioVsock>(config_.vsock.guest_cid, options));
+  }
   // Declared in configuration order, so the guest names them vda, vdb, ... in that order.
   for (const auto& disk : config_.disks) virtio.push_back(std::make_unique<VirtioBlk>(disk));
+  for (size_t i = 0; i < config_.shares.size(); i++) {
+    const SharedDirectory& share = config_.shares[i];
+    for (size_t j = 0; j < i; j++)
+      if (config_.shares[j].tag == share.tag)
+        throw VmmError(ErrorCode::kInvalidArgument, "shared directory tag '" + share.tag + "' is used twice");
+    virtio.push_back(std::make_unique<VirtioP9>(share.tag, share.host_path, share.read_only));
+  }
   uint32_t irq = x86::kFirstVirtioIrq;
   uint64_t base = x86::kVirtioMmioBase;
   for (auto& dev : virtio) {

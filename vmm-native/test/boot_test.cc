@@ -5,6 +5,7 @@
 
 #include "../src/arch/x86/acpi.h"
 #include "../src/arch/x86/boot_params.h"
+#include "../src/arch/x86/cpuid.h"
 #include "../src/arch/x86/layout.h"
 #include "../src/arch/x86/mptable.h"
 #include "../src/error.h"
@@ -143,4 +144,25 @@ TEST(Acpi, SleepControlDecoding) {
   EXPECT_TRUE(IsPowerOffRequest((kS5SleepType << 10) | 0x2000));
   EXPECT_FALSE(IsPowerOffRequest(kS5SleepType << 10));   // SLP_EN missing
   EXPECT_FALSE(IsPowerOffRequest((3 << 10) | 0x2000));   // S3 is not power-off
+}
+
+TEST(Cpuid, TopologyAndHiddenVirtualization) {
+  std::vector<kvm_cpuid_entry2> supported(4);
+  supported[0].function = 1;
+  supported[0].ecx = 1u << 5;  // VMX
+  supported[1].function = 0x80000001;
+  supported[1].ecx = 1u << 2;  // SVM
+  supported[2].function = 0x8000000a;
+  supported[2].eax = 1;
+  supported[3].function = 0xb;
+  supported[3].index = 1;
+  auto out = FilterCpuid(supported, 2, 4);
+  EXPECT_EQ(out[0].ebx >> 24, 2u);                 // APIC ID
+  EXPECT_EQ((out[0].ebx >> 16) & 0xff, 4u);        // logical processors
+  EXPECT_TRUE(out[0].ecx & (1u << 31));            // hypervisor present
+  EXPECT_FALSE(out[0].ecx & (1u << 5));            // no VMX
+  EXPECT_FALSE(out[1].ecx & (1u << 2));            // no SVM
+  EXPECT_EQ(out[2].eax, 0u);
+  EXPECT_EQ(out[3].ebx, 4u);                       // 4 logical CPUs at the core level
+  EXPECT_EQ(out[3].edx, 2u);                       // x2APIC ID
 }

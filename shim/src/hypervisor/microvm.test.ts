@@ -117,6 +117,31 @@ describe('MicroVm input validation', () => {
     }
   });
 
+  it('creates a vsock device listening on its Unix socket, and removes the socket on destroy', async () => {
+    const before = openFds();
+    const uds = path.join(dir, 'v.sock');
+    const vm = MicroVm.create(spec({ vsock: { guestCid: 3, udsPath: uds } }));
+    assert.ok(fs.statSync(uds).isSocket(), 'the host-side socket exists once the VM does');
+    assert.equal(vm.cmdline.match(/virtio_mmio\.device=/g)?.length, 2, 'rng + vsock');
+    await vm.destroy();
+    assert.equal(fs.existsSync(uds), false);
+    assert.equal(openFds(), before);
+  });
+
+  it('rejects bad vsock settings, naming the field', () => {
+    for (const guestCid of [0, 1, 2, 2 ** 32 - 1, 3.5, NaN])
+      expectNoLeak(() => MicroVm.create(spec({ vsock: { guestCid, udsPath: path.join(dir, 'x.sock') } })), InvalidVmConfigError, /vsock\.guestCid/);
+    expectNoLeak(() => MicroVm.create(spec({ vsock: { guestCid: 3, udsPath: '' } })), InvalidVmConfigError, /vsock\.udsPath/);
+    expectNoLeak(
+      () => MicroVm.create(spec({ vsock: { guestCid: 3, udsPath: path.join(dir, 'missing', 'v.sock') } })),
+      InvalidVmConfigError,
+      /vsock\.udsPath .*missing/,
+    );
+    const plain = path.join(dir, 'plain-file');
+    fs.writeFileSync(plain, '');
+    expectNoLeak(() => MicroVm.create(spec({ vsock: { guestCid: 3, udsPath: plain } })), InvalidVmConfigError, /not a socket/);
+  });
+
   const isRoot = process.getuid?.() === 0;
   it('reports /dev/kvm without permission', { skip: isRoot && 'root bypasses file modes' }, () => {
     const noPerm = path.join(dir, 'kvm-no-perm');

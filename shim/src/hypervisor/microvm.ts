@@ -34,6 +34,8 @@ export class MicroVm implements VirtualMachine {
           cmdline: spec.cmdline,
           virtioRng: spec.virtioRng,
           disks: (spec.disks ?? []).map((d) => ({ path: d.path, readOnly: d.readOnly, serial: d.serial ?? '' })),
+          shares: (spec.shares ?? []).map((s) => ({ tag: s.tag, hostPath: s.hostPath, readOnly: s.readOnly })),
+          vsock: spec.vsock ? { guestCid: spec.vsock.guestCid, udsPath: spec.vsock.udsPath } : undefined,
         },
         (type, a, b) => this.onEvent(type, a, b),
       );
@@ -138,4 +140,10 @@ export function validateSpec(spec: VmSpec): void {
   if (spec.memoryBytes % PAGE !== 0) throw bad(`memory ${spec.memoryBytes} is not a multiple of the page size (4096)`);
   if (!spec.kernel) throw bad('no kernel image given');
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(spec.name)) throw bad(`VM name "${spec.name}" must be [A-Za-z0-9_.-]+`);
+  if (spec.vsock) {
+    const { guestCid, udsPath } = spec.vsock;
+    if (!Number.isInteger(guestCid) || guestCid < 3 || guestCid > 0xfffffffe)
+      throw bad(`vsock.guestCid must be an integer in 3..4294967294, got ${guestCid}`);
+    if (typeof udsPath !== 'string' || !udsPath) throw bad('vsock.udsPath must be a non-empty path');
+  }
 }

@@ -14,6 +14,8 @@ export interface NativeVmConfig {
   cmdline: string;
   virtioRng: boolean;
   disks: Array<{ path: string; readOnly: boolean; serial: string }>;
+  shares: Array<{ tag: string; hostPath: string; readOnly: boolean }>;
+  vsock?: { guestCid: number; udsPath: string };
 }
 
 export type NativeEvent = 'console' | 'paused' | 'exited';

@@ -20,6 +20,14 @@ export interface VmSpec {
   virtioRng: boolean;
   /** Block devices backed by host files; the guest sees /dev/vda, /dev/vdb, ... in this order. */
   disks?: DiskSpec[];
+  /** Host directories shared over virtio-9p; in the guest: mount -t 9p -o trans=virtio,version=9p2000.L <tag> <dir>. */
+  shares?: ShareSpec[];
+  /**
+   * virtio-vsock, hybrid (Firecracker-style) mode. The guest reaches host port P as the Unix socket
+   * `<udsPath>_<P>`; host programs reach guest port P by connecting to `udsPath`, writing
+   * `CONNECT <P>\n` and reading `OK <hostPort>\n`. guestCid: 3..4294967294.
+   */
+  vsock?: { guestCid: number; udsPath: string };
 }
 
 export interface DiskSpec {
@@ -27,6 +35,14 @@ export interface DiskSpec {
   readOnly: boolean;
   /** Up to 20 bytes, visible in the guest as /sys/block/vdX/serial. */
   serial?: string;
+}
+
+export interface ShareSpec {
+  /** Mount tag: 1-64 characters of [A-Za-z0-9_.-], unique within the VM. */
+  tag: string;
+  /** Absolute path of an existing host directory. */
+  hostPath: string;
+  readOnly: boolean;
 }
 
 export type ExitReason =

@@ -15,10 +15,14 @@ constexpr uint32_t kLeafThermal = 0x6;
 constexpr uint32_t kLeafPerfMon = 0xa;
 constexpr uint32_t kLeafExtTopology = 0xb;
 constexpr uint32_t kLeafAmdSizeIds = 0x80000008;
+constexpr uint32_t kLeafAmdFeatures = 0x80000001;
+constexpr uint32_t kLeafSvm = 0x8000000a;
 
 constexpr uint32_t kEcxHypervisor = 1u << 31;
 constexpr uint32_t kEcxTscDeadline = 1u << 24;
 constexpr uint32_t kEdxHtt = 1u << 28;
+constexpr uint32_t kEcxVmx = 1u << 5;      // leaf 1
+constexpr uint32_t kEcxSvm = 1u << 2;      // leaf 0x80000001
 
 uint32_t BitsFor(uint32_t n) {
   uint32_t bits = 0;
@@ -35,6 +39,7 @@ std::vector<kvm_cpuid_entry2> FilterCpuid(const std::vector<kvm_cpuid_entry2>& s
       case kLeafFeatures:
         e.ebx = (e.ebx & 0x0000ffff) | (vcpu_index << 24) | ((vcpu_count & 0xff) << 16);
         e.ecx |= kEcxHypervisor | kEcxTscDeadline;  // the in-kernel LAPIC emulates the deadline timer
+        e.ecx &= ~kEcxVmx;  // no nested virtualization inside pod VMs (see kLeafSvm)
         if (vcpu_count > 1) e.edx |= kEdxHtt; else e.edx &= ~kEdxHtt;
         break;
       case kLeafCacheTopology:
@@ -55,6 +60,14 @@ std::vector<kvm_cpuid_entry2> FilterCpuid(const std::vector<kvm_cpuid_entry2>& s
           e.eax = e.ebx = 0; e.ecx = e.index;
         }
         e.edx = vcpu_index;
+        break;
+      case kLeafAmdFeatures:
+        // Pod VMs run containers, not hypervisors: hiding VMX/SVM keeps the guest's KVM (built in
+        // for the emulated-host role) from enabling virtualization on every CPU at boot.
+        e.ecx &= ~kEcxSvm;
+        break;
+      case kLeafSvm:
+        e.eax = e.ebx = e.ecx = e.edx = 0;
         break;
       case kLeafAmdSizeIds:
         e.ecx = (e.ecx & ~0xffu) | ((vcpu_count - 1) & 0xff);
