@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# Build the Stencil guest initramfs: Debian's busybox-static plus guest/initramfs/init as /init.
+# Build the Stencil guest initramfs: Debian's busybox-static plus guest/initramfs/init as /init,
+# the guest agent (/sbin/stencil-agent, guest/agent/) and Debian's crun with its shared libraries.
 # Usage: build.sh [INIT]   (INIT: another /init script, e.g. the emulated host's; default ./init)
 # Output: $STENCIL_CACHE/initramfs-<key>/initramfs.cpio.gz; prints that file's path.
-# The key hashes /init, this script and the busybox-static version, so edits rebuild and a
-# second run is instant. The archive is reproducible (fixed mtimes, owner root, sorted, gzip -n).
+# The key hashes /init, this script, the busybox-static and crun versions, the agent binary and
+# crun's libraries, so edits rebuild and a second run is instant. The archive is reproducible
+# (fixed mtimes, owner root, sorted, gzip -n).
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/../../scripts/lib.sh"
 init="${1:-$here/init}"
 [ -f "$init" ] || die "no such init script: $init"
 
-ensure_debs busybox-static cpio gzip
+ensure_debs busybox-static cpio gzip crun
 bb_version="$(dpkg-query -W -f='${Version}' busybox-static)"
-key="$(input_key "$init" "$here/build.sh" "busybox-static=$bb_version")"
+crun_version="$(dpkg-query -W -f='${Version}' crun)"
+agent="$("$here/../agent/build.sh")"
+# crun is dynamically linked: it goes in with what ldd says it loads (libraries and the loader).
+mapfile -t crun_libs < <(ldd /usr/bin/crun | awk '/=> \//{print $3} /^[[:space:]]*\//{print $1}' | LC_ALL=C sort -u)
+[ ${#crun_libs[@]} -gt 0 ] || die "ldd found no libraries for /usr/bin/crun"
+key="$(input_key "$init" "$here/build.sh" "busybox-static=$bb_version" "crun=$crun_version" "$agent" "${crun_libs[@]}")"
 out="$STENCIL_CACHE/initramfs-$key"
 if [ -f "$out/initramfs.cpio.gz" ]; then echo "$out/initramfs.cpio.gz"; exit 0; fi
 
@@ -31,6 +38,9 @@ while IFS= read -r applet; do
 done < <("$root/bin/busybox" --list-full)
 
 install -m 0755 "$init" "$root/init"
+install -m 0755 "$agent" "$root/sbin/stencil-agent"
+install -D -m 0755 /usr/bin/crun "$root/usr/bin/crun"
+for lib in "${crun_libs[@]}"; do install -D -m 0755 "$(readlink -f "$lib")" "$root$lib"; done
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
 printf 'root:x:0:\ntty:x:5:\n' >"$root/etc/group"
 printf '127.0.0.1 localhost\n::1 localhost\n' >"$root/etc/hosts"

@@ -1,0 +1,111 @@
+// Shared declarations of the Stencil guest agent: configuration, the event loop, connections,
+// containers and processes. The agent is single-threaded: one epoll loop drives sockets, pipes,
+// ptys and a signalfd for SIGCHLD; the OCI runtime (crun) runs as child processes whose exit
+// completes the RPC that started them.
+#ifndef STENCIL_AGENT_H
+#define STENCIL_AGENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "buf.h"
+#include "proto.h"
+
+// ---- configuration (main.c) ----
+struct agent_config {
+  const char *crun;            // crun binary
+  const char *state_dir;       // bundles, logs, console sockets
+  const char *crun_root;       // crun --root
+  const char *cgroup_root;     // where cgroup2 is mounted
+  const char *cgroup_manager;  // crun --cgroup-manager, NULL = crun's default
+  bool guest_setup;            // mount cgroup2 if missing, enable controllers
+  int log_level;
+};
+extern struct agent_config cfg;
+
+enum { LOG_ERROR = 0, LOG_INFO = 1, LOG_DEBUG = 2 };
+void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int64_t now_realtime_ns(void);
+uint64_t now_monotonic_ns(void);
+uint64_t agent_uptime_ns(void);
+
+// ---- event loop (main.c) ----
+struct handler {
+  void (*fn)(struct handler *h, uint32_t events);
+  bool dead;        // set when the owner is gone; pending events are then ignored
+  uint32_t events;  // events currently registered (0 = not in the epoll set)
+  int fd;
+};
+// Registers, changes or removes (want = 0) h->fd in the epoll set. Removing rather than waiting
+// for nothing matters: epoll reports hang-ups even for an empty event mask.
+void watch(struct handler *h, uint32_t want);
+// Frees p (with fn) after the current batch of events, so events already fetched for it are
+// still safe to look at (their handler is marked dead).
+void defer_free(void (*fn)(void *), void *p);
+
+// ---- connections (main.c) ----
+struct stream;
+
+struct conn {
+  struct handler h;
+  uint64_t id;
+  int role;  // 0 until the hello
+  bool dead;
+  bool read_eof;
+  buf_t rbuf, wbuf;
+  struct stream *stream;  // stdio roles: the attached stream (NULL once finished)
+  struct conn *next;
+};
+
+// Queues a RESPONSE on connection conn_id, if it still exists.
+void send_response(uint64_t conn_id, uint64_t req_id, int code, const char *message, int field, const buf_t *result);
+void conn_flush(struct conn *c);
+void conn_update(struct conn *c);
+void conn_close(struct conn *c);
+// Runs queued frames again (a stdin connection blocked on a full pipe).
+void conn_process(struct conn *c);
+
+// ---- containers (container.c) ----
+enum { S_STDIN = 0, S_STDOUT = 1, S_STDERR = 2 };
+
+struct process;
+
+struct stream {
+  struct handler h;
+  struct process *proc;
+  int kind;          // S_STDIN, S_STDOUT, S_STDERR
+  bool present;      // the process has this stream (a pipe or the pty)
+  bool finished;     // output: EOF queued to the host; input: closed
+  bool pty;          // fd is (a dup of) the pty master
+  bool close_requested;  // stdin: close once the attached connection ends
+  bool pending_eof;  // stdin: close once `pending` is written
+  struct conn *conn;
+  buf_t pending;  // stdin: bytes received, not yet written into the pipe
+};
+
+// Output connections stop pulling from the pipe while this much is queued to the host.
+#define OUTPUT_HIGH_WATER (64u << 10)
+
+void containers_init(void);
+void handle_request(struct conn *c, struct request *req);
+// A stdio connection's hello: attaches it or returns an error code (message in *msg).
+int stream_attach(struct conn *c, const struct hello *h, char **msg);
+void stream_update(struct stream *s);
+// The attached connection is going away (closed by the host or the agent).
+void stream_detach(struct stream *s);
+// A stdin frame arrived on the attached connection.
+void stream_input(struct stream *s, int kind, const uint8_t *p, size_t n);
+void reap_children(void);
+// Kills every container (used on SIGTERM, synchronous).
+void containers_shutdown(void);
+
+// ---- guest setup (guest.c) ----
+void guest_init(void);
+// 0 or an error code, *msg set to a malloc'd message.
+int guest_setup(const struct request *req, char **msg);
+// Applies mount(8)-style options: 0 or -1 with errno.
+int mount_with_options(const char *source, const char *target, const char *fstype, char *const *options, size_t n);
+int mkdir_p(const char *path, mode_t mode);
+
+#endif

@@ -1,0 +1,124 @@
+// A process's stdio as Node streams, each over its own agent connection (proto/agent.proto).
+// Backpressure is end to end: a paused output Readable stops reading its socket, so the agent
+// stops reading the pipe and the process blocks; a stdin Writable completes writes only when
+// the socket drains, i.e. when the agent has moved earlier data into the pipe.
+import type net from 'node:net';
+import { Readable, Writable } from 'node:stream';
+import { AgentConnectionError, type AgentErrorContext } from './errors.js';
+import { DATA_CHUNK, encodeFrame, type Frame, type FrameDecoder, FrameKind } from './framing.js';
+
+export class AgentOutputStream extends Readable {
+  private gotEof = false;
+
+  /** `socket` is paused, past the hello; `leftover` are frames that arrived with the reply. */
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly decoder: FrameDecoder,
+    leftover: Frame[],
+    private readonly ctx: AgentErrorContext,
+  ) {
+    super({ highWaterMark: 64 * 1024 });
+    socket.on('data', (chunk: Buffer) => this.onChunk(chunk));
+    socket.on('error', (err) => this.fail(`${ctx.rpc} connection failed: ${err.message}`, err));
+    socket.on('close', () => {
+      if (!this.gotEof) this.fail(`${ctx.rpc} connection closed before EOF`);
+    });
+    for (const frame of leftover) this.onFrame(frame);
+  }
+
+  override _read(): void {
+    if (!this.gotEof) this.socket.resume();
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    this.socket.destroy();
+    callback(err);
+  }
+
+  private onChunk(chunk: Buffer): void {
+    let frames: Frame[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (err) {
+      this.fail((err as Error).message, err);
+      return;
+    }
+    for (const frame of frames) this.onFrame(frame);
+  }
+
+  private onFrame(frame: Frame): void {
+    if (this.gotEof || this.destroyed) return;
+    if (frame.kind === FrameKind.Data) {
+      if (!this.push(frame.payload)) this.socket.pause();
+    } else if (frame.kind === FrameKind.Eof) {
+      this.gotEof = true;
+      this.push(null);
+      // Nothing else comes or goes on this connection: close it both ways (not relying on the
+      // transport to pass a half-close on).
+      this.socket.destroy();
+    }
+  }
+
+  private fail(detail: string, cause?: unknown): void {
+    if (this.gotEof || this.destroyed) return;
+    this.destroy(new AgentConnectionError('CONNECTION', detail, this.ctx, { cause }));
+  }
+}
+
+export class AgentInputStream extends Writable {
+  private ending = false;
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly ctx: AgentErrorContext,
+  ) {
+    super({ highWaterMark: 64 * 1024 });
+    socket.on('error', (err) => this.fail(`${ctx.rpc} connection failed: ${err.message}`, err));
+    socket.on('close', () => {
+      if (!this.ending) this.fail(`${ctx.rpc} connection closed by the agent`);
+    });
+    // Nothing more comes from the agent; keep reading so that a close is noticed.
+    socket.on('data', () => {});
+    socket.resume();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    let ok = true;
+    for (let off = 0; off < chunk.length; off += DATA_CHUNK) {
+      ok = this.socket.write(encodeFrame(FrameKind.Data, chunk.subarray(off, off + DATA_CHUNK)));
+    }
+    if (ok) {
+      callback();
+      return;
+    }
+    const done = (err?: Error) => {
+      this.socket.off('drain', onDrain);
+      this.socket.off('close', onClose);
+      callback(err);
+    };
+    const onDrain = () => done();
+    const onClose = () => done(new AgentConnectionError('CONNECTION', `${this.ctx.rpc} connection closed`, this.ctx));
+    this.socket.on('drain', onDrain);
+    this.socket.on('close', onClose);
+  }
+
+  /** end(): an EOF frame, which closes the process's stdin once everything before it is in. */
+  override _final(callback: (error?: Error | null) => void): void {
+    this.ending = true;
+    // Once the EOF frame is handed to the kernel, the connection has nothing more to carry.
+    this.socket.end(encodeFrame(FrameKind.Eof), () => {
+      this.socket.destroy();
+      callback();
+    });
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    this.socket.destroy();
+    callback(err);
+  }
+
+  private fail(detail: string, cause?: unknown): void {
+    if (this.destroyed) return;
+    this.destroy(new AgentConnectionError('CONNECTION', detail, this.ctx, { cause }));
+  }
+}
