@@ -1,8 +1,8 @@
 // proto/agent.proto loaded with protobufjs (once), and the few helpers that turn its messages
 // into frames and back.
 import path from 'node:path';
-import protobuf from 'protobufjs';
-import { repoRoot } from '../util/paths.js';
+import type protobuf from 'protobufjs';
+import { loadProtoFiles, protoDir } from '../util/proto.js';
 
 export const PROTOCOL_VERSION = 1;
 export const PACKAGE = 'stencil.agent.v1';
@@ -25,12 +25,12 @@ export interface AgentTypes {
 let loaded: AgentTypes | undefined;
 
 export function protoPath(): string {
-  return path.join(repoRoot(), 'proto', 'agent.proto');
+  return path.join(protoDir(), 'agent.proto');
 }
 
 export function agentTypes(): AgentTypes {
   if (!loaded) {
-    const root = protobuf.loadSync(protoPath());
+    const root = loadProtoFiles(['agent.proto']);
     const t = (name: string) => root.lookupType(`${PACKAGE}.${name}`);
     loaded = { root, Hello: t('Hello'), HelloReply: t('HelloReply'), Request: t('Request'), Response: t('Response') };
   }
