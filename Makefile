@@ -10,7 +10,7 @@ NODEDIR ?= $(shell test -f /usr/include/node/node_api.h && echo /usr)
 TS_SOURCES := $(shell find shim/src runtime-config/src integration-tests -name '*.ts' 2>/dev/null)
 NATIVE_SOURCES := $(shell find vmm-native/src -name '*.cc' -o -name '*.h') vmm-native/binding.gyp
 
-.PHONY: all deps build guest test unit-test integration-test demo bench clean
+.PHONY: all deps build guest install test unit-test integration-deps integration-test demo bench clean
 
 all: build guest
 
@@ -40,23 +40,36 @@ guest: .deps-stamp
 	    "$$kernel_dir" "$$kernel_dir" "$$initrd" > build/guest.json.tmp && mv build/guest.json.tmp build/guest.json
 	@echo "guest: $$(cat build/guest.json)"
 
+# The shim for containerd (runtime io.containerd.stencil.v2): a link in a directory on containerd's
+# PATH, to bin/containerd-shim-stencil-v2 here (which runs dist/ with this machine's node).
+PREFIX ?= /usr/local
+install: build guest
+	install -d $(DESTDIR)$(PREFIX)/bin
+	ln -sf $(CURDIR)/bin/containerd-shim-stencil-v2 $(DESTDIR)$(PREFIX)/bin/containerd-shim-stencil-v2
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/containerd-shim-stencil-v2"
+
 unit-test: build .deps-stamp
 	$(MAKE) -C vmm-native test
 	node --test --test-reporter=spec $$(find dist/shim dist/runtime-config -name '*.test.js' 2>/dev/null)
 
+# Real containerd 1.6 + 2.1, runc and a busybox image for the containerd tests, unpacked into the
+# cache (integration-tests/containerd/setup.sh; needs the Debian mirrors once, not the emulated host).
+integration-deps: .deps-stamp
+	@integration-tests/containerd/setup.sh >/dev/null
+
 # VM tests boot the real guest kernel under a real KVM: directly where this host's KVM can run
 # stock guests, otherwise inside the emulated host (integration-tests/emulated-host).
-integration-test: build guest
+integration-test: build guest integration-deps
 	integration-tests/run-vm node --test --test-concurrency=1 --test-reporter=spec \
 	  $$(find dist/integration-tests -name '*.test.js' | sort)
 
 test: unit-test integration-test
 
-demo: build guest
+demo: build guest integration-deps
 	integration-tests/run-vm scripts/demo.sh
 
-bench: build guest
-	integration-tests/run-vm node dist/integration-tests/bench/boot-bench.js
+bench: build guest integration-deps
+	integration-tests/run-vm integration-tests/bench/run-all
 
 clean:
 	rm -rf dist build vmm-native/build .deps-stamp

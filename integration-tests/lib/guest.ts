@@ -1,5 +1,6 @@
 // Helpers for tests that boot the real guest kernel: run a shell script in a fresh VM and collect
 // its console, with a hard timeout so a stuck boot fails loudly instead of hanging the suite.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { DEFAULT_CMDLINE, MicroVm } from '../../shim/src/hypervisor/microvm.js';
 import type { VmExit, VmSpec } from '../../shim/src/hypervisor/types.js';
@@ -100,5 +101,16 @@ export async function runInGuest(script: string, options: GuestOptions = {}): Pr
     return { exit, console: text, output, status };
   } finally {
     await vm.destroy();
+  }
+}
+
+/** A host file's identity (mode, owner, size, mtime, content hash): tests compare it before and after a guest tried to change it. */
+export function fingerprint(file: string): string {
+  try {
+    const st = fs.lstatSync(file);
+    const data = st.isFile() ? fs.readFileSync(file) : Buffer.alloc(0);
+    return `${st.mode}:${st.uid}:${st.gid}:${st.size}:${st.mtimeMs}:${crypto.createHash('sha256').update(data).digest('hex')}`;
+  } catch (err) {
+    return `missing (${(err as NodeJS.ErrnoException).code})`;
   }
 }

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { runInGuest } from '../lib/guest.js';
+import { fingerprint, runInGuest } from '../lib/guest.js';
 
 const MOUNT = 'mkdir -p /mnt/share && mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=none share /mnt/share';
 
@@ -16,15 +16,6 @@ function scratch(): string {
   return dir;
 }
 
-function fingerprint(file: string): string {
-  try {
-    const st = fs.lstatSync(file);
-    const data = st.isFile() ? fs.readFileSync(file) : Buffer.alloc(0);
-    return `${st.mode}:${st.uid}:${st.gid}:${st.size}:${st.mtimeMs}:${crypto.createHash('sha256').update(data).digest('hex')}`;
-  } catch (err) {
-    return `missing (${(err as NodeJS.ErrnoException).code})`;
-  }
-}
 
 describe('virtio-9p shared directory', () => {
   it('shows guest writes on the host with their content, mode and ownership', async () => {

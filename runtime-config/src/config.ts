@@ -3,7 +3,7 @@
 // once, naming the key and the file, so an operator can fix a broken config in one pass.
 import fs from 'node:fs';
 import path from 'node:path';
-import { parse as parseToml, TomlError } from 'smol-toml';
+import { createRequire } from 'node:module';
 import { parseSize } from '../../shim/src/util/size.js';
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'http' | 'verbose' | 'debug' | 'silly';
@@ -50,6 +50,16 @@ export interface LoadedConfig {
   config: StencilConfig;
   /** The file the configuration came from, or "defaults". */
   source: string;
+}
+
+/**
+ * smol-toml, loaded (as its one-file CommonJS build) only when a file is parsed: the shim's
+ * `start` and `delete` run on every container start and stop, mostly with no file to read.
+ */
+let tomlModule: typeof import('smol-toml') | undefined;
+function toml(): typeof import('smol-toml') {
+  tomlModule ??= createRequire(import.meta.url)('smol-toml') as typeof import('smol-toml');
+  return tomlModule;
 }
 
 export const DEFAULT_CONFIG_PATH = '/etc/stencil/configuration.toml';
@@ -235,9 +245,9 @@ function suggestion(key: string, exclude?: string): string {
 export function parseConfig(text: string, sourceName: string): StencilConfig {
   let doc: Record<string, unknown>;
   try {
-    doc = parseToml(text.replace(/^\uFEFF/, ''), { integersAsBigInt: true });
+    doc = toml().parse(text.replace(/^\uFEFF/, ''), { integersAsBigInt: true });
   } catch (err) {
-    if (!(err instanceof TomlError)) throw err;
+    if (!(err instanceof toml().TomlError)) throw err;
     const reason = err.message.split('\n')[0].replace(/^Invalid TOML document:\s*/, '');
     throw new ConfigError(sourceName, [`${sourceName}:${err.line}:${err.column}: TOML syntax error: ${reason}`], { cause: err });
   }

@@ -21,6 +21,7 @@ const char *method_name(int method) {
     case M_RESUME: return "ResumeContainer";
     case M_DELETE: return "DeleteContainer";
     case M_DELETE_PROCESS: return "DeleteProcess";
+    case M_UPDATE: return "UpdateContainer";
     default: return "?";
   }
 }
@@ -204,7 +205,7 @@ static int decode_container_call(const uint8_t *p, size_t n, struct request *req
   pb_field f;
   int rc;
   uint64_t v;
-  bool bytes3 = req->method == M_CREATE || req->method == M_EXEC;
+  bool bytes3 = req->method == M_CREATE || req->method == M_EXEC || req->method == M_UPDATE;
   bool ints34 = req->method == M_SIGNAL || req->method == M_RESIZE;
   while ((rc = pb_next(&r, &f)) > 0) {
     switch (f.field) {
@@ -212,7 +213,7 @@ static int decode_container_call(const uint8_t *p, size_t n, struct request *req
         if (take_str(&req->container_id, &f, err) < 0) return -1;
         break;
       case 2:
-        if (req->method == M_CREATE) break;  // CreateContainerRequest has no field 2
+        if (req->method == M_CREATE || req->method == M_UPDATE) break;  // no field 2 in these
         if (take_str(&req->exec_id, &f, err) < 0) return -1;
         break;
       case 3:
@@ -225,7 +226,7 @@ static int decode_container_call(const uint8_t *p, size_t n, struct request *req
         }
         break;
       case 4:
-        if (bytes3) {
+        if (req->method == M_CREATE || req->method == M_EXEC) {
           if (decode_stdio(&f, &req->stdio, err) < 0) return -1;
         } else if (ints34) {
           if (take_varint(&v, &f, err) < 0) return -1;
@@ -267,7 +268,7 @@ int request_decode(const uint8_t *p, size_t n, struct request *req, const char *
         *err = "Request.id has the wrong wire type";
         return -1;
       }
-    } else if (f.field >= M_PING && f.field <= M_DELETE_PROCESS) {
+    } else if (f.field >= M_PING && f.field <= M_LAST) {
       if (f.wire_type != PB_LEN) {
         *err = "Request call has the wrong wire type";
         return -1;
@@ -276,7 +277,7 @@ int request_decode(const uint8_t *p, size_t n, struct request *req, const char *
       req->method = (int)f.field;
       call = f.bytes;
       call_len = f.len;
-    } else if (f.field > M_DELETE_PROCESS && f.wire_type == PB_LEN && req->method == M_NONE) {
+    } else if (f.field > M_LAST && f.wire_type == PB_LEN && req->method == M_NONE) {
       // Possibly a call added by a newer protocol revision: answered UNIMPLEMENTED.
       req->method = -(int)f.field;
     }

@@ -46,6 +46,8 @@ enum method {
   M_RESUME = 21,
   M_DELETE = 22,
   M_DELETE_PROCESS = 23,
+  M_UPDATE = 24,
+  M_LAST = M_UPDATE,  // the highest call number this agent knows
 };
 const char *method_name(int method);
 
@@ -71,7 +73,7 @@ struct request {
   uint64_t id;
   int method;
   char *container_id, *exec_id;
-  uint8_t *payload;  // CreateContainer.oci_spec_json / ExecProcess.process_json
+  uint8_t *payload;  // CreateContainer.oci_spec_json / ExecProcess.process_json / UpdateContainer.resources_json
   size_t payload_len;
   struct stdio_mode stdio;
   uint32_t signal;

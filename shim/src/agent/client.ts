@@ -372,6 +372,16 @@ export class AgentClient {
     await this.call('resumeContainer', { containerId }, { rpc: 'ResumeContainer', containerId }, opts);
   }
 
+  /**
+   * Changes the cgroup limits of a created, running or paused container (`crun update`): an OCI
+   * `linux.resources` object (LinuxResources), e.g. `{ memory: { limit: 33554432 }, pids: { limit: 64 } }`;
+   * what it does not name stays as it is.
+   */
+  async updateContainer(containerId: string, resources: object, opts: CallOptions = {}): Promise<void> {
+    const ctx = { rpc: 'UpdateContainer', containerId };
+    await this.call('updateContainer', { containerId, resourcesJson: Buffer.from(JSON.stringify(resources)) }, ctx, opts);
+  }
+
   /** Kills every process of the container, waits for them, and forgets it. */
   async deleteContainer(containerId: string, opts: CallOptions = {}): Promise<void> {
     await this.call('deleteContainer', { containerId }, { rpc: 'DeleteContainer', containerId }, opts);

@@ -13,6 +13,7 @@ import {
 } from './errors.js';
 import { MicroVm } from './microvm.js';
 import type { VmSpec } from './types.js';
+import { tinyElfKernel } from './testing.js';
 
 const openFds = () => fs.readdirSync('/proc/self/fd').length;
 
@@ -24,21 +25,8 @@ describe('MicroVm input validation', () => {
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stencil-vm-test-'));
     memDir = fs.mkdtempSync('/dev/shm/stencil-vm-test-');
-    // A minimal valid ELF64 x86-64 executable with one PT_LOAD segment (never run).
-    const elf = Buffer.alloc(0x1000 + 0x200);
-    elf.write('\x7fELF', 0, 'latin1');
-    elf[4] = 2; elf[5] = 1; elf[6] = 1;
-    elf.writeUInt16LE(2, 16);          // ET_EXEC
-    elf.writeUInt16LE(62, 18);         // EM_X86_64
-    elf.writeBigUInt64LE(0x1000000n, 24); // entry
-    elf.writeBigUInt64LE(64n, 32);     // phoff
-    elf.writeUInt16LE(56, 54);         // phentsize
-    elf.writeUInt16LE(1, 56);          // phnum
-    elf.writeUInt32LE(1, 64);          // PT_LOAD
-    elf.writeBigUInt64LE(0x1000n, 64 + 8);     // offset
-    elf.writeBigUInt64LE(0x1000000n, 64 + 24); // paddr
-    elf.writeBigUInt64LE(0x200n, 64 + 32);     // filesz
-    elf.writeBigUInt64LE(0x200n, 64 + 40);     // memsz
+    // A minimal valid ELF64 x86-64 executable (never run).
+    const elf = tinyElfKernel();
     kernel = path.join(dir, 'vmlinux');
     fs.writeFileSync(kernel, elf);
   });

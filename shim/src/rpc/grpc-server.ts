@@ -5,6 +5,7 @@
 // module costs nothing on paths that never serve gRPC (the shim's `start`).
 import fs from 'node:fs';
 import path from 'node:path';
+import type { Duplex } from 'node:stream';
 import type * as Grpc from '@grpc/grpc-js';
 import type { Logger } from '../util/log.js';
 import { toRpcError } from '../ttrpc/errors.js';
@@ -61,6 +62,20 @@ export class GrpcServer {
       await this.close();
       throw new Error(`gRPC: cannot restrict ${abs} to its owner: ${(err as Error).message}`, { cause: err });
     }
+  }
+
+  /**
+   * Serves connections accepted elsewhere (e.g. on a socket inherited from the process that bound
+   * it) instead of binding a socket: returns the function to hand each connection to.
+   */
+  async acceptor(): Promise<(connection: Duplex) => void> {
+    if (this.server) throw new Error('gRPC: already serving');
+    const grpc = await loadGrpc();
+    const server = new grpc.Server();
+    for (const def of this.services) server.addService(...this.grpcService(grpc, def));
+    const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    this.server = server;
+    return (connection) => injector.injectConnection(connection);
   }
 
   /**

@@ -1,0 +1,263 @@
+// crun invocations: each RPC that needs the OCI runtime starts crun as a child process (an
+// `op`); its exit, seen by the reaper, completes the RPC.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "container.h"
+
+static struct op *ops;
+
+static char **crun_argv(const char *log_path, const char *const *args) {
+  size_t n = 0;
+  while (args[n]) n++;
+  char **argv = xcalloc(n + 10, sizeof *argv);
+  size_t i = 0;
+  argv[i++] = (char *)cfg.crun;
+  argv[i++] = xasprintf("--root=%s", cfg.crun_root);
+  argv[i++] = xasprintf("--log=%s", log_path);
+  if (cfg.cgroup_manager) argv[i++] = xasprintf("--cgroup-manager=%s", cfg.cgroup_manager);
+  for (size_t j = 0; j < n; j++) argv[i++] = (char *)args[j];
+  argv[i] = NULL;
+  return argv;
+}
+
+// Frees the global options crun_argv allocated (they precede the subcommand, which never
+// starts with "--").
+static void free_crun_argv(char **argv) {
+  for (size_t i = 1; argv[i] && !strncmp(argv[i], "--", 2); i++) free(argv[i]);
+  free(argv);
+}
+
+// fds: what the child gets as 0, 1, 2 (all > 2 in the agent, see ensure_std_fds).
+static pid_t spawn(char **argv, const int fds[3]) {
+  pid_t pid = fork();
+  if (pid != 0) return pid;
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  signal(SIGPIPE, SIG_DFL);
+  setsid();  // away from the agent's session and console
+  for (int i = 0; i < 3; i++) dup2(fds[i], i);  // dup2 clears close-on-exec
+  execv(argv[0], argv);
+  _exit(127);
+}
+
+int dev_null(void) { return open("/dev/null", O_RDWR | O_CLOEXEC); }
+
+static char *crun_error(const struct op *op, int st) {
+  char text[2048];
+  char *msg = NULL;
+  if (read_small(op->log_path, text, sizeof text) > 0 && trim(text)[0]) msg = xstrdup(trim(text));
+  else if (WIFEXITED(st) && WEXITSTATUS(st) == 127) msg = xasprintf("cannot run %s", cfg.crun);
+  else if (WIFEXITED(st)) msg = xasprintf("crun exited with status %d", WEXITSTATUS(st));
+  else msg = xasprintf("crun was killed by signal %d", WTERMSIG(st));
+  return msg;
+}
+
+static void op_free(struct op *op) {
+  if (op->console_fd >= 0) close(op->console_fd);
+  if (op->console_path) unlink(op->console_path);
+  if (op->log_path) unlink(op->log_path);
+  if (op->tmp_file) unlink(op->tmp_file);
+  free(op->tmp_file);
+  free(op->console_path);
+  free(op->log_path);
+  free(op->pid_file);
+  free(op);
+}
+
+// Starts `crun ARGS` for a request; its exit calls op_done. Returns NULL (request answered
+// with an error) if it cannot be started.
+struct op *op_start(struct container *c, uint64_t conn_id, struct request *req, const char *const *args,
+                           const int fds[3], int console_fd, char *console_path, char *pid_file) {
+  struct op *op = xcalloc(1, sizeof *op);
+  op->method = req->method;
+  op->conn_id = conn_id;
+  op->req_id = req->id;
+  op->c = c;
+  op->console_fd = console_fd;
+  op->console_path = console_path;
+  op->pid_file = pid_file;
+  op->log_path = xasprintf("%s/logs/%llu.log", cfg.state_dir, ++serial);
+  unlink(op->log_path);
+  char **argv = crun_argv(op->log_path, args);
+  int null_fds[3] = {-1, -1, -1};
+  if (!fds) {
+    int fd = dev_null();
+    null_fds[0] = null_fds[1] = null_fds[2] = fd;
+    fds = null_fds;
+  }
+  op->pid = spawn(argv, fds);
+  int err = errno;
+  if (null_fds[0] >= 0) close(null_fds[0]);
+  free_crun_argv(argv);
+  if (op->pid < 0) {
+    respond(conn_id, req->id, E_INTERNAL, "%s: cannot fork crun: %s", method_name(req->method), strerror(err));
+    op_free(op);
+    return NULL;
+  }
+  log_msg(LOG_DEBUG, "container %s: crun %s (pid %d)", c->id, args[0], op->pid);
+  c->busy = true;
+  op->next = ops;
+  ops = op;
+  return op;
+}
+
+// Runs crun synchronously (cleanup paths and shutdown only). Returns its wait status.
+int crun_sync(const char *const *args) {
+  char *log_path = xasprintf("%s/logs/%llu.log", cfg.state_dir, ++serial);
+  char **argv = crun_argv(log_path, args);
+  int fd = dev_null();
+  int fds[3] = {fd, fd, fd};
+  pid_t pid = spawn(argv, fds);
+  close(fd);
+  free_crun_argv(argv);
+  int st = -1;
+  if (pid > 0) {
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+  }
+  unlink(log_path);
+  free(log_path);
+  return st;
+}
+
+static int read_pid_file(const char *path) {
+  char text[64];
+  if (read_small(path, text, sizeof text) <= 0) return -1;
+  long pid = strtol(trim(text), NULL, 10);
+  return pid > 0 ? (int)pid : -1;
+}
+
+// The cgroup v2 directory of a process, from /proc/PID/cgroup's "0::/path" line.
+static char *cgroup_of(pid_t pid) {
+  char path[64], text[4096];
+  snprintf(path, sizeof path, "/proc/%d/cgroup", pid);
+  if (read_small(path, text, sizeof text) < 0) return xstrdup("");
+  for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+    if (!strncmp(line, "0::", 3)) {
+      const char *rel = line + 3;
+      if (!strcmp(rel, "/")) return xstrdup("");  // not in a cgroup of its own
+      return xasprintf("%s%s", cfg.cgroup_root, rel);
+    }
+  }
+  return xstrdup("");
+}
+
+// ---------------------------------------------------------------------------------------------
+// completion
+
+static void op_done(struct op *op, int st) {
+  struct container *c = op->c;
+  bool ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+  char *err = ok ? NULL : crun_error(op, st);
+  const char *name = method_name(op->method);
+  c->busy = false;
+
+  switch (op->method) {
+    case M_CREATE: {
+      struct process *p = c->procs;
+      int pid = ok ? read_pid_file(op->pid_file) : -1;
+      int pty = -1;
+      if (ok && pid < 0) err = xasprintf("crun wrote no pid to %s", op->pid_file);
+      if (ok && pid > 0 && p->terminal && (pty = receive_pty(op->console_fd)) < 0)
+        err = xstrdup("crun did not pass a pty through the console socket");
+      if (err) {
+        if (ok) {
+          const char *args[] = {"delete", "--force", c->id, NULL};
+          crun_sync(args);
+        }
+        log_msg(LOG_INFO, "container %s: create failed: %s", c->id, err);
+        respond(op->conn_id, op->req_id, ok ? E_INTERNAL : E_RUNTIME, "%s %s: %s", name, c->id, err);
+        container_remove(c, "its creation failed");
+        c = NULL;
+        break;
+      }
+      if (pty >= 0) attach_pty(p, pty);
+      free(c->cgroup);
+      c->cgroup = cgroup_of(pid);
+      c->state = C_CREATED;
+      process_started(p, pid);
+      log_msg(LOG_INFO, "container %s created (init pid %d, cgroup %s)", c->id, pid, c->cgroup[0] ? c->cgroup : "-");
+      respond_pid(op->conn_id, op->req_id, M_CREATE, pid);
+      break;
+    }
+    case M_START:
+      if (err) {
+        respond(op->conn_id, op->req_id, E_RUNTIME, "%s %s: %s", name, c->id, err);
+        break;
+      }
+      if (c->state == C_CREATED) c->state = C_RUNNING;
+      respond_pid(op->conn_id, op->req_id, M_START, c->procs->pid);
+      break;
+    case M_EXEC: {
+      struct process *p = op->p;
+      int pid = ok ? read_pid_file(op->pid_file) : -1;
+      int pty = -1;
+      if (ok && pid < 0) err = xasprintf("crun wrote no pid to %s", op->pid_file);
+      if (ok && pid > 0 && p->terminal && (pty = receive_pty(op->console_fd)) < 0) {
+        err = xstrdup("crun did not pass a pty through the console socket");
+        kill(pid, SIGKILL);  // reaped later and forgotten (unclaimed)
+      }
+      if (err) {
+        respond(op->conn_id, op->req_id, ok ? E_INTERNAL : E_RUNTIME, "%s %s/%s: %s", name, c->id, p->exec_id, err);
+        process_remove(p, "its exec failed");
+        break;
+      }
+      if (pty >= 0) attach_pty(p, pty);
+      process_started(p, pid);
+      respond_pid(op->conn_id, op->req_id, M_EXEC, pid);
+      break;
+    }
+    case M_SIGNAL:
+    case M_PAUSE:
+    case M_RESUME:
+    case M_UPDATE:
+      if (err) {
+        respond(op->conn_id, op->req_id, E_RUNTIME, "%s %s: %s", name, c->id, err);
+        break;
+      }
+      if (op->method == M_PAUSE && c->state == C_RUNNING) c->state = C_PAUSED;
+      if (op->method == M_RESUME && c->state == C_PAUSED) c->state = C_RUNNING;
+      respond_ok(op->conn_id, op->req_id);
+      break;
+    case M_DELETE:
+      if (err) {
+        respond(op->conn_id, op->req_id, E_RUNTIME, "%s %s: %s", name, c->id, err);
+        break;
+      }
+      // crun killed the container; make sure nothing of it survives, then wait for the reaps.
+      for (struct process *p = c->procs; p; p = p->next)
+        if (p->pid && !p->exited) kill(p->pid, SIGKILL);
+      c->busy = true;  // nothing else may run on a container being deleted
+      c->deleting = true;
+      c->delete_conn = op->conn_id;
+      c->delete_req = op->req_id;
+      maybe_finish_delete(c);  // may free c
+      c = NULL;
+      break;
+  }
+  free(err);
+  op_free(op);
+  if (c) container_drain(c);
+}
+
+// If pid is a crun invocation, completes it and returns true.
+bool op_reaped(pid_t pid, int st) {
+  for (struct op **pp = &ops; *pp; pp = &(*pp)->next) {
+    if ((*pp)->pid == pid) {
+      struct op *op = *pp;
+      *pp = op->next;
+      op_done(op, st);
+      return true;
+    }
+  }
+  return false;
+}

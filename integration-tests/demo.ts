@@ -1,0 +1,30 @@
+// `make demo`: a private containerd (Debian's 1.6) runs a busybox container with
+// `ctr run --runtime io.containerd.stencil.v2`: the shim boots a Stencil microVM and the guest
+// agent runs the container in it. (Later: the VM is cloned from a template.)
+import path from 'node:path';
+import { repoRoot } from '../shim/src/util/paths.js';
+import { ContainerdInstance, type ContainerdVersion } from './lib/containerd.js';
+
+const version = (process.env.STENCIL_DEMO_CONTAINERD ?? '1.6') as ContainerdVersion;
+const say = (s: string) => process.stdout.write(`${s}\n`);
+
+const c = await ContainerdInstance.start({ version, extraPath: [path.join(repoRoot(), 'bin')] });
+let failed = false;
+try {
+  const image = await c.importBusybox();
+  say(`demo: containerd ${c.packageVersion}, image ${image}`);
+  const script = 'echo "Hello from a container in a Stencil VM"; echo "kernel: $(uname -r), vCPUs: $(nproc), $(grep MemTotal /proc/meminfo)"';
+  const cmd = ['run', '--rm', '--runtime', 'io.containerd.stencil.v2', image, 'demo', 'sh', '-c', script];
+  say(`demo: ctr ${cmd.join(' ')}`);
+  const started = Date.now();
+  const r = await c.ctr(cmd, { timeoutMs: 300_000 });
+  process.stdout.write(r.stdout);
+  if (r.stderr) process.stdout.write(r.stderr);
+  say(`demo: exit status ${r.code} after ${((Date.now() - started) / 1000).toFixed(1)} s (host kernel: ${(await import('node:os')).release()})`);
+  const left = await c.leaks();
+  if (left.length) say(`demo: left behind:\n  ${left.join('\n  ')}`);
+  failed = r.code !== 0 || !r.stdout.includes('Hello from a container in a Stencil VM');
+} finally {
+  await c.stop();
+}
+process.exit(failed ? 1 : 0);

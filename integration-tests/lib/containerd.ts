@@ -1,0 +1,444 @@
+// A private, real containerd (Debian's 1.6 or 2.1, unpacked by integration-tests/containerd/setup.sh)
+// for tests: its own root/state dirs, sockets and config under a temp dir, `ctr` bound to it, the
+// busybox image, a leak report ("nothing left behind") and a stop() that cleans up everything.
+//
+//   const c = await ContainerdInstance.start({ version: '1.6', extraPath: [path.join(repoRoot(), 'bin')] });
+//   await c.importBusybox();
+//   const r = await c.ctr(['run', '--rm', '--runtime', 'io.containerd.stencil.v2', c.image, 't1', 'echo', 'hi']);
+//   assert.deepEqual(await c.leaks(), []);
+//   await c.stop();
+//
+// Every process containerd starts (shims and their children) and every ctr run here carries the
+// environment marker STENCIL_CONTAINERD_INSTANCE=<instance dir>; leaks() and stop() find them by it.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { repoRoot } from '../../shim/src/util/paths.js';
+import { isShim, isUnder, listMounts, markedProcesses, openers, walk, walkMatching } from './leaks.js';
+
+export const CONTAINERD_VERSIONS = ['1.6', '2.1'] as const;
+export type ContainerdVersion = (typeof CONTAINERD_VERSIONS)[number];
+export const MARKER = 'STENCIL_CONTAINERD_INSTANCE';
+/** Where shims put their sockets: fixed, whatever containerd's state dir is. */
+export const SHIM_SOCKET_DIR = '/run/containerd/s';
+const FIFO_DIR = '/run/containerd/fifo';
+
+export interface HarnessInfo {
+  containerd: Record<ContainerdVersion, { version: string; dir: string; bin: string; containerd: string; ctr: string }>;
+  runc: { version: string; bin: string; runc: string };
+  image: { name: string; tar: string; busybox: string };
+}
+
+let harness: HarnessInfo | undefined;
+/** Runs integration-tests/containerd/setup.sh (instant once cached) and reads what it set up. */
+export function harnessInfo(): HarnessInfo {
+  if (harness) return harness;
+  const script = path.join(repoRoot(), 'integration-tests', 'containerd', 'setup.sh');
+  let jsonPath: string;
+  try {
+    jsonPath = execFileSync(script, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`${script} failed (a cold cache needs the Debian mirrors: run 'make integration-deps' on the build machine): ${e.stderr || e.message}`);
+  }
+  harness = JSON.parse(fs.readFileSync(jsonPath, 'utf8')) as HarnessInfo;
+  return harness;
+}
+
+export interface StartOptions {
+  version: ContainerdVersion;
+  /** Directories put first on containerd's PATH (where shim binaries are found), e.g. <repo>/bin. */
+  extraPath?: string[];
+  /** containerd namespace for ctr; default a fresh `stencil-<random>` (runc keeps state per namespace). */
+  namespace?: string;
+  /** containerd's log level; "debug" also makes containerd pass -debug to shims. Default $STENCIL_CONTAINERD_LOG_LEVEL or "info". */
+  logLevel?: 'trace' | 'debug' | 'info' | 'warn' | 'error';
+  /** Default "overlayfs"; falls back to "native" when containerd reports overlayfs unusable here. */
+  snapshotter?: 'overlayfs' | 'native';
+  /** TOML appended to the generated config (e.g. plugin settings for a runtime). */
+  configExtra?: string;
+  /** More environment for containerd (and so for the shims it starts). */
+  env?: Record<string, string>;
+  /** More directories whose new entries or mounts count as leaks (e.g. a shim's state dir). */
+  leakDirs?: string[];
+  readyTimeoutMs?: number;
+}
+
+export interface CtrOptions {
+  /** Written to ctr's stdin; stdin is closed right after, or once stdout matches closeInputWhen. */
+  input?: string | Buffer;
+  /** Close stdin only once stdout matches (ctr drops a stdin EOF that comes before the task exists). */
+  closeInputWhen?: RegExp;
+  timeoutMs?: number;
+}
+
+export interface CtrResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface StopReport {
+  killed: string[];
+  unmounted: string[];
+  removed: string[];
+}
+
+const DEFAULT_CTR_TIMEOUT_MS = Number(process.env.STENCIL_CTR_TIMEOUT_MS ?? 120_000);
+const live = new Set<ContainerdInstance>();
+process.on('exit', () => {
+  for (const c of live) c.killSync();
+});
+
+function configToml(o: {
+  version: ContainerdVersion;
+  root: string;
+  state: string;
+  address: string;
+  ttrpcAddress: string;
+  opt: string;
+  logLevel: string;
+}): string {
+  // CRI (and what only CRI needs) is off: the tests drive containerd with ctr.
+  const disabled =
+    o.version === '1.6'
+      ? ['io.containerd.grpc.v1.cri']
+      : [
+          'io.containerd.grpc.v1.cri',
+          'io.containerd.cri.v1.images',
+          'io.containerd.cri.v1.runtime',
+          'io.containerd.podsandbox.controller.v1.podsandbox',
+          'io.containerd.grpc.v1.sandbox-controllers',
+          'io.containerd.nri.v1.nri',
+        ];
+  const q = (s: string) => JSON.stringify(s);
+  return [
+    `version = ${o.version === '1.6' ? 2 : 3}`,
+    `root = ${q(o.root)}`,
+    `state = ${q(o.state)}`,
+    `disabled_plugins = [${disabled.map(q).join(', ')}]`,
+    '',
+    '[grpc]',
+    `  address = ${q(o.address)}`,
+    '[ttrpc]',
+    `  address = ${q(o.ttrpcAddress)}`,
+    '[debug]',
+    `  level = ${q(o.logLevel)}`,
+    '',
+    '[plugins."io.containerd.internal.v1.opt"]',
+    `  path = ${q(o.opt)}`,
+    '',
+  ].join('\n');
+}
+
+export class ContainerdInstance {
+  readonly version: ContainerdVersion;
+  /** Debian package version of this containerd (e.g. 1.6.20~ds1-1+deb12u3). */
+  readonly packageVersion: string;
+  readonly dir: string;
+  readonly root: string;
+  readonly state: string;
+  readonly address: string;
+  readonly ttrpcAddress: string;
+  readonly configPath: string;
+  readonly logPath: string;
+  readonly namespace: string;
+  /** The busybox image's name (after importBusybox()). */
+  readonly image: string;
+  snapshotter: 'overlayfs' | 'native';
+  private readonly ctrPath: string;
+  private readonly info: HarnessInfo;
+  private readonly watched: string[];
+  private readonly env: NodeJS.ProcessEnv;
+  private proc: ChildProcess | undefined;
+  private exited: Promise<void> = Promise.resolve();
+  private baseline = new Map<string, string>();
+  private baselineMounts = new Set<string>();
+  private stopped = false;
+
+  private constructor(o: StartOptions) {
+    this.info = harnessInfo();
+    this.version = o.version;
+    const bins = this.info.containerd[o.version];
+    if (!bins) throw new Error(`unknown containerd version ${JSON.stringify(o.version)} (have ${CONTAINERD_VERSIONS.join(', ')})`);
+    this.packageVersion = bins.version;
+    this.ctrPath = bins.ctr;
+    this.image = this.info.image.name;
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stencil-ctd-'));
+    this.root = path.join(this.dir, 'root');
+    this.state = path.join(this.dir, 'state');
+    this.address = path.join(this.dir, 'c.sock');
+    this.ttrpcAddress = `${this.address}.ttrpc`;
+    this.configPath = path.join(this.dir, 'config.toml');
+    this.logPath = path.join(this.dir, 'containerd.log');
+    this.namespace = o.namespace ?? `stencil-${crypto.randomBytes(4).toString('hex')}`;
+    this.snapshotter = o.snapshotter ?? 'overlayfs';
+    this.watched = [SHIM_SOCKET_DIR, FIFO_DIR, path.join('/run/containerd/runc', this.namespace), '/run/stencil', ...(o.leakDirs ?? [])];
+    this.env = {
+      ...process.env,
+      ...o.env,
+      PATH: [...(o.extraPath ?? []), bins.bin, this.info.runc.bin, process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'].join(':'),
+      [MARKER]: this.dir,
+    };
+    const logLevel = o.logLevel ?? process.env.STENCIL_CONTAINERD_LOG_LEVEL ?? 'info';
+    const opt = path.join(this.dir, 'opt');
+    const common = { root: this.root, state: this.state, address: this.address, ttrpcAddress: this.ttrpcAddress, opt, logLevel };
+    fs.writeFileSync(this.configPath, configToml({ version: o.version, ...common }) + (o.configExtra ? `\n${o.configExtra}\n` : ''));
+  }
+
+  /** Starts a private containerd and waits until it answers `ctr version`. */
+  static async start(o: StartOptions): Promise<ContainerdInstance> {
+    const c = new ContainerdInstance(o);
+    live.add(c);
+    try {
+      await c.launch(o.readyTimeoutMs ?? 90_000);
+    } catch (err) {
+      await c.stop().catch(() => undefined);
+      throw err;
+    }
+    return c;
+  }
+
+  private async launch(readyTimeoutMs: number): Promise<void> {
+    this.baseline = this.scanWatched();
+    this.baselineMounts = new Set(listMounts().map((m) => m.mountPoint));
+    const logFd = fs.openSync(this.logPath, 'a');
+    const bin = this.info.containerd[this.version].containerd;
+    const proc = spawn(bin, ['--config', this.configPath], { stdio: ['ignore', logFd, logFd], env: this.env, cwd: '/' });
+    fs.closeSync(logFd);
+    this.proc = proc;
+    let exitNote = '';
+    this.exited = new Promise((resolve) =>
+      proc.once('exit', (code, signal) => {
+        exitNote = `containerd exited (${signal ?? code})`;
+        resolve();
+      }),
+    );
+    const t0 = Date.now();
+    for (;;) {
+      if (exitNote) throw new Error(`${exitNote} while starting; its log ${this.logPath}:\n${this.logTail()}`);
+      const r = await this.ctr(['version'], { timeoutMs: 20_000 }).catch((e: Error) => ({ code: -1, stdout: '', stderr: e.message }));
+      if (r.code === 0 && /Server:/.test(r.stdout)) break;
+      if (Date.now() - t0 > readyTimeoutMs)
+        throw new Error(`containerd ${this.version} not ready after ${readyTimeoutMs} ms (ctr version: ${r.stderr.trim()}); log:\n${this.logTail()}`);
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    if (this.snapshotter === 'overlayfs') {
+      const plugins = await this.ctr(['plugins', 'ls']);
+      const line = plugins.stdout.split('\n').find((l) => /^io\.containerd\.snapshotter\.v1\s+overlayfs\s/.test(l));
+      if (!line || !/\sok\s*$/.test(line)) {
+        process.stderr.write(`# containerd ${this.version}: overlayfs snapshotter unusable here (${line?.trim() ?? 'missing'}); using native\n`);
+        this.snapshotter = 'native';
+      }
+    }
+  }
+
+  /** argv and environment to run this instance's ctr yourself (e.g. under a pty). */
+  ctrCommand(args: string[]): { file: string; args: string[]; env: NodeJS.ProcessEnv } {
+    const env: NodeJS.ProcessEnv = { ...this.env };
+    if (this.snapshotter !== 'overlayfs') env.CONTAINERD_SNAPSHOTTER = this.snapshotter;
+    return { file: this.ctrPath, args: ['--address', this.address, '--namespace', this.namespace, ...args], env };
+  }
+
+  /** Starts ctr with pipes for stdin, stdout and stderr; the caller drives it. */
+  spawnCtr(args: string[]): ChildProcess {
+    const cmd = this.ctrCommand(args);
+    return spawn(cmd.file, cmd.args, { env: cmd.env, stdio: ['pipe', 'pipe', 'pipe'] });
+  }
+
+  /** Runs ctr against this instance; rejects (killing ctr) after timeoutMs, with what it printed so far. */
+  ctr(args: string[], o: CtrOptions = {}): Promise<CtrResult> {
+    const cmd = this.ctrCommand(args);
+    const timeoutMs = o.timeoutMs ?? DEFAULT_CTR_TIMEOUT_MS;
+    const child = spawn(cmd.file, cmd.args, { env: cmd.env, stdio: [o.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    let inputOpen = o.input !== undefined;
+    const closeInput = () => {
+      if (inputOpen) child.stdin?.end();
+      inputOpen = false;
+    };
+    if (o.input !== undefined) {
+      child.stdin!.on('error', () => undefined); // ctr may exit before reading everything
+      child.stdin!.write(o.input);
+      if (!o.closeInputWhen) closeInput();
+    }
+    child.stdout!.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      if (o.closeInputWhen?.test(stdout)) closeInput();
+    });
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error(`ctr ${args.join(' ')}: no exit within ${timeoutMs} ms; stdout: ${JSON.stringify(stdout)}, stderr: ${JSON.stringify(stderr)}`));
+      }, timeoutMs);
+      child.once('error', (err) => {
+        clearTimeout(timer);
+        reject(new Error(`cannot run ${cmd.file}: ${err.message}`));
+      });
+      child.once('close', (code, signal) => {
+        clearTimeout(timer);
+        resolve({ code: code ?? 128 + (os.constants.signals[signal as NodeJS.Signals] ?? 0), stdout, stderr });
+      });
+    });
+  }
+
+  /** Imports the busybox OCI tarball the setup built; returns the image name. */
+  async importBusybox(): Promise<string> {
+    const r = await this.ctr(['images', 'import', this.info.image.tar]);
+    if (r.code !== 0) throw new Error(`ctr images import ${this.info.image.tar} failed (${r.code}): ${r.stderr}${r.stdout}`);
+    const ls = await this.ctr(['images', 'ls', '-q']);
+    if (!ls.stdout.split('\n').includes(this.image))
+      throw new Error(`after import, ctr images ls does not list ${this.image}: ${ls.stdout}${ls.stderr}`);
+    return this.image;
+  }
+
+  /** The last lines of containerd's log (and so of the shims' logs it copies). */
+  logTail(lines = 60): string {
+    try {
+      return fs.readFileSync(this.logPath, 'utf8').split('\n').slice(-lines).join('\n');
+    } catch {
+      return '(no log)';
+    }
+  }
+
+  private scanWatched(): Map<string, string> {
+    const out = new Map<string, string>();
+    for (const d of this.watched) for (const [p, k] of walk(d)) out.set(p, k);
+    for (const [p, k] of walkMatching('/dev/shm', /^stencil/)) out.set(p, k);
+    return out;
+  }
+
+  private instanceProcesses() {
+    return markedProcesses(MARKER, this.dir, new Set(this.proc?.pid ? [this.proc.pid] : []));
+  }
+
+  /**
+   * What is left behind now, one line per item ([] = nothing): shim processes and their children,
+   * ctr processes, mounts under the instance or watched dirs, new sockets in /run/containerd/s,
+   * FIFOs, VM RAM files (/dev/shm/stencil*), new entries under /run/stencil and leakDirs, and (while
+   * containerd runs) its tasks, containers and active snapshots.
+   */
+  async leaks(): Promise<string[]> {
+    const out: string[] = [];
+    for (const p of this.instanceProcesses()) out.push(`${isShim(p) ? 'shim process' : 'process'} ${p.pid}: ${p.cmdline}`);
+    for (const m of listMounts()) {
+      const watchedMount = this.watched.some((d) => isUnder(m.mountPoint, d)) && !this.baselineMounts.has(m.mountPoint);
+      if (isUnder(m.mountPoint, this.dir) || watchedMount) out.push(`mount ${m.mountPoint} (${m.fsType} from ${m.source})`);
+    }
+    const added = [...this.scanWatched()].filter(([p]) => !this.baseline.has(p));
+    // A socket held open only by processes of another containerd (tests running beside us) is theirs.
+    const owners = openers(added.filter(([, k]) => k === 'socket').map(([p]) => p));
+    const ours = new Set(this.instanceProcesses().map((p) => p.pid));
+    for (const [p, kind] of added) {
+      const o = owners.get(p) ?? [];
+      if (kind === 'socket' && o.length > 0 && !o.some((pid) => ours.has(pid))) continue;
+      if (kind === 'dir' && path.dirname(p) === '/dev/shm') continue; // the RAM file directory itself
+      out.push(`${kind} ${p}`);
+    }
+    for (const [p, kind] of walk(this.dir)) if (kind === 'fifo') out.push(`fifo ${p}`);
+    if (!this.stopped && this.proc?.exitCode === null) {
+      const [tasks, containers, snaps] = await Promise.all([
+        this.ctr(['tasks', 'ls']),
+        this.ctr(['containers', 'ls', '-q']),
+        this.ctr(['snapshots', '--snapshotter', this.snapshotter, 'ls']),
+      ]);
+      for (const [what, r] of [['tasks ls', tasks], ['containers ls', containers], ['snapshots ls', snaps]] as const)
+        if (r.code !== 0) out.push(`ctr ${what} failed (${r.code}), so its leaks are unknown: ${r.stderr.trim()}`);
+      for (const l of tasks.stdout.trim().split('\n').slice(1)) if (l.trim()) out.push(`task ${l.trim().replace(/\s+/g, ' ')}`);
+      for (const l of containers.stdout.trim().split('\n')) if (l.trim()) out.push(`container ${l.trim()}`);
+      for (const l of snaps.stdout.trim().split('\n').slice(1)) if (/\sActive\s*$/.test(l)) out.push(`active snapshot ${l.trim().split(/\s+/)[0]}`);
+    }
+    return out;
+  }
+
+  /** Last-resort cleanup when the test process exits: kill, never unmount or delete. */
+  killSync(): void {
+    if (this.stopped) return;
+    try {
+      this.proc?.kill('SIGKILL');
+      for (const p of this.instanceProcesses()) process.kill(p.pid, 'SIGKILL');
+    } catch {
+      // exiting anyway
+    }
+  }
+
+  /**
+   * Stops containerd (SIGTERM, then SIGKILL), kills every remaining shim, child and ctr, unmounts
+   * everything under the instance dir, removes stale shim sockets it left, and deletes the dir.
+   * Idempotent. Returns what it had to clean up: after a clean scenario only containerd is killed.
+   */
+  async stop(): Promise<StopReport> {
+    const report: StopReport = { killed: [], unmounted: [], removed: [] };
+    if (this.stopped) return report;
+    let containers: string[] = [];
+    if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) {
+      const ls = await this.ctr(['containers', 'ls', '-q'], { timeoutMs: 20_000 }).catch(() => undefined);
+      containers = ls?.stdout.split('\n').filter((l) => l !== '') ?? [];
+      this.proc.kill('SIGTERM');
+      const term = await Promise.race([this.exited.then(() => true), sleep(10_000, { unref: true }).then(() => false)]);
+      if (!term) {
+        report.killed.push(`containerd ${this.proc.pid} (did not exit on SIGTERM within 10 s)`);
+        this.proc.kill('SIGKILL');
+        await this.exited;
+      }
+    }
+    for (let round = 0; round < 50; round++) {
+      const procs = this.instanceProcesses();
+      if (procs.length === 0) break;
+      for (const p of procs) {
+        if (round === 0) report.killed.push(`${p.pid}: ${p.cmdline}`);
+        try {
+          process.kill(p.pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+      await sleep(100);
+    }
+    const mounts = listMounts().filter((m) => isUnder(m.mountPoint, this.dir)).reverse();
+    for (const m of mounts) {
+      try {
+        execFileSync('umount', [m.mountPoint], { stdio: 'pipe' });
+      } catch {
+        execFileSync('umount', ['-l', m.mountPoint], { stdio: 'pipe' });
+      }
+      report.unmounted.push(m.mountPoint);
+    }
+    // What killed shims and detached ctr runs leave: their sockets, and the FIFO dirs of our
+    // containers (ctr names the FIFOs <container id>-stdin|stdout|stderr) that nobody holds open.
+    const added = [...this.scanWatched()].filter(([p]) => !this.baseline.has(p));
+    const sockets = added.filter(([p, k]) => k === 'socket' && isUnder(p, SHIM_SOCKET_DIR)).map(([p]) => p);
+    const fifos = added.filter(([p, k]) => k === 'fifo' && isUnder(p, FIFO_DIR)).map(([p]) => p);
+    const open = openers([...sockets, ...fifos]);
+    const unused = (p: string) => (open.get(p) ?? []).length === 0;
+    for (const p of sockets.filter(unused)) {
+      fs.rmSync(p, { force: true });
+      report.removed.push(p);
+    }
+    const fifoDirs = new Set(fifos.filter((p) => containers.some((id) => path.basename(p).startsWith(`${id}-std`))).map((p) => path.dirname(p)));
+    for (const d of fifoDirs) {
+      if (fifos.filter((p) => path.dirname(p) === d).every(unused)) {
+        fs.rmSync(d, { recursive: true, force: true });
+        report.removed.push(d);
+      }
+    }
+    const left = listMounts().filter((m) => isUnder(m.mountPoint, this.dir));
+    if (left.length > 0) throw new Error(`still mounted under ${this.dir}, not deleting it: ${left.map((m) => m.mountPoint).join(', ')}`);
+    fs.rmSync(path.join('/run/containerd/runc', this.namespace), { recursive: true, force: true });
+    fs.rmSync(this.dir, { recursive: true, force: true });
+    this.stopped = true;
+    live.delete(this);
+    return report;
+  }
+}
+
+function sleep(ms: number, o: { unref?: boolean } = {}): Promise<void> {
+  return new Promise((res) => {
+    const t = setTimeout(res, ms);
+    if (o.unref) t.unref();
+  });
+}

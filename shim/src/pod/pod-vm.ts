@@ -1,0 +1,506 @@
+// PodVm: a Pod backed by one microVM. It boots the guest with the agent, a virtio-vsock device
+// (the agent's control and stdio connections), a virtio-9p share and virtio-rng; waits for the
+// agent; sets the guest up (clock, hostname, entropy, the share mounted at GUEST_SHARED_DIR).
+// A container's rootfs, a host directory, is bind-mounted where the guest sees it as
+// GUEST_SHARED_DIR/<container id>/rootfs, and the OCI spec's root.path is rewritten to that.
+// Everything else goes straight to the agent.
+//
+// Host files of a pod live in its state directory:
+//   <stateDir>/vsock.sock            the hybrid-vsock socket (host -> guest connections)
+//   <stateDir>/mounts/<id>/rootfs    bind mount of container <id>'s rootfs (host only)
+//   <stateDir>/shared/               read-only view of mounts/, exported to the guest (tag
+//                                    SHARE_TAG); each rootfs mount appears in it read-write
+// plus the RAM file <memoryDir>/<pod id>.ram for tmpfs-backed memory. shutdown() removes all of it.
+// The guest can write inside a rootfs, but not the directories around it (see mounts.ts).
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { AgentClient, type ContainerStats, type ProcessExit, type StdioMode } from '../agent/client.js';
+import { AgentCallError } from '../agent/errors.js';
+import { connectVsock, DEFAULT_AGENT_PORT } from '../agent/vsock.js';
+import { DEFAULT_CMDLINE, MicroVm } from '../hypervisor/microvm.js';
+import type { VmExit, VmSpec } from '../hypervisor/types.js';
+import type { Logger } from '../util/log.js';
+import { bindMount, createShareView, makePrivate, mountsUnder, unmountAllUnder, unmountTree } from '../util/mounts.js';
+import type { ContainerRequest, Pod, ProcessStdio } from './types.js';
+
+/** The 9p mount tag of the pod's shared directory. */
+export const SHARE_TAG = 'stencil-shared';
+/** Where the guest mounts the shared directory. */
+export const GUEST_SHARED_DIR = '/run/stencil/shared';
+/** 9p mount options in the guest: the largest message the VMM's server takes, mmap support. */
+export const SHARE_MOUNT_OPTIONS = ['trans=virtio', 'version=9p2000.L', 'msize=262144', 'cache=mmap'];
+export const DEFAULT_GUEST_CID = 3;
+export const DEFAULT_AGENT_TIMEOUT_MS = 180_000;
+export const DEFAULT_CALL_TIMEOUT_MS = 60_000;
+const CONSOLE_TAIL_BYTES = 64 * 1024;
+const MAX_POD_ID = 128;
+const MAX_CONTAINER_ID = 64;  // the agent's limit
+const MAX_UNIX_PATH = 107;    // sun_path holds 108 bytes with the NUL
+const RETRY_DELAY_MS = 200;
+/** Opening one agent connection (vsock handshake + hello). */
+const CONNECT_TIMEOUT_MS = 10_000;
+const ENTROPY_BYTES = 256;
+
+export interface PodVmOptions {
+  /** Pod (sandbox) id: [A-Za-z0-9][A-Za-z0-9_.-]*, at most 128 characters. Names the VM and its RAM file. */
+  id: string;
+  /** Absolute directory for the pod's host files; created (must be absent or empty), removed by shutdown(). */
+  stateDir: string;
+  /** Guest kernel (vmlinux or bzImage) and initramfs with the agent. */
+  kernel: string;
+  initrd: string;
+  vcpus: number;
+  memoryBytes: number;
+  /** Directory on tmpfs for the RAM file (memoryBacking 'tmpfs'). */
+  memoryDir: string;
+  memoryBacking: 'tmpfs' | 'memfd';
+  /** Extra kernel command-line parameters, appended to the defaults. */
+  kernelParams?: string;
+  /** The guest's vsock CID (3..4294967294); default 3. */
+  guestCid?: number;
+  /** The agent's vsock port; default 1024. */
+  agentPort?: number;
+  /** How long to wait from boot until the agent answers, in ms; default 180 s. */
+  agentTimeoutMs?: number;
+  /** Default timeout of agent calls in ms (waitProcess has none); default 60 s. */
+  callTimeoutMs?: number;
+  logger?: Logger;
+}
+
+export type PodVmErrorCode = 'INVALID_ARGUMENT' | 'ALREADY_EXISTS' | 'NOT_FOUND' | 'FAILED_PRECONDITION' | 'UNAVAILABLE' | 'INTERNAL';
+
+export class PodVmError extends Error {
+  override name = 'PodVmError';
+  constructor(readonly code: PodVmErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+
+/** Throws unless `id` is usable as a single path component and a VM name. */
+export function validateId(kind: 'pod' | 'container', id: unknown, max: number): void {
+  const bad = (why: string) => new PodVmError('INVALID_ARGUMENT', `invalid ${kind} id ${JSON.stringify(id)}: ${why}`);
+  if (typeof id !== 'string' || id === '') throw bad('it is empty');
+  if (id.length > max) throw bad(`it is ${id.length} characters long; at most ${max}`);
+  if (id.includes('/')) throw bad("it contains '/'");
+  if (id.includes('..')) throw bad("it contains '..'");
+  if (!ID_RE.test(id)) throw bad('it must start with a letter or digit and contain only [A-Za-z0-9_.-]');
+}
+
+function validateOptions(o: PodVmOptions): void {
+  const bad = (msg: string) => new PodVmError('INVALID_ARGUMENT', `pod ${o.id}: ${msg}`);
+  validateId('pod', o.id, MAX_POD_ID);
+  if (typeof o.stateDir !== 'string' || !path.isAbsolute(o.stateDir))
+    throw bad(`stateDir must be an absolute path, got ${JSON.stringify(o.stateDir)}`);
+  const vsockPath = path.join(o.stateDir, 'vsock.sock');
+  if (Buffer.byteLength(vsockPath) > MAX_UNIX_PATH)
+    throw bad(`stateDir ${o.stateDir} is too long: the socket path ${vsockPath} exceeds ${MAX_UNIX_PATH} bytes`);
+  for (const [name, file] of [['kernel', o.kernel], ['initrd', o.initrd]] as const) {
+    if (typeof file !== 'string' || !file) throw bad(`no ${name} given`);
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(file);
+    } catch (err) {
+      throw bad(`${name} ${file} cannot be read: ${(err as Error).message}`);
+    }
+    if (!st.isFile()) throw bad(`${name} ${file} is not a regular file`);
+  }
+  if (!Number.isInteger(o.vcpus) || o.vcpus < 1) throw bad(`vcpus must be an integer >= 1, got ${o.vcpus}`);
+  if (!Number.isSafeInteger(o.memoryBytes) || o.memoryBytes <= 0 || o.memoryBytes % 4096 !== 0)
+    throw bad(`memoryBytes must be a positive multiple of 4096, got ${o.memoryBytes}`);
+  if (o.memoryBacking !== 'tmpfs' && o.memoryBacking !== 'memfd')
+    throw bad(`memoryBacking must be "tmpfs" or "memfd", got ${JSON.stringify(o.memoryBacking)}`);
+  if (o.memoryBacking === 'tmpfs' && (typeof o.memoryDir !== 'string' || !path.isAbsolute(o.memoryDir)))
+    throw bad(`memoryDir must be an absolute path, got ${JSON.stringify(o.memoryDir)}`);
+  const cid = o.guestCid ?? DEFAULT_GUEST_CID;
+  if (!Number.isInteger(cid) || cid < 3 || cid > 0xfffffffe) throw bad(`guestCid must be an integer in 3..4294967294, got ${cid}`);
+  const port = o.agentPort ?? DEFAULT_AGENT_PORT;
+  if (!Number.isInteger(port) || port < 1 || port > 0xffffffff) throw bad(`agentPort must be an integer in 1..4294967295, got ${port}`);
+  for (const name of ['agentTimeoutMs', 'callTimeoutMs'] as const) {
+    const v = o[name];
+    if (v !== undefined && (!Number.isFinite(v) || v <= 0)) throw bad(`${name} must be a positive number of ms, got ${v}`);
+  }
+  if (o.kernelParams !== undefined && (typeof o.kernelParams !== 'string' || /[\n\0]/.test(o.kernelParams)))
+    throw bad('kernelParams must be a single-line string');
+}
+
+/** Creates `dir` (and its parents); an existing directory must be empty. */
+function createStateDir(id: string, dir: string): void {
+  try {
+    fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o755 });
+    fs.mkdirSync(dir, { mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST')
+      throw new PodVmError('INTERNAL', `pod ${id}: cannot create the state directory ${dir}: ${(err as Error).message}`);
+    if (!fs.statSync(dir).isDirectory()) throw new PodVmError('INVALID_ARGUMENT', `pod ${id}: state directory ${dir} is not a directory`);
+    if (fs.readdirSync(dir).length > 0)
+      throw new PodVmError('ALREADY_EXISTS', `pod ${id}: state directory ${dir} is not empty (is another pod using it?)`);
+  }
+}
+
+const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class PodVm implements Pod {
+  readonly id: string;
+  readonly stateDir: string;
+  /** Host side of the guest's GUEST_SHARED_DIR: a read-only view of mountsDir. */
+  readonly sharedDir: string;
+  /** Where container root filesystems are mounted on the host. */
+  readonly mountsDir: string;
+  /** The hybrid-vsock socket: connect, write `CONNECT <port>\n`. */
+  readonly vsockPath: string;
+  readonly guestCid: number;
+  readonly agentPort: number;
+  readonly ended: Promise<string>;
+  private vm: MicroVm | undefined;
+  private client: AgentClient | undefined;
+  private vmExit: VmExit | undefined;
+  private resolveEnded!: (reason: string) => void;
+  private stopping: Promise<void> | undefined;
+  private lateConnect: Promise<void> | undefined;
+  private consoleChunks: Buffer[] = [];
+  private consoleBytes = 0;
+  private consoleLine = '';
+  /** Containers whose rootfs is mounted (or being mounted) under mountsDir. */
+  private readonly containers = new Set<string>();
+  /** Rootfs mounts under way; teardown waits for them. */
+  private readonly mounting = new Set<Promise<void>>();
+  private readonly log: Logger | undefined;
+
+  private constructor(private readonly options: PodVmOptions) {
+    this.id = options.id;
+    this.stateDir = path.resolve(options.stateDir);
+    this.sharedDir = path.join(this.stateDir, 'shared');
+    this.mountsDir = path.join(this.stateDir, 'mounts');
+    this.vsockPath = path.join(this.stateDir, 'vsock.sock');
+    this.guestCid = options.guestCid ?? DEFAULT_GUEST_CID;
+    this.agentPort = options.agentPort ?? DEFAULT_AGENT_PORT;
+    this.log = options.logger?.child({ pod: options.id });
+    this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
+  }
+
+  /** Boots the VM and waits for its agent. On failure nothing is left behind. */
+  static async boot(options: PodVmOptions): Promise<PodVm> {
+    validateOptions(options);
+    createStateDir(options.id, path.resolve(options.stateDir));
+    // The real path: mountinfo, which tells what is mounted below it, shows real paths.
+    const pod = new PodVm({ ...options, stateDir: fs.realpathSync(path.resolve(options.stateDir)) });
+    try {
+      await pod.start();
+      return pod;
+    } catch (err) {
+      await pod.shutdown().catch((cleanupErr: Error) =>
+        pod.log?.error('cleanup after a failed boot failed', { error: cleanupErr.message }),
+      );
+      throw err;
+    }
+  }
+
+  /** The last ~64 KiB of the guest console. */
+  consoleTail(): string {
+    return Buffer.concat(this.consoleChunks).toString('latin1').replace(/\r/g, '');
+  }
+
+  /** The guest RAM file ('' for memfd). */
+  get memoryPath(): string {
+    return this.vm?.memoryPath ?? '';
+  }
+
+  private async start(): Promise<void> {
+    const o = this.options;
+    fs.mkdirSync(this.mountsDir, { mode: 0o755 });
+    fs.mkdirSync(this.sharedDir, { mode: 0o755 });
+    try {
+      await createShareView(this.mountsDir, this.sharedDir);
+    } catch (err) {
+      throw new PodVmError('INTERNAL', `pod ${this.id}: cannot set up the shared directory: ${(err as Error).message}`, { cause: err });
+    }
+    const spec: VmSpec = {
+      name: o.id,
+      vcpus: o.vcpus,
+      memoryBytes: o.memoryBytes,
+      kernel: o.kernel,
+      initrd: o.initrd,
+      cmdline: [
+        DEFAULT_CMDLINE,
+        'stencil_agent=1',
+        this.agentPort !== DEFAULT_AGENT_PORT ? `stencil_agent_port=${this.agentPort}` : '',
+        o.kernelParams ?? '',
+      ]
+        .filter(Boolean)
+        .join(' '),
+      memoryDir: o.memoryDir,
+      memoryBacking: o.memoryBacking,
+      virtioRng: true,
+      shares: [{ tag: SHARE_TAG, hostPath: this.sharedDir, readOnly: false }],
+      vsock: { guestCid: this.guestCid, udsPath: this.vsockPath },
+    };
+    this.vm = MicroVm.create(spec);
+    this.vm.console.on('data', (chunk: Buffer) => this.onConsole(chunk));
+    void this.vm.waitExit().then((exit) => this.onVmExit(exit));
+    this.log?.info('booting the pod VM', { vcpus: o.vcpus, memoryBytes: o.memoryBytes, cid: this.guestCid, cmdline: this.vm.cmdline });
+    const t0 = Date.now();
+    this.vm.start();
+    this.client = await this.connectAgent(o.agentTimeoutMs ?? DEFAULT_AGENT_TIMEOUT_MS);
+    let ping;
+    try {
+      ping = await this.client.ping();
+      await this.client.setupGuest({
+        time: new Date(),
+        hostname: o.id.slice(0, 63),
+        entropy: crypto.randomBytes(ENTROPY_BYTES),
+        mounts: [{ source: SHARE_TAG, target: GUEST_SHARED_DIR, fstype: '9p', options: SHARE_MOUNT_OPTIONS }],
+      });
+    } catch (err) {
+      throw this.bootError(`setting up the guest failed: ${(err as Error).message}`, err);
+    }
+    this.log?.info('pod VM ready', { ms: Date.now() - t0, agentVersion: ping.agentVersion });
+  }
+
+  private onConsole(chunk: Buffer): void {
+    this.consoleChunks.push(chunk);
+    this.consoleBytes += chunk.length;
+    while (this.consoleChunks.length > 1 && this.consoleBytes - this.consoleChunks[0].length >= CONSOLE_TAIL_BYTES) {
+      this.consoleBytes -= this.consoleChunks.shift()!.length;
+    }
+    if (!this.log) return;
+    const lines = (this.consoleLine + chunk.toString('latin1')).split('\n');
+    this.consoleLine = lines.pop() ?? '';
+    if (this.consoleLine.length > 4096) {
+      lines.push(this.consoleLine);
+      this.consoleLine = '';
+    }
+    for (const line of lines) this.log.debug(`console: ${line.replace(/\r/g, '')}`);
+  }
+
+  private onVmExit(exit: VmExit): void {
+    this.vmExit = exit;
+    if (this.stopping) return;
+    const reason = `the VM of pod ${this.id} ended on its own: ${exit.reason}${exit.detail ? ` (${exit.detail})` : ''}`;
+    this.log?.error(reason, { consoleTail: this.consoleTail().slice(-4096) });
+    this.resolveEnded(reason);
+  }
+
+  private bootError(message: string, cause?: unknown): PodVmError {
+    return new PodVmError('UNAVAILABLE', `pod ${this.id}: ${message}; guest console (last part):\n${this.consoleTail()}`, { cause });
+  }
+
+  /** Connects to the agent, retrying while the guest boots. */
+  private async connectAgent(timeoutMs: number): Promise<AgentClient> {
+    const deadline = Date.now() + timeoutMs;
+    const exited = this.vm!.waitExit();
+    let lastError = 'no attempt finished';
+    for (let attempt = 1; ; attempt++) {
+      const remaining = deadline - Date.now();
+      if (this.vmExit) throw this.bootError(`the VM ended (${this.vmExit.reason}) before the agent answered`);
+      if (remaining <= 0) throw this.bootError(`the agent did not answer within ${timeoutMs} ms (${attempt - 1} attempts; last: ${lastError})`);
+      const connecting = AgentClient.connect({
+        connect: () => connectVsock(this.vsockPath, this.agentPort, CONNECT_TIMEOUT_MS),
+        timeoutMs: this.options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS,
+        connectTimeoutMs: CONNECT_TIMEOUT_MS,
+        logger: this.log,
+      });
+      let timer: NodeJS.Timeout | undefined;
+      const outcome = await Promise.race([
+        connecting.then((client) => ({ client }), (err: Error) => ({ err })),
+        exited.then(() => ({ err: new Error('the VM ended') })),
+        new Promise<{ err: Error }>((resolve) => {
+          timer = setTimeout(() => resolve({ err: new Error(`no answer within ${remaining} ms`) }), remaining);
+        }),
+      ]);
+      clearTimeout(timer);
+      if ('client' in outcome) {
+        this.log?.debug('agent connected', { attempt });
+        return outcome.client;
+      }
+      // An attempt still under way is closed when it ends; teardown waits for that.
+      this.lateConnect = connecting.then((late) => late.close(), () => undefined);
+      lastError = outcome.err.message;
+      await Promise.race([delay(Math.min(RETRY_DELAY_MS, Math.max(0, deadline - Date.now()))), exited]);
+    }
+  }
+
+  private agent(): AgentClient {
+    if (this.stopping) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id} is shut down`);
+    if (!this.client) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id} is not running`);
+    if (this.vmExit) throw new PodVmError('UNAVAILABLE', `the VM of pod ${this.id} has ended (${this.vmExit.reason})`);
+    return this.client;
+  }
+
+  // ---- containers ----
+
+  async createContainer(req: ContainerRequest): Promise<number> {
+    const client = this.agent();
+    const id = req.id;
+    validateId('container', id, MAX_CONTAINER_ID);
+    if (this.containers.has(id)) throw new PodVmError('ALREADY_EXISTS', `pod ${this.id}: container ${id} already exists`);
+    if (typeof req.spec !== 'object' || req.spec === null || Array.isArray(req.spec))
+      throw new PodVmError('INVALID_ARGUMENT', `pod ${this.id}: the OCI spec of container ${id} is not a JSON object`);
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(req.rootfs);
+    } catch (err) {
+      throw new PodVmError('INVALID_ARGUMENT', `pod ${this.id}: rootfs ${req.rootfs} of container ${id} does not exist: ${(err as Error).message}`);
+    }
+    if (!st.isDirectory()) throw new PodVmError('INVALID_ARGUMENT', `pod ${this.id}: rootfs ${req.rootfs} of container ${id} is not a directory`);
+
+    this.containers.add(id);
+    const hostRootfs = path.join(this.mountsDir, id, 'rootfs');
+    const viewRootfs = path.join(this.sharedDir, id, 'rootfs');
+    const guestRootfs = path.posix.join(GUEST_SHARED_DIR, id, 'rootfs');
+    const mounting = (async () => {
+      fs.mkdirSync(hostRootfs, { recursive: true, mode: 0o755 });
+      await bindMount(req.rootfs, hostRootfs);
+      if (!mountsUnder(viewRootfs).includes(viewRootfs)) throw new Error(`the mount did not propagate to ${viewRootfs}`);
+      await makePrivate(viewRootfs);
+      if (this.stopping) throw new Error('the pod is shutting down');
+    })();
+    this.mounting.add(mounting);
+    try {
+      await mounting;
+    } catch (err) {
+      await this.releaseRootfs(id).catch(() => undefined);
+      throw new PodVmError('INTERNAL', `pod ${this.id}: cannot share the rootfs of container ${id}: ${(err as Error).message}`, { cause: err });
+    } finally {
+      this.mounting.delete(mounting);
+    }
+    const root = (req.spec.root ?? {}) as Record<string, unknown>;
+    const spec = { ...req.spec, ociVersion: guestOciVersion(req.spec.ociVersion), root: { ...root, path: guestRootfs } };
+    try {
+      const pid = await client.createContainer(id, spec, req.stdio);
+      this.log?.info('container created', { container: id, pid, rootfs: req.rootfs });
+      return pid;
+    } catch (err) {
+      await this.releaseRootfs(id).catch((e: Error) => this.log?.warn('cannot unshare a rootfs', { container: id, error: e.message }));
+      throw err;
+    }
+  }
+
+  async deleteContainer(containerId: string): Promise<void> {
+    const client = this.agent();
+    try {
+      await client.deleteContainer(containerId);
+    } catch (err) {
+      // The agent does not know it (any more): what is left on this side goes anyway.
+      if (err instanceof AgentCallError && err.code === 'NOT_FOUND' && this.containers.has(containerId)) await this.releaseRootfs(containerId);
+      throw err;
+    }
+    await this.releaseRootfs(containerId);
+    this.log?.info('container deleted', { container: containerId });
+  }
+
+  /** Unmounts a container's rootfs (its view first) and removes its mount point. */
+  private async releaseRootfs(containerId: string): Promise<void> {
+    if (!this.containers.has(containerId)) return;
+    const dir = path.join(this.mountsDir, containerId);
+    for (const m of [path.join(this.sharedDir, containerId, 'rootfs'), path.join(dir, 'rootfs')]) {
+      if (mountsUnder(m).includes(m)) await unmountTree(m);
+    }
+    const left = [...(await unmountAllUnder(path.join(this.sharedDir, containerId))), ...(await unmountAllUnder(dir))];
+    if (left.length) throw new PodVmError('INTERNAL', `pod ${this.id}: cannot unmount the rootfs of container ${containerId}: ${left.join('; ')}`);
+    // Only empty directories go: nothing can be removed through a mount by mistake.
+    for (const d of [path.join(dir, 'rootfs'), dir]) if (fs.existsSync(d)) fs.rmdirSync(d);
+    this.containers.delete(containerId);
+  }
+
+  async startContainer(containerId: string): Promise<number> {
+    return this.agent().startContainer(containerId);
+  }
+
+  async execProcess(containerId: string, execId: string, processSpec: Record<string, unknown>, stdio: StdioMode): Promise<number> {
+    return this.agent().execProcess(containerId, execId, processSpec, stdio);
+  }
+
+  async attachStdio(containerId: string, execId: string, which: StdioMode): Promise<ProcessStdio> {
+    return this.agent().attachStdio(containerId, execId, which);
+  }
+
+  async signalProcess(containerId: string, execId: string, signal: number, all = false): Promise<void> {
+    return this.agent().signalProcess(containerId, execId, signal, { all });
+  }
+
+  async waitProcess(containerId: string, execId: string): Promise<ProcessExit> {
+    return this.agent().waitProcess(containerId, execId);
+  }
+
+  async resizePty(containerId: string, execId: string, size: { width: number; height: number }): Promise<void> {
+    return this.agent().resizePty(containerId, execId, size);
+  }
+
+  async closeStdin(containerId: string, execId: string): Promise<void> {
+    return this.agent().closeStdin(containerId, execId);
+  }
+
+  async stats(containerId: string): Promise<ContainerStats> {
+    return this.agent().stats(containerId);
+  }
+
+  async pauseContainer(containerId: string): Promise<void> {
+    return this.agent().pauseContainer(containerId);
+  }
+
+  async resumeContainer(containerId: string): Promise<void> {
+    return this.agent().resumeContainer(containerId);
+  }
+
+  async updateContainer(containerId: string, resources: object): Promise<void> {
+    return this.agent().updateContainer(containerId, resources);
+  }
+
+  async deleteProcess(containerId: string, execId: string): Promise<void> {
+    return this.agent().deleteProcess(containerId, execId);
+  }
+
+  // ---- teardown ----
+
+  shutdown(): Promise<void> {
+    this.stopping ??= this.teardown();
+    return this.stopping;
+  }
+
+  private async teardown(): Promise<void> {
+    const problems: string[] = [];
+    this.client?.close();
+    if (this.vm) {
+      try {
+        await this.vm.destroy();  // RAM file, vsock socket, vCPU threads
+      } catch (err) {
+        problems.push(`destroying the VM: ${(err as Error).message}`);
+      }
+    }
+    await this.lateConnect;  // ends at once now that the VM's vsock socket is gone
+    await Promise.allSettled([...this.mounting]);
+    for (const id of [...this.containers]) {
+      await this.releaseRootfs(id).catch((err: Error) => problems.push(err.message));
+    }
+    // Anything else mounted below the state directory (there should be nothing): detach it, and
+    // never remove files through a mount that is still there.
+    const left = await unmountAllUnder(this.stateDir);
+    if (left.length) {
+      problems.push(`still mounted under ${this.stateDir}, so it was kept: ${left.join('; ')}`);
+    } else {
+      try {
+        fs.rmSync(this.stateDir, { recursive: true, force: true });
+      } catch (err) {
+        problems.push(`removing ${this.stateDir}: ${(err as Error).message}`);
+      }
+    }
+    if (problems.length) {
+      this.log?.error('pod shutdown left something behind', { problems });
+      throw new PodVmError('INTERNAL', `pod ${this.id}: shutdown incomplete: ${problems.join('; ')}`);
+    }
+    this.log?.info('pod shut down');
+  }
+}
+
+/**
+ * The guest's crun (Debian bookworm, 1.8) refuses specs newer than runtime-spec 1.1 ("unknown
+ * version specified"), while containerd 2.x writes 1.2.x. Later 1.x versions only add optional
+ * fields, which crun ignores, so a 1.2+ spec is handed over as 1.1.0.
+ */
+export function guestOciVersion(version: unknown): unknown {
+  const m = typeof version === 'string' ? /^1\.(\d+)\./.exec(version) : null;
+  return m && Number(m[1]) >= 2 ? '1.1.0' : version;
+}

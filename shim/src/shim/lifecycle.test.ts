@@ -1,0 +1,132 @@
+// The shim binary's lifecycle as containerd drives it, without a VM: `start` prints only the
+// address of a listening daemon (grouping pods by sandbox id), the daemon answers over ttrpc or
+// gRPC, exits after Shutdown with no tasks and removes its socket, and `delete` prints a
+// DeleteResponse. The pod VM is only booted by Create (covered by the containerd tests).
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { decodeMessage, messageType, TASK_SERVICE_V2, TASK_SERVICE_V3 } from '../containerd/protos.js';
+import { TtrpcClient } from '../ttrpc/client.js';
+import { repoRoot } from '../util/paths.js';
+
+const SHIM = path.join(repoRoot(), 'bin', 'containerd-shim-stencil-v2');
+const isRoot = process.getuid?.() === 0;
+const T = (name: string) => messageType(name);
+
+describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? undefined : 'needs root (/run/containerd/s)' }, () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stencil-shim-lifecycle-'));
+  const address = path.join(dir, 'containerd.sock'); // never dialled: only hashed into the socket name
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  function bundle(id: string, annotations: Record<string, string> = {}): string {
+    const b = path.join(dir, id);
+    fs.mkdirSync(path.join(b, 'rootfs'), { recursive: true });
+    fs.writeFileSync(path.join(b, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', root: { path: 'rootfs' }, annotations }));
+    execFileSync('mkfifo', [path.join(b, 'log')]);
+    return b;
+  }
+
+  function shim(b: string, id: string, action: string, env: NodeJS.ProcessEnv = {}) {
+    const args = ['-namespace', 'lifecycle', '-address', address, '-publish-binary', '/bin/false', '-id', id, ...(action === 'delete' ? ['-bundle', b] : []), action];
+    // containerd holds the log FIFO open read-write.
+    const logFd = fs.openSync(path.join(b, 'log'), fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+    try {
+      return spawnSync(SHIM, args, { cwd: b, env: { ...process.env, TTRPC_ADDRESS: `${address}.ttrpc`, ...env }, timeout: 30_000 });
+    } finally {
+      fs.closeSync(logFd);
+    }
+  }
+
+  async function shutdown(sock: string, id: string) {
+    const client = await TtrpcClient.connect(sock);
+    await client.invoke(TASK_SERVICE_V2, 'Shutdown', T('containerd.task.v2.ShutdownRequest'), { id }, T('google.protobuf.Empty')).catch(() => undefined);
+    await client.close();
+    for (let i = 0; i < 100 && fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(!fs.existsSync(sock), `${sock} still exists after Shutdown`);
+  }
+
+  it('start prints only a unix:// address, writes it to the bundle, and the daemon serves ttrpc until Shutdown', async () => {
+    const b = bundle('p1');
+    const r = shim(b, 'p1', 'start');
+    assert.equal(r.status, 0, r.stderr.toString());
+    const out = r.stdout.toString();
+    assert.match(out, /^unix:\/\/\/run\/containerd\/s\/[0-9a-f]{64}$/);
+    assert.equal(r.stderr.toString(), '');
+    assert.equal(fs.readFileSync(path.join(b, 'address'), 'utf8'), out);
+    const sock = out.slice('unix://'.length);
+    assert.equal(fs.statSync(sock).mode & 0o777, 0o600);
+    const client = await TtrpcClient.connect(sock);
+    const connect = await client.invoke<{ shimPid: number; taskPid: number }>(TASK_SERVICE_V2, 'Connect', T('containerd.task.v2.ConnectRequest'), { id: 'p1' }, T('containerd.task.v2.ConnectResponse'));
+    assert.ok(connect.shimPid > 0);
+    assert.equal(connect.taskPid, 0);
+    await assert.rejects(
+      client.invoke(TASK_SERVICE_V3, 'State', T('containerd.task.v2.StateRequest'), { id: 'nope' }, T('containerd.task.v2.StateResponse')),
+      (e: { code?: number }) => e.code === 5,
+    );
+    await client.close();
+    await shutdown(sock, 'p1');
+  });
+
+  it('containers with the same sandbox id share one daemon', async () => {
+    const sandbox = 'a'.repeat(64);
+    const pause = bundle('pause', { 'io.kubernetes.cri.sandbox-id': sandbox, 'io.kubernetes.cri.container-type': 'sandbox' });
+    const app = bundle('app', { 'io.kubernetes.cri.sandbox-id': sandbox, 'io.kubernetes.cri.container-type': 'container' });
+    const first = shim(pause, 'pause', 'start');
+    const second = shim(app, 'app', 'start');
+    assert.equal(first.status, 0, first.stderr.toString());
+    assert.equal(second.status, 0, second.stderr.toString());
+    assert.equal(second.stdout.toString(), first.stdout.toString());
+    await shutdown(first.stdout.toString().slice('unix://'.length), 'pause');
+  });
+
+  it('transport = "grpc" prints bootstrap JSON version 3 and serves containerd.task.v3.Task over gRPC', async () => {
+    const config = path.join(dir, 'grpc.toml');
+    fs.writeFileSync(config, '[runtime]\ntransport = "grpc"\n');
+    const b = bundle('g1');
+    const r = shim(b, 'g1', 'start', { STENCIL_CONFIG: config });
+    assert.equal(r.status, 0, r.stderr.toString());
+    const boot = JSON.parse(r.stdout.toString()) as { version: number; address: string; protocol: string };
+    assert.equal(boot.version, 3);
+    assert.equal(boot.protocol, 'grpc');
+    const grpc = await import('@grpc/grpc-js');
+    const client = new grpc.Client(`unix://${boot.address}`, grpc.credentials.createInsecure());
+    const call = (method: string, req: string, res: string, value: object) =>
+      new Promise<Record<string, unknown>>((resolve, reject) =>
+        client.makeUnaryRequest(
+          `/${TASK_SERVICE_V3}/${method}`,
+          (o: object) => Buffer.from(T(req).encode(T(req).fromObject(o)).finish()),
+          (buf: Buffer) => decodeMessage(res, buf),
+          value,
+          (err, v) => (err ? reject(err) : resolve(v!)),
+        ),
+      );
+    assert.ok(Number((await call('Connect', 'containerd.task.v2.ConnectRequest', 'containerd.task.v2.ConnectResponse', { id: 'g1' })).shimPid) > 0);
+    await call('Shutdown', 'containerd.task.v2.ShutdownRequest', 'google.protobuf.Empty', { id: 'g1' }).catch(() => undefined);
+    client.close();
+    for (let i = 0; i < 100 && fs.existsSync(boot.address); i++) await new Promise((res) => setTimeout(res, 50));
+    assert.ok(!fs.existsSync(boot.address));
+  });
+
+  it('start fails with a message naming a bad configuration key; nothing is left running', () => {
+    const config = path.join(dir, 'bad.toml');
+    fs.writeFileSync(config, '[hypervisor]\ndefault_vcpus = "many"\n');
+    const b = bundle('bad');
+    const r = shim(b, 'bad', 'start', { STENCIL_CONFIG: config });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr.toString(), /default_vcpus/);
+    assert.equal(r.stdout.toString(), '');
+    assert.ok(!fs.existsSync(path.join(b, 'address')));
+  });
+
+  it('delete exits 0 with a DeleteResponse on stdout, also when there is nothing to clean', () => {
+    const b = bundle('d1');
+    const r = shim(b, 'd1', 'delete');
+    assert.equal(r.status, 0, r.stderr.toString());
+    const resp = decodeMessage<{ exitStatus: number; exitedAt: { seconds: number } }>('containerd.task.v2.DeleteResponse', r.stdout);
+    assert.equal(resp.exitStatus, 137);
+    assert.ok(resp.exitedAt.seconds > 0);
+  });
+});

@@ -1,0 +1,37 @@
+// Boots a pod's VM from the runtime configuration (the one place the shim picks a Pod implementation).
+import fs from 'node:fs';
+import type { HypervisorConfig } from '../../../runtime-config/src/config.js';
+import { PodVm } from '../pod/pod-vm.js';
+import type { Pod } from '../pod/types.js';
+import type { Logger } from '../util/log.js';
+import { builtGuestArtifacts } from '../util/paths.js';
+
+export interface PodBootOptions {
+  /** Names the VM, its RAM file and the guest hostname. */
+  vmName: string;
+  stateDir: string;
+  hypervisor: HypervisorConfig;
+  logger: Logger;
+}
+
+export async function bootPod(options: PodBootOptions): Promise<Pod> {
+  const { hypervisor: hv } = options;
+  const built = !hv.kernel || !hv.initrd ? builtGuestArtifacts() : undefined;
+  // Like Kata's state dirs: created on first use (the tmpfs under it is the host's /dev/shm).
+  if (hv.memoryBacking === 'tmpfs') fs.mkdirSync(hv.memoryDir, { recursive: true, mode: 0o700 });
+  const started = Date.now();
+  const pod = await PodVm.boot({
+    id: options.vmName,
+    stateDir: options.stateDir,
+    kernel: hv.kernel || built!.kernel,
+    initrd: hv.initrd || built!.initrd,
+    vcpus: hv.defaultVcpus,
+    memoryBytes: hv.defaultMemory,
+    memoryDir: hv.memoryDir,
+    memoryBacking: hv.memoryBacking,
+    kernelParams: hv.kernelParams,
+    logger: options.logger,
+  });
+  options.logger.info('pod VM ready', { vm: options.vmName, bootMs: Date.now() - started });
+  return pod;
+}

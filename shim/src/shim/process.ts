@@ -1,0 +1,51 @@
+// One process of a task (the init process or an exec) as the task service tracks it: status
+// CREATED -> RUNNING -> STOPPED, the exit once known, and the waiters released by it.
+import type { StdioPaths } from './stdio.js';
+import type { HostStdio } from './stdio.js';
+
+export { TaskStatus as Status } from '../containerd/task-api.js';
+import { TaskStatus as Status } from '../containerd/task-api.js';
+
+export interface ExitInfo {
+  exitStatus: number;
+  exitedAt: Date;
+}
+
+export class TaskProcess {
+  status = Status.Created;
+  pid = 0;
+  exit?: ExitInfo;
+  io?: HostStdio;
+  /** Set while Start runs: the exit is reported only after the start (and its event). */
+  starting?: Promise<unknown>;
+  /** The JSON OCI process (execs only). */
+  spec?: Record<string, unknown>;
+  private readonly exited: Promise<ExitInfo>;
+  private release!: (exit: ExitInfo) => void;
+
+  constructor(
+    readonly containerId: string,
+    /** '' for the init process. */
+    readonly execId: string,
+    readonly stdio: StdioPaths,
+  ) {
+    this.exited = new Promise((resolve) => (this.release = resolve));
+  }
+
+  get label(): string {
+    return this.execId ? `exec ${this.execId} of ${this.containerId}` : `init of ${this.containerId}`;
+  }
+
+  /** Records the exit: State reads STOPPED before any waiter is released. Idempotent. */
+  markExited(exit: ExitInfo): void {
+    if (this.exit) return;
+    this.exit = exit;
+    this.status = Status.Stopped;
+    this.release(exit);
+  }
+
+  /** Resolves with the exit (at once for a process that has already exited). */
+  wait(): Promise<ExitInfo> {
+    return this.exited;
+  }
+}

@@ -1,0 +1,62 @@
+// Mounting what containerd passes in CreateTaskRequest.rootfs onto <bundle>/rootfs, and undoing
+// it. containerd only rmdir()s rootfs afterwards, and removing the snapshot fails while it is
+// still mounted, so unmounting on Delete (and in the `delete` subcommand) matters.
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { Code, RpcError } from '../ttrpc/errors.js';
+import { mountsUnder, unmountAllUnder } from '../util/mounts.js';
+
+const run = promisify(execFile);
+
+export interface MountSpec {
+  type: string;
+  source: string;
+  target?: string;
+  options: string[];
+}
+
+const TYPE_RE = /^[a-z0-9._-]{1,32}$/;
+
+/** Mounts each entry in order onto `target` (later ones stack on earlier ones, as runc does). */
+export async function mountRootfs(mounts: MountSpec[], target: string): Promise<void> {
+  if (mounts.length === 0) return;
+  fs.mkdirSync(target, { recursive: true });
+  let mounted = 0;
+  try {
+    for (const m of mounts) {
+      if (!TYPE_RE.test(m.type)) throw new RpcError(Code.InvalidArgument, `rootfs mount: invalid type ${JSON.stringify(m.type)}`);
+      if (m.options.some((o) => o.includes(',') && m.type !== 'overlay')) {
+        throw new RpcError(Code.InvalidArgument, `rootfs mount: option contains a comma: ${JSON.stringify(m.options)}`);
+      }
+      const isBind = m.type === 'bind' || m.options.includes('bind') || m.options.includes('rbind');
+      const args = isBind ? [] : ['-t', m.type];
+      const opts = m.options.filter(Boolean);
+      if (isBind && !opts.includes('bind') && !opts.includes('rbind')) opts.unshift('bind');
+      if (opts.length) args.push('-o', opts.join(','));
+      const dest = m.target ? path.join(target, m.target) : target;
+      args.push('--', m.source || 'none', dest);
+      try {
+        await run('mount', args);
+      } catch (err) {
+        const stderr = String((err as { stderr?: string }).stderr ?? '').trim();
+        throw new RpcError(Code.Internal, `cannot mount ${m.type} ${m.source} on ${dest}: ${stderr || (err as Error).message}`);
+      }
+      mounted++;
+    }
+  } catch (err) {
+    if (mounted > 0) await unmountAll(target).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Unmounts everything mounted at or below `target` (lazily if busy). */
+export async function unmountAll(target: string): Promise<void> {
+  const failures = await unmountAllUnder(target);
+  if (failures.length) throw new Error(`cannot unmount ${target}: ${failures.join('; ')}`);
+}
+
+export function isMountPoint(dir: string): boolean {
+  return mountsUnder(dir).includes(path.resolve(dir));
+}

@@ -1,0 +1,444 @@
+// The containerd task service (containerd.task.v2.Task / v3), transport-neutral: the ttrpc and
+// gRPC servers decode requests and call these handlers. Semantics follow the runc shim (see
+// ../shared/reference/containerd-shim-protocol.md §3.3): Wait may arrive before Start, State reads
+// STOPPED before Wait returns, Kill/Delete of a finished process answer NOT_FOUND, the init's
+// TaskExit comes after its execs' exits and after all of its output reached the FIFOs.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Logger } from '../util/log.js';
+import type { Pod } from '../pod/types.js';
+import { Code, RpcError } from '../ttrpc/errors.js';
+import { type ExitInfo, Status, TaskProcess } from './process.js';
+import { mountRootfs, type MountSpec, unmountAll } from './rootfs.js';
+import { HostStdio, type StdioPaths, stdioMode } from './stdio.js';
+import { agentErrorToRpc, validateId } from './errors.js';
+import { cgroupsV2Metrics } from './metrics.js';
+import { decodeJsonAny } from '../containerd/protos.js';
+
+/** Where task events go (containerd's Events service in the daemon). */
+export interface EventSink {
+  publish(topic: string, eventType: string, event: Record<string, unknown>): void;
+}
+
+export interface TaskServiceOptions {
+  namespace: string;
+  /** Boots the pod's VM; called once, on the first Create. */
+  createPod: () => Promise<Pod>;
+  events: EventSink;
+  logger: Logger;
+  /** Called (once) after a Shutdown found no tasks left. */
+  onShutdown: () => void;
+  /** Told whenever the service becomes idle (no tasks) or busy again. */
+  onIdle?: (idle: boolean) => void;
+}
+
+interface Task {
+  id: string;
+  bundle: string;
+  rootfsDir: string;
+  /** Whether the shim mounted rootfsDir (and must unmount it). */
+  mountedRootfs: boolean;
+  init: TaskProcess;
+  execs: Map<string, TaskProcess>;
+  paused: boolean;
+}
+
+type Req = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/** How long an exited init waits for its execs' exits to be reported first. */
+const EXEC_EXIT_GRACE_MS = 5_000;
+
+export class TaskService {
+  private readonly tasks = new Map<string, Task>();
+  /** Ids whose Create is in progress (duplicates are refused before any work). */
+  private readonly creating = new Set<string>();
+  private pod?: Promise<Pod>;
+  private shuttingDown = false;
+  private readonly log: Logger;
+
+  constructor(private readonly options: TaskServiceOptions) {
+    this.log = options.logger;
+  }
+
+  get taskCount(): number {
+    return this.tasks.size + this.creating.size;
+  }
+
+  // ---- RPCs ----
+
+  async create(req: Req): Promise<Req> {
+    const id = validateId(req.id, 'id');
+    if (this.tasks.has(id) || this.creating.has(id)) throw new RpcError(Code.AlreadyExists, `task ${id} already exists`);
+    if (req.checkpoint) throw new RpcError(Code.Unimplemented, `task ${id}: restoring from a checkpoint is not supported yet`);
+    const bundle = String(req.bundle ?? '');
+    if (!path.isAbsolute(bundle)) throw new RpcError(Code.InvalidArgument, `task ${id}: bundle path ${JSON.stringify(bundle)} is not absolute`);
+    this.creating.add(id);
+    this.options.onIdle?.(false);
+    const undo: Array<() => Promise<unknown> | unknown> = [];
+    try {
+      const spec = readSpec(bundle);
+      const root = (spec.root ?? {}) as { path?: string };
+      if (!root.path) throw new RpcError(Code.InvalidArgument, `task ${id}: config.json has no root.path`);
+      const rootfsDir = path.resolve(bundle, root.path);
+      const mounts = ((req.rootfs ?? []) as MountSpec[]).map((m) => ({ type: m.type, source: m.source, target: m.target, options: m.options ?? [] }));
+      await mountRootfs(mounts, rootfsDir);
+      if (mounts.length) undo.push(() => unmountAll(rootfsDir));
+      if (!fs.existsSync(rootfsDir)) throw new RpcError(Code.InvalidArgument, `task ${id}: rootfs ${rootfsDir} does not exist`);
+      const paths: StdioPaths = { stdin: req.stdin ?? '', stdout: req.stdout ?? '', stderr: req.stderr ?? '', terminal: !!req.terminal };
+      const init = new TaskProcess(id, '', paths);
+      init.io = await HostStdio.open(paths, { containerId: id, namespace: this.options.namespace }, this.log);
+      undo.push(() => init.io?.close());
+      const pod = await this.getPod();
+      await pod.createContainer({ id, spec, rootfs: rootfsDir, stdio: stdioMode(paths) }).catch((err) => {
+        throw agentErrorToRpc(err, `create task ${id}`);
+      });
+      undo.push(() => pod.deleteContainer(id));
+      init.io.relay(await pod.attachStdio(id, '', stdioMode(paths)));
+      init.pid = process.pid;
+      const task: Task = { id, bundle, rootfsDir, mountedRootfs: mounts.length > 0, init, execs: new Map(), paused: false };
+      this.tasks.set(id, task);
+      // The init exists (waiting for Start) and can already be killed: watch it from now on.
+      this.watchExit(task, init);
+      this.publish('/tasks/create', 'TaskCreate', {
+        containerId: id,
+        bundle,
+        rootfs: mounts,
+        io: { stdin: paths.stdin, stdout: paths.stdout, stderr: paths.stderr, terminal: paths.terminal },
+        checkpoint: '',
+        pid: init.pid,
+      });
+      this.log.info('task created', { id, bundle });
+      return { pid: init.pid };
+    } catch (err) {
+      for (const step of undo.reverse()) await Promise.resolve().then(step).catch((e) => this.log.warn('cleanup after failed create', { id, err: String(e) }));
+      throw err;
+    } finally {
+      this.creating.delete(id);
+      if (this.taskCount === 0) this.options.onIdle?.(true);
+    }
+  }
+
+  async start(req: Req): Promise<Req> {
+    const task = this.task(req.id);
+    const proc = this.process(task, String(req.execId ?? ''));
+    if (proc.starting || proc.status !== Status.Created) throw new RpcError(Code.FailedPrecondition, `${proc.label} was already started`);
+    const starting = proc.execId ? this.startExec(task, proc) : this.startInit(task);
+    proc.starting = starting;
+    try {
+      return await starting;
+    } catch (err) {
+      proc.starting = undefined;
+      throw err;
+    }
+  }
+
+  private async startInit(task: Task): Promise<Req> {
+    const pod = await this.getPod();
+    await pod.startContainer(task.id).catch((err) => {
+      throw agentErrorToRpc(err, `start task ${task.id}`);
+    });
+    if (task.init.status === Status.Created) task.init.status = Status.Running;
+    this.publish('/tasks/start', 'TaskStart', { containerId: task.id, pid: task.init.pid });
+    return { pid: task.init.pid };
+  }
+
+  private async startExec(task: Task, exec: TaskProcess): Promise<Req> {
+    if (task.init.status !== Status.Running) throw new RpcError(Code.FailedPrecondition, `cannot start ${exec.label}: the task is not running`);
+    const pod = await this.getPod();
+    const mode = stdioMode(exec.stdio);
+    await pod.execProcess(task.id, exec.execId, exec.spec ?? {}, mode).catch((err) => {
+      throw agentErrorToRpc(err, `start ${exec.label}`);
+    });
+    exec.io!.relay(await pod.attachStdio(task.id, exec.execId, mode));
+    exec.pid = process.pid;
+    exec.status = Status.Running;
+    this.publish('/tasks/exec-started', 'TaskExecStarted', { containerId: task.id, execId: exec.execId, pid: exec.pid });
+    this.watchExit(task, exec);
+    return { pid: exec.pid };
+  }
+
+  async state(req: Req): Promise<Req> {
+    const task = this.task(req.id);
+    const proc = this.process(task, String(req.execId ?? ''));
+    const status = proc === task.init && task.paused && proc.status === Status.Running ? Status.Paused : proc.status;
+    return {
+      id: task.id,
+      bundle: task.bundle,
+      pid: proc.pid,
+      status,
+      stdin: proc.stdio.stdin,
+      stdout: proc.stdio.stdout,
+      stderr: proc.stdio.stderr,
+      terminal: proc.stdio.terminal,
+      exitStatus: proc.exit?.exitStatus ?? 0,
+      exitedAt: proc.exit?.exitedAt,
+      execId: proc.execId,
+    };
+  }
+
+  async delete(req: Req): Promise<Req> {
+    const task = this.task(req.id);
+    const execId = String(req.execId ?? '');
+    const pod = await this.getPod();
+    if (execId) {
+      const exec = this.process(task, execId);
+      if (exec.status === Status.Running) throw new RpcError(Code.FailedPrecondition, `cannot delete ${exec.label}: it is running`);
+      task.execs.delete(execId);
+      exec.io?.close();
+      if (exec.status === Status.Stopped) await pod.deleteProcess(task.id, execId).catch((err) => this.log.warn('agent delete of exec', { err: String(err) }));
+      const exit = exec.exit ?? { exitStatus: 0, exitedAt: new Date() };
+      return { pid: exec.pid, exitStatus: exit.exitStatus, exitedAt: exit.exitedAt };
+    }
+    if (task.init.status === Status.Running) throw new RpcError(Code.FailedPrecondition, `cannot delete task ${task.id}: it is running`);
+    this.tasks.delete(task.id);
+    await pod.deleteContainer(task.id).catch((err) => this.log.warn('agent delete of container', { id: task.id, err: String(err) }));
+    // A never-started init is gone with its container; report it as killed.
+    task.init.markExited({ exitStatus: 128 + 9, exitedAt: new Date() });
+    task.init.io?.close();
+    for (const exec of task.execs.values()) exec.io?.close();
+    if (task.mountedRootfs) await unmountAll(task.rootfsDir).catch((err) => this.log.error('cannot unmount rootfs', { dir: task.rootfsDir, err: String(err) }));
+    const exit = task.init.exit!;
+    this.publish('/tasks/delete', 'TaskDelete', { containerId: task.id, pid: task.init.pid, exitStatus: exit.exitStatus, exitedAt: exit.exitedAt, id: '' });
+    this.log.info('task deleted', { id: task.id, exitStatus: exit.exitStatus });
+    if (this.taskCount === 0) this.options.onIdle?.(true);
+    return { pid: task.init.pid, exitStatus: exit.exitStatus, exitedAt: exit.exitedAt };
+  }
+
+  async pids(req: Req): Promise<Req> {
+    const task = this.task(req.id);
+    // Container processes live in the guest; the host-visible process of the task is the shim,
+    // which runs the VM (as Kata reports its hypervisor).
+    return { processes: task.init.exit ? [] : [{ pid: task.init.pid }] };
+  }
+
+  async pause(req: Req): Promise<Req> {
+    const task = this.task(req.id);
+    if (task.init.status !== Status.Running) throw new RpcError(Code.FailedPrecondition, `cannot pause task ${task.id}: it is not running`);
+    await (await this.getPod()).pauseContainer(task.id).catch((err) => {
+      throw agentErrorToRpc(err, `pause task ${task.id}`);
+    });
+    task.paused = true;
+    this.publish('/tasks/paused', 'TaskPaused', { containerId: task.id });
+    return {};
+  }
+
+  async resume(req: Req): Promise<Req> {
+    const task = this.task(req.id);
+    if (!task.paused) throw new RpcError(Code.FailedPrecondition, `cannot resume task ${task.id}: it is not paused`);
+    await (await this.getPod()).resumeContainer(task.id).catch((err) => {
+      throw agentErrorToRpc(err, `resume task ${task.id}`);
+    });
+    task.paused = false;
+    this.publish('/tasks/resumed', 'TaskResumed', { containerId: task.id });
+    return {};
+  }
+
+  async checkpoint(req: Req): Promise<Req> {
+    throw new RpcError(Code.Unimplemented, `checkpoint of task ${String(req.id)}: not supported by Stencil yet (VM templates will provide it)`);
+  }
+
+  async kill(req: Req): Promise<Req> {
+    const task = this.task(req.id);
+    const proc = this.process(task, String(req.execId ?? ''));
+    if (proc.exit) throw new RpcError(Code.NotFound, `${proc.label}: process already finished`);
+    if (proc.status === Status.Created && proc.execId) {
+      // An exec that never started: it exits with the signal, as runc reports it.
+      this.finishProcess(task, proc, { exitStatus: 128 + Number(req.signal ?? 0), exitedAt: new Date() });
+      return {};
+    }
+    const signal = Number(req.signal ?? 0);
+    if (!Number.isInteger(signal) || signal < 0 || signal > 64) throw new RpcError(Code.InvalidArgument, `kill ${proc.label}: invalid signal ${req.signal}`);
+    await (await this.getPod()).signalProcess(task.id, proc.execId, signal, !!req.all).catch((err) => {
+      throw agentErrorToRpc(err, `kill ${proc.label}`);
+    });
+    return {};
+  }
+
+  async exec(req: Req): Promise<Req> {
+    const task = this.task(req.id);
+    const execId = validateId(req.execId, 'exec_id');
+    if (task.execs.has(execId)) throw new RpcError(Code.AlreadyExists, `exec ${execId} already exists in task ${task.id}`);
+    if (task.init.exit) throw new RpcError(Code.FailedPrecondition, `cannot exec in task ${task.id}: it has exited`);
+    const spec = decodeJsonAny(req.spec, `exec ${execId}: process spec`);
+    const paths: StdioPaths = { stdin: req.stdin ?? '', stdout: req.stdout ?? '', stderr: req.stderr ?? '', terminal: !!req.terminal };
+    const exec = new TaskProcess(task.id, execId, paths);
+    exec.spec = spec;
+    exec.io = await HostStdio.open(paths, { containerId: task.id, namespace: this.options.namespace }, this.log);
+    task.execs.set(execId, exec);
+    this.publish('/tasks/exec-added', 'TaskExecAdded', { containerId: task.id, execId });
+    return {};
+  }
+
+  async resizePty(req: Req): Promise<Req> {
+    const task = this.task(req.id);
+    const proc = this.process(task, String(req.execId ?? ''));
+    if (!proc.stdio.terminal) throw new RpcError(Code.FailedPrecondition, `${proc.label} has no terminal`);
+    await (await this.getPod()).resizePty(task.id, proc.execId, { width: Number(req.width ?? 0), height: Number(req.height ?? 0) }).catch((err) => {
+      throw agentErrorToRpc(err, `resize the terminal of ${proc.label}`);
+    });
+    return {};
+  }
+
+  async closeIO(req: Req): Promise<Req> {
+    const task = this.task(req.id);
+    const proc = this.process(task, String(req.execId ?? ''));
+    if (req.stdin && proc.io) await proc.io.closeStdin();
+    return {};
+  }
+
+  async update(req: Req): Promise<Req> {
+    const task = this.task(req.id);
+    const resources = decodeJsonAny(req.resources, `update of task ${task.id}: resources`);
+    if (task.init.exit) throw new RpcError(Code.NotFound, `update of task ${task.id}: it has exited`);
+    await (await this.getPod()).updateContainer(task.id, resources).catch((err) => {
+      throw agentErrorToRpc(err, `update resources of task ${task.id}`);
+    });
+    return {};
+  }
+
+  async wait(req: Req): Promise<Req> {
+    const task = this.task(req.id);
+    const proc = this.process(task, String(req.execId ?? ''));
+    const exit = await proc.wait();
+    return { exitStatus: exit.exitStatus, exitedAt: exit.exitedAt };
+  }
+
+  async stats(req: Req): Promise<Req> {
+    const task = this.task(req.id);
+    if (task.init.exit) throw new RpcError(Code.NotFound, `task ${task.id} has exited: no stats`);
+    const stats = await (await this.getPod()).stats(task.id).catch((err) => {
+      throw agentErrorToRpc(err, `stats of task ${task.id}`);
+    });
+    return { stats: cgroupsV2Metrics(stats) };
+  }
+
+  async connect(req: Req): Promise<Req> {
+    const task = this.tasks.get(String(req.id ?? ''));
+    return { shimPid: process.pid, taskPid: task?.init.pid ?? 0, version: '' };
+  }
+
+  async shutdown(req: Req): Promise<Req> {
+    if (this.taskCount > 0 && !req.now) return {};
+    if (!this.shuttingDown) {
+      this.shuttingDown = true;
+      setImmediate(() => this.options.onShutdown());
+    }
+    return {};
+  }
+
+  /** Stops the pod's VM (daemon exit). */
+  async close(): Promise<void> {
+    for (const task of this.tasks.values()) {
+      task.init.io?.close();
+      for (const e of task.execs.values()) e.io?.close();
+      if (task.mountedRootfs) await unmountAll(task.rootfsDir).catch(() => undefined);
+    }
+    const pod = this.pod;
+    this.pod = undefined;
+    if (pod) await pod.then((p) => p.shutdown(), () => undefined);
+  }
+
+  // ---- internals ----
+
+  private getPod(): Promise<Pod> {
+    if (!this.pod) {
+      const booting = this.options.createPod();
+      this.pod = booting;
+      booting.then(
+        (pod) => pod.ended.then((why) => this.podEnded(why)),
+        () => {
+          if (this.pod === booting) this.pod = undefined; // let a later Create try again
+        },
+      );
+    }
+    return this.pod.catch((err) => {
+      throw new RpcError(Code.Unavailable, `cannot start the pod VM: ${(err as Error).message}`);
+    });
+  }
+
+  /** The VM is gone: every process still running has exited with 255 (as Kata reports it). */
+  private podEnded(why: string): void {
+    this.log.error('pod VM ended', { why });
+    for (const task of this.tasks.values()) {
+      for (const exec of task.execs.values()) if (!exec.exit && exec.status !== Status.Created) this.finishProcess(task, exec, { exitStatus: 255, exitedAt: new Date() });
+      if (!task.init.exit) this.finishProcess(task, task.init, { exitStatus: 255, exitedAt: new Date() });
+    }
+  }
+
+  private watchExit(task: Task, proc: TaskProcess): void {
+    void this.getPod()
+      .then((pod) => pod.waitProcess(task.id, proc.execId))
+      .then(
+        async (exit) => {
+          // TaskStart goes out before TaskExit even when the process exits at once.
+          await proc.starting?.catch(() => undefined);
+          await proc.io?.drained();
+          if (!proc.execId) await this.execsReported(task);
+          this.finishProcess(task, proc, { exitStatus: exit.exitStatus, exitedAt: exit.exitedAt });
+        },
+        (err) => {
+          if (proc.exit) return;
+          this.log.error('lost track of a process', { process: proc.label, err: String(err) });
+          this.finishProcess(task, proc, { exitStatus: 255, exitedAt: new Date() });
+        },
+      );
+  }
+
+  /** Waits (bounded) until every started exec of the task has had its exit reported. */
+  private async execsReported(task: Task): Promise<void> {
+    const running = [...task.execs.values()].filter((e) => e.status === Status.Running).map((e) => e.wait());
+    if (running.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(running), new Promise((r) => (timer = setTimeout(r, EXEC_EXIT_GRACE_MS)))]);
+    clearTimeout(timer);
+  }
+
+  private finishProcess(task: Task, proc: TaskProcess, exit: ExitInfo): void {
+    if (proc.exit) return;
+    proc.io?.close();
+    if (proc === task.init) task.paused = false;
+    proc.markExited(exit);
+    this.log.info('process exited', { process: proc.label, exitStatus: exit.exitStatus });
+    this.publish('/tasks/exit', 'TaskExit', {
+      containerId: task.id,
+      id: proc.execId || task.id,
+      pid: proc.pid,
+      exitStatus: exit.exitStatus,
+      exitedAt: exit.exitedAt,
+    });
+  }
+
+  private task(id: unknown): Task {
+    const task = this.tasks.get(String(id ?? ''));
+    if (!task) throw new RpcError(Code.NotFound, `task ${JSON.stringify(String(id ?? ''))} not found`);
+    return task;
+  }
+
+  private process(task: Task, execId: string): TaskProcess {
+    if (!execId) return task.init;
+    const exec = task.execs.get(execId);
+    if (!exec) throw new RpcError(Code.NotFound, `exec ${JSON.stringify(execId)} not found in task ${task.id}`);
+    return exec;
+  }
+
+  private publish(topic: string, type: string, event: Record<string, unknown>): void {
+    this.options.events.publish(topic, type, event);
+  }
+}
+
+function readSpec(bundle: string): Record<string, unknown> {
+  const file = path.join(bundle, 'config.json');
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new RpcError(Code.InvalidArgument, `cannot read the OCI spec ${file}: ${(err as Error).message}`);
+  }
+  try {
+    const spec = JSON.parse(text) as unknown;
+    if (!spec || typeof spec !== 'object' || Array.isArray(spec)) throw new Error('not a JSON object');
+    return spec as Record<string, unknown>;
+  } catch (err) {
+    throw new RpcError(Code.InvalidArgument, `invalid OCI spec ${file}: ${(err as Error).message}`);
+  }
+}

@@ -1,0 +1,120 @@
+// Host-side mounts of the pod layer. The guest gets a read-only *view* of a host directory over
+// virtio-9p; container root filesystems are bind-mounted into that directory and show up in the
+// view as read-write submounts (mount propagation), and are taken away when the container goes.
+// So the guest can write inside a rootfs but cannot create, rename or replace anything in the
+// structure around it (e.g. swap a directory for a symlink the host would then follow).
+// mount(8)/umount(8) do the work; /proc/self/mountinfo tells what is mounted where.
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const MOUNT = '/bin/mount';
+const UMOUNT = '/bin/umount';
+
+export class MountError extends Error {
+  override name = 'MountError';
+}
+
+function run(cmd: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { timeout: 30_000 }, (err, _stdout, stderr) => {
+      if (!err) return resolve();
+      const detail = String(stderr).trim() || err.message;
+      reject(new MountError(`${path.basename(cmd)} ${args.join(' ')}: ${detail}`, { cause: err }));
+    });
+  });
+}
+
+/**
+ * Makes `source` (with every mount below it) visible at `target` as well, and keeps mount events
+ * from propagating between the two copies: what is mounted later under `target` stays there.
+ */
+export async function bindMount(source: string, target: string): Promise<void> {
+  await run(MOUNT, ['--rbind', source, target]);
+  try {
+    await run(MOUNT, ['--make-rprivate', target]);
+  } catch (err) {
+    await unmountTree(target).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Cuts `target` (and the mounts below it) off from every propagation peer group. */
+export async function makePrivate(target: string): Promise<void> {
+  await run(MOUNT, ['--make-rprivate', target]);
+}
+
+/**
+ * Makes `view` a read-only view of the directory `dir`: `dir` becomes a mount point of its own
+ * (propagation "shared"), `view` a read-only bind of it that receives (but never sends) mount
+ * events, so whatever is mounted below `dir` later appears below `view` with its own flags.
+ */
+export async function createShareView(dir: string, view: string): Promise<void> {
+  const steps: string[][] = [
+    ['--bind', dir, dir],
+    ['--make-private', dir],
+    ['--make-shared', dir],
+    ['--bind', dir, view],
+    ['--make-slave', view],
+    ['-o', 'remount,bind,ro', view],
+  ];
+  try {
+    for (const args of steps) await run(MOUNT, args);
+  } catch (err) {
+    for (const m of [view, dir]) if (mountsUnder(m).includes(m)) await unmountTree(m).catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * Unmounts `target` and everything below it. If something still uses it (EBUSY), detaches it
+ * lazily: it disappears from the file tree at once and is freed when its last user goes.
+ */
+export async function unmountTree(target: string): Promise<void> {
+  try {
+    await run(UMOUNT, ['--recursive', target]);
+  } catch {
+    await run(UMOUNT, ['--lazy', target]);
+  }
+}
+
+/** Decodes mountinfo's octal escapes (\040 for a space, \011, \012, \134). */
+function unescapeMountPath(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+}
+
+/** Mount points at or below `dir` (absolute, resolved), deepest first. */
+export function mountsUnder(dir: string): string[] {
+  const root = path.resolve(dir);
+  const prefix = root.endsWith('/') ? root : `${root}/`;
+  const found = new Set<string>();
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    // ID PARENT MAJ:MIN ROOT MOUNTPOINT ...
+    const field = line.split(' ')[4];
+    if (!field) continue;
+    const mountPoint = unescapeMountPath(field);
+    if (mountPoint === root || mountPoint.startsWith(prefix)) found.add(mountPoint);
+  }
+  return [...found].sort((a, b) => b.length - a.length);
+}
+
+/**
+ * Detaches every mount at or below `dir` (lazily, so a busy one goes too). Returns what could
+ * not be unmounted, with the reason; an empty list means nothing is mounted there any more.
+ */
+export async function unmountAllUnder(dir: string): Promise<string[]> {
+  const failures: string[] = [];
+  for (let round = 0; round < 8; round++) {
+    const mounts = mountsUnder(dir);
+    if (mounts.length === 0) return [];
+    failures.length = 0;
+    for (const m of mounts) {
+      try {
+        await run(UMOUNT, ['--lazy', m]);
+      } catch (err) {
+        failures.push((err as Error).message);
+      }
+    }
+  }
+  return mountsUnder(dir).length === 0 ? [] : failures.length ? failures : mountsUnder(dir);
+}
