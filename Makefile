@@ -49,7 +49,7 @@ install: build guest
 	@echo "installed $(DESTDIR)$(PREFIX)/bin/containerd-shim-stencil-v2"
 
 unit-test: build .deps-stamp
-	$(MAKE) -C vmm-native test
+	$(MAKE) -C vmm-native -j$$(nproc) test
 	node --test --test-reporter=spec $$(find dist/shim dist/runtime-config -name '*.test.js' 2>/dev/null)
 
 # Real containerd 1.6 + 2.1, runc and a busybox image for the containerd tests, unpacked into the

@@ -7,6 +7,8 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { repoRoot } from '../../shim/src/util/paths.js';
 import { CONTAINERD_VERSIONS, ContainerdInstance } from '../lib/containerd.js';
+import { updateTaskResources } from '../lib/containerd-api.js';
+import { EventWatch } from '../lib/ctr-events.js';
 
 const RUNTIME = 'io.containerd.stencil.v2';
 /**
@@ -21,15 +23,24 @@ for (const version of CONTAINERD_VERSIONS) {
   describe(`containerd ${version} with the Stencil shim`, () => {
     let c: ContainerdInstance;
     let image: string;
+    let events: EventWatch;
 
     before(async () => {
       c = await ContainerdInstance.start({ version, extraPath: [path.join(repoRoot(), 'bin')], configExtra: SLOW_HOST_TIMEOUTS });
       image = await c.importBusybox();
+      events = await EventWatch.start(c);
     });
     after(async () => {
+      events?.stop();
       if (c) process.stdout.write(`# --- containerd ${version} log tail ---\n${c.logTail(80).replace(/^/gm, '# ')}\n`);
       await c?.stop();
     });
+
+    /** The container's task events as `topic` or `topic:exec id`, once its TaskDelete arrived. */
+    async function taskTopics(id: string): Promise<string[]> {
+      const list = await events.waitFor(id, '/tasks/delete');
+      return list.map((e) => (e.body.exec_id || (e.body.id && e.body.id !== id) ? `${e.topic}:${String(e.body.exec_id ?? e.body.id)}` : e.topic));
+    }
 
     async function noLeaks() {
       // The shim daemon exits right after its last Shutdown; give it a moment.
@@ -63,12 +74,21 @@ for (const version of CONTAINERD_VERSIONS) {
       assert.equal(r.stdout, 'hi\n', r.stderr + c.logTail());
       assert.equal(r.code, 0, r.stderr);
       assert.ok(fs.readFileSync(c.logPath, 'utf8').includes('"protocol":"ttrpc"'), 'the shim did not choose ttrpc');
+      // What the shim published, as containerd republished it to its subscribers (ctr events).
+      assert.deepEqual(await taskTopics('t1'), ['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete']);
+      const [create, start, exit] = events.taskEvents('t1');
+      assert.equal(create!.body.bundle, path.join(c.state, 'io.containerd.runtime.v2.task', c.namespace, 't1'));
+      assert.ok(Number(start!.body.pid) > 0, JSON.stringify(start));
+      assert.equal(exit!.body.id, 't1');
+      assert.equal(exit!.body.exit_status ?? 0, 0);
       await noLeaks();
     });
 
     it("sh -c 'exit 3' exits 3", async () => {
       const r = await run(['--rm', image, 't2', 'sh', '-c', 'exit 3']);
       assert.equal(r.code, 3, r.stderr);
+      const exit = (await events.waitFor('t2', '/tasks/exit')).find((e) => e.topic === '/tasks/exit');
+      assert.equal(exit!.body.exit_status, 3);
       await noLeaks();
     });
 
@@ -79,7 +99,84 @@ for (const version of CONTAINERD_VERSIONS) {
       await noLeaks();
     });
 
-    it('detached: exec, pause/resume (a counter stops and continues), kill, delete; task ls right at each step', async () => {
+    it('--log-uri file:// receives all of stdout and stderr before the exit is reported', async () => {
+      const log = path.join(c.dir, 'file-log.txt');
+      const r = await run(['--rm', '--log-uri', `file://${log}`, image, 'tf', 'sh', '-c', 'seq 1 20000; echo to-stderr >&2; exit 2']);
+      assert.equal(r.code, 2, r.stderr);
+      assert.equal(r.stdout, '', 'output went to the log file, not to ctr');
+      // Both streams append to one file; the stderr line may land between two stdout chunks.
+      const text = fs.readFileSync(log, 'utf8');
+      assert.ok(text.includes('to-stderr\n'), `no stderr line in ${log}`);
+      const numbers = text.replace('to-stderr\n', '');
+      assert.equal(numbers, Array.from({ length: 20000 }, (_, i) => `${i + 1}\n`).join(''), `${log} is incomplete (${numbers.length} bytes)`);
+      await noLeaks();
+    });
+
+    it('--log-uri binary:// runs the logging program with stdout on fd 3, stderr on fd 4', async () => {
+      const dir = fs.mkdtempSync(path.join(c.dir, 'binary-log-'));
+      const logger = path.join(dir, 'logger.sh');
+      // containerd's logging-binary protocol: closing fd 5 says "ready"; CONTAINER_ID names the container.
+      fs.writeFileSync(
+        logger,
+        '#!/bin/sh\nout="$2/$CONTAINER_NAMESPACE-$CONTAINER_ID"\ncat <&3 5>&- >"$out.out" &\ncat <&4 5>&- >"$out.err" &\nexec 5>&-\nwait\n',
+        { mode: 0o755 },
+      );
+      const r = await run(['--rm', '--log-uri', `binary://${logger}?dir=${dir}`, image, 'tb', 'sh', '-c', 'echo out-line; echo err-line >&2']);
+      assert.equal(r.code, 0, r.stderr);
+      const base = path.join(dir, `${c.namespace}-tb`);
+      const read = (f: string) => (fs.existsSync(f) ? fs.readFileSync(f, 'utf8') : '');
+      for (let i = 0; i < 50 && (read(`${base}.out`) === '' || read(`${base}.err`) === ''); i++) await sleep(200);
+      assert.equal(read(`${base}.out`), 'out-line\n');
+      assert.equal(read(`${base}.err`), 'err-line\n');
+      await noLeaks();
+    });
+
+    it('over its memory limit a container is OOM-killed: TaskOOM, then TaskExit 137', async () => {
+      const MiB = 1024 * 1024;
+      const hog = `x=$(head -c ${48 * MiB} /dev/zero | tr "\\0" a); echo survived \${#x}`;
+      const r = await run(['--rm', '--memory-limit', String(16 * MiB), image, 'oom', 'sh', '-c', hog]);
+      assert.equal(r.code, 137, `exit ${r.code}: ${r.stdout}${r.stderr}`);
+      assert.deepEqual(await taskTopics('oom'), ['/tasks/create', '/tasks/start', '/tasks/oom', '/tasks/exit', '/tasks/delete']);
+      await noLeaks();
+    });
+
+    it('containers with the same io.kubernetes.cri.sandbox-id share one shim and one VM', async () => {
+      const pod = ['--annotation', 'io.kubernetes.cri.sandbox-id=pod-a'];
+      const bootId = async (id: string) => {
+        const r = await c.ctr(['task', 'exec', '--exec-id', `boot-${id}`, id, 'cat', '/proc/sys/kernel/random/boot_id']);
+        assert.equal(r.code, 0, r.stderr);
+        return r.stdout.trim();
+      };
+      const taskPid = async (id: string) => (await c.ctr(['task', 'ls'])).stdout.split('\n').find((l) => l.split(/\s+/)[0] === id)?.trim().split(/\s+/)[1];
+      try {
+        assert.equal((await run(['-d', ...pod, image, 'pa1', 'sleep', '1000'])).code, 0);
+        assert.equal((await run(['-d', ...pod, image, 'pa2', 'sleep', '1000'])).code, 0);
+        const shims = (await c.leaks()).filter((l) => l.startsWith('shim process'));
+        assert.equal(shims.length, 1, `one shim daemon per pod, found:\n${shims.join('\n')}`);
+        assert.equal(await taskPid('pa1'), await taskPid('pa2'));
+        const vm = await bootId('pa1');
+        assert.match(vm, /^[0-9a-f-]{36}$/);
+        assert.notEqual(vm, fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(), 'not in a VM');
+        assert.equal(await bootId('pa2'), vm, 'the two containers run in different VMs');
+        // The first container goes; the VM stays for the second.
+        assert.equal((await c.ctr(['task', 'kill', '-s', 'SIGKILL', 'pa1'])).code, 0);
+        for (let i = 0; i < 50 && (await taskStatus('pa1')) !== 'STOPPED'; i++) await sleep(200);
+        assert.equal((await c.ctr(['task', 'delete', 'pa1'])).code, 0);
+        assert.equal((await c.ctr(['containers', 'rm', 'pa1'])).code, 0);
+        assert.equal(await taskStatus('pa2'), 'RUNNING');
+        assert.equal(await bootId('pa2'), vm);
+        assert.equal((await c.ctr(['task', 'kill', '-s', 'SIGKILL', 'pa2'])).code, 0);
+        for (let i = 0; i < 50 && (await taskStatus('pa2')) !== 'STOPPED'; i++) await sleep(200);
+        assert.equal((await c.ctr(['task', 'delete', 'pa2'])).code, 0);
+        assert.equal((await c.ctr(['containers', 'rm', 'pa2'])).code, 0);
+      } finally {
+        await cleanupTask('pa1');
+        await cleanupTask('pa2');
+      }
+      await noLeaks();
+    });
+
+    it('detached: exec, update, pause/resume (a counter stops and continues), kill, delete; task ls right at each step', async () => {
       const id = 'bg';
       try {
         const r = await run(['-d', image, id, 'sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done']);
@@ -92,6 +189,16 @@ for (const version of CONTAINERD_VERSIONS) {
         const metrics = await c.ctr(['task', 'metrics', id]);
         assert.equal(metrics.code, 0, metrics.stderr);
         assert.match(metrics.stdout, /pids\.current\s+\d+/, `ctr task metrics:\n${metrics.stdout}`);
+        // Update (containerd's Tasks API; ctr has no `task update`): the guest cgroup takes the limits.
+        await updateTaskResources(c, id, { memory: { limit: 64 * 1024 * 1024 }, pids: { limit: 42 } });
+        // Read back as ctr decodes our metrics: the guest kernel's memory.max and pids.max.
+        const updated = await c.ctr(['task', 'metrics', '--format', 'json', id]);
+        assert.equal(updated.code, 0, updated.stderr);
+        type V2 = { memory?: { usage_limit?: number }; pids?: { limit?: number } };
+        const json = JSON.parse(updated.stdout.slice(updated.stdout.indexOf('{'))) as V2 & { Data?: V2; data?: V2 };
+        const data = json.memory ? json : (json.Data ?? json.data ?? {});
+        assert.equal(data.memory?.usage_limit, 64 * 1024 * 1024, updated.stdout);
+        assert.equal(data.pids?.limit, 42, updated.stdout);
         // The container's rootfs is the overlay the shim mounted on the bundle's rootfs, in the shim
         // daemon's own mount namespace (the task pid), and shared from there into the VM.
         const ls = await c.ctr(['task', 'ls']);
@@ -124,6 +231,18 @@ for (const version of CONTAINERD_VERSIONS) {
         assert.equal(del.code, 0, del.stderr);
         assert.equal(await taskStatus(id), undefined);
         assert.equal((await c.ctr(['containers', 'rm', id])).code, 0);
+        assert.deepEqual(await taskTopics(id), [
+          '/tasks/create',
+          '/tasks/start',
+          '/tasks/exec-added:e1',
+          '/tasks/exec-started:e1',
+          '/tasks/exit:e1',
+          '/tasks/paused',
+          '/tasks/resumed',
+          '/tasks/exit',
+          '/tasks/delete',
+        ]);
+        assert.equal(events.taskEvents(id).find((e) => e.topic === '/tasks/exit' && e.body.id === id)!.body.exit_status, 137);
       } finally {
         await cleanupTask(id);
       }

@@ -93,24 +93,24 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
   const { taskServiceDefinitions } = await import('../containerd/task-api.js');
   const definitions = taskServiceDefinitions(service as unknown as import('../containerd/task-api.js').TaskHandlerObject);
   let accept: (socket: net.Socket) => void;
+  let closeTransport: () => Promise<void>;
   if (flags.protocol === 'grpc') {
     const { GrpcServer } = await import('../rpc/grpc-server.js');
     const grpc = new GrpcServer({ logger });
     for (const def of definitions) grpc.addService(def);
     accept = await grpc.acceptor();
-    closeServer = async () => {
-      await Promise.all([new Promise<void>((resolve) => early.server.close(() => resolve())), grpc.close()]);
-    };
+    closeTransport = () => grpc.close();
   } else {
     const { TtrpcServer } = await import('../ttrpc/server.js');
     const ttrpc = new TtrpcServer({ logger });
     for (const def of definitions) ttrpc.addService(def);
     accept = (socket) => ttrpc.accept(socket);
-    // server.close() completes only once every connection is gone, which ttrpc.close() does.
-    closeServer = async () => {
-      await Promise.all([new Promise<void>((resolve) => early.server.close(() => resolve())), ttrpc.close()]);
-    };
+    closeTransport = () => ttrpc.close();
   }
+  // server.close() completes only once every connection is gone, which the transport's close() does.
+  closeServer = async () => {
+    await Promise.all([new Promise<void>((resolve) => early.server.close(() => resolve())), closeTransport()]);
+  };
   const serveOne = (socket: net.Socket) => {
     accept(socket);
     socket.resume();

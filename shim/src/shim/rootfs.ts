@@ -1,14 +1,10 @@
 // Mounting what containerd passes in CreateTaskRequest.rootfs onto <bundle>/rootfs, and undoing
 // it. containerd only rmdir()s rootfs afterwards, and removing the snapshot fails while it is
 // still mounted, so unmounting on Delete (and in the `delete` subcommand) matters.
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { Code, RpcError } from '../ttrpc/errors.js';
-import { mountsUnder, unmountAllUnder } from '../util/mounts.js';
-
-const run = promisify(execFile);
+import { mount, mountsUnder, unmountAllUnder } from '../util/mounts.js';
 
 export interface MountSpec {
   type: string;
@@ -38,10 +34,9 @@ export async function mountRootfs(mounts: MountSpec[], target: string): Promise<
       const dest = m.target ? path.join(target, m.target) : target;
       args.push('--', m.source || 'none', dest);
       try {
-        await run('mount', args);
+        await mount(args);
       } catch (err) {
-        const stderr = String((err as { stderr?: string }).stderr ?? '').trim();
-        throw new RpcError(Code.Internal, `cannot mount ${m.type} ${m.source} on ${dest}: ${stderr || (err as Error).message}`);
+        throw new RpcError(Code.Internal, `cannot mount ${m.type} ${m.source} on ${dest}: ${(err as Error).message}`);
       }
       mounted++;
     }

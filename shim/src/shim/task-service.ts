@@ -41,6 +41,8 @@ interface Task {
   init: TaskProcess;
   execs: Map<string, TaskProcess>;
   paused: boolean;
+  /** OOM kills in the container's cgroup already announced with TaskOOM. */
+  oomKillsReported: number;
 }
 
 type Req = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -95,7 +97,7 @@ export class TaskService {
       undo.push(() => pod.deleteContainer(id));
       init.io.relay(await pod.attachStdio(id, '', stdioMode(paths)));
       init.pid = process.pid;
-      const task: Task = { id, bundle, rootfsDir, mountedRootfs: mounts.length > 0, init, execs: new Map(), paused: false };
+      const task: Task = { id, bundle, rootfsDir, mountedRootfs: mounts.length > 0, init, execs: new Map(), paused: false, oomKillsReported: 0 };
       this.tasks.set(id, task);
       // The init exists (waiting for Start) and can already be killed: watch it from now on.
       this.watchExit(task, init);
@@ -309,6 +311,7 @@ export class TaskService {
     const stats = await (await this.getPod()).stats(task.id).catch((err) => {
       throw agentErrorToRpc(err, `stats of task ${task.id}`);
     });
+    this.reportOom(task, stats.memory?.oomKillEvents ?? 0);
     return { stats: cgroupsV2Metrics(stats) };
   }
 
@@ -374,6 +377,8 @@ export class TaskService {
           await proc.starting?.catch(() => undefined);
           await proc.io?.drained();
           if (!proc.execId) await this.execsReported(task);
+          // Like the runc shim, TaskOOM precedes the TaskExit it caused (CRI's OOMKilled reason).
+          if (exit.oomKilled) this.reportOom(task, Math.max(1, task.oomKillsReported));
           this.finishProcess(task, proc, { exitStatus: exit.exitStatus, exitedAt: exit.exitedAt });
         },
         (err) => {
@@ -391,6 +396,17 @@ export class TaskService {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([Promise.all(running), new Promise((r) => (timer = setTimeout(r, EXEC_EXIT_GRACE_MS)))]);
     clearTimeout(timer);
+  }
+
+  /**
+   * Publishes TaskOOM when the container's cgroup shows more OOM kills than announced so far. The
+   * agent reports them at process exit and in stats (memory.events oom_kill).
+   */
+  private reportOom(task: Task, oomKills: number): void {
+    if (oomKills <= task.oomKillsReported) return;
+    task.oomKillsReported = oomKills;
+    this.log.warn('container OOM kill', { container: task.id, oomKills });
+    this.publish('/tasks/oom', 'TaskOOM', { containerId: task.id });
   }
 
   private finishProcess(task: Task, proc: TaskProcess, exit: ExitInfo): void {

@@ -25,6 +25,11 @@ function run(cmd: string, args: string[]): Promise<void> {
   });
 }
 
+/** Runs mount(8) with these arguments; a MountError carries its message. */
+export function mount(args: string[]): Promise<void> {
+  return run(MOUNT, args);
+}
+
 /**
  * Makes `source` (with every mount below it) visible at `target` as well, and keeps mount events
  * from propagating between the two copies: what is mounted later under `target` stays there.
