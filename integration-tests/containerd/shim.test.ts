@@ -62,12 +62,26 @@ for (const version of CONTAINERD_VERSIONS) {
       await c.ctr(['containers', 'rm', id]);
     }
 
+    /** SIGKILL, `ctr task delete`, `ctr containers rm`; `ctr task ls` must follow at each step. */
+    async function killAndRemove(id: string) {
+      assert.equal((await c.ctr(['task', 'kill', '-s', 'SIGKILL', id])).code, 0);
+      for (let i = 0; i < 50 && (await taskStatus(id)) !== 'STOPPED'; i++) await sleep(200);
+      assert.equal(await taskStatus(id), 'STOPPED');
+      const del = await c.ctr(['task', 'delete', id]);
+      assert.equal(del.code, 0, del.stderr);
+      assert.equal(await taskStatus(id), undefined);
+      assert.equal((await c.ctr(['containers', 'rm', id])).code, 0);
+    }
+
     const run = (args: string[], o: Parameters<ContainerdInstance['ctr']>[1] = {}) => c.ctr(['run', '--runtime', RUNTIME, ...args], o);
-    const taskStatus = async (id: string) => {
-      const ls = await c.ctr(['task', 'ls']);
-      const line = ls.stdout.split('\n').find((l) => l.split(/\s+/)[0] === id);
-      return line?.trim().split(/\s+/)[2];
-    };
+    /** The task's `ctr task ls` row: [id, pid, status], or undefined. */
+    const taskRow = async (id: string) =>
+      (await c.ctr(['task', 'ls'])).stdout
+        .split('\n')
+        .map((l) => l.trim().split(/\s+/))
+        .find((fields) => fields[0] === id);
+    const taskStatus = async (id: string) => (await taskRow(id))?.[2];
+    const taskPid = async (id: string) => (await taskRow(id))?.[1];
 
     it('ctr run --rm echo hi prints hi and exits 0, in a VM', async () => {
       const r = await run(['--rm', image, 't1', 'echo', 'hi']);
@@ -147,7 +161,6 @@ for (const version of CONTAINERD_VERSIONS) {
         assert.equal(r.code, 0, r.stderr);
         return r.stdout.trim();
       };
-      const taskPid = async (id: string) => (await c.ctr(['task', 'ls'])).stdout.split('\n').find((l) => l.split(/\s+/)[0] === id)?.trim().split(/\s+/)[1];
       try {
         assert.equal((await run(['-d', ...pod, image, 'pa1', 'sleep', '1000'])).code, 0);
         assert.equal((await run(['-d', ...pod, image, 'pa2', 'sleep', '1000'])).code, 0);
@@ -159,16 +172,10 @@ for (const version of CONTAINERD_VERSIONS) {
         assert.notEqual(vm, fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(), 'not in a VM');
         assert.equal(await bootId('pa2'), vm, 'the two containers run in different VMs');
         // The first container goes; the VM stays for the second.
-        assert.equal((await c.ctr(['task', 'kill', '-s', 'SIGKILL', 'pa1'])).code, 0);
-        for (let i = 0; i < 50 && (await taskStatus('pa1')) !== 'STOPPED'; i++) await sleep(200);
-        assert.equal((await c.ctr(['task', 'delete', 'pa1'])).code, 0);
-        assert.equal((await c.ctr(['containers', 'rm', 'pa1'])).code, 0);
+        await killAndRemove('pa1');
         assert.equal(await taskStatus('pa2'), 'RUNNING');
         assert.equal(await bootId('pa2'), vm);
-        assert.equal((await c.ctr(['task', 'kill', '-s', 'SIGKILL', 'pa2'])).code, 0);
-        for (let i = 0; i < 50 && (await taskStatus('pa2')) !== 'STOPPED'; i++) await sleep(200);
-        assert.equal((await c.ctr(['task', 'delete', 'pa2'])).code, 0);
-        assert.equal((await c.ctr(['containers', 'rm', 'pa2'])).code, 0);
+        await killAndRemove('pa2');
       } finally {
         await cleanupTask('pa1');
         await cleanupTask('pa2');
@@ -201,8 +208,7 @@ for (const version of CONTAINERD_VERSIONS) {
         assert.equal(data.pids?.limit, 42, updated.stdout);
         // The container's rootfs is the overlay the shim mounted on the bundle's rootfs, in the shim
         // daemon's own mount namespace (the task pid), and shared from there into the VM.
-        const ls = await c.ctr(['task', 'ls']);
-        const pid = ls.stdout.split('\n').find((l) => l.split(/\s+/)[0] === id)?.trim().split(/\s+/)[1];
+        const pid = await taskPid(id);
         const counter = `/proc/${pid}/root${path.join(c.state, 'io.containerd.runtime.v2.task', c.namespace, id, 'rootfs', 'tmp', 'count')}`;
         const read = () => {
           try {
@@ -224,13 +230,7 @@ for (const version of CONTAINERD_VERSIONS) {
         assert.equal((await c.ctr(['task', 'resume', id])).code, 0);
         assert.equal(await taskStatus(id), 'RUNNING');
         assert.ok(await moving(), 'the counter did not continue after resume');
-        assert.equal((await c.ctr(['task', 'kill', '-s', 'SIGKILL', id])).code, 0);
-        for (let i = 0; i < 50 && (await taskStatus(id)) !== 'STOPPED'; i++) await sleep(200);
-        assert.equal(await taskStatus(id), 'STOPPED');
-        const del = await c.ctr(['task', 'delete', id]);
-        assert.equal(del.code, 0, del.stderr);
-        assert.equal(await taskStatus(id), undefined);
-        assert.equal((await c.ctr(['containers', 'rm', id])).code, 0);
+        await killAndRemove(id);
         assert.deepEqual(await taskTopics(id), [
           '/tasks/create',
           '/tasks/start',
