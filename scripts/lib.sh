@@ -7,11 +7,18 @@ export STENCIL_CACHE
 log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# Every `set -e` failure names itself: the failing command, its status, file and line. -E carries
+# the trap into functions, command substitutions and subshells (a failure inside `$(...)` is
+# reported where it happened, then once more where its caller's assignment failed).
+set -E
+trap 'log "error: exit $? from \`$BASH_COMMAND\` at ${BASH_SOURCE[0]:-$0}:$LINENO"' ERR
+
 # Install Debian packages that are missing (no-op when all are present).
 ensure_debs() {
   local missing=()
   for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    # (no `| grep -q`: under pipefail a reader that quits early fails the pipeline with SIGPIPE)
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" = 'install ok installed' ] || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing Debian packages: ${missing[*]}"

@@ -48,7 +48,11 @@ diff_id="$(sha256sum <"$work/layer.tar" | cut -d' ' -f1)"
 gzip -9n <"$work/layer.tar" >"$work/layer.tar.gz"
 layer="$(blob "$work/layer.tar.gz" application/vnd.oci.image.layer.v1.tar+gzip)"
 
-bb_version="$(/bin/busybox 2>&1 | head -1 | sed 's/ multi-call.*//')"
+# The whole help text first, then its first line: `busybox | head -1` kills busybox with SIGPIPE
+# when head quits before busybox's later writes, and pipefail turns that into a failure.
+bb_help="$(/bin/busybox 2>&1 || true)"
+bb_version="${bb_help%%$'\n'*}"
+bb_version="${bb_version%% multi-call*}"
 printf '%s' '{"created":"1970-01-01T00:00:00Z","architecture":"amd64","os":"linux",'\
 '"config":{"Env":["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"],"WorkingDir":"/"},'\
 '"rootfs":{"type":"layers","diff_ids":["sha256:'"$diff_id"'"]},'\

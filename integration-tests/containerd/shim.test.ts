@@ -186,7 +186,7 @@ for (const version of CONTAINERD_VERSIONS) {
     it('detached: exec, update, pause/resume (a counter stops and continues), kill, delete; task ls right at each step', async () => {
       const id = 'bg';
       try {
-        const r = await run(['-d', image, id, 'sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done']);
+        const r = await run(['-d', image, id, 'sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done']);
         assert.equal(r.code, 0, r.stderr);
         assert.equal(await taskStatus(id), 'RUNNING');
         const exec = await c.ctr(['task', 'exec', '--exec-id', 'e1', id, 'ls', '/']);
@@ -210,12 +210,18 @@ for (const version of CONTAINERD_VERSIONS) {
         // daemon's own mount namespace (the task pid), and shared from there into the VM.
         const pid = await taskPid(id);
         const counter = `/proc/${pid}/root${path.join(c.state, 'io.containerd.runtime.v2.task', c.namespace, id, 'rootfs', 'tmp', 'count')}`;
+        // The container replaces the file with a rename, so a read never sees it half-written
+        // (`echo $i > file` truncates first: the host saw an empty file in ~2% of reads).
         const read = () => {
+          let text: string;
           try {
-            return Number(fs.readFileSync(counter, 'utf8').trim() || 0);
-          } catch {
-            return 0; // not written yet
+            text = fs.readFileSync(counter, 'utf8');
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0; // not written yet
+            throw err;
           }
+          assert.match(text, /^\d+\n$/, `the counter file holds ${JSON.stringify(text)}`);
+          return Number(text);
         };
         const moving = async () => {
           const a = read();
