@@ -1,0 +1,164 @@
+// The QMP commands Stencil serves for a VM, with QEMU's names, arguments and replies, over the
+// MonitoredVm interface that the VM runtime implements (run state, stop/cont, snapshot and
+// migration). Events (STOP, RESUME, SHUTDOWN) are the runtime's to emit, through QmpServer.emit.
+import { QmpError } from './protocol.js';
+import type { QmpCommand } from './server.js';
+
+/** QEMU's RunState values that a Stencil VM can be in. */
+export type RunState = 'prelaunch' | 'running' | 'paused' | 'inmigrate' | 'postmigrate' | 'finish-migrate' | 'shutdown' | 'internal-error';
+
+/** QEMU's MigrationStatus values Stencil reports. */
+export type MigrationStatus = 'none' | 'setup' | 'active' | 'completed' | 'failed' | 'cancelling' | 'cancelled';
+
+export interface MigrationInfo {
+  status: MigrationStatus;
+  /** Milliseconds from start to the end (or to now while running). */
+  totalTimeMs?: number;
+  /** VM downtime in milliseconds, once completed. */
+  downtimeMs?: number;
+  /** Bytes of state (and RAM, when it is sent) written so far. */
+  transferredBytes?: number;
+  errorDesc?: string;
+}
+
+/** Where a snapshot or migration stream goes to or comes from (`migrate`'s `uri`). */
+export type MigrationUri =
+  | { kind: 'file'; dir: string }
+  | { kind: 'exec'; command: string }
+  | { kind: 'tcp'; host: string; port: number }
+  | { kind: 'unix'; path: string };
+
+export const MIGRATION_CAPABILITIES = ['x-ignore-shared'] as const;
+export type MigrationCapability = (typeof MIGRATION_CAPABILITIES)[number];
+
+export interface MonitoredVm {
+  runState(): RunState;
+  stop(): Promise<void>;
+  cont(): Promise<void>;
+  /** Ends the VM after the reply is sent. */
+  quit(): void;
+  /** Starts an outgoing migration/snapshot in the background; query it with migrationInfo(). */
+  migrate(uri: MigrationUri, capabilities: ReadonlySet<MigrationCapability>): void;
+  /** Starts loading state for a VM started with `--incoming defer`. */
+  migrateIncoming(uri: MigrationUri, capabilities: ReadonlySet<MigrationCapability>): void;
+  cancelMigration(): void;
+  migrationInfo(): MigrationInfo | undefined;
+}
+
+export function parseMigrationUri(uri: string): MigrationUri {
+  const colon = uri.indexOf(':');
+  const scheme = colon < 0 ? uri : uri.slice(0, colon);
+  const rest = colon < 0 ? '' : uri.slice(colon + 1);
+  switch (scheme) {
+    case 'file':
+      if (!rest.startsWith('/')) throw new QmpError('GenericError', `migration URI '${uri}': file: needs an absolute directory`);
+      return { kind: 'file', dir: rest };
+    case 'exec':
+      if (!rest.trim()) throw new QmpError('GenericError', `migration URI '${uri}': exec: needs a command`);
+      return { kind: 'exec', command: rest };
+    case 'unix':
+      if (!rest) throw new QmpError('GenericError', `migration URI '${uri}': unix: needs a socket path`);
+      return { kind: 'unix', path: rest };
+    case 'tcp': {
+      // tcp:HOST:PORT, HOST may be a bracketed IPv6 address.
+      const match = /^(\[[^\]]+\]|[^:]*):(\d{1,5})$/.exec(rest);
+      const port = match ? Number(match[2]) : NaN;
+      if (!match || port < 1 || port > 65535) {
+        throw new QmpError('GenericError', `migration URI '${uri}': expected tcp:HOST:PORT`);
+      }
+      return { kind: 'tcp', host: match[1].replace(/^\[|\]$/g, '') || '0.0.0.0', port };
+    }
+    default:
+      throw new QmpError('GenericError', `unknown migration protocol: ${uri}`);
+  }
+}
+
+function queryMigrateReply(info: MigrationInfo | undefined): object {
+  if (!info || info.status === 'none') return {};
+  const reply: Record<string, unknown> = { status: info.status };
+  if (info.totalTimeMs !== undefined) reply['total-time'] = Math.round(info.totalTimeMs);
+  if (info.downtimeMs !== undefined) reply.downtime = Math.round(info.downtimeMs);
+  if (info.transferredBytes !== undefined) reply.ram = { transferred: info.transferredBytes };
+  if (info.errorDesc !== undefined) reply['error-desc'] = info.errorDesc;
+  return reply;
+}
+
+/** The command table for one VM. Capabilities set by migrate-set-capabilities live per VM. */
+export function vmCommands(vm: MonitoredVm): Record<string, QmpCommand> {
+  const capabilities = new Set<MigrationCapability>();
+  const migrationRunning = () => {
+    const status = vm.migrationInfo()?.status;
+    return status === 'setup' || status === 'active' || status === 'cancelling';
+  };
+  return {
+    'query-status': {
+      run: () => {
+        const status = vm.runState();
+        return { status, singlestep: false, running: status === 'running' };
+      },
+    },
+    stop: { run: () => vm.stop() },
+    cont: {
+      run: () => {
+        const state = vm.runState();
+        if (state === 'inmigrate') throw new QmpError('GenericError', 'Guest is waiting for an incoming migration');
+        if (state === 'shutdown' || state === 'internal-error') {
+          throw new QmpError('GenericError', `Cannot continue a VM in state '${state}'`);
+        }
+        return vm.cont();
+      },
+    },
+    quit: { run: () => vm.quit() },
+    'migrate-set-capabilities': {
+      args: { capabilities: { type: 'array' } },
+      run: (args) => {
+        if (migrationRunning()) throw new QmpError('GenericError', 'There is a migration process in progress');
+        const changes = (args.capabilities as unknown[]).map((entry, i) => {
+          const e = entry as { capability?: unknown; state?: unknown } | null;
+          if (typeof e !== 'object' || e === null || typeof e.capability !== 'string' || typeof e.state !== 'boolean') {
+            throw new QmpError('GenericError', `capabilities[${i}]: expected {"capability": string, "state": boolean}`);
+          }
+          if (!(MIGRATION_CAPABILITIES as readonly string[]).includes(e.capability)) {
+            throw new QmpError('GenericError', `Parameter 'capability' does not accept value '${e.capability}'`);
+          }
+          return { capability: e.capability as MigrationCapability, state: e.state };
+        });
+        for (const { capability, state } of changes) {
+          if (state) capabilities.add(capability);
+          else capabilities.delete(capability);
+        }
+      },
+    },
+    'query-migrate-capabilities': {
+      run: () => MIGRATION_CAPABILITIES.map((capability) => ({ capability, state: capabilities.has(capability) })),
+    },
+    migrate: {
+      args: {
+        uri: { type: 'string' },
+        blk: { type: 'boolean', optional: true },
+        inc: { type: 'boolean', optional: true },
+        detach: { type: 'boolean', optional: true },
+        resume: { type: 'boolean', optional: true },
+      },
+      run: (args) => {
+        if (args.blk || args.inc) throw new QmpError('GenericError', 'block migration (blk/inc) is not supported');
+        if (args.resume) throw new QmpError('GenericError', 'postcopy resume is not supported');
+        if (migrationRunning()) throw new QmpError('GenericError', 'There is a migration process in progress');
+        if (vm.runState() === 'inmigrate') throw new QmpError('GenericError', 'Guest is waiting for an incoming migration');
+        vm.migrate(parseMigrationUri(args.uri as string), new Set(capabilities));
+      },
+    },
+    'migrate-incoming': {
+      args: { uri: { type: 'string' } },
+      run: (args) => {
+        if (vm.runState() !== 'inmigrate') {
+          throw new QmpError('GenericError', "'-incoming' was not specified on the command line");
+        }
+        if (vm.migrationInfo() !== undefined) throw new QmpError('GenericError', 'The incoming migration has already been started');
+        vm.migrateIncoming(parseMigrationUri(args.uri as string), new Set(capabilities));
+      },
+    },
+    migrate_cancel: { run: () => vm.cancelMigration() },
+    'query-migrate': { run: () => queryMigrateReply(vm.migrationInfo()) },
+  };
+}
