@@ -158,6 +158,12 @@ static void op_done(struct op *op, int st) {
   struct container *c = op->c;
   bool ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
   char *err = ok ? NULL : crun_error(op, st);
+  // Gone before the reply: a caller that got its answer must not find the request's file.
+  if (op->tmp_file) {
+    unlink(op->tmp_file);
+    free(op->tmp_file);
+    op->tmp_file = NULL;
+  }
   const char *name = method_name(op->method);
   c->busy = false;
 

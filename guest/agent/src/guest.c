@@ -146,11 +146,14 @@ int guest_setup(const struct request *req, char **msg) {
     memcpy(info->buf, req->entropy, req->entropy_len);
     int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
     int rc = fd < 0 ? -1 : ioctl(fd, STENCIL_RNDADDENTROPY, info);
+    // Credited entropy alone reaches the CRNG only at its next scheduled reseed (up to a minute
+    // away): a VM cloned from a template would hand out the template's random stream until then.
+    if (rc == 0) rc = ioctl(fd, STENCIL_RNDRESEEDCRNG);
     int e = errno;
     if (fd >= 0) close(fd);
     free(info);
     if (rc < 0) {
-      *msg = xasprintf("SetupGuest: RNDADDENTROPY: %s", strerror(e));
+      *msg = xasprintf("SetupGuest: adding entropy (RNDADDENTROPY/RNDRESEEDCRNG): %s", strerror(e));
       return E_INTERNAL;
     }
   }

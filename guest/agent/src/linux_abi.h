@@ -24,6 +24,7 @@ struct sockaddr_vm {
 
 // <linux/random.h>: RNDADDENTROPY = _IOW('R', 0x03, int[2]), argument struct rand_pool_info.
 #define STENCIL_RNDADDENTROPY _IOW('R', 0x03, int[2])
+#define STENCIL_RNDRESEEDCRNG _IO('R', 0x07)
 struct stencil_rand_pool_info {
   int entropy_count;  // bits credited
   int buf_size;       // bytes in buf
