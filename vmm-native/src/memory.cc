@@ -73,6 +73,7 @@ GuestMemory::GuestMemory(const MemoryOptions& options)
         throw VmmError(ErrorCode::kMemoryBacking, "template RAM " + path_ + " does not have the expected size " +
                                                       std::to_string(size_));
       keep_file_ = true;  // never delete a template's file from a clone
+      copy_on_write_ = true;
     } else {
       // tmpfs files are sparse: check free space now rather than let the guest die on SIGBUS
       // the first time it touches a page the filesystem cannot provide.

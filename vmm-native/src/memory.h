@@ -55,6 +55,10 @@ class GuestMemory : public GuestMemoryAccess {
   uint64_t size() const { return size_; }
   const std::vector<MemoryRegion>& regions() const { return regions_; }
   const std::string& path() const { return path_; }  // empty for memfd
+  // True for a clone's private copy-on-write mapping of a template's file.
+  bool copy_on_write() const { return copy_on_write_; }
+  // Leave the file behind on destruction (it has become a template's memory).
+  void KeepFile() { keep_file_ = true; }
 
   // Host pointer for [addr, addr+len) if it lies entirely in one region, else nullptr.
   // All guest-controlled addresses go through here: nothing is ever dereferenced unchecked.
@@ -71,6 +75,7 @@ class GuestMemory : public GuestMemoryAccess {
   uint64_t size_;
   std::string path_;
   bool keep_file_;
+  bool copy_on_write_ = false;
   UniqueFd fd_;
   uint8_t* base_ = nullptr;  // one host mapping of the whole file
   std::vector<MemoryRegion> regions_;
