@@ -31,6 +31,9 @@ struct MemoryOptions {
   std::string name;                             // file name inside directory
   MemorySharing sharing = MemorySharing::kShared;
   bool keep_file = false;  // leave the file behind on destruction (templates)
+  // Map over this address range (MAP_FIXED) instead of a new one: a VmShell's reservation that
+  // KVM already knows as guest memory, so no memory slot has to be registered on the restore path.
+  uint8_t* fixed_address = nullptr;
 };
 
 // Anything that turns guest-physical ranges into host pointers (GuestMemory, or a test buffer).
@@ -80,6 +83,9 @@ class GuestMemory : public GuestMemoryAccess {
   uint8_t* base_ = nullptr;  // one host mapping of the whole file
   std::vector<MemoryRegion> regions_;
 };
+
+// Guest-physical regions of `size` bytes of RAM mapped at `base`: [0, hole) and [4 GiB, ...).
+std::vector<MemoryRegion> SplitAtMmioHole(uint64_t size, uint8_t* base);
 
 // For tests: memory laid out like GuestMemory but over a caller-owned buffer.
 uint8_t* TranslateIn(const std::vector<MemoryRegion>& regions, uint64_t addr, uint64_t len);

@@ -92,6 +92,7 @@ void Vm::AdoptShell(VmShell shell) {
     v->run = std::exchange(shell.vcpus[i].run, nullptr);
     vcpus_.push_back(std::move(v));
   }
+  reserved_memory_ = std::move(shell.memory);
 }
 
 void Vm::SetupMemorySlots() {

@@ -108,6 +108,7 @@ class Vm {
   UniqueFd kvm_;
   UniqueFd vm_;
   int run_mmap_size_ = 0;
+  MemoryReservation reserved_memory_;  // a shell's pre-registered RAM range, until RAM maps over it
   std::unique_ptr<GuestMemory> memory_;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
   Bus pio_bus_, mmio_bus_;

@@ -46,8 +46,18 @@ Vm::Vm(VmShell shell, const Snapshot& snapshot, const RestoreOptions& options, V
     throw VmmError(ErrorCode::kSnapshot, "VM shell has " + std::to_string(shell.vcpu_count()) + " vCPUs, snapshot " +
                                              options.snapshot_dir + " has " + std::to_string(config_.vcpus));
   AdoptShell(std::move(shell));
+  if (reserved_memory_.base()) {
+    if (reserved_memory_.size() != config_.memory.size)
+      throw VmmError(ErrorCode::kSnapshot, "VM shell reserved " + std::to_string(reserved_memory_.size()) +
+                                               " bytes of RAM, snapshot " + options.snapshot_dir + " has " +
+                                               std::to_string(config_.memory.size));
+    config_.memory.fixed_address = reserved_memory_.base();
+  }
   memory_ = std::make_unique<GuestMemory>(config_.memory);
-  SetupMemorySlots();
+  if (reserved_memory_.base())
+    reserved_memory_.Release();  // RAM is mapped over the slots the shell registered
+  else
+    SetupMemorySlots();
   SetupDevices();
   devices_->CheckLayout(snapshot.layout);
   cmdline_ = snapshot.config.cmdline;

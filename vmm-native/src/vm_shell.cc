@@ -9,6 +9,7 @@
 #include "arch/x86/layout.h"
 #include "error.h"
 #include "kvm.h"
+#include "memory.h"
 
 namespace stencil {
 
@@ -17,7 +18,32 @@ VmShell::~VmShell() {
     if (v.run) munmap(v.run, run_mmap_size);
 }
 
-VmShell VmShell::Create(uint32_t vcpu_count) {
+MemoryReservation& MemoryReservation::operator=(MemoryReservation&& o) noexcept {
+  if (this != &o) {
+    if (base_) munmap(base_, size_);
+    base_ = std::exchange(o.base_, nullptr);
+    size_ = o.size_;
+  }
+  return *this;
+}
+
+MemoryReservation::~MemoryReservation() {
+  if (base_) munmap(base_, size_);
+}
+
+VmShell& VmShell::operator=(VmShell&& other) noexcept {
+  if (this == &other) return *this;
+  this->~VmShell();
+  kvm = std::move(other.kvm);
+  vm = std::move(other.vm);
+  run_mmap_size = other.run_mmap_size;
+  vcpus = std::move(other.vcpus);
+  other.vcpus.clear();
+  memory = std::move(other.memory);
+  return *this;
+}
+
+VmShell VmShell::Create(uint32_t vcpu_count, uint64_t memory_bytes) {
   VmShell shell;
   shell.kvm = OpenKvm();
   int kvm = shell.kvm.get();
@@ -54,6 +80,18 @@ VmShell VmShell::Create(uint32_t vcpu_count) {
     if (run == MAP_FAILED) throw VmmError(ErrorCode::kKvm, WithErrno("mmap kvm_run of vCPU " + std::to_string(i)));
     v.run = static_cast<kvm_run*>(run);
     shell.vcpus.push_back(std::move(v));
+  }
+
+  if (memory_bytes) {
+    void* base = mmap(nullptr, memory_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) throw VmmError(ErrorCode::kMemoryBacking, WithErrno("reserving " + std::to_string(memory_bytes) + " bytes for guest RAM"));
+    shell.memory = MemoryReservation(static_cast<uint8_t*>(base), memory_bytes);
+    uint32_t slot = 0;
+    for (const auto& r : SplitAtMmioHole(memory_bytes, shell.memory.base())) {
+      kvm_userspace_memory_region region{slot++, 0, r.guest_addr, r.size, reinterpret_cast<uint64_t>(r.host_addr)};
+      if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0)
+        throw VmmError(ErrorCode::kKvm, WithErrno("KVM_SET_USER_MEMORY_REGION for slot " + std::to_string(region.slot)));
+    }
   }
   return shell;
 }

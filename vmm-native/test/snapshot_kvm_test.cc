@@ -136,8 +136,8 @@ TEST_F(SnapshotKvm, CloneContinuesFromSavedCounterAndTemplateFileNeverChanges) {
   RestoreOptions options;
   options.snapshot_dir = snap;
   PauseWaiter waiter_a, waiter_b;
-  Vm clone_a(VmShell::Create(1), snapshot, options, waiter_a.Callbacks());
-  Vm clone_b(VmShell::Create(1), snapshot, options, waiter_b.Callbacks());
+  Vm clone_a(VmShell::Create(1), snapshot, options, waiter_a.Callbacks());  // registers RAM itself
+  Vm clone_b(VmShell::Create(1, 64ULL << 20), snapshot, options, waiter_b.Callbacks());  // RAM slot ahead
   EXPECT_EQ(Counter(clone_a), saved);  // the template's RAM, before the clone runs
   clone_a.Start();
   clone_b.Start(/*paused=*/true);
@@ -184,6 +184,7 @@ TEST_F(SnapshotKvm, RestoreRefusesMismatchedRequests) {
   EXPECT_THROW(Vm(VmShell::Create(1), snapshot, options, {}), VmmError);
   options.vsock_guest_cid = 0;
   EXPECT_THROW(Vm(VmShell::Create(2), snapshot, options, {}), VmmError);  // shell of another size
+  EXPECT_THROW(Vm(VmShell::Create(1, 32ULL << 20), snapshot, options, {}), VmmError);
 }
 
 }  // namespace
