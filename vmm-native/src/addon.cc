@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "kvm.h"
+#include "snapshot/snapshot.h"
 #include "vm.h"
 
 namespace stencil {
@@ -18,6 +19,38 @@ Napi::Error ToJsError(Napi::Env env, const VmmError& e) {
   Napi::Error err = Napi::Error::New(env, e.what());
   err.Set("code", Napi::String::New(env, ErrorCodeName(e.code())));
   return err;
+}
+
+// {restoreFrom: dir, vsock?: {guestCid?, udsPath?}, shares?: [{tag, hostPath}], vcpus?, memoryBytes?}:
+// everything else comes from the snapshot's own configuration. Throws VmmError naming bad input.
+RestoreOptions ParseRestoreOptions(const Napi::Object& c) {
+  RestoreOptions o;
+  o.snapshot_dir = c.Get("restoreFrom").ToString().Utf8Value();
+  if (o.snapshot_dir.empty()) throw VmmError(ErrorCode::kInvalidArgument, "restoreFrom must be a snapshot directory");
+  if (c.Has("vcpus") && c.Get("vcpus").IsNumber()) o.expect_vcpus = c.Get("vcpus").ToNumber().Uint32Value();
+  if (c.Has("memoryBytes") && c.Get("memoryBytes").IsNumber())
+    o.expect_memory = static_cast<uint64_t>(c.Get("memoryBytes").ToNumber().DoubleValue());
+  if (c.Has("vsock") && c.Get("vsock").IsObject()) {
+    Napi::Object v = c.Get("vsock").As<Napi::Object>();
+    if (v.Has("guestCid")) {
+      double cid = v.Get("guestCid").ToNumber().DoubleValue();
+      if (!(cid >= 3 && cid < 4294967295.0) || cid != std::floor(cid))
+        throw VmmError(ErrorCode::kInvalidArgument, "vsock.guestCid must be an integer in 3..4294967294");
+      o.vsock_guest_cid = static_cast<uint32_t>(cid);
+    }
+    if (v.Has("udsPath")) o.vsock_uds_path = v.Get("udsPath").ToString().Utf8Value();
+  }
+  if (c.Has("shares") && c.Get("shares").IsArray()) {
+    Napi::Array shares = c.Get("shares").As<Napi::Array>();
+    for (uint32_t i = 0; i < shares.Length(); i++) {
+      Napi::Value s = shares.Get(i);
+      if (!s.IsObject() || !s.As<Napi::Object>().Get("tag").IsString() || !s.As<Napi::Object>().Get("hostPath").IsString())
+        throw VmmError(ErrorCode::kInvalidArgument, "shares[" + std::to_string(i) + "] must be {tag: string, hostPath: string}");
+      o.share_paths.emplace_back(s.As<Napi::Object>().Get("tag").As<Napi::String>().Utf8Value(),
+                                 s.As<Napi::Object>().Get("hostPath").As<Napi::String>().Utf8Value());
+    }
+  }
+  return o;
 }
 
 // Console output is batched: vCPU threads append, and one pending JS call drains everything.
@@ -55,10 +88,11 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
                         InstanceMethod("resume", &NativeVm::Resume), InstanceMethod("stop", &NativeVm::Stop),
                         InstanceMethod("destroy", &NativeVm::Destroy),
                         InstanceMethod("sendConsoleInput", &NativeVm::SendConsoleInput),
+                        InstanceMethod("saveSnapshot", &NativeVm::SaveSnapshot),
                         InstanceMethod("info", &NativeVm::Info)});
   }
 
-  // new NativeVm(config, onEvent(type, a, b))
+  // new NativeVm(config, onEvent(type, a, b)); config {restoreFrom: dir, ...} restores a snapshot.
   explicit NativeVm(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeVm>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction()) {
@@ -67,6 +101,14 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
       return;
     }
     Napi::Object c = info[0].As<Napi::Object>();
+    if (c.Has("restoreFrom")) {
+      CreateVm(env, info[1].As<Napi::Function>(), [&](VmCallbacks cb) {
+        RestoreOptions options = ParseRestoreOptions(c);
+        Snapshot snapshot = ReadSnapshot(options.snapshot_dir);
+        return std::make_unique<Vm>(VmShell::Create(snapshot.config.vm.vcpus, snapshot.config.vm.memory.size), snapshot, options, std::move(cb));
+      });
+      return;
+    }
     VmConfig config;
     auto str = [&](const char* key) { return c.Has(key) ? c.Get(key).ToString().Utf8Value() : std::string(); };
     config.vcpus = c.Get("vcpus").ToNumber().Uint32Value();
@@ -127,8 +169,16 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
       }
     }
 
-    tsfn_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "stencil-vm-events", 0, 1,
-                                          [](Napi::Env) {});
+    CreateVm(env, info[1].As<Napi::Function>(), [&](VmCallbacks cb) { return std::make_unique<Vm>(config, std::move(cb)); });
+  }
+
+  ~NativeVm() override { DestroyVm(); }
+
+ private:
+  // Wires the event callbacks and builds the VM with `make`; a VmmError becomes a JS exception.
+  template <typename Make>
+  void CreateVm(Napi::Env env, Napi::Function on_event, Make make) {
+    tsfn_ = Napi::ThreadSafeFunction::New(env, on_event, "stencil-vm-events", 0, 1, [](Napi::Env) {});
     VmCallbacks cb;
     cb.console = [this](const uint8_t* d, size_t n) {
       if (console_.Append(d, n)) Post(Event{EventType::kConsole, {}, {}});
@@ -138,7 +188,7 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
       Post(Event{EventType::kExited, ExitReasonName(r), detail});
     };
     try {
-      vm_ = std::make_unique<Vm>(config, std::move(cb));
+      vm_ = make(std::move(cb));
     } catch (const VmmError& e) {
       tsfn_.Release();
       released_ = true;
@@ -146,9 +196,6 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
     }
   }
 
-  ~NativeVm() override { DestroyVm(); }
-
- private:
   void Post(Event ev) {
     auto* heap = new Event(std::move(ev));
     napi_status st = tsfn_.NonBlockingCall(heap, [this](Napi::Env env, Napi::Function fn, Event* e) {
@@ -183,7 +230,18 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
     return info.Env().Undefined();
   }
 
-  Napi::Value Start(const Napi::CallbackInfo& info) { return Guard(info, [&] { vm_->Start(); }); }
+  // start({paused}): a paused start parks the vCPUs before their first instruction ('paused' fires).
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    bool paused = info.Length() > 0 && info[0].IsObject() && info[0].As<Napi::Object>().Get("paused").ToBoolean();
+    return Guard(info, [&] { vm_->Start(paused); });
+  }
+  Napi::Value SaveSnapshot(const Napi::CallbackInfo& info) {
+    return Guard(info, [&] {
+      if (info.Length() < 1 || !info[0].IsString())
+        throw VmmError(ErrorCode::kInvalidArgument, "saveSnapshot(dir) expects a directory path");
+      vm_->SaveSnapshot(info[0].As<Napi::String>().Utf8Value());
+    });
+  }
   Napi::Value Pause(const Napi::CallbackInfo& info) { return Guard(info, [&] { vm_->RequestPause(); }); }
   Napi::Value Resume(const Napi::CallbackInfo& info) { return Guard(info, [&] { vm_->Resume(); }); }
   Napi::Value Stop(const Napi::CallbackInfo& info) { return Guard(info, [&] { vm_->Stop(); }); }

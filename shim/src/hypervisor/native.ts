@@ -18,15 +18,34 @@ export interface NativeVmConfig {
   vsock?: { guestCid: number; udsPath: string };
 }
 
+/**
+ * Restores a VM from a snapshot directory (state + config + memory, see vmm-native/src/snapshot):
+ * the configuration comes from the snapshot; a clone may change its vsock CID/socket and the host
+ * paths of its shares. `vcpus`/`memoryBytes`, when given, must match the snapshot's.
+ */
+export interface NativeRestoreConfig {
+  restoreFrom: string;
+  vsock?: { guestCid?: number; udsPath?: string };
+  shares?: Array<{ tag: string; hostPath: string }>;
+  vcpus?: number;
+  memoryBytes?: number;
+}
+
 export type NativeEvent = 'console' | 'paused' | 'exited';
 
 export interface NativeVm {
-  start(): void;
+  /** paused: the vCPUs park before their first instruction ('paused' fires); resume() runs them. */
+  start(options?: { paused?: boolean }): void;
   pause(): void;
   resume(): void;
   stop(): void;
   destroy(): void;
   sendConsoleInput(data: Buffer): void;
+  /**
+   * Template mode: for a paused VM with tmpfs-file RAM, writes dir/state and dir/config and makes
+   * the RAM file dir/memory (a hard link, no copy). The VM can then only be destroyed.
+   */
+  saveSnapshot(dir: string): void;
   info(): { cmdline: string; memoryPath: string; memoryBytes: number };
 }
 
@@ -40,7 +59,7 @@ export interface KvmProbeResult {
 }
 
 interface Addon {
-  NativeVm: new (config: NativeVmConfig, onEvent: (type: NativeEvent, a?: unknown, b?: unknown) => void) => NativeVm;
+  NativeVm: new (config: NativeVmConfig | NativeRestoreConfig, onEvent: (type: NativeEvent, a?: unknown, b?: unknown) => void) => NativeVm;
   probeKvm(): KvmProbeResult;
 }
 
