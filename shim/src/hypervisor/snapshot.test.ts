@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fromNative, SnapshotError, VmStateError } from './errors.js';
+import { MicroVm } from './microvm.js';
 import { loadAddon, type NativeEvent, type NativeVm } from './native.js';
 import { tinyElfKernel } from './testing.js';
 
@@ -107,6 +108,35 @@ describe('native snapshot and restore', () => {
     await pausedAgain;
     clone.vm.destroy();
     assert.equal(sha256(path.join(snapshot, 'memory')), memoryHash, 'a clone wrote to the template memory');
+  });
+
+  it('lets MicroVm save only a paused VM, and restores it paused until resumed', async () => {
+    const template = MicroVm.create({
+      name: 'microvm-template',
+      vcpus: 1,
+      memoryBytes: 64 * 2 ** 20,
+      kernel,
+      cmdline: 'console=ttyS0',
+      memoryDir: dir,
+      memoryBacking: 'tmpfs',
+      virtioRng: true,
+    });
+    template.start();
+    expectError(() => template.saveSnapshot(dir), VmStateError, /cannot save a snapshot of VM microvm-template: it is running/);
+    await template.pause();
+    const target = path.join(dir, 'microvm-snapshot');
+    fs.mkdirSync(target);
+    template.saveSnapshot(target);
+    await template.destroy();
+    const clone = MicroVm.restore('microvm-clone', { restoreFrom: target });
+    assert.equal(clone.state, 'created');
+    clone.start({ paused: true });
+    const state = (): string => clone.state;  // read afresh: the 'paused' event arrives asynchronously
+    for (let i = 0; i < 200 && state() !== 'paused'; i++) await sleep(10);
+    assert.equal(state(), 'paused');
+    clone.resume();
+    assert.equal(clone.state, 'running');
+    assert.equal((await clone.destroy()).reason, 'stopped');
   });
 
   it('refuses a restore that asks for another vCPU count or memory size', () => {
