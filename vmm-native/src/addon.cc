@@ -80,6 +80,41 @@ struct Event {
   std::string reason, detail;
 };
 
+// new NativeVmShell(vcpus, memoryBytes): a VmShell created ahead of a restore (a warm pool's
+// slot), handed to `new NativeVm({restoreFrom, shell})`, which consumes it.
+class NativeVmShell : public Napi::ObjectWrap<NativeVmShell> {
+ public:
+  static Napi::Function Init(Napi::Env env) { return DefineClass(env, "NativeVmShell", {}); }
+
+  explicit NativeVmShell(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeVmShell>(info) {
+    double vcpus = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0;
+    double memory = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : 0;
+    try {
+      if (!(vcpus >= 1 && vcpus <= 1024) || vcpus != std::floor(vcpus) || !(memory > 0) || memory != std::floor(memory))
+        throw VmmError(ErrorCode::kInvalidArgument, "NativeVmShell(vcpus, memoryBytes) expects positive integers");
+      shell_ = std::make_unique<VmShell>(VmShell::Create(static_cast<uint32_t>(vcpus), static_cast<uint64_t>(memory)));
+    } catch (const VmmError& e) {
+      ToJsError(info.Env(), e).ThrowAsJavaScriptException();
+    }
+  }
+
+  // The shell, once: a second restore from the same object is refused.
+  VmShell Take() {
+    if (!shell_) throw VmmError(ErrorCode::kState, "this VM shell was already used by a restore");
+    VmShell shell = std::move(*shell_);
+    shell_.reset();
+    return shell;
+  }
+
+ private:
+  std::unique_ptr<VmShell> shell_;
+};
+
+// Per-environment data: the shell constructor, to recognise shell objects passed in.
+struct AddonData {
+  Napi::FunctionReference shell_constructor;
+};
+
 class NativeVm : public Napi::ObjectWrap<NativeVm> {
  public:
   static Napi::Function Init(Napi::Env env) {
@@ -102,10 +137,17 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
     }
     Napi::Object c = info[0].As<Napi::Object>();
     if (c.Has("restoreFrom")) {
+      NativeVmShell* ahead = nullptr;
+      if (c.Has("shell") && c.Get("shell").IsObject() &&
+          c.Get("shell").As<Napi::Object>().InstanceOf(env.GetInstanceData<AddonData>()->shell_constructor.Value()))
+        ahead = NativeVmShell::Unwrap(c.Get("shell").As<Napi::Object>());
       CreateVm(env, info[1].As<Napi::Function>(), [&](VmCallbacks cb) {
         RestoreOptions options = ParseRestoreOptions(c);
+        if (c.Has("shell") && !c.Get("shell").IsUndefined() && !ahead)
+          throw VmmError(ErrorCode::kInvalidArgument, "shell must be a NativeVmShell");
         Snapshot snapshot = ReadSnapshot(options.snapshot_dir);
-        return std::make_unique<Vm>(VmShell::Create(snapshot.config.vm.vcpus, snapshot.config.vm.memory.size), snapshot, options, std::move(cb));
+        VmShell shell = ahead ? ahead->Take() : VmShell::Create(snapshot.config.vm.vcpus, snapshot.config.vm.memory.size);
+        return std::make_unique<Vm>(std::move(shell), snapshot, options, std::move(cb));
       });
       return;
     }
@@ -298,6 +340,11 @@ Napi::Value ProbeKvmJs(const Napi::CallbackInfo& info) {
 
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeVm", NativeVm::Init(env));
+  Napi::Function shell = NativeVmShell::Init(env);
+  auto* data = new AddonData;
+  data->shell_constructor = Napi::Persistent(shell);
+  env.SetInstanceData(data);
+  exports.Set("NativeVmShell", shell);
   exports.Set("probeKvm", Napi::Function::New(env, ProbeKvmJs));
   return exports;
 }

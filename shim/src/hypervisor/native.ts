@@ -25,10 +25,17 @@ export interface NativeVmConfig {
  */
 export interface NativeRestoreConfig {
   restoreFrom: string;
+  /** Created ahead (KVM VM, irqchip, vCPUs, RAM slot: the slow part); consumed, even if the restore fails. */
+  shell?: NativeVmShell;
   vsock?: { guestCid?: number; udsPath?: string };
   shares?: Array<{ tag: string; hostPath: string }>;
   vcpus?: number;
   memoryBytes?: number;
+}
+
+/** Opaque: `new NativeVmShell(vcpus, memoryBytes)`, for one restore with matching vCPUs and memory. */
+export interface NativeVmShell {
+  readonly __brand?: 'NativeVmShell';
 }
 
 export type NativeEvent = 'console' | 'paused' | 'exited';
@@ -60,6 +67,7 @@ export interface KvmProbeResult {
 
 interface Addon {
   NativeVm: new (config: NativeVmConfig | NativeRestoreConfig, onEvent: (type: NativeEvent, a?: unknown, b?: unknown) => void) => NativeVm;
+  NativeVmShell: new (vcpus: number, memoryBytes: number) => NativeVmShell;
   probeKvm(): KvmProbeResult;
 }
 

@@ -5,7 +5,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fromNative, SnapshotError, VmStateError } from './errors.js';
+import { fromNative, InvalidVmConfigError, SnapshotError, VmStateError } from './errors.js';
 import { MicroVm } from './microvm.js';
 import { loadAddon, type NativeEvent, type NativeVm } from './native.js';
 import { tinyElfKernel } from './testing.js';
@@ -137,6 +137,20 @@ describe('native snapshot and restore', () => {
     clone.resume();
     assert.equal(clone.state, 'running');
     assert.equal((await clone.destroy()).reason, 'stopped');
+  });
+
+  it('restores into a shell created ahead, once', async () => {
+    const { NativeVmShell } = loadAddon();
+    const shell = new NativeVmShell(1, 64 * 2 ** 20);
+    const clone = withPauseEvents((onEvent) => new NativeVm({ restoreFrom: snapshot, shell }, onEvent));
+    const parked = clone.nextPause();
+    clone.vm.start({ paused: true });
+    await parked;
+    clone.vm.destroy();
+    expectError(() => new NativeVm({ restoreFrom: snapshot, shell }, () => {}), VmStateError, /already used/);
+    const wrongSize = new NativeVmShell(1, 32 * 2 ** 20);
+    expectError(() => new NativeVm({ restoreFrom: snapshot, shell: wrongSize }, () => {}), SnapshotError, /reserved 33554432 bytes/);
+    expectError(() => new NativeVmShell(0, 4096), InvalidVmConfigError, /positive integers/);
   });
 
   it('refuses a restore that asks for another vCPU count or memory size', () => {
