@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "kvm.h"
+#include "snapshot/snapshot.h"
 #include "vm.h"
 
 namespace stencil {
@@ -18,6 +19,38 @@ Napi::Error ToJsError(Napi::Env env, const VmmError& e) {
   Napi::Error err = Napi::Error::New(env, e.what());
   err.Set("code", Napi::String::New(env, ErrorCodeName(e.code())));
   return err;
+}
+
+// {restoreFrom: dir, vsock?: {guestCid?, udsPath?}, shares?: [{tag, hostPath}], vcpus?, memoryBytes?}:
+// everything else comes from the snapshot's own configuration. Throws VmmError naming bad input.
+RestoreOptions ParseRestoreOptions(const Napi::Object& c) {
+  RestoreOptions o;
+  o.snapshot_dir = c.Get("restoreFrom").ToString().Utf8Value();
+  if (o.snapshot_dir.empty()) throw VmmError(ErrorCode::kInvalidArgument, "restoreFrom must be a snapshot directory");
+  if (c.Has("vcpus") && c.Get("vcpus").IsNumber()) o.expect_vcpus = c.Get("vcpus").ToNumber().Uint32Value();
+  if (c.Has("memoryBytes") && c.Get("memoryBytes").IsNumber())
+    o.expect_memory = static_cast<uint64_t>(c.Get("memoryBytes").ToNumber().DoubleValue());
+  if (c.Has("vsock") && c.Get("vsock").IsObject()) {
+    Napi::Object v = c.Get("vsock").As<Napi::Object>();
+    if (v.Has("guestCid")) {
+      double cid = v.Get("guestCid").ToNumber().DoubleValue();
+      if (!(cid >= 3 && cid < 4294967295.0) || cid != std::floor(cid))
+        throw VmmError(ErrorCode::kInvalidArgument, "vsock.guestCid must be an integer in 3..4294967294");
+      o.vsock_guest_cid = static_cast<uint32_t>(cid);
+    }
+    if (v.Has("udsPath")) o.vsock_uds_path = v.Get("udsPath").ToString().Utf8Value();
+  }
+  if (c.Has("shares") && c.Get("shares").IsArray()) {
+    Napi::Array shares = c.Get("shares").As<Napi::Array>();
+    for (uint32_t i = 0; i < shares.Length(); i++) {
+      Napi::Value s = shares.Get(i);
+      if (!s.IsObject() || !s.As<Napi::Object>().Get("tag").IsString() || !s.As<Napi::Object>().Get("hostPath").IsString())
+        throw VmmError(ErrorCode::kInvalidArgument, "shares[" + std::to_string(i) + "] must be {tag: string, hostPath: string}");
+      o.share_paths.emplace_back(s.As<Napi::Object>().Get("tag").As<Napi::String>().Utf8Value(),
+                                 s.As<Napi::Object>().Get("hostPath").As<Napi::String>().Utf8Value());
+    }
+  }
+  return o;
 }
 
 // Console output is batched: vCPU threads append, and one pending JS call drains everything.
@@ -47,6 +80,41 @@ struct Event {
   std::string reason, detail;
 };
 
+// new NativeVmShell(vcpus, memoryBytes): a VmShell created ahead of a restore (a warm pool's
+// slot), handed to `new NativeVm({restoreFrom, shell})`, which consumes it.
+class NativeVmShell : public Napi::ObjectWrap<NativeVmShell> {
+ public:
+  static Napi::Function Init(Napi::Env env) { return DefineClass(env, "NativeVmShell", {}); }
+
+  explicit NativeVmShell(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeVmShell>(info) {
+    double vcpus = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0;
+    double memory = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : 0;
+    try {
+      if (!(vcpus >= 1 && vcpus <= 1024) || vcpus != std::floor(vcpus) || !(memory > 0) || memory != std::floor(memory))
+        throw VmmError(ErrorCode::kInvalidArgument, "NativeVmShell(vcpus, memoryBytes) expects positive integers");
+      shell_ = std::make_unique<VmShell>(VmShell::Create(static_cast<uint32_t>(vcpus), static_cast<uint64_t>(memory)));
+    } catch (const VmmError& e) {
+      ToJsError(info.Env(), e).ThrowAsJavaScriptException();
+    }
+  }
+
+  // The shell, once: a second restore from the same object is refused.
+  VmShell Take() {
+    if (!shell_) throw VmmError(ErrorCode::kState, "this VM shell was already used by a restore");
+    VmShell shell = std::move(*shell_);
+    shell_.reset();
+    return shell;
+  }
+
+ private:
+  std::unique_ptr<VmShell> shell_;
+};
+
+// Per-environment data: the shell constructor, to recognise shell objects passed in.
+struct AddonData {
+  Napi::FunctionReference shell_constructor;
+};
+
 class NativeVm : public Napi::ObjectWrap<NativeVm> {
  public:
   static Napi::Function Init(Napi::Env env) {
@@ -55,10 +123,11 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
                         InstanceMethod("resume", &NativeVm::Resume), InstanceMethod("stop", &NativeVm::Stop),
                         InstanceMethod("destroy", &NativeVm::Destroy),
                         InstanceMethod("sendConsoleInput", &NativeVm::SendConsoleInput),
+                        InstanceMethod("saveSnapshot", &NativeVm::SaveSnapshot),
                         InstanceMethod("info", &NativeVm::Info)});
   }
 
-  // new NativeVm(config, onEvent(type, a, b))
+  // new NativeVm(config, onEvent(type, a, b)); config {restoreFrom: dir, ...} restores a snapshot.
   explicit NativeVm(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeVm>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction()) {
@@ -67,6 +136,21 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
       return;
     }
     Napi::Object c = info[0].As<Napi::Object>();
+    if (c.Has("restoreFrom")) {
+      NativeVmShell* ahead = nullptr;
+      if (c.Has("shell") && c.Get("shell").IsObject() &&
+          c.Get("shell").As<Napi::Object>().InstanceOf(env.GetInstanceData<AddonData>()->shell_constructor.Value()))
+        ahead = NativeVmShell::Unwrap(c.Get("shell").As<Napi::Object>());
+      CreateVm(env, info[1].As<Napi::Function>(), [&](VmCallbacks cb) {
+        RestoreOptions options = ParseRestoreOptions(c);
+        if (c.Has("shell") && !c.Get("shell").IsUndefined() && !ahead)
+          throw VmmError(ErrorCode::kInvalidArgument, "shell must be a NativeVmShell");
+        Snapshot snapshot = ReadSnapshot(options.snapshot_dir);
+        VmShell shell = ahead ? ahead->Take() : VmShell::Create(snapshot.config.vm.vcpus, snapshot.config.vm.memory.size);
+        return std::make_unique<Vm>(std::move(shell), snapshot, options, std::move(cb));
+      });
+      return;
+    }
     VmConfig config;
     auto str = [&](const char* key) { return c.Has(key) ? c.Get(key).ToString().Utf8Value() : std::string(); };
     config.vcpus = c.Get("vcpus").ToNumber().Uint32Value();
@@ -127,8 +211,16 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
       }
     }
 
-    tsfn_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "stencil-vm-events", 0, 1,
-                                          [](Napi::Env) {});
+    CreateVm(env, info[1].As<Napi::Function>(), [&](VmCallbacks cb) { return std::make_unique<Vm>(config, std::move(cb)); });
+  }
+
+  ~NativeVm() override { DestroyVm(); }
+
+ private:
+  // Wires the event callbacks and builds the VM with `make`; a VmmError becomes a JS exception.
+  template <typename Make>
+  void CreateVm(Napi::Env env, Napi::Function on_event, Make make) {
+    tsfn_ = Napi::ThreadSafeFunction::New(env, on_event, "stencil-vm-events", 0, 1, [](Napi::Env) {});
     VmCallbacks cb;
     cb.console = [this](const uint8_t* d, size_t n) {
       if (console_.Append(d, n)) Post(Event{EventType::kConsole, {}, {}});
@@ -138,7 +230,7 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
       Post(Event{EventType::kExited, ExitReasonName(r), detail});
     };
     try {
-      vm_ = std::make_unique<Vm>(config, std::move(cb));
+      vm_ = make(std::move(cb));
     } catch (const VmmError& e) {
       tsfn_.Release();
       released_ = true;
@@ -146,9 +238,6 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
     }
   }
 
-  ~NativeVm() override { DestroyVm(); }
-
- private:
   void Post(Event ev) {
     auto* heap = new Event(std::move(ev));
     napi_status st = tsfn_.NonBlockingCall(heap, [this](Napi::Env env, Napi::Function fn, Event* e) {
@@ -183,7 +272,18 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
     return info.Env().Undefined();
   }
 
-  Napi::Value Start(const Napi::CallbackInfo& info) { return Guard(info, [&] { vm_->Start(); }); }
+  // start({paused}): a paused start parks the vCPUs before their first instruction ('paused' fires).
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    bool paused = info.Length() > 0 && info[0].IsObject() && info[0].As<Napi::Object>().Get("paused").ToBoolean();
+    return Guard(info, [&] { vm_->Start(paused); });
+  }
+  Napi::Value SaveSnapshot(const Napi::CallbackInfo& info) {
+    return Guard(info, [&] {
+      if (info.Length() < 1 || !info[0].IsString())
+        throw VmmError(ErrorCode::kInvalidArgument, "saveSnapshot(dir) expects a directory path");
+      vm_->SaveSnapshot(info[0].As<Napi::String>().Utf8Value());
+    });
+  }
   Napi::Value Pause(const Napi::CallbackInfo& info) { return Guard(info, [&] { vm_->RequestPause(); }); }
   Napi::Value Resume(const Napi::CallbackInfo& info) { return Guard(info, [&] { vm_->Resume(); }); }
   Napi::Value Stop(const Napi::CallbackInfo& info) { return Guard(info, [&] { vm_->Stop(); }); }
@@ -240,6 +340,11 @@ Napi::Value ProbeKvmJs(const Napi::CallbackInfo& info) {
 
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeVm", NativeVm::Init(env));
+  Napi::Function shell = NativeVmShell::Init(env);
+  auto* data = new AddonData;
+  data->shell_constructor = Napi::Persistent(shell);
+  env.SetInstanceData(data);
+  exports.Set("NativeVmShell", shell);
   exports.Set("probeKvm", Napi::Function::New(env, ProbeKvmJs));
   return exports;
 }

@@ -1,6 +1,14 @@
 #include "error.h"
 
+#include <cstdio>
+
 namespace stencil {
+
+std::string HexString(uint64_t value) {
+  char buf[24];
+  snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(value));
+  return buf;
+}
 
 const char* ErrorCodeName(ErrorCode code) {
   switch (code) {
@@ -10,6 +18,7 @@ const char* ErrorCodeName(ErrorCode code) {
     case ErrorCode::kMemoryBacking: return "EMEMORY_BACKING";
     case ErrorCode::kKvm: return "EKVM";
     case ErrorCode::kState: return "ESTATE";
+    case ErrorCode::kSnapshot: return "ESNAPSHOT";
   }
   return "EUNKNOWN";
 }

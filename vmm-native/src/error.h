@@ -2,6 +2,7 @@
 // typed TypeScript error) and a message that names what was wrong.
 #pragma once
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -15,6 +16,7 @@ enum class ErrorCode {
   kMemoryBacking,     // tmpfs directory missing/full, mmap failure
   kKvm,               // a KVM ioctl failed
   kState,             // operation not valid in the VM's current state
+  kSnapshot,          // a snapshot is corrupt, truncated, of another version or does not match the VM
 };
 
 const char* ErrorCodeName(ErrorCode code);
@@ -27,6 +29,9 @@ class VmmError : public std::runtime_error {
  private:
   ErrorCode code_;
 };
+
+// "0x1f": addresses, MSR indexes and register values in messages.
+std::string HexString(uint64_t value);
 
 // Formats "<what>: <strerror(errno)>" using the errno at the time of the call.
 inline std::string WithErrno(const std::string& what, int err = errno) {

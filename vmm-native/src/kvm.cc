@@ -44,6 +44,10 @@ UniqueFd OpenKvm() {
 
 int CheckExtension(int fd, long cap) { return ioctl(fd, KVM_CHECK_EXTENSION, cap); }
 
+void CheckedIoctl(int fd, unsigned long request, void* arg, const char* what) {
+  if (ioctl(fd, request, arg) < 0) throw VmmError(ErrorCode::kKvm, WithErrno(what));
+}
+
 int KickSignal() { return SIGRTMIN + 4; }
 
 void InstallKickHandler() {

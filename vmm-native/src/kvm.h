@@ -12,6 +12,8 @@ namespace stencil {
 // Throws VmmError(kKvmUnavailable) with the reason (missing, permission, version).
 UniqueFd OpenKvm();
 int CheckExtension(int fd, long cap);
+// ioctl that throws VmmError(kKvm) "<what>: <errno text>" on failure.
+void CheckedIoctl(int fd, unsigned long request, void* arg, const char* what);
 
 // Signal used to kick a vCPU thread out of KVM_RUN; installed once, no SA_RESTART.
 int KickSignal();

@@ -73,6 +73,7 @@ GuestMemory::GuestMemory(const MemoryOptions& options)
         throw VmmError(ErrorCode::kMemoryBacking, "template RAM " + path_ + " does not have the expected size " +
                                                       std::to_string(size_));
       keep_file_ = true;  // never delete a template's file from a clone
+      copy_on_write_ = true;
     } else {
       // tmpfs files are sparse: check free space now rather than let the guest die on SIGBUS
       // the first time it touches a page the filesystem cannot provide.
@@ -97,16 +98,22 @@ GuestMemory::GuestMemory(const MemoryOptions& options)
     fail("sizing guest RAM to " + std::to_string(size_) + " bytes");
 
   int prot = PROT_READ | PROT_WRITE;
-  int flags = (opening_template ? MAP_PRIVATE : MAP_SHARED) | MAP_NORESERVE;
-  void* p = mmap(nullptr, size_, prot, flags, fd_.get(), 0);
+  int flags = (opening_template ? MAP_PRIVATE : MAP_SHARED) | MAP_NORESERVE | (options.fixed_address ? MAP_FIXED : 0);
+  void* p = mmap(options.fixed_address, size_, prot, flags, fd_.get(), 0);
   if (p == MAP_FAILED) fail("mapping " + HumanSize(size_) + " of guest RAM");
   base_ = static_cast<uint8_t*>(p);
   madvise(base_, size_, MADV_MERGEABLE);
 
-  // Split at the MMIO hole: [0, hole) and [4 GiB, ...) map consecutive file ranges.
-  uint64_t low = size_ < kMmioHoleStart ? size_ : kMmioHoleStart;
-  regions_.push_back({0, low, base_, 0});
-  if (size_ > low) regions_.push_back({kMmioHoleEnd, size_ - low, base_ + low, low});
+  regions_ = SplitAtMmioHole(size_, base_);
+}
+
+std::vector<MemoryRegion> SplitAtMmioHole(uint64_t size, uint8_t* base) {
+  // [0, hole) and [4 GiB, ...) map consecutive file ranges.
+  std::vector<MemoryRegion> regions;
+  uint64_t low = size < kMmioHoleStart ? size : kMmioHoleStart;
+  regions.push_back({0, low, base, 0});
+  if (size > low) regions.push_back({kMmioHoleEnd, size - low, base + low, low});
+  return regions;
 }
 
 GuestMemory::~GuestMemory() {

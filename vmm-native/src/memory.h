@@ -31,6 +31,9 @@ struct MemoryOptions {
   std::string name;                             // file name inside directory
   MemorySharing sharing = MemorySharing::kShared;
   bool keep_file = false;  // leave the file behind on destruction (templates)
+  // Map over this address range (MAP_FIXED) instead of a new one: a VmShell's reservation that
+  // KVM already knows as guest memory, so no memory slot has to be registered on the restore path.
+  uint8_t* fixed_address = nullptr;
 };
 
 // Anything that turns guest-physical ranges into host pointers (GuestMemory, or a test buffer).
@@ -55,6 +58,10 @@ class GuestMemory : public GuestMemoryAccess {
   uint64_t size() const { return size_; }
   const std::vector<MemoryRegion>& regions() const { return regions_; }
   const std::string& path() const { return path_; }  // empty for memfd
+  // True for a clone's private copy-on-write mapping of a template's file.
+  bool copy_on_write() const { return copy_on_write_; }
+  // Leave the file behind on destruction (it has become a template's memory).
+  void KeepFile() { keep_file_ = true; }
 
   // Host pointer for [addr, addr+len) if it lies entirely in one region, else nullptr.
   // All guest-controlled addresses go through here: nothing is ever dereferenced unchecked.
@@ -71,10 +78,14 @@ class GuestMemory : public GuestMemoryAccess {
   uint64_t size_;
   std::string path_;
   bool keep_file_;
+  bool copy_on_write_ = false;
   UniqueFd fd_;
   uint8_t* base_ = nullptr;  // one host mapping of the whole file
   std::vector<MemoryRegion> regions_;
 };
+
+// Guest-physical regions of `size` bytes of RAM mapped at `base`: [0, hole) and [4 GiB, ...).
+std::vector<MemoryRegion> SplitAtMmioHole(uint64_t size, uint8_t* base);
 
 // For tests: memory laid out like GuestMemory but over a caller-owned buffer.
 uint8_t* TranslateIn(const std::vector<MemoryRegion>& regions, uint64_t addr, uint64_t len);

@@ -53,10 +53,6 @@ std::vector<uint8_t> ReadFile(const std::string& path, const char* what) {
   return data;
 }
 
-void Ioctl(int fd, unsigned long req, unsigned long arg, const char* what) {
-  if (ioctl(fd, req, arg) < 0) throw VmmError(ErrorCode::kKvm, WithErrno(what));
-}
-
 }  // namespace
 
 Vm::Vm(const VmConfig& config, VmCallbacks callbacks) : config_(config), callbacks_(std::move(callbacks)) {
@@ -78,36 +74,25 @@ Vm::~Vm() {
   // Device worker threads may still raise interrupts: stop them (by destroying the devices)
   // before the IRQ lines, which are declared after the bus and so would be destroyed first.
   mmio_bus_ = Bus();
+  devices_.reset();
   for (auto& v : vcpus_)
     if (v->run) munmap(v->run, run_mmap_size_);
 }
 
-void Vm::CreateVm() {
-  kvm_ = OpenKvm();
-  const std::pair<long, const char*> required[] = {
-      {KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"},          {KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"},
-      {KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"}, {KVM_CAP_IRQFD, "KVM_CAP_IRQFD"},
-      {KVM_CAP_PIT2, "KVM_CAP_PIT2"},
-  };
-  for (auto& [cap, name] : required)
-    if (CheckExtension(kvm_.get(), cap) <= 0)
-      throw VmmError(ErrorCode::kKvmUnavailable, std::string("this KVM lacks ") + name);
-  int max_vcpus = CheckExtension(kvm_.get(), KVM_CAP_MAX_VCPUS);
-  if (max_vcpus > 0 && config_.vcpus > static_cast<uint32_t>(max_vcpus))
-    throw VmmError(ErrorCode::kInvalidArgument, "vCPU count " + std::to_string(config_.vcpus) +
-                                                    " exceeds this host's KVM limit of " + std::to_string(max_vcpus));
-  vm_.reset(ioctl(kvm_.get(), KVM_CREATE_VM, 0));
-  if (!vm_.valid()) throw VmmError(ErrorCode::kKvm, WithErrno("KVM_CREATE_VM"));
-  run_mmap_size_ = ioctl(kvm_.get(), KVM_GET_VCPU_MMAP_SIZE, 0);
-  if (run_mmap_size_ <= 0) throw VmmError(ErrorCode::kKvm, WithErrno("KVM_GET_VCPU_MMAP_SIZE"));
-  Ioctl(vm_.get(), KVM_SET_TSS_ADDR, x86::kTssAddr, "KVM_SET_TSS_ADDR");
-  uint64_t identity = x86::kIdentityMapAddr;
-  if (ioctl(vm_.get(), KVM_SET_IDENTITY_MAP_ADDR, &identity) < 0)
-    throw VmmError(ErrorCode::kKvm, WithErrno("KVM_SET_IDENTITY_MAP_ADDR"));
-  Ioctl(vm_.get(), KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP");
-  kvm_pit_config pit{};
-  pit.flags = KVM_PIT_SPEAKER_DUMMY;
-  if (ioctl(vm_.get(), KVM_CREATE_PIT2, &pit) < 0) throw VmmError(ErrorCode::kKvm, WithErrno("KVM_CREATE_PIT2"));
+void Vm::CreateVm() { AdoptShell(VmShell::Create(config_.vcpus)); }
+
+void Vm::AdoptShell(VmShell shell) {
+  kvm_ = std::move(shell.kvm);
+  vm_ = std::move(shell.vm);
+  run_mmap_size_ = shell.run_mmap_size;
+  for (uint32_t i = 0; i < shell.vcpus.size(); i++) {
+    auto v = std::make_unique<Vcpu>();
+    v->index = i;
+    v->fd = std::move(shell.vcpus[i].fd);
+    v->run = std::exchange(shell.vcpus[i].run, nullptr);
+    vcpus_.push_back(std::move(v));
+  }
+  reserved_memory_ = std::move(shell.memory);
 }
 
 void Vm::SetupMemorySlots() {
@@ -120,42 +105,40 @@ void Vm::SetupMemorySlots() {
 }
 
 void Vm::SetupDevices() {
-  irqs_.push_back(std::make_unique<IrqLine>(vm_.get(), x86::kSerialIrq));
-  serial_ = std::make_shared<Serial>(irqs_.back().get(), [this](const uint8_t* d, size_t n) {
+  // The same configuration always yields the same layout (order, addresses, IRQs): a restore
+  // rebuilds it this way and checks it against the snapshot's record.
+  devices_ = std::make_unique<DeviceManager>(vm_.get(), pio_bus_, mmio_bus_);
+  serial_ = std::make_shared<Serial>(devices_->NewIrq(x86::kSerialIrq), [this](const uint8_t* d, size_t n) {
     if (callbacks_.console) callbacks_.console(d, n);
   });
-  pio_bus_.Register(0x3f8, 8, serial_);
-  pio_bus_.Register(0x60, 5, std::make_shared<I8042>([this] { Finish(ExitReason::kReboot, "guest reset via i8042"); }));
-  pio_bus_.Register(x86::kPm1EventPort, x86::kPmPortsSize, std::make_shared<AcpiPm>([this] {
-                      Finish(ExitReason::kPoweroff, "guest entered ACPI S5");
-                    }));
+  devices_->AddPio({"serial", false, 0x3f8, 8, x86::kSerialIrq, {}, {}}, serial_);
+  devices_->AddPio({"i8042", false, 0x60, 5, 0, {}, {}},
+                   std::make_shared<I8042>([this] { Finish(ExitReason::kReboot, "guest reset via i8042"); }));
+  devices_->AddPio({"acpi-pm", false, x86::kPm1EventPort, x86::kPmPortsSize, 0, {}, {}},
+                   std::make_shared<AcpiPm>([this] { Finish(ExitReason::kPoweroff, "guest entered ACPI S5"); }));
 
-  std::vector<std::unique_ptr<VirtioDevice>> virtio;
-  if (config_.virtio_rng) virtio.push_back(std::make_unique<VirtioRng>());
+  auto add = [&](const char* kind, DeviceProperties guest, DeviceProperties host, std::unique_ptr<VirtioDevice> dev) {
+    cmdline_extra_ += " " + devices_->AddVirtio(kind, std::move(guest), std::move(host), std::move(dev), *memory_);
+  };
+  auto flag = [](bool b) { return std::string(b ? "true" : "false"); };
+  if (config_.virtio_rng) add("virtio-rng", {}, {}, std::make_unique<VirtioRng>());
   if (config_.vsock.guest_cid != 0) {
     vsock::MuxerOptions options;
     options.uds_path = config_.vsock.uds_path;
-    virtio.push_back(std::make_unique<VirtioVsock>(config_.vsock.guest_cid, options));
+    add("virtio-vsock", {}, {{"guestCid", std::to_string(config_.vsock.guest_cid)}, {"udsPath", config_.vsock.uds_path}},
+        std::make_unique<VirtioVsock>(config_.vsock.guest_cid, options));
   }
   // Declared in configuration order, so the guest names them vda, vdb, ... in that order.
-  for (const auto& disk : config_.disks) virtio.push_back(std::make_unique<VirtioBlk>(disk));
+  for (const auto& disk : config_.disks)
+    add("virtio-blk", {{"readOnly", flag(disk.read_only)}, {"serial", disk.serial}}, {{"path", disk.path}},
+        std::make_unique<VirtioBlk>(disk));
   for (size_t i = 0; i < config_.shares.size(); i++) {
     const SharedDirectory& share = config_.shares[i];
     for (size_t j = 0; j < i; j++)
       if (config_.shares[j].tag == share.tag)
         throw VmmError(ErrorCode::kInvalidArgument, "shared directory tag '" + share.tag + "' is used twice");
-    virtio.push_back(std::make_unique<VirtioP9>(share.tag, share.host_path, share.read_only));
-  }
-  uint32_t irq = x86::kFirstVirtioIrq;
-  uint64_t base = x86::kVirtioMmioBase;
-  for (auto& dev : virtio) {
-    if (irq > x86::kMaxIrq) throw VmmError(ErrorCode::kInvalidArgument, "too many virtio devices for the IOAPIC");
-    irqs_.push_back(std::make_unique<IrqLine>(vm_.get(), irq));
-    mmio_bus_.Register(base, x86::kVirtioMmioSize,
-                       std::make_shared<VirtioMmio>(std::move(dev), *memory_, irqs_.back().get()));
-    cmdline_extra_ += " " + VirtioMmio::CmdlineEntry(base, irq);
-    base += x86::kVirtioMmioSize;
-    irq++;
+    add("virtio-9p", {{"tag", share.tag}, {"readOnly", flag(share.read_only)}}, {{"hostPath", share.host_path}},
+        std::make_unique<VirtioP9>(share.tag, share.host_path, share.read_only));
   }
 }
 
@@ -204,15 +187,10 @@ void Vm::LoadGuest() {
 }
 
 void Vm::CreateVcpus() {
+  // The vCPUs themselves come with the shell; this gives them their boot state.
   std::vector<kvm_cpuid_entry2> supported = x86::SupportedCpuid(kvm_.get());
   for (uint32_t i = 0; i < config_.vcpus; i++) {
-    auto v = std::make_unique<Vcpu>();
-    v->index = i;
-    v->fd.reset(ioctl(vm_.get(), KVM_CREATE_VCPU, i));
-    if (!v->fd.valid()) throw VmmError(ErrorCode::kKvm, WithErrno("KVM_CREATE_VCPU " + std::to_string(i)));
-    void* run = mmap(nullptr, run_mmap_size_, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd.get(), 0);
-    if (run == MAP_FAILED) throw VmmError(ErrorCode::kKvm, WithErrno("mmap kvm_run of vCPU " + std::to_string(i)));
-    v->run = static_cast<kvm_run*>(run);
+    Vcpu* v = vcpus_[i].get();
     x86::SetCpuid(v->fd.get(), x86::FilterCpuid(supported, i, config_.vcpus));
     x86::SetupBootMsrs(v->fd.get());
     x86::SetupFpu(v->fd.get());
@@ -221,15 +199,15 @@ void Vm::CreateVcpus() {
       x86::SetupLongModeSregs(v->fd.get());
       x86::SetupBootRegisters(v->fd.get(), entry_point_, x86::kZeroPageAddr);
     }
-    vcpus_.push_back(std::move(v));
   }
 }
 
-void Vm::Start() {
+void Vm::Start(bool paused) {
   std::lock_guard<std::mutex> lock(mu_);
   if (started_) throw VmmError(ErrorCode::kState, "VM already started");
   InstallKickHandler();
   started_ = true;
+  pause_requested_ = paused;
   running_threads_ = static_cast<uint32_t>(vcpus_.size());
   for (auto& v : vcpus_) {
     Vcpu* vcpu = v.get();
@@ -259,6 +237,11 @@ void Vm::RequestPause() {
 void Vm::Resume() {
   std::lock_guard<std::mutex> lock(mu_);
   if (!started_ || finished_) throw VmmError(ErrorCode::kState, "VM is not running");
+  if (!template_dir_.empty())
+    throw VmmError(ErrorCode::kState, "VM is the template saved in " + template_dir_ +
+                                          " (its RAM is the template's memory file): it cannot run again");
+  if (paused_) devices_->UnquiesceVirtio();
+  paused_ = false;
   pause_requested_ = false;
   resume_cv_.notify_all();
 }
@@ -297,8 +280,29 @@ void Vm::VcpuLoop(Vcpu& vcpu) {
     __atomic_store_n(&vcpu.run->immediate_exit, 0, __ATOMIC_SEQ_CST);
     if (stop_) break;
     if (pause_requested_) {
+      // After an I/O or MMIO-read exit the instruction completes only inside the next KVM_RUN;
+      // one with immediate_exit set finishes it and returns at once (EINTR), so the state a
+      // snapshot reads is consistent.
+      __atomic_store_n(&vcpu.run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+      if (ioctl(vcpu.fd.get(), KVM_RUN, 0) == 0) {
+        // Completing it exited again (the next element of a string I/O): handle, then retry.
+        try {
+          if (HandleExit(vcpu)) continue;
+        } catch (const std::exception& e) {
+          Finish(ExitReason::kVmmError, std::string("vCPU ") + std::to_string(vcpu.index) + ": " + e.what());
+        }
+        break;
+      }
+      if (errno != EINTR && errno != EAGAIN) {
+        Finish(ExitReason::kVmmError, WithErrno("completing vCPU " + std::to_string(vcpu.index) + "'s last exit before pausing"));
+        break;
+      }
       std::unique_lock<std::mutex> lock(mu_);
-      if (++parked_ == vcpus_.size() && callbacks_.paused) callbacks_.paused();
+      if (++parked_ == vcpus_.size() && pause_requested_ && !stop_) {
+        devices_->QuiesceVirtio();  // nothing writes guest RAM while paused
+        paused_ = true;
+        if (callbacks_.paused) callbacks_.paused();
+      }
       resume_cv_.wait(lock, [&] { return !pause_requested_ || stop_; });
       parked_--;
       continue;

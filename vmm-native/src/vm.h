@@ -13,10 +13,13 @@
 #include <vector>
 
 #include "devices/bus.h"
+#include "devices/device_manager.h"
 #include "devices/serial.h"
 #include "fd.h"
 #include "memory.h"
 #include "virtio/blk.h"
+#include "vm_config.h"
+#include "vm_shell.h"
 
 namespace stencil {
 
@@ -32,29 +35,17 @@ enum class ExitReason {
 };
 const char* ExitReasonName(ExitReason r);
 
-// A host directory shared with the guest over virtio-9p (9P2000.L).
-struct SharedDirectory {
-  std::string tag;        // the mount source in the guest: [A-Za-z0-9_.-], at most 64 bytes, unique
-  std::string host_path;  // absolute path of an existing directory
-  bool read_only = false;
-};
+struct Snapshot;
 
-// virtio-vsock in hybrid mode (see virtio/vsock/muxer.h): the host side is Unix sockets.
-struct VsockConfig {
-  uint32_t guest_cid = 0;  // 0: no vsock device; otherwise 3..4294967294
-  std::string uds_path;    // host-initiated: CONNECT <port> on this socket; guest-initiated: <uds_path>_<port>
-};
-
-struct VmConfig {
-  uint32_t vcpus = 1;
-  MemoryOptions memory;
-  std::string kernel_path;
-  std::string initrd_path;  // optional
-  std::string cmdline;      // device declarations are appended by the VMM
-  bool virtio_rng = true;
-  std::vector<BlockDeviceConfig> disks;  // guest sees them as /dev/vda, /dev/vdb, ... in order
-  std::vector<SharedDirectory> shares;   // virtio-9p: mount -t 9p -o trans=virtio <tag> <dir>
-  VsockConfig vsock;                     // optional: guest_cid 0 leaves it out
+// How a VM restored from a snapshot may differ from the snapshot's own configuration (which it
+// otherwise takes whole): the clone's identity and host-side wiring.
+struct RestoreOptions {
+  std::string snapshot_dir;
+  uint32_t vsock_guest_cid = 0;  // 0: the snapshot's
+  std::string vsock_uds_path;    // empty: the snapshot's
+  std::vector<std::pair<std::string, std::string>> share_paths;  // tag -> host path
+  uint32_t expect_vcpus = 0;     // non-zero: refuse a snapshot with another count
+  uint64_t expect_memory = 0;    // non-zero: refuse a snapshot with another RAM size
 };
 
 struct VmCallbacks {
@@ -68,13 +59,23 @@ class Vm {
   // Creates the VM, loads kernel/initrd and prepares boot state. Throws VmmError; nothing
   // (fds, mappings, RAM file) is left behind on failure.
   Vm(const VmConfig& config, VmCallbacks callbacks);
+  // Restore path (vm_restore.cc): the VM of `snapshot` on `shell` (created beforehand, with the
+  // snapshot's vCPU count), RAM mapped copy-on-write from the snapshot's memory file, every
+  // vCPU, VM and device state loaded. Nothing runs until Start.
+  Vm(VmShell shell, const Snapshot& snapshot, const RestoreOptions& options, VmCallbacks callbacks);
   ~Vm();
   Vm(const Vm&) = delete;
   Vm& operator=(const Vm&) = delete;
 
-  void Start();
-  void RequestPause();  // returns at once; callbacks.paused fires when all vCPUs are parked
+  void Start(bool paused = false);  // paused: the vCPUs park before their first instruction
+  // Returns at once; callbacks.paused fires when every vCPU is parked with its last instruction
+  // complete and the devices are quiescent (nothing writes guest RAM until Resume).
+  void RequestPause();
   void Resume();
+  // Template mode (vm_snapshot.cc): writes dir/state and dir/config for a paused VM whose RAM is
+  // a tmpfs file, and makes that file dir/memory (a hard link: no copy). The VM is a template
+  // from then on: it may be destroyed but never resumed. Throws VmmError naming what is wrong.
+  void SaveSnapshot(const std::string& dir);
   void Stop();          // stops and joins the vCPU threads (exited fires if it had not)
   void SendConsoleInput(const uint8_t* data, size_t len);
 
@@ -91,6 +92,8 @@ class Vm {
   };
 
   void CreateVm();
+  void AdoptShell(VmShell shell);
+  Snapshot CaptureSnapshot();  // with mu_ held and the VM paused
   void SetupMemorySlots();
   void SetupDevices();
   void LoadGuest();
@@ -105,20 +108,24 @@ class Vm {
   UniqueFd kvm_;
   UniqueFd vm_;
   int run_mmap_size_ = 0;
+  MemoryReservation reserved_memory_;  // a shell's pre-registered RAM range, until RAM maps over it
   std::unique_ptr<GuestMemory> memory_;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
   Bus pio_bus_, mmio_bus_;
-  std::vector<std::unique_ptr<IrqLine>> irqs_;
+  std::unique_ptr<DeviceManager> devices_;
   std::shared_ptr<Serial> serial_;
   std::string cmdline_;
   std::string cmdline_extra_;  // virtio-mmio device declarations
   uint64_t entry_point_ = 0;
+  std::vector<uint32_t> msr_indexes_;  // saveable MSRs, computed at the first snapshot
+  std::string template_dir_;           // set once the VM has become a template
 
   std::mutex mu_;
   std::condition_variable resume_cv_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> pause_requested_{false};
   uint32_t parked_ = 0;
+  bool paused_ = false;  // every vCPU parked and the devices quiesced
   uint32_t running_threads_ = 0;
   bool started_ = false;
   bool finished_ = false;

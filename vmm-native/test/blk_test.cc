@@ -111,3 +111,22 @@ TEST(VirtioBlk, BadBackingFilesAreNamed) {
   }
   EXPECT_THROW(VirtioBlk(BlockDeviceConfig{"/tmp", true, ""}), VmmError);
 }
+
+TEST(VirtioBlk, QuiescedDeviceServesNothingUntilUnquiesced) {
+  BlkHarness h(true, 16);
+  EXPECT_EQ(h.Request(0, 0, 512, true), 0);  // a request completes normally
+  h.dev->Quiesce();
+  h.mem.Put<uint8_t>(kStatus, 0xff);
+  h.drv->Desc(0, kHdr, 16, kNext, 1);
+  h.drv->Desc(1, kData, 512, kNext | kWrite, 2);
+  h.drv->Desc(2, kStatus, 1, kWrite, 0);
+  uint16_t before = h.drv->used_idx();
+  h.drv->Publish(0);
+  h.dev->QueueNotify(0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(h.drv->used_idx(), before) << "a quiesced device wrote guest memory";
+  EXPECT_EQ(h.mem.Get<uint8_t>(kStatus), 0xff);
+  h.dev->Unquiesce();
+  for (int i = 0; i < 2000 && h.drv->used_idx() == before; i++) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_NE(h.drv->used_idx(), before) << "the request published while quiesced was never served";
+}

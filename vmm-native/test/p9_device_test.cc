@@ -216,3 +216,44 @@ TEST(VirtioP9, StateRoundTrip) {
   EXPECT_EQ(again.server.fids, saved.server.fids);
   dev.Reset();
 }
+
+// A device serving a scratch directory, active on a fake guest, with 9P version negotiated.
+struct ActiveShare {
+  ScratchDir dir;
+  Guest g;  // before the device: the device (and its worker) must go first
+  VirtioP9 dev{"share", dir.path(), false};
+  Client client = g.ClientFor(dev);
+  ActiveShare() {
+    dev.Activate(g.mem, g.queues, g.irq);
+    EXPECT_EQ(client.Version(8192), 8192u);
+  }
+  ~ActiveShare() { dev.Reset(); }
+};
+
+TEST(VirtioP9, QuiescedDeviceAnswersOnlyAfterUnquiesce) {
+  ActiveShare share;
+  share.dev.Quiesce();
+  uint32_t attached = 1;
+  std::thread guest([&] { attached = share.client.Attach(1); });  // waits for the answer
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(share.dev.requests_served(), 1u) << "a quiesced device served a request";
+  share.dev.Unquiesce();
+  guest.join();
+  EXPECT_EQ(attached, 0u);
+  EXPECT_EQ(share.dev.requests_served(), 2u);
+}
+
+TEST(VirtioP9, EncodedStateRoundTrip) {
+  ActiveShare share;
+  share.dir.WriteFile("f", "x");
+  ASSERT_EQ(share.client.Attach(1, 7), 0u);
+  ASSERT_EQ(share.client.Walk(1, 2, {"f"}), 0u);
+  ByteWriter w;
+  share.dev.SaveState(w);
+  VirtioP9 restored("share", share.dir.path(), false);
+  ByteReader r(w.data(), "9p");
+  restored.RestoreState(r);
+  r.ExpectEnd();
+  EXPECT_EQ(restored.SaveState().server.fids, share.dev.SaveState().server.fids);
+  EXPECT_EQ(restored.SaveState().next_avail, 3);
+}

@@ -10,6 +10,8 @@ export class KvmUnavailableError extends VmError {}
 export class KernelImageError extends VmError {}
 export class MemoryBackingError extends VmError {}
 export class VmStateError extends VmError {}
+/** A snapshot is corrupt, truncated, of another version, or does not match the restoring VM. */
+export class SnapshotError extends VmError {}
 
 const BY_CODE: Record<string, new (message: string, code: string) => VmError> = {
   EINVALID_ARGUMENT: InvalidVmConfigError,
@@ -17,6 +19,7 @@ const BY_CODE: Record<string, new (message: string, code: string) => VmError> = 
   EKERNEL_IMAGE: KernelImageError,
   EMEMORY_BACKING: MemoryBackingError,
   ESTATE: VmStateError,
+  ESNAPSHOT: SnapshotError,
 };
 
 /** Re-throws an error from the native addon as the matching typed error. */

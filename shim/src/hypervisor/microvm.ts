@@ -1,7 +1,7 @@
 // Stencil's own VMM (the C++ addon) behind the VirtualMachine interface.
 import { PassThrough } from 'node:stream';
 import { fromNative, InvalidVmConfigError, VmStateError } from './errors.js';
-import { loadAddon, type NativeEvent, type NativeVm } from './native.js';
+import { loadAddon, type NativeEvent, type NativeRestoreConfig, type NativeVm } from './native.js';
 import type { ExitReason, VirtualMachine, VmExit, VmSpec, VmState } from './types.js';
 
 /** Defaults a Kata/Firecracker user would expect: serial console, keyboard-controller reset. */
@@ -17,28 +17,10 @@ export class MicroVm implements VirtualMachine {
   private readonly exited: Promise<VmExit>;
   private resolveExit!: (exit: VmExit) => void;
 
-  private constructor(readonly name: string, spec: VmSpec) {
+  private constructor(readonly name: string, makeNative: (onEvent: (type: NativeEvent, a?: unknown, b?: unknown) => void) => NativeVm) {
     this.exited = new Promise((resolve) => (this.resolveExit = resolve));
-    validateSpec(spec);
-    const { NativeVm } = loadAddon();
     try {
-      this.native = new NativeVm(
-        {
-          vcpus: spec.vcpus,
-          memoryBytes: spec.memoryBytes,
-          memoryBacking: spec.memoryBacking,
-          memoryDir: spec.memoryDir,
-          memoryFileName: `${spec.name}.ram`,
-          kernel: spec.kernel,
-          initrd: spec.initrd ?? '',
-          cmdline: spec.cmdline,
-          virtioRng: spec.virtioRng,
-          disks: (spec.disks ?? []).map((d) => ({ path: d.path, readOnly: d.readOnly, serial: d.serial ?? '' })),
-          shares: (spec.shares ?? []).map((s) => ({ tag: s.tag, hostPath: s.hostPath, readOnly: s.readOnly })),
-          vsock: spec.vsock ? { guestCid: spec.vsock.guestCid, udsPath: spec.vsock.udsPath } : undefined,
-        },
-        (type, a, b) => this.onEvent(type, a, b),
-      );
+      this.native = makeNative((type, a, b) => this.onEvent(type, a, b));
     } catch (err) {
       throw fromNative(err);
     }
@@ -48,17 +30,58 @@ export class MicroVm implements VirtualMachine {
   }
 
   static create(spec: VmSpec): MicroVm {
-    return new MicroVm(spec.name, spec);
+    validateSpec(spec);
+    const { NativeVm } = loadAddon();
+    return new MicroVm(
+      spec.name,
+      (onEvent) =>
+        new NativeVm(
+          {
+            vcpus: spec.vcpus,
+            memoryBytes: spec.memoryBytes,
+            memoryBacking: spec.memoryBacking,
+            memoryDir: spec.memoryDir,
+            memoryFileName: `${spec.name}.ram`,
+            kernel: spec.kernel,
+            initrd: spec.initrd ?? '',
+            cmdline: spec.cmdline,
+            virtioRng: spec.virtioRng,
+            disks: (spec.disks ?? []).map((d) => ({ path: d.path, readOnly: d.readOnly, serial: d.serial ?? '' })),
+            shares: (spec.shares ?? []).map((s) => ({ tag: s.tag, hostPath: s.hostPath, readOnly: s.readOnly })),
+            vsock: spec.vsock ? { guestCid: spec.vsock.guestCid, udsPath: spec.vsock.udsPath } : undefined,
+          },
+          onEvent,
+        ),
+    );
+  }
+
+  /**
+   * A VM restored from a snapshot directory (vmm-native/src/snapshot): its configuration comes
+   * from the snapshot, RAM is the snapshot's memory file mapped copy-on-write. 'created' until
+   * start(); start({ paused: true }) keeps it parked until resume().
+   */
+  static restore(name: string, config: NativeRestoreConfig): MicroVm {
+    const { NativeVm } = loadAddon();
+    return new MicroVm(name, (onEvent) => new NativeVm(config, onEvent));
   }
 
   get state(): VmState {
     return this.current;
   }
 
-  start(): void {
+  start(options: { paused?: boolean } = {}): void {
     this.expect('created', 'start');
-    this.call((n) => n.start());
-    this.current = 'running';
+    this.call((n) => n.start(options));
+    this.current = options.paused ? 'pausing' : 'running';
+  }
+
+  /**
+   * Template mode: saves this paused VM into `dir` (state + config; its tmpfs RAM file becomes
+   * dir/memory without a copy). The VM cannot run again; clones come from MicroVm.restore.
+   */
+  saveSnapshot(dir: string): void {
+    this.expect('paused', 'save a snapshot of');
+    this.call((n) => n.saveSnapshot(dir));
   }
 
   pause(): Promise<void> {

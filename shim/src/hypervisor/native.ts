@@ -18,15 +18,41 @@ export interface NativeVmConfig {
   vsock?: { guestCid: number; udsPath: string };
 }
 
+/**
+ * Restores a VM from a snapshot directory (state + config + memory, see vmm-native/src/snapshot):
+ * the configuration comes from the snapshot; a clone may change its vsock CID/socket and the host
+ * paths of its shares. `vcpus`/`memoryBytes`, when given, must match the snapshot's.
+ */
+export interface NativeRestoreConfig {
+  restoreFrom: string;
+  /** Created ahead (KVM VM, irqchip, vCPUs, RAM slot: the slow part); consumed, even if the restore fails. */
+  shell?: NativeVmShell;
+  vsock?: { guestCid?: number; udsPath?: string };
+  shares?: Array<{ tag: string; hostPath: string }>;
+  vcpus?: number;
+  memoryBytes?: number;
+}
+
+/** Opaque: `new NativeVmShell(vcpus, memoryBytes)`, for one restore with matching vCPUs and memory. */
+export interface NativeVmShell {
+  readonly __brand?: 'NativeVmShell';
+}
+
 export type NativeEvent = 'console' | 'paused' | 'exited';
 
 export interface NativeVm {
-  start(): void;
+  /** paused: the vCPUs park before their first instruction ('paused' fires); resume() runs them. */
+  start(options?: { paused?: boolean }): void;
   pause(): void;
   resume(): void;
   stop(): void;
   destroy(): void;
   sendConsoleInput(data: Buffer): void;
+  /**
+   * Template mode: for a paused VM with tmpfs-file RAM, writes dir/state and dir/config and makes
+   * the RAM file dir/memory (a hard link, no copy). The VM can then only be destroyed.
+   */
+  saveSnapshot(dir: string): void;
   info(): { cmdline: string; memoryPath: string; memoryBytes: number };
 }
 
@@ -40,7 +66,8 @@ export interface KvmProbeResult {
 }
 
 interface Addon {
-  NativeVm: new (config: NativeVmConfig, onEvent: (type: NativeEvent, a?: unknown, b?: unknown) => void) => NativeVm;
+  NativeVm: new (config: NativeVmConfig | NativeRestoreConfig, onEvent: (type: NativeEvent, a?: unknown, b?: unknown) => void) => NativeVm;
+  NativeVmShell: new (vcpus: number, memoryBytes: number) => NativeVmShell;
   probeKvm(): KvmProbeResult;
 }
 

@@ -15,6 +15,8 @@ class AcpiPm : public BusDevice {
   // Offsets 0-1 PM1 status, 2-3 PM1 enable, 4-5 PM1 control.
   void Read(uint64_t offset, uint8_t* data, uint32_t len) override;
   void Write(uint64_t offset, const uint8_t* data, uint32_t len) override;
+  void SaveState(ByteWriter& out) override;
+  void RestoreState(ByteReader& in) override;
 
  private:
   std::mutex mu_;

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "../snapshot/bytes.h"
+
 namespace stencil {
 
 class BusDevice {
@@ -14,6 +16,10 @@ class BusDevice {
   virtual const char* name() const = 0;
   virtual void Read(uint64_t offset, uint8_t* data, uint32_t len) = 0;
   virtual void Write(uint64_t offset, const uint8_t* data, uint32_t len) = 0;
+  // Snapshot support, implemented next to each device (<device>_persist.cc). Called only while
+  // the VM is paused; RestoreState on a fresh device before the vCPUs first run.
+  virtual void SaveState(ByteWriter& out) = 0;
+  virtual void RestoreState(ByteReader& in) = 0;
 };
 
 class Bus {

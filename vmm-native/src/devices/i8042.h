@@ -14,6 +14,8 @@ class I8042 : public BusDevice {
   // Ports 0x60 (data) and 0x64 (status/command) are registered as one range 0x60..0x64.
   void Read(uint64_t offset, uint8_t* data, uint32_t len) override;
   void Write(uint64_t offset, const uint8_t* data, uint32_t len) override;
+  void SaveState(ByteWriter& out) override;
+  void RestoreState(ByteReader& in) override;
 
  private:
   std::function<void()> on_reset_;

@@ -17,6 +17,8 @@ class Serial : public BusDevice {
   const char* name() const override { return "serial 8250"; }
   void Read(uint64_t offset, uint8_t* data, uint32_t len) override;
   void Write(uint64_t offset, const uint8_t* data, uint32_t len) override;
+  void SaveState(ByteWriter& out) override;
+  void RestoreState(ByteReader& in) override;
   void QueueInput(const uint8_t* data, size_t len);
 
  private:

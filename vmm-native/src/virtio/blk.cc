@@ -88,18 +88,33 @@ void VirtioBlk::QueueNotify(uint32_t index) {
     std::lock_guard<std::mutex> lock(mu_);
     pending_ = true;
   }
-  cv_.notify_one();
+  cv_.notify_all();  // all: Quiesce waits on the same condition variable
+}
+
+void VirtioBlk::Quiesce() {
+  std::unique_lock<std::mutex> lock(mu_);
+  quiesced_ = true;
+  cv_.wait(lock, [&] { return !busy_; });
+}
+
+void VirtioBlk::Unquiesce() {
+  std::lock_guard<std::mutex> lock(mu_);
+  quiesced_ = false;
+  cv_.notify_all();
 }
 
 void VirtioBlk::WorkerLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return pending_ || stopping_; });
-      if (stopping_) return;
-      pending_ = false;
-    }
+    cv_.wait(lock, [&] { return stopping_ || (pending_ && !quiesced_); });
+    if (stopping_) return;
+    pending_ = false;
+    busy_ = true;
+    lock.unlock();
     ProcessQueue();
+    lock.lock();
+    busy_ = false;
+    cv_.notify_all();
   }
 }
 

@@ -33,15 +33,14 @@ class VirtioBlk : public VirtioDevice {
   void QueueNotify(uint32_t index) override;
   void Reset() override;
 
-  uint64_t capacity_sectors() const { return capacity_sectors_; }
+  void Quiesce() override;
+  void Unquiesce() override;
+  // blk_persist.cc: queue indexes live in the transport; the device checks that the disk it
+  // opened has the saved size and mode (the guest's view of it must not change under it).
+  void SaveState(ByteWriter& out) override;
+  void RestoreState(ByteReader& in) override;
 
-  // Everything needed to resume the device elsewhere (queue indexes live in the transport).
-  struct State {
-    std::string path;
-    bool read_only;
-    uint64_t capacity_sectors;
-  };
-  State SaveState() const { return {config_.path, config_.read_only, capacity_sectors_}; }
+  uint64_t capacity_sectors() const { return capacity_sectors_; }
 
  private:
   void WorkerLoop();
@@ -56,6 +55,7 @@ class VirtioBlk : public VirtioDevice {
   std::mutex mu_;
   std::condition_variable cv_;
   bool pending_ = false, stopping_ = false;
+  bool quiesced_ = false, busy_ = false;  // busy_: the worker is serving requests
   std::thread worker_;
   const GuestMemoryAccess* mem_ = nullptr;
   Virtqueue* queue_ = nullptr;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "../snapshot/bytes.h"
 #include "queue.h"
 
 namespace stencil {
@@ -33,6 +34,15 @@ class VirtioDevice {
   virtual void QueueNotify(uint32_t index) = 0;
   // Device reset by the driver: stop using queues and memory.
   virtual void Reset() = 0;
+
+  // VM pause: stop touching guest memory and return once nothing is in flight; Unquiesce
+  // continues (serving whatever the guest published meanwhile).
+  virtual void Quiesce() = 0;
+  virtual void Unquiesce() = 0;
+  // Snapshot support (the transport saves the queues; this is the device's own part).
+  // RestoreState runs on a fresh device before the transport activates it again.
+  virtual void SaveState(ByteWriter& out) = 0;
+  virtual void RestoreState(ByteReader& in) = 0;
 };
 
 }  // namespace stencil

@@ -19,6 +19,14 @@ class VirtioMmio : public BusDevice, private VirtioInterrupt {
   void Read(uint64_t offset, uint8_t* data, uint32_t len) override;
   void Write(uint64_t offset, const uint8_t* data, uint32_t len) override;
 
+  // VM pause: the device stops touching guest memory (see VirtioDevice::Quiesce).
+  void Quiesce() { device_->Quiesce(); }
+  void Unquiesce() { device_->Unquiesce(); }
+  // mmio_persist.cc: transport registers, every queue's layout and indexes, then the device's
+  // own state. Restoring an activated device activates it again.
+  void SaveState(ByteWriter& out) override;
+  void RestoreState(ByteReader& in) override;
+
   // Kernel command-line fragment declaring this device.
   static std::string CmdlineEntry(uint64_t base, uint32_t irq);
 

@@ -15,6 +15,12 @@ class VirtioRng : public VirtioDevice {
   void Activate(const GuestMemoryAccess& mem, std::vector<Virtqueue>& queues, VirtioInterrupt& irq) override;
   void QueueNotify(uint32_t index) override;
   void Reset() override;
+  // Requests are served synchronously on the notifying vCPU thread: with the vCPUs parked,
+  // nothing touches guest memory, so there is nothing to stop.
+  void Quiesce() override {}
+  void Unquiesce() override {}
+  void SaveState(ByteWriter& out) override;  // rng_persist.cc
+  void RestoreState(ByteReader& in) override;
   uint64_t bytes_served() const { return bytes_served_; }
 
  private:

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../../error.h"
+#include "../../kvm.h"
 #include "layout.h"
 
 namespace stencil::x86 {
@@ -16,9 +17,6 @@ constexpr uint64_t kCr0Pe = 1ULL << 0, kCr0Et = 1ULL << 4, kCr0Pg = 1ULL << 31;
 constexpr uint64_t kCr4Pae = 1ULL << 5;
 constexpr uint64_t kEferLme = 1ULL << 8, kEferLma = 1ULL << 10;
 
-void Ioctl(int fd, unsigned long req, void* arg, const char* what) {
-  if (ioctl(fd, req, arg) < 0) throw VmmError(ErrorCode::kKvm, WithErrno(what));
-}
 
 // Decodes a GDT descriptor into KVM's segment form.
 kvm_segment SegmentFromGdt(uint64_t entry, uint16_t index) {
@@ -74,7 +72,7 @@ void WriteLongModeTables(GuestMemory& mem) {
 
 void SetupLongModeSregs(int vcpu_fd) {
   kvm_sregs sregs{};
-  Ioctl(vcpu_fd, KVM_GET_SREGS, &sregs, "KVM_GET_SREGS");
+  CheckedIoctl(vcpu_fd, KVM_GET_SREGS, &sregs, "KVM_GET_SREGS");
   auto gdt = BootGdt();
   sregs.gdt.base = kGdtAddr;
   sregs.gdt.limit = static_cast<uint16_t>(gdt.size() * 8 - 1);
@@ -88,7 +86,7 @@ void SetupLongModeSregs(int vcpu_fd) {
   sregs.cr3 = kPml4Addr;
   sregs.cr4 = kCr4Pae;
   sregs.efer = kEferLme | kEferLma;
-  Ioctl(vcpu_fd, KVM_SET_SREGS, &sregs, "KVM_SET_SREGS");
+  CheckedIoctl(vcpu_fd, KVM_SET_SREGS, &sregs, "KVM_SET_SREGS");
 }
 
 void SetupBootRegisters(int vcpu_fd, uint64_t entry, uint64_t zero_page) {
@@ -97,14 +95,14 @@ void SetupBootRegisters(int vcpu_fd, uint64_t entry, uint64_t zero_page) {
   regs.rip = entry;
   regs.rsp = regs.rbp = kBootStackTop;
   regs.rsi = zero_page;  // the 64-bit boot protocol passes boot_params in RSI
-  Ioctl(vcpu_fd, KVM_SET_REGS, &regs, "KVM_SET_REGS");
+  CheckedIoctl(vcpu_fd, KVM_SET_REGS, &regs, "KVM_SET_REGS");
 }
 
 void SetupFpu(int vcpu_fd) {
   kvm_fpu fpu{};
   fpu.fcw = 0x37f;      // x87 default control word
   fpu.mxcsr = 0x1f80;   // SSE: all exceptions masked
-  Ioctl(vcpu_fd, KVM_SET_FPU, &fpu, "KVM_SET_FPU");
+  CheckedIoctl(vcpu_fd, KVM_SET_FPU, &fpu, "KVM_SET_FPU");
 }
 
 void SetupBootMsrs(int vcpu_fd) {
@@ -135,7 +133,7 @@ void SetupBootMsrs(int vcpu_fd) {
 
 void SetupLapic(int vcpu_fd) {
   kvm_lapic_state lapic{};
-  Ioctl(vcpu_fd, KVM_GET_LAPIC, &lapic, "KVM_GET_LAPIC");
+  CheckedIoctl(vcpu_fd, KVM_GET_LAPIC, &lapic, "KVM_GET_LAPIC");
   auto set_lvt = [&](uint32_t reg, uint32_t delivery_mode) {
     uint32_t v;
     std::memcpy(&v, lapic.regs + reg, 4);
@@ -144,7 +142,7 @@ void SetupLapic(int vcpu_fd) {
   };
   set_lvt(0x350, 0x7);  // LINT0: ExtINT
   set_lvt(0x360, 0x4);  // LINT1: NMI
-  Ioctl(vcpu_fd, KVM_SET_LAPIC, &lapic, "KVM_SET_LAPIC");
+  CheckedIoctl(vcpu_fd, KVM_SET_LAPIC, &lapic, "KVM_SET_LAPIC");
 }
 
 }  // namespace stencil::x86

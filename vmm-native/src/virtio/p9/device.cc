@@ -97,6 +97,21 @@ void VirtioP9::Reset() {
   broken_ = false;
 }
 
+void VirtioP9::Quiesce() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    quiesced_ = true;
+  }
+  std::lock_guard<std::mutex> wait_for_request_in_flight(serve_mu_);
+}
+
+void VirtioP9::Unquiesce() {
+  std::lock_guard<std::mutex> lock(mu_);
+  quiesced_ = false;
+  kicked_ = true;  // serve whatever the guest published while paused
+  cv_.notify_one();
+}
+
 void VirtioP9::StopWorker() {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -111,7 +126,7 @@ void VirtioP9::StopWorker() {
 void VirtioP9::WorkerLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    cv_.wait(lock, [this] { return stop_ || kicked_; });
+    cv_.wait(lock, [this] { return stop_ || (kicked_ && !quiesced_); });
     if (stop_) return;
     kicked_ = false;
     lock.unlock();
@@ -124,7 +139,7 @@ void VirtioP9::ServeQueue() {
   for (;;) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (stop_) return;  // a reset is waiting: leave the rest to the next activation
+      if (stop_ || quiesced_) return;  // a reset or pause is waiting: leave the rest for later
     }
     std::lock_guard<std::mutex> lock(serve_mu_);
     if (broken_ || !queue_) return;

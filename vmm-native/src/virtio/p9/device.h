@@ -40,6 +40,11 @@ class VirtioP9 : public VirtioDevice {
   void Activate(const GuestMemoryAccess& mem, std::vector<Virtqueue>& queues, VirtioInterrupt& irq) override;
   void QueueNotify(uint32_t index) override;
   void Reset() override;
+  void Quiesce() override;
+  void Unquiesce() override;
+  // device_persist.cc: the State below, encoded.
+  void SaveState(ByteWriter& out) override;
+  void RestoreState(ByteReader& in) override;
 
   const std::string& tag() const { return tag_; }
   bool read_only() const { return read_only_; }
@@ -82,6 +87,7 @@ class VirtioP9 : public VirtioDevice {
   std::condition_variable cv_;
   bool kicked_ = false;
   bool stop_ = false;
+  bool quiesced_ = false;  // VM paused: the worker serves nothing until Unquiesce
   std::thread worker_;
 };
 

@@ -70,6 +70,11 @@ class VirtioVsock : public VirtioDevice {
   void Resume();
   State SaveState();
   void RestoreState(const State& state);
+  // The VirtioDevice view of the above (device_persist.cc).
+  void Quiesce() override { Pause(); }
+  void Unquiesce() override { Resume(); }
+  void SaveState(ByteWriter& out) override;
+  void RestoreState(ByteReader& in) override;
 
   uint64_t guest_cid() const { return guest_cid_; }
   const std::string& uds_path() const { return options_.uds_path; }

@@ -1,0 +1,49 @@
+// A VM snapshot on disk: a directory holding
+//   state   - binary, versioned, checksummed (state_file.h): VM, vCPU and device state
+//   config  - JSON describing the VM (vCPUs, memory, kernel/initrd hashes, devices, cmdline),
+//             so a restore never needs the caller to repeat the configuration
+//   memory  - guest RAM (the template's tmpfs file; clones map it MAP_PRIVATE)
+// Both files are written atomically; the state carries the config too, and loading refuses a
+// config file that does not match it.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "../arch/x86/vcpu_state.h"
+#include "../devices/device_manager.h"
+#include "../vm_config.h"
+#include "state_file.h"
+
+namespace stencil {
+
+constexpr const char* kSnapshotStateFile = "state";
+constexpr const char* kSnapshotConfigFile = "config";
+constexpr const char* kSnapshotMemoryFile = "memory";
+
+struct SnapshotConfig {
+  VmConfig vm;              // as the VM was created (memory: only the size matters)
+  std::string cmdline;      // the full command line the guest booted with
+  std::string kernel_sha256;
+  std::string initrd_sha256;  // empty without an initrd
+};
+
+struct Snapshot {
+  SnapshotConfig config;
+  std::vector<DeviceRecord> layout;
+  x86::VmState vm;
+  std::vector<x86::VcpuState> vcpus;
+  std::vector<std::vector<uint8_t>> devices;  // each device's saved state, in layout order
+};
+
+StateFile EncodeSnapshot(const Snapshot& snapshot);
+// Throws VmmError(kSnapshot) naming what is missing, truncated or inconsistent.
+Snapshot DecodeSnapshot(const StateFile& file);
+std::string RenderConfigJson(const SnapshotConfig& config, const std::vector<DeviceRecord>& layout);
+
+// Writes dir/config then dir/state, each atomically; on failure neither is left behind.
+void WriteSnapshot(const std::string& dir, const Snapshot& snapshot);
+// Reads and checks dir/state and dir/config (a config that differs from the state's is refused,
+// naming the first differing line).
+Snapshot ReadSnapshot(const std::string& dir);
+
+}  // namespace stencil

@@ -1,0 +1,22 @@
+// virtio-vsock saved state (see VirtioVsock::State): connections are not part of it; a restored
+// device sends the guest a transport reset once active.
+#include "device.h"
+
+namespace stencil {
+
+void VirtioVsock::SaveState(ByteWriter& out) {
+  State s = SaveState();
+  out.U64(s.guest_cid);
+  out.Bool(s.activated);
+  for (uint32_t i = 0; i < kNumQueues; i++) out.U16(s.next_avail[i]), out.U16(s.next_used[i]);
+}
+
+void VirtioVsock::RestoreState(ByteReader& in) {
+  State s;
+  s.guest_cid = in.U64();  // informational: the restoring VM's configured CID wins
+  s.activated = in.Bool();
+  for (uint32_t i = 0; i < kNumQueues; i++) s.next_avail[i] = in.U16(), s.next_used[i] = in.U16();
+  RestoreState(s);
+}
+
+}  // namespace stencil

@@ -1,0 +1,75 @@
+// The restore path: a VM rebuilt from a snapshot instead of booted. No kernel is loaded and no
+// boot state is written; RAM is the snapshot's memory file mapped copy-on-write (pages fault
+// in on demand, the file is never written), and every saved state is loaded into a shell.
+#include "error.h"
+#include "snapshot/snapshot.h"
+#include "vm.h"
+
+namespace stencil {
+
+namespace {
+
+// The snapshot's configuration with the caller's identity and host-side overrides applied.
+VmConfig RestoredConfig(const Snapshot& snapshot, const RestoreOptions& options) {
+  VmConfig config = snapshot.config.vm;
+  auto mismatch = [&](const std::string& what, uint64_t wanted, uint64_t saved) {
+    throw VmmError(ErrorCode::kSnapshot, "snapshot " + options.snapshot_dir + " has " + what + " " +
+                                             std::to_string(saved) + ", the restoring VM asks for " + std::to_string(wanted));
+  };
+  if (options.expect_vcpus && options.expect_vcpus != config.vcpus) mismatch("vCPU count", options.expect_vcpus, config.vcpus);
+  if (options.expect_memory && options.expect_memory != config.memory.size)
+    mismatch("memory size (bytes)", options.expect_memory, config.memory.size);
+  if (options.vsock_guest_cid || !options.vsock_uds_path.empty()) {
+    if (config.vsock.guest_cid == 0)
+      throw VmmError(ErrorCode::kSnapshot, "snapshot " + options.snapshot_dir + " has no vsock device to give a CID or socket");
+    if (options.vsock_guest_cid) config.vsock.guest_cid = options.vsock_guest_cid;
+    if (!options.vsock_uds_path.empty()) config.vsock.uds_path = options.vsock_uds_path;
+  }
+  for (const auto& [tag, path] : options.share_paths) {
+    bool found = false;
+    for (auto& share : config.shares)
+      if (share.tag == tag) share.host_path = path, found = true;
+    if (!found) throw VmmError(ErrorCode::kSnapshot, "snapshot " + options.snapshot_dir + " has no share tagged '" + tag + "'");
+  }
+  config.memory.backing = MemoryBacking::kTmpfsFile;
+  config.memory.directory = options.snapshot_dir;
+  config.memory.name = kSnapshotMemoryFile;
+  config.memory.sharing = MemorySharing::kPrivateCopyOnWrite;
+  return config;
+}
+
+}  // namespace
+
+Vm::Vm(VmShell shell, const Snapshot& snapshot, const RestoreOptions& options, VmCallbacks callbacks)
+    : config_(RestoredConfig(snapshot, options)), callbacks_(std::move(callbacks)) {
+  if (shell.vcpu_count() != config_.vcpus)
+    throw VmmError(ErrorCode::kSnapshot, "VM shell has " + std::to_string(shell.vcpu_count()) + " vCPUs, snapshot " +
+                                             options.snapshot_dir + " has " + std::to_string(config_.vcpus));
+  AdoptShell(std::move(shell));
+  if (reserved_memory_.base()) {
+    if (reserved_memory_.size() != config_.memory.size)
+      throw VmmError(ErrorCode::kSnapshot, "VM shell reserved " + std::to_string(reserved_memory_.size()) +
+                                               " bytes of RAM, snapshot " + options.snapshot_dir + " has " +
+                                               std::to_string(config_.memory.size));
+    config_.memory.fixed_address = reserved_memory_.base();
+  }
+  memory_ = std::make_unique<GuestMemory>(config_.memory);
+  if (reserved_memory_.base())
+    reserved_memory_.Release();  // RAM is mapped over the slots the shell registered
+  else
+    SetupMemorySlots();
+  SetupDevices();
+  devices_->CheckLayout(snapshot.layout);
+  cmdline_ = snapshot.config.cmdline;
+
+  // The irqchip first: device restore may raise interrupts (vsock's transport reset).
+  snapshot.vm.Restore(vm_.get());
+  for (size_t i = 0; i < vcpus_.size(); i++) snapshot.vcpus[i].Restore(vcpus_[i]->fd.get());
+  for (size_t i = 0; i < devices_->count(); i++) {
+    ByteReader in(snapshot.devices[i], "saved state of " + snapshot.layout[i].Describe());
+    devices_->device(i).RestoreState(in);
+    in.ExpectEnd();
+  }
+}
+
+}  // namespace stencil

@@ -1,0 +1,86 @@
+// A tiny guest for snapshot tests and the restore benchmark, as an ELF "kernel" the Vm boot path
+// loads: a few CPL0 instructions make the first 4 MiB user-accessible, load a GDT with user
+// segments and iretq to CPL3, where a loop increments a 64-bit counter in RAM forever (kvm_pvm
+// emulates guest kernel mode but runs user mode natively). No exits, no interrupts (IF=0).
+#pragma once
+#include <elf.h>
+
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace stencil::testing {
+
+constexpr uint64_t kCounterAddr = 0x200000;
+constexpr uint64_t kGuestLoadAddr = 0x100000;
+
+inline std::vector<uint8_t> CounterGuestImage() {
+  std::vector<uint8_t> seg(0x500, 0x90);
+  const uint8_t prologue[] = {
+      0xb8, 0x00, 0x90, 0x00, 0x00,  // mov eax, 0x9000        (PML4)
+      0x48, 0x83, 0x08, 0x04,        // or qword [rax], 4      (user)
+      0xb8, 0x00, 0xa0, 0x00, 0x00,  // mov eax, 0xa000        (PDPT)
+      0x48, 0x83, 0x08, 0x04,        // or qword [rax], 4
+      0xb8, 0x00, 0xb0, 0x00, 0x00,  // mov eax, 0xb000        (PD)
+      0x48, 0x83, 0x08, 0x04,        // or qword [rax], 4      (0-2 MiB)
+      0x48, 0x83, 0x48, 0x08, 0x04,  // or qword [rax+8], 4    (2-4 MiB)
+      0x0f, 0x20, 0xd8,              // mov rax, cr3
+      0x0f, 0x22, 0xd8,              // mov cr3, rax           (flush the TLB)
+      0xb8, 0x40, 0x04, 0x10, 0x00,  // mov eax, gdt_pointer
+      0x0f, 0x01, 0x10,              // lgdt [rax]
+      0x6a, 0x23,                    // push 0x23              (ss: user data)
+      0x68, 0x00, 0x00, 0x18, 0x00,  // push 0x180000          (rsp)
+      0x68, 0x02, 0x30, 0x00, 0x00,  // push 0x3002            (rflags: IOPL 3, IF 0)
+      0x6a, 0x2b,                    // push 0x2b              (cs: user code)
+      0x68, 0x00, 0x02, 0x10, 0x00,  // push 0x100200          (rip)
+      0x48, 0xcf,                    // iretq
+  };
+  const uint8_t user[] = {
+      0xbb, 0x00, 0x00, 0x20, 0x00,  // mov ebx, kCounterAddr
+      0x48, 0xff, 0x03,              // 1: inc qword [rbx]
+      0xeb, 0xfb,                    // jmp 1b
+  };
+  const uint64_t gdt[] = {0, 0x00af9b000000ffffULL, 0x00cf93000000ffffULL, 0x00808b000000ffffULL,
+                          0x00cff3000000ffffULL, 0x00affb000000ffffULL};
+  std::memcpy(seg.data(), prologue, sizeof prologue);
+  std::memcpy(seg.data() + 0x200, user, sizeof user);
+  std::memcpy(seg.data() + 0x400, gdt, sizeof gdt);
+  uint16_t limit = sizeof gdt - 1;
+  uint64_t base = kGuestLoadAddr + 0x400;
+  std::memcpy(seg.data() + 0x440, &limit, 2);
+  std::memcpy(seg.data() + 0x442, &base, 8);
+
+  Elf64_Ehdr eh{};
+  std::memcpy(eh.e_ident, ELFMAG, SELFMAG);
+  eh.e_ident[EI_CLASS] = ELFCLASS64;
+  eh.e_ident[EI_DATA] = ELFDATA2LSB;
+  eh.e_ident[EI_VERSION] = EV_CURRENT;
+  eh.e_type = ET_EXEC;
+  eh.e_machine = EM_X86_64;
+  eh.e_version = EV_CURRENT;
+  eh.e_entry = kGuestLoadAddr;
+  eh.e_phoff = sizeof eh;
+  eh.e_ehsize = sizeof eh;
+  eh.e_phentsize = sizeof(Elf64_Phdr);
+  eh.e_phnum = 1;
+  Elf64_Phdr ph{};
+  ph.p_type = PT_LOAD;
+  ph.p_flags = PF_R | PF_W | PF_X;
+  ph.p_offset = 0x1000;
+  ph.p_vaddr = ph.p_paddr = kGuestLoadAddr;
+  ph.p_filesz = ph.p_memsz = seg.size();
+  std::vector<uint8_t> file(0x1000 + seg.size(), 0);
+  std::memcpy(file.data(), &eh, sizeof eh);
+  std::memcpy(file.data() + sizeof eh, &ph, sizeof ph);
+  std::memcpy(file.data() + 0x1000, seg.data(), seg.size());
+  return file;
+}
+
+inline void WriteCounterGuest(const std::string& path) {
+  std::vector<uint8_t> image = CounterGuestImage();
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(image.data()), image.size());
+}
+
+}  // namespace stencil::testing
