@@ -3,8 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { ConfigError, defaultConfig, loadConfig, parseConfig } from './config.js';
-import { repoRoot } from '../../shim/src/util/paths.js';
 
 const SRC = '/test/stencil.toml';
 
@@ -55,7 +55,8 @@ describe('defaults', () => {
   });
 
   it('the shipped configuration.toml parses to exactly the defaults, with every key present', () => {
-    const file = path.join(repoRoot(), 'runtime-config', 'configuration.toml');
+    // The compiled test runs from <out>/runtime-config/src; the shipped file is beside src/ in the repo.
+    const file = fileURLToPath(new URL('../../../runtime-config/configuration.toml', import.meta.url));
     const text = fs.readFileSync(file, 'utf8');
     assert.deepEqual(parseConfig(text, file), defaultConfig());
     for (const key of ['kernel', 'initrd', 'kernel_params', 'default_vcpus', 'default_memory', 'memory_dir', 'memory_backing', 'log_level', 'state_dir', 'transport']) {

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { parseSize } from '../../shim/src/util/size.js';
+import { parseSize } from './size.js';
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'http' | 'verbose' | 'debug' | 'silly';
 export type MemoryBacking = 'tmpfs' | 'memfd';

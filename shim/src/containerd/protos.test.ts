@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Code, RpcError } from '../ttrpc/errors.js';
+import { Code, RpcError } from '../rpc/errors.js';
 import {
   anyTypeName,
   CGROUPS_V2_METRICS_TYPE,

@@ -10,7 +10,7 @@
 // numbers or names), where a Timestamp field may also be a Date; undefined means an empty
 // response (google.protobuf.Empty).
 import type protobuf from 'protobufjs';
-import { Code, RpcError, toRpcError } from '../ttrpc/errors.js';
+import { Code, RpcError, toRpcError } from './errors.js';
 import { prepareForEncoding } from '../util/proto.js';
 
 export interface CallContext {

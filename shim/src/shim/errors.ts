@@ -1,7 +1,7 @@
 // Mapping of pod/agent failures onto the gRPC codes containerd interprets (errdefs), and the
 // validation of ids that end up in paths.
 import { AgentError, type AgentErrorCode } from '../agent/errors.js';
-import { Code, RpcError } from '../ttrpc/errors.js';
+import { Code, RpcError } from '../rpc/errors.js';
 
 const AGENT_TO_RPC: Partial<Record<AgentErrorCode, number>> = {
   INVALID_ARGUMENT: Code.InvalidArgument,

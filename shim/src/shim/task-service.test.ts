@@ -11,7 +11,7 @@ import { isRoot, type RunningAgent, startAgent } from '../agent/agent-harness.js
 import { haveStaticBusybox, makeBusyboxRootfs, ociSpec } from '../agent/testing.js';
 import { encodeJsonAny, OCI_PROCESS_TYPE_URL } from '../containerd/protos.js';
 import type { ContainerRequest, Pod } from '../pod/types.js';
-import { Code, RpcError } from '../ttrpc/errors.js';
+import { Code, RpcError } from '../rpc/errors.js';
 import { createLogger } from '../util/log.js';
 import { Status } from './process.js';
 import { TaskService } from './task-service.js';

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../util/log.js';
 import type { Pod } from '../pod/types.js';
-import { Code, RpcError } from '../ttrpc/errors.js';
+import { Code, RpcError } from '../rpc/errors.js';
 import { type ExitInfo, Status, TaskProcess } from './process.js';
 import { mountRootfs, type MountSpec, unmountAll } from './rootfs.js';
 import { HostStdio, type StdioPaths, stdioMode } from './stdio.js';

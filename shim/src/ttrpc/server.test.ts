@@ -8,7 +8,7 @@ import { messageType, service, TASK_SERVICE_V2 } from '../containerd/protos.js';
 import { type CallContext, type RpcHandler, serviceDefinition } from '../rpc/service.js';
 import { TtrpcClient } from './client.js';
 import { decodeResponse, encodeRequest } from './envelope.js';
-import { Code, RpcClosedError, RpcError } from './errors.js';
+import { Code, RpcClosedError, RpcError } from '../rpc/errors.js';
 import { encodeFrame, type Frame, FrameDecoder, HEADER_LENGTH, MAX_DATA_LENGTH, MessageType } from './frame.js';
 import { TtrpcServer } from './server.js';
 
