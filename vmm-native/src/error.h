@@ -2,6 +2,7 @@
 // typed TypeScript error) and a message that names what was wrong.
 #pragma once
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -31,6 +32,17 @@ class VmmError : public std::runtime_error {
 // Formats "<what>: <strerror(errno)>" using the errno at the time of the call.
 inline std::string WithErrno(const std::string& what, int err = errno) {
   return what + ": " + std::strerror(err);
+}
+
+// "0x1f" for 31: addresses, MSRs, flags and hardware codes in messages.
+inline std::string Hex(uint64_t value) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  do {
+    out.insert(out.begin(), kDigits[value & 0xf]);
+    value >>= 4;
+  } while (value);
+  return "0x" + out;
 }
 
 }  // namespace stencil

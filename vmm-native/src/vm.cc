@@ -165,9 +165,8 @@ void Vm::LoadGuest() {
   for (const auto& seg : kernel.segments) {
     uint8_t* dst = memory_->Translate(seg.guest_addr, seg.mem_size);
     if (!dst)
-      throw VmmError(ErrorCode::kKernelImage, "kernel " + config_.kernel_path + " needs guest memory up to 0x" +
-                                                  std::to_string(seg.guest_addr + seg.mem_size) +
-                                                  ", beyond this VM's RAM");
+      throw VmmError(ErrorCode::kKernelImage, "kernel " + config_.kernel_path + " needs guest memory up to " +
+                                                  Hex(seg.guest_addr + seg.mem_size) + ", beyond this VM's RAM");
     std::memcpy(dst, image.data() + seg.file_offset, seg.file_size);
     std::memset(dst + seg.file_size, 0, seg.mem_size - seg.file_size);
   }
@@ -367,8 +366,8 @@ bool Vm::HandleExit(Vcpu& vcpu) {
       return false;
     }
     case KVM_EXIT_FAIL_ENTRY:
-      Finish(ExitReason::kFailEntry, "VM entry failed on vCPU " + std::to_string(vcpu.index) + ", reason 0x" +
-                                         std::to_string(run->fail_entry.hardware_entry_failure_reason));
+      Finish(ExitReason::kFailEntry, "VM entry failed on vCPU " + std::to_string(vcpu.index) + ", reason " +
+                                         Hex(run->fail_entry.hardware_entry_failure_reason));
       return false;
     case KVM_EXIT_INTR:
       return true;
