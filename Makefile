@@ -7,7 +7,7 @@ export STENCIL_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/stencil
 ADDON := vmm-native/build/Release/stencil_vmm.node
 # Build the addon against the installed Node's own headers when present (no header download).
 NODEDIR ?= $(shell test -f /usr/include/node/node_api.h && echo /usr)
-TS_SOURCES := $(shell find shim/src runtime-config/src integration-tests -name '*.ts' 2>/dev/null)
+TS_SOURCES := $(shell find common/src shim/src runtime-config/src integration-tests -name '*.ts' 2>/dev/null)
 NATIVE_SOURCES := $(shell find vmm-native/src -name '*.cc' -o -name '*.h') vmm-native/binding.gyp
 
 .PHONY: all deps build guest install test unit-test integration-deps integration-test demo bench clean
@@ -50,7 +50,7 @@ install: build guest
 
 unit-test: build .deps-stamp
 	$(MAKE) -C vmm-native -j$$(nproc) test
-	node --test --test-reporter=spec $$(find dist/shim dist/runtime-config -name '*.test.js' 2>/dev/null)
+	node --test --test-reporter=spec $$(find dist/common dist/shim dist/runtime-config -name '*.test.js' 2>/dev/null)
 
 # Real containerd 1.6 + 2.1, runc and a busybox image for the containerd tests, unpacked into the
 # cache (integration-tests/containerd/setup.sh; needs the Debian mirrors once, not the emulated host).

@@ -20,6 +20,17 @@ Napi::Error ToJsError(Napi::Env env, const VmmError& e) {
   return err;
 }
 
+// A JavaScript number that must be a whole number in 0..max before it is converted (2.5, -1 or
+// NaN would otherwise be truncated or wrap silently). The VMM core checks each field's real
+// limits (vCPU count, memory size, guest CID) and names them in its errors.
+void ReadWholeNumber(const Napi::Value& v, const char* field, double max, uint64_t* out) {
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= 0 && d <= max) || d != std::floor(d))  // NaN fails the first test
+    throw VmmError(ErrorCode::kInvalidArgument,
+                   std::string(field) + " must be a non-negative integer, got " + v.ToString().Utf8Value());
+  *out = static_cast<uint64_t>(d);
+}
+
 // Console output is batched: vCPU threads append, and one pending JS call drains everything.
 class ConsoleBuffer {
  public:
@@ -69,9 +80,18 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
     Napi::Object c = info[0].As<Napi::Object>();
     VmConfig config;
     auto str = [&](const char* key) { return c.Has(key) ? c.Get(key).ToString().Utf8Value() : std::string(); };
-    config.vcpus = c.Get("vcpus").ToNumber().Uint32Value();
-    double mem = c.Get("memoryBytes").ToNumber().DoubleValue();
-    config.memory.size = mem > 0 ? static_cast<uint64_t>(mem) : 0;
+    uint64_t vcpus = 0, cid = 0;
+    try {
+      ReadWholeNumber(c.Get("vcpus"), "vcpus", 4294967295.0, &vcpus);
+      ReadWholeNumber(c.Get("memoryBytes"), "memoryBytes", 9007199254740991.0, &config.memory.size);
+      if (c.Has("vsock") && c.Get("vsock").IsObject())
+        ReadWholeNumber(c.Get("vsock").As<Napi::Object>().Get("guestCid"), "vsock.guestCid", 4294967295.0, &cid);
+    } catch (const VmmError& e) {
+      released_ = true;  // no thread-safe function exists yet
+      ToJsError(env, e).ThrowAsJavaScriptException();
+      return;
+    }
+    config.vcpus = static_cast<uint32_t>(vcpus);
     config.memory.backing = str("memoryBacking") == "memfd" ? MemoryBacking::kMemfd : MemoryBacking::kTmpfsFile;
     config.memory.directory = str("memoryDir");
     config.memory.name = str("memoryFileName");
@@ -105,21 +125,15 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
       }
     }
     if (c.Has("vsock") && !c.Get("vsock").IsUndefined() && !c.Get("vsock").IsNull()) {
-      // vsock: { guestCid, udsPath }; the device itself checks the values further.
+      // vsock: { guestCid, udsPath }; the Vm checks the CID's range, the device the path.
       Napi::Value v = c.Get("vsock");
       std::string bad;
-      if (!v.IsObject()) {
+      if (!v.IsObject())
         bad = "vsock must be an object {guestCid, udsPath}";
-      } else {
-        Napi::Object o = v.As<Napi::Object>();
-        double cid = o.Get("guestCid").IsNumber() ? o.Get("guestCid").As<Napi::Number>().DoubleValue() : -1;
-        if (!(cid >= 3 && cid < 4294967295.0) || cid != std::floor(cid))  // NaN fails the first test
-          bad = "vsock.guestCid must be an integer in 3..4294967294";
-        else if (!o.Get("udsPath").IsString() || o.Get("udsPath").As<Napi::String>().Utf8Value().empty())
-          bad = "vsock.udsPath must be a non-empty string";
-        else
-          config.vsock = {static_cast<uint32_t>(cid), o.Get("udsPath").As<Napi::String>().Utf8Value()};
-      }
+      else if (!v.As<Napi::Object>().Get("udsPath").IsString())
+        bad = "vsock.udsPath must be a string";
+      else
+        config.vsock = VsockConfig{static_cast<uint32_t>(cid), v.As<Napi::Object>().Get("udsPath").As<Napi::String>().Utf8Value()};
       if (!bad.empty()) {
         released_ = true;  // no thread-safe function exists yet
         ToJsError(env, VmmError(ErrorCode::kInvalidArgument, bad)).ThrowAsJavaScriptException();

@@ -60,10 +60,12 @@ void Ioctl(int fd, unsigned long req, unsigned long arg, const char* what) {
 }  // namespace
 
 Vm::Vm(const VmConfig& config, VmCallbacks callbacks) : config_(config), callbacks_(std::move(callbacks)) {
-  if (config_.vcpus == 0) throw VmmError(ErrorCode::kInvalidArgument, "vCPU count must be at least 1");
-  if (config_.vcpus > kMaxVcpus)
+  // The limits a caller can get wrong are checked here, once for every layer above, before any
+  // resource is taken (GuestMemory checks the memory size as it is created).
+  if (config_.vcpus < 1 || config_.vcpus > kMaxVcpus)
     throw VmmError(ErrorCode::kInvalidArgument,
-                   "vCPU count " + std::to_string(config_.vcpus) + " exceeds the maximum of " + std::to_string(kMaxVcpus));
+                   "vcpus must be 1.." + std::to_string(kMaxVcpus) + ", got " + std::to_string(config_.vcpus));
+  if (config_.vsock) VirtioVsock::ValidateGuestCid(config_.vsock->guest_cid);
   if (config_.kernel_path.empty()) throw VmmError(ErrorCode::kInvalidArgument, "no kernel image given");
   CreateVm();
   memory_ = std::make_unique<GuestMemory>(config_.memory);
@@ -94,7 +96,7 @@ void Vm::CreateVm() {
       throw VmmError(ErrorCode::kKvmUnavailable, std::string("this KVM lacks ") + name);
   int max_vcpus = CheckExtension(kvm_.get(), KVM_CAP_MAX_VCPUS);
   if (max_vcpus > 0 && config_.vcpus > static_cast<uint32_t>(max_vcpus))
-    throw VmmError(ErrorCode::kInvalidArgument, "vCPU count " + std::to_string(config_.vcpus) +
+    throw VmmError(ErrorCode::kInvalidArgument, "vcpus " + std::to_string(config_.vcpus) +
                                                     " exceeds this host's KVM limit of " + std::to_string(max_vcpus));
   vm_.reset(ioctl(kvm_.get(), KVM_CREATE_VM, 0));
   if (!vm_.valid()) throw VmmError(ErrorCode::kKvm, WithErrno("KVM_CREATE_VM"));
@@ -132,10 +134,10 @@ void Vm::SetupDevices() {
 
   std::vector<std::unique_ptr<VirtioDevice>> virtio;
   if (config_.virtio_rng) virtio.push_back(std::make_unique<VirtioRng>());
-  if (config_.vsock.guest_cid != 0) {
+  if (config_.vsock) {
     vsock::MuxerOptions options;
-    options.uds_path = config_.vsock.uds_path;
-    virtio.push_back(std::make_unique<VirtioVsock>(config_.vsock.guest_cid, options));
+    options.uds_path = config_.vsock->uds_path;
+    virtio.push_back(std::make_unique<VirtioVsock>(config_.vsock->guest_cid, options));
   }
   // Declared in configuration order, so the guest names them vda, vdb, ... in that order.
   for (const auto& disk : config_.disks) virtio.push_back(std::make_unique<VirtioBlk>(disk));

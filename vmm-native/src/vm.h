@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -41,7 +42,7 @@ struct SharedDirectory {
 
 // virtio-vsock in hybrid mode (see virtio/vsock/muxer.h): the host side is Unix sockets.
 struct VsockConfig {
-  uint32_t guest_cid = 0;  // 0: no vsock device; otherwise 3..4294967294
+  uint32_t guest_cid = 0;  // 3..4294967294 (VirtioVsock::ValidateGuestCid)
   std::string uds_path;    // host-initiated: CONNECT <port> on this socket; guest-initiated: <uds_path>_<port>
 };
 
@@ -54,7 +55,7 @@ struct VmConfig {
   bool virtio_rng = true;
   std::vector<BlockDeviceConfig> disks;  // guest sees them as /dev/vda, /dev/vdb, ... in order
   std::vector<SharedDirectory> shares;   // virtio-9p: mount -t 9p -o trans=virtio <tag> <dir>
-  VsockConfig vsock;                     // optional: guest_cid 0 leaves it out
+  std::optional<VsockConfig> vsock;      // none: no vsock device
 };
 
 struct VmCallbacks {

@@ -268,7 +268,7 @@ describe('agent protocol over a Unix socket', () => {
       const silent = await AgentClient.connect({ connect: () => connectUnix(uds), timeoutMs: 200 });
       await assert.rejects(silent.startContainer('c9'), (err: unknown) => {
         assert.ok(err instanceof AgentTimeoutError);
-        assert.equal(err.code, 'TIMEOUT');
+        assert.equal(err.code, 'DEADLINE_EXCEEDED');
         assert.match(err.message, /StartContainer\(c9\): no answer within 200 ms/);
         return true;
       });

@@ -7,11 +7,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../util/log.js';
 import type { Pod } from '../pod/types.js';
-import { Code, RpcError } from '../rpc/errors.js';
+import { Code, RpcError, toRpcError } from '../rpc/errors.js';
 import { type ExitInfo, Status, TaskProcess } from './process.js';
 import { mountRootfs, type MountSpec, unmountAll } from './rootfs.js';
 import { HostStdio, type StdioPaths, stdioMode } from './stdio.js';
-import { agentErrorToRpc, validateId } from './errors.js';
+import { validateId } from './errors.js';
 import { cgroupsV2Metrics } from './metrics.js';
 import { decodeJsonAny } from '../containerd/protos.js';
 
@@ -92,7 +92,7 @@ export class TaskService {
       undo.push(() => init.io?.close());
       const pod = await this.getPod();
       await pod.createContainer({ id, spec, rootfs: rootfsDir, stdio: stdioMode(paths) }).catch((err) => {
-        throw agentErrorToRpc(err, `create task ${id}`);
+        throw toRpcError(err, `create task ${id}`, Code.Internal);
       });
       undo.push(() => pod.deleteContainer(id));
       init.io.relay(await pod.attachStdio(id, '', stdioMode(paths)));
@@ -137,7 +137,7 @@ export class TaskService {
   private async startInit(task: Task): Promise<Req> {
     const pod = await this.getPod();
     await pod.startContainer(task.id).catch((err) => {
-      throw agentErrorToRpc(err, `start task ${task.id}`);
+      throw toRpcError(err, `start task ${task.id}`, Code.Internal);
     });
     if (task.init.status === Status.Created) task.init.status = Status.Running;
     this.publish('/tasks/start', 'TaskStart', { containerId: task.id, pid: task.init.pid });
@@ -149,7 +149,7 @@ export class TaskService {
     const pod = await this.getPod();
     const mode = stdioMode(exec.stdio);
     await pod.execProcess(task.id, exec.execId, exec.spec ?? {}, mode).catch((err) => {
-      throw agentErrorToRpc(err, `start ${exec.label}`);
+      throw toRpcError(err, `start ${exec.label}`, Code.Internal);
     });
     exec.io!.relay(await pod.attachStdio(task.id, exec.execId, mode));
     exec.pid = process.pid;
@@ -217,7 +217,7 @@ export class TaskService {
     const task = this.task(req.id);
     if (task.init.status !== Status.Running) throw new RpcError(Code.FailedPrecondition, `cannot pause task ${task.id}: it is not running`);
     await (await this.getPod()).pauseContainer(task.id).catch((err) => {
-      throw agentErrorToRpc(err, `pause task ${task.id}`);
+      throw toRpcError(err, `pause task ${task.id}`, Code.Internal);
     });
     task.paused = true;
     this.publish('/tasks/paused', 'TaskPaused', { containerId: task.id });
@@ -228,7 +228,7 @@ export class TaskService {
     const task = this.task(req.id);
     if (!task.paused) throw new RpcError(Code.FailedPrecondition, `cannot resume task ${task.id}: it is not paused`);
     await (await this.getPod()).resumeContainer(task.id).catch((err) => {
-      throw agentErrorToRpc(err, `resume task ${task.id}`);
+      throw toRpcError(err, `resume task ${task.id}`, Code.Internal);
     });
     task.paused = false;
     this.publish('/tasks/resumed', 'TaskResumed', { containerId: task.id });
@@ -251,7 +251,7 @@ export class TaskService {
     const signal = Number(req.signal ?? 0);
     if (!Number.isInteger(signal) || signal < 0 || signal > 64) throw new RpcError(Code.InvalidArgument, `kill ${proc.label}: invalid signal ${req.signal}`);
     await (await this.getPod()).signalProcess(task.id, proc.execId, signal, !!req.all).catch((err) => {
-      throw agentErrorToRpc(err, `kill ${proc.label}`);
+      throw toRpcError(err, `kill ${proc.label}`, Code.Internal);
     });
     return {};
   }
@@ -276,7 +276,7 @@ export class TaskService {
     const proc = this.process(task, String(req.execId ?? ''));
     if (!proc.stdio.terminal) throw new RpcError(Code.FailedPrecondition, `${proc.label} has no terminal`);
     await (await this.getPod()).resizePty(task.id, proc.execId, { width: Number(req.width ?? 0), height: Number(req.height ?? 0) }).catch((err) => {
-      throw agentErrorToRpc(err, `resize the terminal of ${proc.label}`);
+      throw toRpcError(err, `resize the terminal of ${proc.label}`, Code.Internal);
     });
     return {};
   }
@@ -293,7 +293,7 @@ export class TaskService {
     const resources = decodeJsonAny(req.resources, `update of task ${task.id}: resources`);
     if (task.init.exit) throw new RpcError(Code.NotFound, `update of task ${task.id}: it has exited`);
     await (await this.getPod()).updateContainer(task.id, resources).catch((err) => {
-      throw agentErrorToRpc(err, `update resources of task ${task.id}`);
+      throw toRpcError(err, `update resources of task ${task.id}`, Code.Internal);
     });
     return {};
   }
@@ -309,7 +309,7 @@ export class TaskService {
     const task = this.task(req.id);
     if (task.init.exit) throw new RpcError(Code.NotFound, `task ${task.id} has exited: no stats`);
     const stats = await (await this.getPod()).stats(task.id).catch((err) => {
-      throw agentErrorToRpc(err, `stats of task ${task.id}`);
+      throw toRpcError(err, `stats of task ${task.id}`, Code.Internal);
     });
     this.reportOom(task, stats.memory?.oomKillEvents ?? 0);
     return { stats: cgroupsV2Metrics(stats) };
@@ -355,7 +355,8 @@ export class TaskService {
       );
     }
     return this.pod.catch((err) => {
-      throw new RpcError(Code.Unavailable, `cannot start the pod VM: ${(err as Error).message}`);
+      // A refused setting (e.g. too many vCPUs) keeps its code; anything else may pass.
+      throw toRpcError(err, 'cannot start the pod VM', Code.Unavailable);
     });
   }
 
