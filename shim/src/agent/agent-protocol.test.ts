@@ -6,7 +6,7 @@ import crypto from 'node:crypto';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { hello, RawConn, rejectsWith, type Reply, request, type Resp, type RunningAgent, startAgent, T } from './agent-harness.js';
+import { hello, RawConn, rejectsWith, type Reply, request, type Resp, type RunningAgent, startAgent, T } from './testing/agent-harness.js';
 import { AgentClient } from './client.js';
 import { AgentConnectionError, AgentTimeoutError } from './errors.js';
 import { encodeFrame, type Frame, FrameDecoder, FrameError, FrameKind, MAX_FRAME_PAYLOAD } from './framing.js';

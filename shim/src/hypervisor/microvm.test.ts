@@ -13,7 +13,7 @@ import {
 } from './errors.js';
 import { MicroVm } from './microvm.js';
 import type { VmSpec } from './types.js';
-import { tinyElfKernel } from './testing.js';
+import { tinyElfKernel } from './testing/tiny-kernel.js';
 
 const openFds = () => fs.readdirSync('/proc/self/fd').length;
 

@@ -11,7 +11,7 @@ import { InvalidVmConfigError, KernelImageError } from '../hypervisor/errors.js'
 import { bootMicroVm } from '../hypervisor/microvm.js';
 import type { VmProvider, VmSpec } from '../hypervisor/types.js';
 import { mountsUnder } from '../util/mounts.js';
-import { tinyElfKernel } from '../hypervisor/testing.js';
+import { tinyElfKernel } from '../hypervisor/testing/tiny-kernel.js';
 import { guestOciVersion, PodVm, PodVmError, type PodVmOptions, validateId } from './pod-vm.js';
 
 const openFds = () => fs.readdirSync('/proc/self/fd').length;
