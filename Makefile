@@ -13,7 +13,7 @@ PRODUCT_TS := $(shell find common/src shim/src runtime-config/src -name '*.ts' -
 TS_SOURCES := $(shell find common/src shim/src runtime-config/src integration-tests -name '*.ts' 2>/dev/null)
 NATIVE_SOURCES := $(shell find vmm-native/src -name '*.cc' -o -name '*.h') vmm-native/binding.gyp
 
-.PHONY: all deps build build-tests guest install test unit-test integration-deps integration-test demo bench clean
+.PHONY: all deps build build-tests guest install lint test unit-test integration-deps integration-test demo bench clean
 
 all: build guest
 
@@ -73,7 +73,11 @@ integration-test: build-tests guest integration-deps
 	integration-tests/run-vm node --test --test-concurrency=1 --test-reporter=spec \
 	  $$(find dist/integration-tests -name '*.test.js' | sort)
 
-test: unit-test integration-test
+# ESLint (eslint.config.js): recommended rules, and product code never imports test support.
+lint: node_modules/.package-lock.json
+	node_modules/.bin/eslint .
+
+test: lint unit-test integration-test
 
 demo: build-tests guest integration-deps
 	integration-tests/run-vm scripts/demo.sh

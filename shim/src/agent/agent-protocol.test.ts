@@ -107,7 +107,7 @@ describe('agent protocol over a Unix socket', () => {
 
     // Garbage payload: error with id 0.
     raw.send(FrameKind.Request, Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]));
-    let f = await raw.next();
+    const f = await raw.next();
     assert.equal(f.kind, FrameKind.Response);
     let resp = decodeMessage<Resp>(T().Response, f.payload);
     assert.equal(resp.id, '0');

@@ -147,7 +147,7 @@ export function decodeRuntimeOptions(options: Uint8Array | AnyMessage | null | u
     try {
       any = decodeMessage<AnyMessage>('google.protobuf.Any', options);
     } catch (err) {
-      throw new Error(`runtime options: not a protobuf Any (${options.length} bytes): ${(err as Error).message}`);
+      throw new Error(`runtime options: not a protobuf Any (${options.length} bytes): ${(err as Error).message}`, { cause: err });
     }
   } else {
     any = options;
@@ -156,6 +156,6 @@ export function decodeRuntimeOptions(options: Uint8Array | AnyMessage | null | u
   try {
     return decodeMessage<RuntimeOptions>(RUNTIME_OPTIONS_TYPE, any.value ?? new Uint8Array());
   } catch (err) {
-    throw new Error(`runtime options: undecodable ${RUNTIME_OPTIONS_TYPE}: ${(err as Error).message}`);
+    throw new Error(`runtime options: undecodable ${RUNTIME_OPTIONS_TYPE}: ${(err as Error).message}`, { cause: err });
   }
 }
