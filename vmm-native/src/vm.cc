@@ -42,8 +42,6 @@ const char* ExitReasonName(ExitReason r) {
 
 namespace {
 
-constexpr uint32_t kMaxVcpus = 254;  // MP table / xAPIC ID limit
-
 std::vector<uint8_t> ReadFile(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw VmmError(ErrorCode::kKernelImage, WithErrno(std::string(what) + " " + path + " cannot be opened"));
@@ -62,9 +60,9 @@ void Ioctl(int fd, unsigned long req, unsigned long arg, const char* what) {
 Vm::Vm(const VmConfig& config, VmCallbacks callbacks) : config_(config), callbacks_(std::move(callbacks)) {
   // The limits a caller can get wrong are checked here, once for every layer above, before any
   // resource is taken (GuestMemory checks the memory size as it is created).
-  if (config_.vcpus < 1 || config_.vcpus > kMaxVcpus)
+  if (config_.vcpus < 1 || config_.vcpus > x86::kMaxVcpus)
     throw VmmError(ErrorCode::kInvalidArgument,
-                   "vcpus must be 1.." + std::to_string(kMaxVcpus) + ", got " + std::to_string(config_.vcpus));
+                   "vcpus must be 1.." + std::to_string(x86::kMaxVcpus) + ", got " + std::to_string(config_.vcpus));
   if (config_.vsock) VirtioVsock::ValidateGuestCid(config_.vsock->guest_cid);
   if (config_.kernel_path.empty()) throw VmmError(ErrorCode::kInvalidArgument, "no kernel image given");
   CreateVm();

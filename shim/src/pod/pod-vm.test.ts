@@ -1,5 +1,6 @@
 // PodVm without a real guest: bad ids and options fail with errors naming the problem before
-// anything is created; a VM that dies or never runs an agent fails the boot with the console in
+// anything is created; VM limits come back from the VMM with their code; the VM comes from the
+// given VmProvider; a VM that dies or never runs an agent fails the boot with the console in
 // the message; in every case nothing is left behind (state directory, RAM file, socket, fds).
 // Tiny hand-made kernels stand in for the guest (the real one is in integration-tests/vm/pod*).
 import assert from 'node:assert/strict';
