@@ -1,7 +1,8 @@
 // PodVm: a Pod backed by one VM, obtained through a VmProvider (default: a freshly booted
-// MicroVm) and driven only through the VirtualMachine interface. It boots the guest with the agent, a virtio-vsock device
-// (the agent's control and stdio connections), a virtio-9p share and virtio-rng; waits for the
-// agent; sets the guest up (clock, hostname, entropy, the share mounted at GUEST_SHARED_DIR).
+// MicroVm) and driven only through the VirtualMachine interface. It boots the guest with the
+// agent, a virtio-vsock device (the agent's control and stdio connections), a virtio-9p share
+// and virtio-rng; waits for the agent; sets the guest up (clock, hostname, entropy, the share
+// mounted at GUEST_SHARED_DIR).
 // A container's rootfs, a host directory, is bind-mounted where the guest sees it as
 // GUEST_SHARED_DIR/<container id>/rootfs, and the OCI spec's root.path is rewritten to that.
 // Everything else goes straight to the agent.
@@ -19,7 +20,7 @@ import path from 'node:path';
 import { AgentClient, type ContainerStats, type ProcessExit, type StdioMode } from '../agent/client.js';
 import { AgentCallError } from '../agent/errors.js';
 import { connectVsock, DEFAULT_AGENT_PORT } from '../agent/vsock.js';
-import { ErrorCode } from '../../../common/src/errors.js';
+import type { ErrorCode } from '../../../common/src/errors.js';
 import { bootMicroVm, DEFAULT_CMDLINE } from '../hypervisor/microvm.js';
 import type { VirtualMachine, VmExit, VmProvider, VmSpec } from '../hypervisor/types.js';
 import type { Logger } from '../util/log.js';
