@@ -7,10 +7,13 @@ export STENCIL_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/stencil
 ADDON := vmm-native/build/Release/stencil_vmm.node
 # Build the addon against the installed Node's own headers when present (no header download).
 NODEDIR ?= $(shell test -f /usr/include/node/node_api.h && echo /usr)
-TS_SOURCES := $(shell find shim/src runtime-config/src integration-tests -name '*.ts' 2>/dev/null)
+# The product (tsconfig.json: what bin/ runs) leaves out tests and test support (*.test.ts,
+# testing/ directories, integration-tests/); tsconfig.test.json adds them to the same dist/.
+PRODUCT_TS := $(shell find common/src shim/src runtime-config/src -name '*.ts' -not -name '*.test.ts' -not -path '*/testing/*' 2>/dev/null)
+TS_SOURCES := $(shell find common/src shim/src runtime-config/src integration-tests -name '*.ts' 2>/dev/null)
 NATIVE_SOURCES := $(shell find vmm-native/src -name '*.cc' -o -name '*.h') vmm-native/binding.gyp
 
-.PHONY: all deps build guest install test unit-test integration-deps integration-test demo bench clean
+.PHONY: all deps build build-tests guest install lint test unit-test integration-deps integration-test demo bench clean
 
 all: build guest
 
@@ -26,11 +29,18 @@ node_modules/.package-lock.json: package.json package-lock.json
 $(ADDON): node_modules/.package-lock.json $(NATIVE_SOURCES) .deps-stamp
 	cd vmm-native && ../node_modules/.bin/node-gyp rebuild --loglevel=warn $(if $(NODEDIR),--nodedir=$(NODEDIR))
 
-dist/.stamp: node_modules/.package-lock.json tsconfig.json $(TS_SOURCES)
+dist/.stamp: node_modules/.package-lock.json tsconfig.json $(PRODUCT_TS)
 	node_modules/.bin/tsc -p tsconfig.json
 	@touch $@
 
+dist/.test-stamp: dist/.stamp tsconfig.test.json $(TS_SOURCES)
+	node_modules/.bin/tsc -p tsconfig.test.json
+	@touch $@
+
 build: $(ADDON) dist/.stamp
+
+# The tests, test support, integration tests, benchmarks and the demo driver.
+build-tests: build dist/.test-stamp
 
 # Guest kernel + initramfs (cached); build/guest.json tells the runtime where they are.
 guest: .deps-stamp
@@ -48,9 +58,9 @@ install: build guest
 	ln -sf $(CURDIR)/bin/containerd-shim-stencil-v2 $(DESTDIR)$(PREFIX)/bin/containerd-shim-stencil-v2
 	@echo "installed $(DESTDIR)$(PREFIX)/bin/containerd-shim-stencil-v2"
 
-unit-test: build .deps-stamp
+unit-test: build-tests .deps-stamp
 	$(MAKE) -C vmm-native -j$$(nproc) test
-	node --test --test-reporter=spec $$(find dist/shim dist/runtime-config -name '*.test.js' 2>/dev/null)
+	node --test --test-reporter=spec $$(find dist/common dist/shim dist/runtime-config -name '*.test.js' 2>/dev/null)
 
 # Real containerd 1.6 + 2.1, runc and a busybox image for the containerd tests, unpacked into the
 # cache (integration-tests/containerd/setup.sh; needs the Debian mirrors once, not the emulated host).
@@ -59,18 +69,22 @@ integration-deps: .deps-stamp
 
 # VM tests boot the real guest kernel under a real KVM: directly where this host's KVM can run
 # stock guests, otherwise inside the emulated host (integration-tests/emulated-host).
-integration-test: build guest integration-deps
+integration-test: build-tests guest integration-deps
 	integration-tests/run-vm node --test --test-concurrency=1 --test-reporter=spec \
 	  $$(find dist/integration-tests -name '*.test.js' | sort)
 
-test: unit-test integration-test
+# ESLint (eslint.config.js): recommended rules, and product code never imports test support.
+lint: node_modules/.package-lock.json
+	node_modules/.bin/eslint .
 
-demo: build guest integration-deps
+test: lint unit-test integration-test
+
+demo: build-tests guest integration-deps
 	integration-tests/run-vm scripts/demo.sh
 
 # The VMM-level restore benchmark runs on this host's own /dev/kvm (a CPL3 guest needs no stock
 # guest support, so kvm_pvm runs it natively); the others run where run-vm puts them.
-bench: build guest integration-deps
+bench: build-tests guest integration-deps
 	$(MAKE) -C vmm-native bench
 	vmm-native/build/bench/restore-bench
 	integration-tests/run-vm integration-tests/bench/run-all

@@ -9,7 +9,7 @@ const version = (process.env.STENCIL_DEMO_CONTAINERD ?? '1.6') as ContainerdVers
 const say = (s: string) => process.stdout.write(`${s}\n`);
 
 const c = await ContainerdInstance.start({ version, extraPath: [path.join(repoRoot(), 'bin')] });
-let failed = false;
+let failed: boolean;
 try {
   const image = await c.importBusybox();
   say(`demo: containerd ${c.packageVersion}, image ${image}`);

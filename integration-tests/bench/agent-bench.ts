@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { BUSYBOX_STATIC, ociSpec } from '../../shim/src/agent/testing.js';
+import { BUSYBOX_STATIC, ociSpec } from '../../shim/src/agent/testing/busybox-oci.js';
 import { type PodVm, SHARE_MOUNT_OPTIONS } from '../../shim/src/pod/pod-vm.js';
 import { withTimeout } from '../lib/guest.js';
 import { bootTestPod, CALL_TIMEOUT_MS, readAll, Rootfses } from '../lib/pod.js';

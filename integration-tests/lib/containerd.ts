@@ -41,7 +41,7 @@ export function harnessInfo(): HarnessInfo {
     jsonPath = execFileSync(script, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
   } catch (err) {
     const e = err as { stderr?: string; message: string };
-    throw new Error(`${script} failed (a cold cache needs the Debian mirrors: run 'make integration-deps' on the build machine): ${e.stderr || e.message}`);
+    throw new Error(`${script} failed (a cold cache needs the Debian mirrors: run 'make integration-deps' on the build machine): ${e.stderr || e.message}`, { cause: err });
   }
   harness = JSON.parse(fs.readFileSync(jsonPath, 'utf8')) as HarnessInfo;
   return harness;

@@ -69,7 +69,7 @@ export class EventWatch {
     for (const line of lines) {
       const m = LINE.exec(line.trim());
       if (!m) continue;
-      let body: Record<string, unknown> = {};
+      let body: Record<string, unknown>;
       try {
         body = m[4] ? (JSON.parse(m[4]) as Record<string, unknown>) : {};
       } catch {

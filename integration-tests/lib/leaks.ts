@@ -115,7 +115,7 @@ export function walk(dir: string, maxDepth = 8): Map<string, string> {
 /** Paths matching `pattern` directly under `parent` (e.g. /dev/shm + /^stencil/), each walked. */
 export function walkMatching(parent: string, pattern: RegExp): Map<string, string> {
   const out = new Map<string, string>();
-  let names: string[] = [];
+  let names: string[];
   try {
     names = fs.readdirSync(parent);
   } catch {

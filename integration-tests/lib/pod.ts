@@ -3,13 +3,13 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { makeBusyboxRootfs, ociSpec, type OciProcessOptions } from '../../shim/src/agent/testing.js';
+import { makeBusyboxRootfs, ociSpec, type OciProcessOptions } from '../../shim/src/agent/testing/busybox-oci.js';
 import { PodVm, type PodVmOptions } from '../../shim/src/pod/pod-vm.js';
 import type { ProcessExit, StdioMode } from '../../shim/src/pod/types.js';
 import { createLogger } from '../../shim/src/util/log.js';
 import { builtGuestArtifacts } from '../../shim/src/util/paths.js';
 import { BOOT_TIMEOUT_MS, MEMORY_DIR, withTimeout } from './guest.js';
-import { readAll } from '../../shim/src/agent/agent-harness.js';
+import { readAll } from '../../shim/src/agent/testing/agent-harness.js';
 
 /** Agent calls inside a nested (emulated-host) guest can be slow. */
 export const CALL_TIMEOUT_MS = 120_000;

@@ -98,9 +98,8 @@ describe('guest RAM on tmpfs', () => {
     const size = 192 * 2 ** 20;
     const vm = MicroVm.create(guestSpec('sleep 600', { memoryBytes: size }));
     const console = new ConsoleCapture(vm);
-    let ramPath = '';
+    const ramPath = vm.memoryPath;
     try {
-      ramPath = vm.memoryPath;
       assert.ok(ramPath.startsWith('/dev/shm/'), `RAM file ${ramPath} is not on /dev/shm`);
       assert.equal(fs.statSync(ramPath).size, size);
       vm.start();

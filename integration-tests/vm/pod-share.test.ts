@@ -6,7 +6,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { haveStaticBusybox, ociSpec } from '../../shim/src/agent/testing.js';
+import { haveStaticBusybox, ociSpec } from '../../shim/src/agent/testing/busybox-oci.js';
 import type { PodVm } from '../../shim/src/pod/pod-vm.js';
 import { fingerprint, withTimeout } from '../lib/guest.js';
 import { bootTestPod, CALL_TIMEOUT_MS, printConsole, readAll, Rootfses, runContainer } from '../lib/pod.js';

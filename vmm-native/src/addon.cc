@@ -10,6 +10,7 @@
 #include "error.h"
 #include "kvm.h"
 #include "snapshot/snapshot.h"
+#include "virtio/vsock/device.h"
 #include "vm.h"
 
 namespace stencil {
@@ -21,22 +22,36 @@ Napi::Error ToJsError(Napi::Env env, const VmmError& e) {
   return err;
 }
 
+// A JavaScript number that must be a whole number in 0..max before it is converted (2.5, -1 or
+// NaN would otherwise be truncated or wrap silently). The VMM core checks each field's real
+// limits (vCPU count, memory size, guest CID) and names them in its errors.
+void ReadWholeNumber(const Napi::Value& v, const char* field, double max, uint64_t* out) {
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= 0 && d <= max) || d != std::floor(d))  // NaN fails the first test
+    throw VmmError(ErrorCode::kInvalidArgument,
+                   std::string(field) + " must be a non-negative integer, got " + v.ToString().Utf8Value());
+  *out = static_cast<uint64_t>(d);
+}
+
 // {restoreFrom: dir, vsock?: {guestCid?, udsPath?}, shares?: [{tag, hostPath}], vcpus?, memoryBytes?}:
 // everything else comes from the snapshot's own configuration. Throws VmmError naming bad input.
 RestoreOptions ParseRestoreOptions(const Napi::Object& c) {
   RestoreOptions o;
   o.snapshot_dir = c.Get("restoreFrom").ToString().Utf8Value();
   if (o.snapshot_dir.empty()) throw VmmError(ErrorCode::kInvalidArgument, "restoreFrom must be a snapshot directory");
-  if (c.Has("vcpus") && c.Get("vcpus").IsNumber()) o.expect_vcpus = c.Get("vcpus").ToNumber().Uint32Value();
-  if (c.Has("memoryBytes") && c.Get("memoryBytes").IsNumber())
-    o.expect_memory = static_cast<uint64_t>(c.Get("memoryBytes").ToNumber().DoubleValue());
+  uint64_t n = 0;
+  if (c.Has("vcpus") && !c.Get("vcpus").IsUndefined()) {
+    ReadWholeNumber(c.Get("vcpus"), "vcpus", 4294967295.0, &n);
+    o.expect_vcpus = static_cast<uint32_t>(n);
+  }
+  if (c.Has("memoryBytes") && !c.Get("memoryBytes").IsUndefined())
+    ReadWholeNumber(c.Get("memoryBytes"), "memoryBytes", 9007199254740991.0, &o.expect_memory);
   if (c.Has("vsock") && c.Get("vsock").IsObject()) {
     Napi::Object v = c.Get("vsock").As<Napi::Object>();
     if (v.Has("guestCid")) {
-      double cid = v.Get("guestCid").ToNumber().DoubleValue();
-      if (!(cid >= 3 && cid < 4294967295.0) || cid != std::floor(cid))
-        throw VmmError(ErrorCode::kInvalidArgument, "vsock.guestCid must be an integer in 3..4294967294");
-      o.vsock_guest_cid = static_cast<uint32_t>(cid);
+      ReadWholeNumber(v.Get("guestCid"), "vsock.guestCid", 4294967295.0, &n);
+      VirtioVsock::ValidateGuestCid(n);
+      o.vsock_guest_cid = static_cast<uint32_t>(n);
     }
     if (v.Has("udsPath")) o.vsock_uds_path = v.Get("udsPath").ToString().Utf8Value();
   }
@@ -153,9 +168,21 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
     }
     VmConfig config;
     auto str = [&](const char* key) { return c.Has(key) ? c.Get(key).ToString().Utf8Value() : std::string(); };
-    config.vcpus = c.Get("vcpus").ToNumber().Uint32Value();
-    double mem = c.Get("memoryBytes").ToNumber().DoubleValue();
-    config.memory.size = mem > 0 ? static_cast<uint64_t>(mem) : 0;
+    uint64_t vcpus = 0, cid = 0;
+    try {
+      ReadWholeNumber(c.Get("vcpus"), "vcpus", 4294967295.0, &vcpus);
+      ReadWholeNumber(c.Get("memoryBytes"), "memoryBytes", 9007199254740991.0, &config.memory.size);
+      if (c.Has("vsock") && c.Get("vsock").IsObject()) {
+        ReadWholeNumber(c.Get("vsock").As<Napi::Object>().Get("guestCid"), "vsock.guestCid", 4294967295.0, &cid);
+        // (checked here: in VmConfig a CID of 0 means "no vsock device")
+        VirtioVsock::ValidateGuestCid(cid);
+      }
+    } catch (const VmmError& e) {
+      released_ = true;  // no thread-safe function exists yet
+      ToJsError(env, e).ThrowAsJavaScriptException();
+      return;
+    }
+    config.vcpus = static_cast<uint32_t>(vcpus);
     config.memory.backing = str("memoryBacking") == "memfd" ? MemoryBacking::kMemfd : MemoryBacking::kTmpfsFile;
     config.memory.directory = str("memoryDir");
     config.memory.name = str("memoryFileName");
@@ -189,21 +216,15 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
       }
     }
     if (c.Has("vsock") && !c.Get("vsock").IsUndefined() && !c.Get("vsock").IsNull()) {
-      // vsock: { guestCid, udsPath }; the device itself checks the values further.
+      // vsock: { guestCid, udsPath }; the Vm checks the CID's range, the device the path.
       Napi::Value v = c.Get("vsock");
       std::string bad;
-      if (!v.IsObject()) {
+      if (!v.IsObject())
         bad = "vsock must be an object {guestCid, udsPath}";
-      } else {
-        Napi::Object o = v.As<Napi::Object>();
-        double cid = o.Get("guestCid").IsNumber() ? o.Get("guestCid").As<Napi::Number>().DoubleValue() : -1;
-        if (!(cid >= 3 && cid < 4294967295.0) || cid != std::floor(cid))  // NaN fails the first test
-          bad = "vsock.guestCid must be an integer in 3..4294967294";
-        else if (!o.Get("udsPath").IsString() || o.Get("udsPath").As<Napi::String>().Utf8Value().empty())
-          bad = "vsock.udsPath must be a non-empty string";
-        else
-          config.vsock = {static_cast<uint32_t>(cid), o.Get("udsPath").As<Napi::String>().Utf8Value()};
-      }
+      else if (!v.As<Napi::Object>().Get("udsPath").IsString())
+        bad = "vsock.udsPath must be a string";
+      else
+        config.vsock = VsockConfig{static_cast<uint32_t>(cid), v.As<Napi::Object>().Get("udsPath").As<Napi::String>().Utf8Value()};
       if (!bad.empty()) {
         released_ = true;  // no thread-safe function exists yet
         ToJsError(env, VmmError(ErrorCode::kInvalidArgument, bad)).ThrowAsJavaScriptException();

@@ -38,4 +38,15 @@ inline std::string WithErrno(const std::string& what, int err = errno) {
   return what + ": " + std::strerror(err);
 }
 
+// "0x1f" for 31: addresses, MSRs, flags and hardware codes in messages.
+inline std::string Hex(uint64_t value) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  do {
+    out.insert(out.begin(), kDigits[value & 0xf]);
+    value >>= 4;
+  } while (value);
+  return "0x" + out;
+}
+
 }  // namespace stencil

@@ -126,7 +126,7 @@ uint8_t* GuestMemory::Translate(uint64_t addr, uint64_t len) const { return Tran
 void GuestMemory::Write(uint64_t addr, const void* data, uint64_t len) {
   uint8_t* p = Translate(addr, len);
   if (!p)
-    throw VmmError(ErrorCode::kInvalidArgument, "guest range 0x" + std::to_string(addr) + "+" + std::to_string(len) +
+    throw VmmError(ErrorCode::kInvalidArgument, "guest range " + Hex(addr) + "+" + std::to_string(len) +
                                                     " is outside guest RAM");
   std::memcpy(p, data, len);
 }
@@ -134,7 +134,7 @@ void GuestMemory::Write(uint64_t addr, const void* data, uint64_t len) {
 void GuestMemory::Read(uint64_t addr, void* out, uint64_t len) const {
   const uint8_t* p = Translate(addr, len);
   if (!p)
-    throw VmmError(ErrorCode::kInvalidArgument, "guest range 0x" + std::to_string(addr) + "+" + std::to_string(len) +
+    throw VmmError(ErrorCode::kInvalidArgument, "guest range " + Hex(addr) + "+" + std::to_string(len) +
                                                     " is outside guest RAM");
   std::memcpy(out, p, len);
 }

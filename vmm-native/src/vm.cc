@@ -42,8 +42,6 @@ const char* ExitReasonName(ExitReason r) {
 
 namespace {
 
-constexpr uint32_t kMaxVcpus = 254;  // MP table / xAPIC ID limit
-
 std::vector<uint8_t> ReadFile(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw VmmError(ErrorCode::kKernelImage, WithErrno(std::string(what) + " " + path + " cannot be opened"));
@@ -56,10 +54,11 @@ std::vector<uint8_t> ReadFile(const std::string& path, const char* what) {
 }  // namespace
 
 Vm::Vm(const VmConfig& config, VmCallbacks callbacks) : config_(config), callbacks_(std::move(callbacks)) {
-  if (config_.vcpus == 0) throw VmmError(ErrorCode::kInvalidArgument, "vCPU count must be at least 1");
-  if (config_.vcpus > kMaxVcpus)
+  // The limits a caller can get wrong are checked here, once for every layer above, before any
+  // resource is taken (GuestMemory checks the memory size as it is created).
+  if (config_.vcpus < 1 || config_.vcpus > x86::kMaxVcpus)
     throw VmmError(ErrorCode::kInvalidArgument,
-                   "vCPU count " + std::to_string(config_.vcpus) + " exceeds the maximum of " + std::to_string(kMaxVcpus));
+                   "vcpus must be 1.." + std::to_string(x86::kMaxVcpus) + ", got " + std::to_string(config_.vcpus));
   if (config_.kernel_path.empty()) throw VmmError(ErrorCode::kInvalidArgument, "no kernel image given");
   CreateVm();
   memory_ = std::make_unique<GuestMemory>(config_.memory);
@@ -148,9 +147,8 @@ void Vm::LoadGuest() {
   for (const auto& seg : kernel.segments) {
     uint8_t* dst = memory_->Translate(seg.guest_addr, seg.mem_size);
     if (!dst)
-      throw VmmError(ErrorCode::kKernelImage, "kernel " + config_.kernel_path + " needs guest memory up to 0x" +
-                                                  std::to_string(seg.guest_addr + seg.mem_size) +
-                                                  ", beyond this VM's RAM");
+      throw VmmError(ErrorCode::kKernelImage, "kernel " + config_.kernel_path + " needs guest memory up to " +
+                                                  Hex(seg.guest_addr + seg.mem_size) + ", beyond this VM's RAM");
     std::memcpy(dst, image.data() + seg.file_offset, seg.file_size);
     std::memset(dst + seg.file_size, 0, seg.mem_size - seg.file_size);
   }
@@ -371,8 +369,8 @@ bool Vm::HandleExit(Vcpu& vcpu) {
       return false;
     }
     case KVM_EXIT_FAIL_ENTRY:
-      Finish(ExitReason::kFailEntry, "VM entry failed on vCPU " + std::to_string(vcpu.index) + ", reason 0x" +
-                                         std::to_string(run->fail_entry.hardware_entry_failure_reason));
+      Finish(ExitReason::kFailEntry, "VM entry failed on vCPU " + std::to_string(vcpu.index) + ", reason " +
+                                         Hex(run->fail_entry.hardware_entry_failure_reason));
       return false;
     case KVM_EXIT_INTR:
       return true;

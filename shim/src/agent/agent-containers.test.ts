@@ -9,9 +9,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { finished } from 'node:stream/promises';
 import { after, before, describe, it } from 'node:test';
-import { isRoot, readAll, rejectsWith, type RunningAgent, startAgent } from './agent-harness.js';
+import { isRoot, readAll, rejectsWith, type RunningAgent, startAgent } from './testing/agent-harness.js';
 import type { AgentClient } from './client.js';
-import { haveStaticBusybox, makeBusyboxRootfs, ociProcess, ociSpec } from './testing.js';
+import { haveStaticBusybox, makeBusyboxRootfs, ociProcess, ociSpec } from './testing/busybox-oci.js';
 
 async function crunProbe(): Promise<string | undefined> {
   if (!isRoot) return 'not root';

@@ -6,7 +6,7 @@ import crypto from 'node:crypto';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { hello, RawConn, rejectsWith, type Reply, request, type Resp, type RunningAgent, startAgent, T } from './agent-harness.js';
+import { hello, RawConn, rejectsWith, type Reply, request, type Resp, type RunningAgent, startAgent, T } from './testing/agent-harness.js';
 import { AgentClient } from './client.js';
 import { AgentConnectionError, AgentTimeoutError } from './errors.js';
 import { encodeFrame, type Frame, FrameDecoder, FrameError, FrameKind, MAX_FRAME_PAYLOAD } from './framing.js';
@@ -107,7 +107,7 @@ describe('agent protocol over a Unix socket', () => {
 
     // Garbage payload: error with id 0.
     raw.send(FrameKind.Request, Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]));
-    let f = await raw.next();
+    const f = await raw.next();
     assert.equal(f.kind, FrameKind.Response);
     let resp = decodeMessage<Resp>(T().Response, f.payload);
     assert.equal(resp.id, '0');
@@ -268,7 +268,7 @@ describe('agent protocol over a Unix socket', () => {
       const silent = await AgentClient.connect({ connect: () => connectUnix(uds), timeoutMs: 200 });
       await assert.rejects(silent.startContainer('c9'), (err: unknown) => {
         assert.ok(err instanceof AgentTimeoutError);
-        assert.equal(err.code, 'TIMEOUT');
+        assert.equal(err.code, 'DEADLINE_EXCEEDED');
         assert.match(err.message, /StartContainer\(c9\): no answer within 200 ms/);
         return true;
       });

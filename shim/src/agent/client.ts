@@ -155,12 +155,12 @@ async function openConnection(
   let timer: NodeJS.Timeout | undefined;
   let socket: net.Socket | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new AgentTimeoutError('TIMEOUT', `no hello reply within ${timeoutMs} ms`, ctx)), timeoutMs);
+    timer = setTimeout(() => reject(new AgentTimeoutError('DEADLINE_EXCEEDED', `no hello reply within ${timeoutMs} ms`, ctx)), timeoutMs);
   });
   try {
     socket = await Promise.race([
       connect().catch((err: Error) => {
-        throw new AgentConnectionError('CONNECTION', `cannot connect: ${err.message}`, ctx, { cause: err });
+        throw new AgentConnectionError('UNAVAILABLE', `cannot connect: ${err.message}`, ctx, { cause: err });
       }),
       timeout,
     ]);
@@ -198,11 +198,11 @@ async function openConnection(
       };
       const onError = (err: Error) => {
         cleanup();
-        reject(new AgentConnectionError('CONNECTION', err.message, ctx, { cause: err }));
+        reject(new AgentConnectionError('UNAVAILABLE', err.message, ctx, { cause: err }));
       };
       const onClose = () => {
         cleanup();
-        reject(new AgentConnectionError('CONNECTION', 'the agent closed the connection during the hello', ctx));
+        reject(new AgentConnectionError('UNAVAILABLE', 'the agent closed the connection during the hello', ctx));
       };
       s.on('data', onData);
       s.on('error', onError);
@@ -433,7 +433,7 @@ export class AgentClient {
     ctx: AgentErrorContext,
     opts: CallOptions,
   ): Promise<Record<string, unknown> | undefined> {
-    if (this.closedBy !== undefined) return Promise.reject(new AgentConnectionError('CONNECTION', this.closedBy, ctx));
+    if (this.closedBy !== undefined) return Promise.reject(new AgentConnectionError('UNAVAILABLE', this.closedBy, ctx));
     const id = this.nextId++;
     let payload: Uint8Array;
     try {
@@ -447,7 +447,7 @@ export class AgentClient {
       if (timeoutMs > 0) {
         entry.timer = setTimeout(() => {
           this.pending.delete(id);
-          reject(new AgentTimeoutError('TIMEOUT', `no answer within ${timeoutMs} ms`, ctx));
+          reject(new AgentTimeoutError('DEADLINE_EXCEEDED', `no answer within ${timeoutMs} ms`, ctx));
         }, timeoutMs);
       }
       this.pending.set(id, entry);
@@ -502,7 +502,7 @@ export class AgentClient {
     for (const [id, entry] of this.pending) {
       this.pending.delete(id);
       clearTimeout(entry.timer);
-      entry.reject(new AgentConnectionError('CONNECTION', reason, entry.ctx));
+      entry.reject(new AgentConnectionError('UNAVAILABLE', reason, entry.ctx));
     }
   }
 }

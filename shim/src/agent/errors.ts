@@ -1,21 +1,15 @@
 // Errors of the agent client. Every one names the RPC and, where there is one, the container
 // (and exec) it was about, so a log line alone tells what failed where.
 
-/** The agent's error codes (proto ErrorCode without its prefix), plus the client's own. */
-export type AgentErrorCode =
-  | 'INVALID_ARGUMENT'
-  | 'NOT_FOUND'
-  | 'ALREADY_EXISTS'
-  | 'FAILED_PRECONDITION'
-  | 'RUNTIME'
-  | 'INTERNAL'
-  | 'UNIMPLEMENTED'
-  | 'PROTOCOL'
-  | 'UNSPECIFIED'
-  /** No answer within the call's timeout. */
-  | 'TIMEOUT'
-  /** The connection to the agent failed or closed. */
-  | 'CONNECTION';
+import type { ErrorCode } from '../../../common/src/errors.js';
+
+/**
+ * The agent's error codes (proto ErrorCode without its prefix) and the client's own: the shared
+ * codes (DEADLINE_EXCEEDED: no answer within the call's timeout; UNAVAILABLE: the connection
+ * failed or closed), plus three with no counterpart there, which reach containerd as INTERNAL:
+ * RUNTIME (crun failed), PROTOCOL (a malformed message) and UNSPECIFIED.
+ */
+export type AgentErrorCode = ErrorCode | 'RUNTIME' | 'PROTOCOL' | 'UNSPECIFIED';
 
 export interface AgentErrorContext {
   rpc: string;

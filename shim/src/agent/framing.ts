@@ -1,5 +1,7 @@
 // The agent protocol's frame layer (proto/agent.proto): 4-byte big-endian payload length,
 // 1-byte kind, payload.
+import { type FrameFormat, LengthPrefixedDecoder } from '../util/frames.js';
+
 export const FRAME_HEADER = 5;
 export const MAX_FRAME_PAYLOAD = 4 * 2 ** 20;
 /** Stdin data is sent in frames of at most this size. */
@@ -32,46 +34,22 @@ export class FrameError extends Error {
   override name = 'FrameError';
 }
 
+const FORMAT: FrameFormat = { headerLength: FRAME_HEADER, maxDataLength: MAX_FRAME_PAYLOAD, dataLength: (head) => head.readUInt32BE(0) };
+
 /** Reassembles frames from stream chunks of any size. */
 export class FrameDecoder {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  private readonly frames = new LengthPrefixedDecoder(FORMAT);
 
   /** Frames completed by `chunk` (possibly none). Throws FrameError on an oversized frame. */
   push(chunk: Buffer): Frame[] {
-    if (chunk.length) {
-      this.chunks.push(chunk);
-      this.buffered += chunk.length;
-    }
-    const frames: Frame[] = [];
-    while (this.buffered >= FRAME_HEADER) {
-      const head = this.peek(FRAME_HEADER);
-      const length = head.readUInt32BE(0);
-      if (length > MAX_FRAME_PAYLOAD) throw new FrameError(`frame length ${length} exceeds the maximum ${MAX_FRAME_PAYLOAD}`);
-      if (this.buffered < FRAME_HEADER + length) break;
-      const whole = this.take(FRAME_HEADER + length);
-      frames.push({ kind: whole[4], payload: whole.subarray(FRAME_HEADER) });
-    }
-    return frames;
+    return this.frames.push(chunk).map(({ header, data, oversizedLength }) => {
+      if (data === undefined) throw new FrameError(`frame length ${oversizedLength} exceeds the maximum ${MAX_FRAME_PAYLOAD}`);
+      return { kind: header[4], payload: data };
+    });
   }
 
   /** Bytes received that do not form a whole frame yet. */
   get pendingBytes(): number {
-    return this.buffered;
-  }
-
-  private peek(n: number): Buffer {
-    if (this.chunks[0].length < n) this.chunks = [Buffer.concat(this.chunks)];
-    return this.chunks[0].subarray(0, n);
-  }
-
-  private take(n: number): Buffer {
-    if (this.chunks[0].length < n) this.chunks = [Buffer.concat(this.chunks)];
-    const first = this.chunks[0];
-    const out = first.subarray(0, n);
-    if (first.length === n) this.chunks.shift();
-    else this.chunks[0] = first.subarray(n);
-    this.buffered -= n;
-    return out;
+    return this.frames.pendingBytes;
   }
 }

@@ -61,7 +61,7 @@ export class AgentOutputStream extends Readable {
 
   private fail(detail: string, cause?: unknown): void {
     if (this.gotEof || this.destroyed) return;
-    this.destroy(new AgentConnectionError('CONNECTION', detail, this.ctx, { cause }));
+    this.destroy(new AgentConnectionError('UNAVAILABLE', detail, this.ctx, { cause }));
   }
 }
 
@@ -97,7 +97,7 @@ export class AgentInputStream extends Writable {
       callback(err);
     };
     const onDrain = () => done();
-    const onClose = () => done(new AgentConnectionError('CONNECTION', `${this.ctx.rpc} connection closed`, this.ctx));
+    const onClose = () => done(new AgentConnectionError('UNAVAILABLE', `${this.ctx.rpc} connection closed`, this.ctx));
     this.socket.on('drain', onDrain);
     this.socket.on('close', onClose);
   }
@@ -119,6 +119,6 @@ export class AgentInputStream extends Writable {
 
   private fail(detail: string, cause?: unknown): void {
     if (this.destroyed) return;
-    this.destroy(new AgentConnectionError('CONNECTION', detail, this.ctx, { cause }));
+    this.destroy(new AgentConnectionError('UNAVAILABLE', detail, this.ctx, { cause }));
   }
 }

@@ -78,7 +78,7 @@ main().then(
   (code) => process.exit(code),
   (err: unknown) => {
     const e = err as Error;
-    const known = e instanceof VmError ? `${e.message} [${e.code}]` : e instanceof ConfigError ? e.message : undefined;
+    const known = e instanceof VmError ? `${e.message} [${e.nativeCode}]` : e instanceof ConfigError ? e.message : undefined;
     process.stderr.write(`stencil: ${known ?? e.stack ?? e.message}\n`);
     process.exit(1);
   },

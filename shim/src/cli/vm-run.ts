@@ -4,7 +4,7 @@ import { loadConfig } from '../../../runtime-config/src/config.js';
 import { DEFAULT_CMDLINE, MicroVm } from '../hypervisor/microvm.js';
 import type { VmExit } from '../hypervisor/types.js';
 import { builtGuestArtifacts } from '../util/paths.js';
-import { parseSize } from '../util/size.js';
+import { parseSize } from '../../../runtime-config/src/size.js';
 
 export interface VmRunOptions {
   config?: string;

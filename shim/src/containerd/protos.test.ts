@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Code, RpcError } from '../ttrpc/errors.js';
+import { Code, RpcError } from '../rpc/errors.js';
 import {
   anyTypeName,
   CGROUPS_V2_METRICS_TYPE,
@@ -120,7 +120,7 @@ describe('taskServiceDefinitions', () => {
     }
     const svc = new Service();
     const [v2] = taskServiceDefinitions(svc as unknown as TaskHandlers);
-    await v2.methods.CloseIO.handler({ id: 'a' }, { service: '', method: '', metadata: {}, signal: new AbortController().signal });
+    await v2.methods.CloseIO.handler({ id: 'a' } as never, { service: '', method: '', metadata: {}, signal: new AbortController().signal });
     assert.deepEqual(svc.calls, ['closeIO:a']);
   });
 

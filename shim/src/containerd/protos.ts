@@ -3,7 +3,8 @@
 // the values that need care: Any (bare type URLs for protobuf payloads, JSON payloads for OCI
 // specs), Timestamp, and plain objects with Dates in them.
 import protobuf from 'protobufjs';
-import { Code, RpcError } from '../ttrpc/errors.js';
+import { Code, RpcError } from '../rpc/errors.js';
+import { DECODE_OPTIONS } from '../rpc/service.js';
 import { loadProtoFiles, prepareForEncoding } from '../util/proto.js';
 
 export const TASK_SERVICE_V2 = 'containerd.task.v2.Task';
@@ -49,8 +50,6 @@ export function service(fullName: string): protobuf.Service {
   }
 }
 
-/** Decoding options used for every plain object the shim sees (same as rpc/service.ts). */
-const TO_OBJECT: protobuf.IConversionOptions = { longs: Number, enums: Number, defaults: true, arrays: true, objects: true };
 
 /** Encodes a plain object (Dates allowed for Timestamp fields) as `typeName`. */
 export function encodeMessage(typeName: string, message: object): Uint8Array {
@@ -60,7 +59,7 @@ export function encodeMessage(typeName: string, message: object): Uint8Array {
 
 export function decodeMessage<T = Record<string, unknown>>(typeName: string, bytes: Uint8Array): T {
   const type = messageType(typeName);
-  return type.toObject(type.decode(bytes), TO_OBJECT) as T;
+  return type.toObject(type.decode(bytes), DECODE_OPTIONS) as T;
 }
 
 // Timestamp helpers live with the shared loader (rpc/service.ts needs them too).
@@ -148,7 +147,7 @@ export function decodeRuntimeOptions(options: Uint8Array | AnyMessage | null | u
     try {
       any = decodeMessage<AnyMessage>('google.protobuf.Any', options);
     } catch (err) {
-      throw new Error(`runtime options: not a protobuf Any (${options.length} bytes): ${(err as Error).message}`);
+      throw new Error(`runtime options: not a protobuf Any (${options.length} bytes): ${(err as Error).message}`, { cause: err });
     }
   } else {
     any = options;
@@ -157,6 +156,6 @@ export function decodeRuntimeOptions(options: Uint8Array | AnyMessage | null | u
   try {
     return decodeMessage<RuntimeOptions>(RUNTIME_OPTIONS_TYPE, any.value ?? new Uint8Array());
   } catch (err) {
-    throw new Error(`runtime options: undecodable ${RUNTIME_OPTIONS_TYPE}: ${(err as Error).message}`);
+    throw new Error(`runtime options: undecodable ${RUNTIME_OPTIONS_TYPE}: ${(err as Error).message}`, { cause: err });
   }
 }

@@ -2,7 +2,7 @@
 // present; responses as they return them: omitted fields are encoded as zero; see rpc/service.ts
 // for the conventions) and the ServiceDefinitions that
 // serve one set of handlers as both containerd.task.v2.Task and containerd.task.v3.Task.
-import type { CallContext, ServiceDefinition } from '../rpc/service.js';
+import type { AnyRpcHandler, CallContext, ServiceDefinition } from '../rpc/service.js';
 import { serviceDefinition } from '../rpc/service.js';
 import { type AnyMessage, service, type Timestamp, TASK_SERVICE_V2, TASK_SERVICE_V3 } from './protos.js';
 
@@ -15,6 +15,9 @@ export enum TaskStatus {
   Paused = 4,
   Pausing = 5,
 }
+
+/** google.protobuf.Empty, as a handler returns it. */
+export type Empty = Record<string, never>;
 
 /** A Timestamp field as a handler may return it. */
 export type TimestampValue = Timestamp | Date;
@@ -167,11 +170,8 @@ export type TaskMethod = (typeof TASK_METHODS)[number];
 /** TaskHandlers under the camelCase method names of a service class (create, closeIO, ...). */
 export type TaskHandlerObject = { [K in keyof TaskHandlers as Uncapitalize<K>]: TaskHandlers[K] };
 
-/** Untyped handlers under camelCase names (request/response shapes are checked at run time only). */
-export type LooseTaskHandlerObject = {
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  [K in TaskMethod as Uncapitalize<K>]: (request: any, ctx: CallContext) => Promise<unknown>;
-};
+/** The request type of a Task RPC, as handlers receive it. */
+export type TaskRequest<M extends TaskMethod> = Parameters<TaskHandlers[M]>[0];
 
 /**
  * The definitions of containerd.task.v2.Task and containerd.task.v3.Task, both calling the
@@ -179,14 +179,14 @@ export type LooseTaskHandlerObject = {
  * (state, create, closeIO, resizePty, ...), e.g. an instance of a task service class; they are
  * called with `this` = handlers. Responses of Empty methods are ignored.
  */
-export function taskServiceDefinitions(handlers: TaskHandlers | TaskHandlerObject | LooseTaskHandlerObject): ServiceDefinition[] {
-  const table: Record<string, (request: never, ctx: CallContext) => Promise<unknown>> = {};
-  const source = handlers as unknown as Record<string, (request: never, ctx: CallContext) => Promise<unknown>>;
+export function taskServiceDefinitions(handlers: TaskHandlers | TaskHandlerObject): ServiceDefinition[] {
+  const table: Record<string, AnyRpcHandler> = {};
+  const source = handlers as unknown as Record<string, AnyRpcHandler>;
   for (const name of TASK_METHODS) {
     const camel = name[0].toLowerCase() + name.slice(1);
     const fn = typeof source[name] === 'function' ? source[name] : source[camel];
     if (typeof fn !== 'function') throw new Error(`task service: no handler for ${name} (nor ${camel})`);
     table[name] = (request, ctx) => fn.call(handlers, request, ctx);
   }
-  return [TASK_SERVICE_V2, TASK_SERVICE_V3].map((name) => serviceDefinition(service(name), table as never));
+  return [TASK_SERVICE_V2, TASK_SERVICE_V3].map((name) => serviceDefinition(service(name), table));
 }

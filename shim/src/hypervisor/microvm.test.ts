@@ -13,7 +13,7 @@ import {
 } from './errors.js';
 import { MicroVm } from './microvm.js';
 import type { VmSpec } from './types.js';
-import { tinyElfKernel } from './testing.js';
+import { tinyElfKernel } from './testing/tiny-kernel.js';
 
 const openFds = () => fs.readdirSync('/proc/self/fd').length;
 
@@ -88,8 +88,10 @@ describe('MicroVm input validation', () => {
     expectNoLeak(() => MicroVm.create(spec({ memoryBytes: huge })), InvalidVmConfigError, /exceeds this host's RAM/);
   });
 
-  it('rejects zero vCPUs', () => {
-    expectNoLeak(() => MicroVm.create(spec({ vcpus: 0 })), InvalidVmConfigError, /vcpus must be an integer >= 1/);
+  it('rejects vCPU counts outside the VMM limits, naming the field and the limit', () => {
+    expectNoLeak(() => MicroVm.create(spec({ vcpus: 0 })), InvalidVmConfigError, /^vcpus must be 1\.\.254, got 0$/);
+    expectNoLeak(() => MicroVm.create(spec({ vcpus: 255 })), InvalidVmConfigError, /^vcpus must be 1\.\.254, got 255$/);
+    for (const vcpus of [2.5, -1, NaN]) expectNoLeak(() => MicroVm.create(spec({ vcpus })), InvalidVmConfigError, /^vcpus must be a non-negative integer/);
   });
 
   it('rejects a missing tmpfs directory', () => {

@@ -79,7 +79,7 @@ export function loadAddon(): Addon {
     try {
       addon = createRequire(import.meta.url)(file) as Addon;
     } catch (err) {
-      throw new Error(`cannot load the KVM addon ${file} (run 'make build'): ${(err as Error).message}`);
+      throw new Error(`cannot load the KVM addon ${file} (run 'make build'): ${(err as Error).message}`, { cause: err });
     }
   }
   return addon;

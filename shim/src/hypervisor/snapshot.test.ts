@@ -8,14 +8,14 @@ import { after, before, describe, it } from 'node:test';
 import { fromNative, InvalidVmConfigError, SnapshotError, VmStateError } from './errors.js';
 import { MicroVm } from './microvm.js';
 import { loadAddon, type NativeEvent, type NativeVm } from './native.js';
-import { tinyElfKernel } from './testing.js';
+import { tinyElfKernel } from './testing/tiny-kernel.js';
 
 // mov ebx, 0x200000; 1: inc qword [rbx]; jmp 1b
 const COUNTER_LOOP = [0xbb, 0x00, 0x00, 0x20, 0x00, 0x48, 0xff, 0x03, 0xeb, 0xfb];
 
 /** A NativeVm with a promise for its next 'paused' event. */
 function withPauseEvents(make: (onEvent: (type: NativeEvent) => void) => NativeVm) {
-  let waiters: Array<() => void> = [];
+  const waiters: Array<() => void> = [];
   const vm = make((type) => {
     if (type === 'paused') for (const w of waiters.splice(0)) w();
   });

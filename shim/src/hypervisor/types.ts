@@ -79,3 +79,9 @@ export interface VirtualMachine {
   /** Stops the vCPUs and frees every resource (RAM file included). Idempotent. */
   destroy(): Promise<VmExit>;
 }
+
+/**
+ * Obtains a VM for `spec`, not started yet: boot a fresh one (MicroVm's bootMicroVm) or, with
+ * templates, restore one. The pod layer gets its VMs only through this.
+ */
+export type VmProvider = (spec: VmSpec) => VirtualMachine | Promise<VirtualMachine>;

@@ -1,5 +1,6 @@
 // PodVm without a real guest: bad ids and options fail with errors naming the problem before
-// anything is created; a VM that dies or never runs an agent fails the boot with the console in
+// anything is created; VM limits come back from the VMM with their code; the VM comes from the
+// given VmProvider; a VM that dies or never runs an agent fails the boot with the console in
 // the message; in every case nothing is left behind (state directory, RAM file, socket, fds).
 // Tiny hand-made kernels stand in for the guest (the real one is in integration-tests/vm/pod*).
 import assert from 'node:assert/strict';
@@ -7,9 +8,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { KernelImageError } from '../hypervisor/errors.js';
+import { InvalidVmConfigError, KernelImageError } from '../hypervisor/errors.js';
+import { bootMicroVm } from '../hypervisor/microvm.js';
+import type { VmProvider, VmSpec } from '../hypervisor/types.js';
 import { mountsUnder } from '../util/mounts.js';
-import { tinyElfKernel } from '../hypervisor/testing.js';
+import { tinyElfKernel } from '../hypervisor/testing/tiny-kernel.js';
 import { guestOciVersion, PodVm, PodVmError, type PodVmOptions, validateId } from './pod-vm.js';
 
 const openFds = () => fs.readdirSync('/proc/self/fd').length;
@@ -106,11 +109,8 @@ describe('PodVm.boot without a guest agent', () => {
     await failsCleanly(options({ stateDir: path.join(dir, 'x'.repeat(120)) }), invalid(/socket path .* exceeds 107 bytes/));
     await failsCleanly(options({ kernel: path.join(dir, 'no-kernel') }), invalid(/kernel .*no-kernel cannot be read/));
     await failsCleanly(options({ initrd: dir }), invalid(/initrd .* is not a regular file/));
-    await failsCleanly(options({ vcpus: 0 }), invalid(/vcpus must be an integer >= 1/));
-    await failsCleanly(options({ memoryBytes: 64 * 2 ** 20 + 1 }), invalid(/memoryBytes must be a positive multiple of 4096/));
     await failsCleanly(options({ memoryBacking: 'hugepages' as 'tmpfs' }), invalid(/memoryBacking must be/));
     await failsCleanly(options({ memoryDir: 'shm' }), invalid(/memoryDir must be an absolute path/));
-    await failsCleanly(options({ guestCid: 2 }), invalid(/guestCid must be an integer in 3\.\.4294967294, got 2/));
     await failsCleanly(options({ agentPort: 0 }), invalid(/agentPort/));
     await failsCleanly(options({ agentTimeoutMs: 0 }), invalid(/agentTimeoutMs must be a positive number/));
     await failsCleanly(options({ kernelParams: 'a\nb' }), invalid(/kernelParams must be a single-line string/));
@@ -126,6 +126,37 @@ describe('PodVm.boot without a guest agent', () => {
       assert.match(err.message, /state directory .* is not empty/);
     });
     assert.equal(fs.readFileSync(path.join(o.stateDir, 'someone-elses'), 'utf8'), 'keep me');
+  });
+
+  it("passes the VMM's limit errors through with their code, and removes the state directory it made", async () => {
+    const fromVmm = (re: RegExp) => (err: Error) => {
+      assert.ok(err instanceof InvalidVmConfigError, `expected an InvalidVmConfigError, got ${err}`);
+      assert.equal(err.code, 'INVALID_ARGUMENT');
+      assert.match(err.message, re);
+    };
+    await failsCleanly(options({ vcpus: 0 }), fromVmm(/^vcpus must be 1\.\.254, got 0$/));
+    await failsCleanly(options({ memoryBytes: 64 * 2 ** 20 + 1 }), fromVmm(/not a multiple of the page size/));
+    await failsCleanly(options({ guestCid: 2 }), fromVmm(/vsock\.guestCid 2 is reserved or out of range: use 3\.\.4294967294/));
+  });
+
+  it('obtains its VM through the given VmProvider, and its failure passes through', async () => {
+    const specs: VmSpec[] = [];
+    const recording: VmProvider = (spec) => {
+      specs.push(spec);
+      return bootMicroVm(spec);
+    };
+    const o = options({ kernel: crash, agentTimeoutMs: 60_000, vmProvider: recording });
+    await failsCleanly(o, (err) => assert.match(err.message, /the VM ended \(triple-fault\)/));
+    assert.equal(specs.length, 1);
+    assert.equal(specs[0].name, o.id);
+    assert.match(specs[0].cmdline, /stencil_agent=1/);
+    assert.deepEqual(specs[0].vsock, { guestCid: 3, udsPath: path.join(fs.realpathSync(dir), path.basename(o.stateDir), 'vsock.sock') });
+
+    const refusing: VmProvider = () => Promise.reject(new PodVmError('NOT_FOUND', 'no template named t1'));
+    await failsCleanly(options({ vmProvider: refusing }), (err) => {
+      assert.ok(err instanceof PodVmError, String(err));
+      assert.equal(err.code, 'NOT_FOUND');
+    });
   });
 
   it('reports a kernel the VMM cannot load, and removes the state directory it made', async () => {

@@ -1,6 +1,8 @@
-// PodVm: a Pod backed by one microVM. It boots the guest with the agent, a virtio-vsock device
-// (the agent's control and stdio connections), a virtio-9p share and virtio-rng; waits for the
-// agent; sets the guest up (clock, hostname, entropy, the share mounted at GUEST_SHARED_DIR).
+// PodVm: a Pod backed by one VM, obtained through a VmProvider (default: a freshly booted
+// MicroVm) and driven only through the VirtualMachine interface. It boots the guest with the
+// agent, a virtio-vsock device (the agent's control and stdio connections), a virtio-9p share
+// and virtio-rng; waits for the agent; sets the guest up (clock, hostname, entropy, the share
+// mounted at GUEST_SHARED_DIR).
 // A container's rootfs, a host directory, is bind-mounted where the guest sees it as
 // GUEST_SHARED_DIR/<container id>/rootfs, and the OCI spec's root.path is rewritten to that.
 // Everything else goes straight to the agent.
@@ -18,8 +20,9 @@ import path from 'node:path';
 import { AgentClient, type ContainerStats, type ProcessExit, type StdioMode } from '../agent/client.js';
 import { AgentCallError } from '../agent/errors.js';
 import { connectVsock, DEFAULT_AGENT_PORT } from '../agent/vsock.js';
-import { DEFAULT_CMDLINE, MicroVm } from '../hypervisor/microvm.js';
-import type { VmExit, VmSpec } from '../hypervisor/types.js';
+import type { ErrorCode } from '../../../common/src/errors.js';
+import { bootMicroVm, DEFAULT_CMDLINE } from '../hypervisor/microvm.js';
+import type { VirtualMachine, VmExit, VmProvider, VmSpec } from '../hypervisor/types.js';
 import type { Logger } from '../util/log.js';
 import { bindMount, createShareView, makePrivate, mountsUnder, unmountAllUnder, unmountTree } from '../util/mounts.js';
 import type { ContainerRequest, Pod, ProcessStdio } from './types.js';
@@ -50,6 +53,7 @@ export interface PodVmOptions {
   /** Guest kernel (vmlinux or bzImage) and initramfs with the agent. */
   kernel: string;
   initrd: string;
+  /** vCPUs and guest RAM in bytes; the VMM checks their limits (its error passes through). */
   vcpus: number;
   memoryBytes: number;
   /** Directory on tmpfs for the RAM file (memoryBacking 'tmpfs'). */
@@ -57,7 +61,7 @@ export interface PodVmOptions {
   memoryBacking: 'tmpfs' | 'memfd';
   /** Extra kernel command-line parameters, appended to the defaults. */
   kernelParams?: string;
-  /** The guest's vsock CID (3..4294967294); default 3. */
+  /** The guest's vsock CID (the VMM checks its range); default 3. */
   guestCid?: number;
   /** The agent's vsock port; default 1024. */
   agentPort?: number;
@@ -66,13 +70,13 @@ export interface PodVmOptions {
   /** Default timeout of agent calls in ms (waitProcess has none); default 60 s. */
   callTimeoutMs?: number;
   logger?: Logger;
+  /** How the pod's VM is obtained; default: boot a fresh MicroVm. */
+  vmProvider?: VmProvider;
 }
-
-export type PodVmErrorCode = 'INVALID_ARGUMENT' | 'ALREADY_EXISTS' | 'NOT_FOUND' | 'FAILED_PRECONDITION' | 'UNAVAILABLE' | 'INTERNAL';
 
 export class PodVmError extends Error {
   override name = 'PodVmError';
-  constructor(readonly code: PodVmErrorCode, message: string, options?: ErrorOptions) {
+  constructor(readonly code: ErrorCode, message: string, options?: ErrorOptions) {
     super(message, options);
   }
 }
@@ -87,6 +91,11 @@ export function validateId(kind: 'pod' | 'container', id: unknown, max: number):
   if (id.includes('/')) throw bad("it contains '/'");
   if (id.includes('..')) throw bad("it contains '..'");
   if (!ID_RE.test(id)) throw bad('it must start with a letter or digit and contain only [A-Za-z0-9_.-]');
+}
+
+/** Container ids name the rootfs mount and go to the agent, which takes at most 64 characters. */
+export function validateContainerId(id: unknown): void {
+  validateId('container', id, MAX_CONTAINER_ID);
 }
 
 function validateOptions(o: PodVmOptions): void {
@@ -107,15 +116,10 @@ function validateOptions(o: PodVmOptions): void {
     }
     if (!st.isFile()) throw bad(`${name} ${file} is not a regular file`);
   }
-  if (!Number.isInteger(o.vcpus) || o.vcpus < 1) throw bad(`vcpus must be an integer >= 1, got ${o.vcpus}`);
-  if (!Number.isSafeInteger(o.memoryBytes) || o.memoryBytes <= 0 || o.memoryBytes % 4096 !== 0)
-    throw bad(`memoryBytes must be a positive multiple of 4096, got ${o.memoryBytes}`);
   if (o.memoryBacking !== 'tmpfs' && o.memoryBacking !== 'memfd')
     throw bad(`memoryBacking must be "tmpfs" or "memfd", got ${JSON.stringify(o.memoryBacking)}`);
   if (o.memoryBacking === 'tmpfs' && (typeof o.memoryDir !== 'string' || !path.isAbsolute(o.memoryDir)))
     throw bad(`memoryDir must be an absolute path, got ${JSON.stringify(o.memoryDir)}`);
-  const cid = o.guestCid ?? DEFAULT_GUEST_CID;
-  if (!Number.isInteger(cid) || cid < 3 || cid > 0xfffffffe) throw bad(`guestCid must be an integer in 3..4294967294, got ${cid}`);
   const port = o.agentPort ?? DEFAULT_AGENT_PORT;
   if (!Number.isInteger(port) || port < 1 || port > 0xffffffff) throw bad(`agentPort must be an integer in 1..4294967295, got ${port}`);
   for (const name of ['agentTimeoutMs', 'callTimeoutMs'] as const) {
@@ -154,7 +158,7 @@ export class PodVm implements Pod {
   readonly guestCid: number;
   readonly agentPort: number;
   readonly ended: Promise<string>;
-  private vm: MicroVm | undefined;
+  private vm: VirtualMachine | undefined;
   private client: AgentClient | undefined;
   private vmExit: VmExit | undefined;
   private resolveEnded!: (reason: string) => void;
@@ -237,7 +241,7 @@ export class PodVm implements Pod {
       shares: [{ tag: SHARE_TAG, hostPath: this.sharedDir, readOnly: false }],
       vsock: { guestCid: this.guestCid, udsPath: this.vsockPath },
     };
-    this.vm = MicroVm.create(spec);
+    this.vm = await (o.vmProvider ?? bootMicroVm)(spec);
     this.vm.console.on('data', (chunk: Buffer) => this.onConsole(chunk));
     void this.vm.waitExit().then((exit) => this.onVmExit(exit));
     this.log?.info('booting the pod VM', { vcpus: o.vcpus, memoryBytes: o.memoryBytes, cid: this.guestCid, cmdline: this.vm.cmdline });
@@ -334,7 +338,7 @@ export class PodVm implements Pod {
   async createContainer(req: ContainerRequest): Promise<number> {
     const client = this.agent();
     const id = req.id;
-    validateId('container', id, MAX_CONTAINER_ID);
+    validateContainerId(id);
     if (this.containers.has(id)) throw new PodVmError('ALREADY_EXISTS', `pod ${this.id}: container ${id} already exists`);
     if (typeof req.spec !== 'object' || req.spec === null || Array.isArray(req.spec))
       throw new PodVmError('INVALID_ARGUMENT', `pod ${this.id}: the OCI spec of container ${id} is not a JSON object`);

@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { messageType, TASK_SERVICE_V2, TASK_SERVICE_V3 } from '../containerd/protos.js';
 import { TASK_METHODS, taskServiceDefinitions, type TaskHandlers } from '../containerd/task-api.js';
-import { Code, RpcError } from '../ttrpc/errors.js';
+import { Code, RpcError } from './errors.js';
 import { GrpcServer } from './grpc-server.js';
 import type { CallContext } from './service.js';
 

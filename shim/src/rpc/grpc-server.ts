@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type * as Grpc from '@grpc/grpc-js';
 import type { Logger } from '../util/log.js';
-import { toRpcError } from '../ttrpc/errors.js';
+import { toRpcError } from './errors.js';
 import { type CallContext, invokeMethod, type ServiceDefinition } from './service.js';
 
 export interface GrpcServerOptions {

@@ -10,7 +10,7 @@
 // numbers or names), where a Timestamp field may also be a Date; undefined means an empty
 // response (google.protobuf.Empty).
 import type protobuf from 'protobufjs';
-import { Code, RpcError, toRpcError } from '../ttrpc/errors.js';
+import { Code, RpcError, toRpcError } from './errors.js';
 import { prepareForEncoding } from '../util/proto.js';
 
 export interface CallContext {
@@ -23,13 +23,19 @@ export interface CallContext {
   signal: AbortSignal;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type RpcHandler<Req = any, Res = unknown> = (request: Req, ctx: CallContext) => Promise<Res>;
+/** A request as decoded with DECODE_OPTIONS; typed services declare its exact shape (containerd/task-api.ts). */
+export type DecodedMessage = Record<string, unknown>;
+
+/** A method's handler; `Req` is the shape the method's protobuf request type decodes to. */
+export type RpcHandler<Req = DecodedMessage, Res = unknown> = (request: Req, ctx: CallContext) => Promise<Res>;
+
+/** A handler of any request type: a definition pairs it with the protobuf type that decodes to it. */
+export type AnyRpcHandler = RpcHandler<never>;
 
 export interface MethodDefinition {
   requestType: protobuf.Type;
   responseType: protobuf.Type;
-  handler: RpcHandler;
+  handler: AnyRpcHandler;
 }
 
 export interface ServiceDefinition {
@@ -60,7 +66,7 @@ export function namespaceOf(metadata: Record<string, string>): string | undefine
  * method, keyed by the method's name (a plain object or a class instance; handlers are called
  * with `this` = handlers). A missing handler is an error naming it.
  */
-export function serviceDefinition(service: protobuf.Service, handlers: Record<string, RpcHandler>): ServiceDefinition {
+export function serviceDefinition(service: protobuf.Service, handlers: Record<string, AnyRpcHandler>): ServiceDefinition {
   service.resolveAll();
   const name = service.fullName.replace(/^\./, '');
   const methods: Record<string, MethodDefinition> = {};
@@ -79,7 +85,7 @@ export function serviceDefinition(service: protobuf.Service, handlers: Record<st
   return { name, methods };
 }
 
-export function decodeRequest(method: MethodDefinition, payload: Uint8Array): Record<string, unknown> {
+export function decodeRequest(method: MethodDefinition, payload: Uint8Array): DecodedMessage {
   const type = method.requestType;
   return type.toObject(type.decode(payload), DECODE_OPTIONS);
 }
@@ -103,7 +109,7 @@ export async function invokeMethod(
 ): Promise<Uint8Array> {
   const method = Object.hasOwn(service.methods, methodName) ? service.methods[methodName] : undefined;
   if (!method) throw new RpcError(Code.Unimplemented, `method ${methodName}`);
-  let request: Record<string, unknown>;
+  let request: DecodedMessage;
   try {
     request = decodeRequest(method, payload);
   } catch (err) {
@@ -111,7 +117,8 @@ export async function invokeMethod(
   }
   let response: unknown;
   try {
-    response = await method.handler(request, ctx);
+    // The handler was declared for what its request type decodes to (see serviceDefinition).
+    response = await method.handler(request as never, ctx);
   } catch (err) {
     throw toRpcError(err);
   }

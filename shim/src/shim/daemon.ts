@@ -91,7 +91,7 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
   });
 
   const { taskServiceDefinitions } = await import('../containerd/task-api.js');
-  const definitions = taskServiceDefinitions(service as unknown as import('../containerd/task-api.js').TaskHandlerObject);
+  const definitions = taskServiceDefinitions(service);
   let accept: (socket: net.Socket) => void;
   let closeTransport: () => Promise<void>;
   if (flags.protocol === 'grpc') {

@@ -3,7 +3,7 @@
 // still mounted, so unmounting on Delete (and in the `delete` subcommand) matters.
 import fs from 'node:fs';
 import path from 'node:path';
-import { Code, RpcError } from '../ttrpc/errors.js';
+import { Code, RpcError } from '../rpc/errors.js';
 import { mount, mountsUnder, unmountAllUnder } from '../util/mounts.js';
 
 export interface MountSpec {

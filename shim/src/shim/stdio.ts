@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type { Logger } from '../util/log.js';
 import type { ProcessStdio } from '../pod/types.js';
-import { Code, RpcError } from '../ttrpc/errors.js';
+import { Code, RpcError } from '../rpc/errors.js';
 
 export interface StdioPaths {
   stdin: string;

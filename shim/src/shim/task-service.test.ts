@@ -7,11 +7,13 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { AgentClient } from '../agent/client.js';
-import { isRoot, type RunningAgent, startAgent } from '../agent/agent-harness.js';
-import { haveStaticBusybox, makeBusyboxRootfs, ociSpec } from '../agent/testing.js';
-import { encodeJsonAny, OCI_PROCESS_TYPE_URL } from '../containerd/protos.js';
+import { isRoot, type RunningAgent, startAgent } from '../agent/testing/agent-harness.js';
+import { haveStaticBusybox, makeBusyboxRootfs, ociSpec } from '../agent/testing/busybox-oci.js';
+import { encodeJsonAny, OCI_PROCESS_TYPE_URL, service as protoService, TASK_SERVICE_V3 } from '../containerd/protos.js';
+import type { TaskMethod, TaskRequest } from '../containerd/task-api.js';
 import type { ContainerRequest, Pod } from '../pod/types.js';
-import { Code, RpcError } from '../ttrpc/errors.js';
+import { Code, RpcError } from '../rpc/errors.js';
+import { DECODE_OPTIONS } from '../rpc/service.js';
 import { createLogger } from '../util/log.js';
 import { Status } from './process.js';
 import { TaskService } from './task-service.js';
@@ -37,6 +39,12 @@ function hostAgentPod(client: AgentClient): Pod {
     ended: new Promise(() => undefined),
     shutdown: async () => client.close(),
   };
+}
+
+/** A request as the transports hand it to the service: every field present (protobuf defaults for the rest). */
+function request<M extends TaskMethod>(method: M, fields: Partial<TaskRequest<M>>): TaskRequest<M> {
+  const type = protoService(TASK_SERVICE_V3).methods[method].resolvedRequestType!;
+  return type.toObject(type.fromObject(fields), DECODE_OPTIONS) as TaskRequest<M>;
 }
 
 const skip = !isRoot ? 'needs root' : !haveStaticBusybox() ? 'busybox-static is not installed' : undefined;
@@ -112,22 +120,22 @@ describe('TaskService with the agent on this host', { skip }, () => {
   it('runs ctr run\'s sequence: Create, Wait before Start, Start, exit after output, State STOPPED, Delete', async () => {
     const t = bundle(['sh', '-c', 'echo hi; echo oops >&2; exit 3']);
     events.length = 0;
-    const created = await service.create({ id: t.id, bundle: t.bundle, rootfs: [], ...t.paths, terminal: false });
-    assert.ok(created.pid > 0);
-    assert.equal((await service.state({ id: t.id, execId: '' })).status, Status.Created);
-    const waited = service.wait({ id: t.id, execId: '' });
-    await service.start({ id: t.id, execId: '' });
+    const created = await service.create(request('Create', { id: t.id, bundle: t.bundle, rootfs: [], ...t.paths, terminal: false }));
+    assert.ok((created.pid ?? 0) > 0);
+    assert.equal((await service.state(request('State', { id: t.id, execId: '' }))).status, Status.Created);
+    const waited = service.wait(request('Wait', { id: t.id, execId: '' }));
+    await service.start(request('Start', { id: t.id, execId: '' }));
     const exit = await waited;
     assert.equal(exit.exitStatus, 3);
     assert.ok(exit.exitedAt instanceof Date);
     // The FIFO write ends are closed, so the readers reach EOF (ctr waits for that before Delete).
     assert.equal(await t.out, 'hi\n');
     assert.equal(await t.err, 'oops\n');
-    const state = await service.state({ id: t.id, execId: '' });
+    const state = await service.state(request('State', { id: t.id, execId: '' }));
     assert.equal(state.status, Status.Stopped);
     assert.equal(state.exitStatus, 3);
-    await rejectsCode(service.kill({ id: t.id, execId: '', signal: 9, all: false }), Code.NotFound);
-    const deleted = await service.delete({ id: t.id, execId: '' });
+    await rejectsCode(service.kill(request('Kill', { id: t.id, execId: '', signal: 9, all: false })), Code.NotFound);
+    const deleted = await service.delete(request('Delete', { id: t.id, execId: '' }));
     assert.equal(deleted.exitStatus, 3);
     assert.deepEqual(
       events.map((e) => e.type),
@@ -135,61 +143,61 @@ describe('TaskService with the agent on this host', { skip }, () => {
     );
     const taskExit = events[2]!.event;
     assert.equal(taskExit.id, t.id, 'TaskExit.id of the init process is the container id');
-    await rejectsCode(service.state({ id: t.id, execId: '' }), Code.NotFound);
-    await rejectsCode(service.delete({ id: t.id, execId: '' }), Code.NotFound);
+    await rejectsCode(service.state(request('State', { id: t.id, execId: '' })), Code.NotFound);
+    await rejectsCode(service.delete(request('Delete', { id: t.id, execId: '' })), Code.NotFound);
   });
 
   it('relays a stdin FIFO and closes the process stdin on CloseIO', async () => {
     const t = bundle(['cat'], { stdin: true });
-    await service.create({ id: t.id, bundle: t.bundle, rootfs: [], ...t.paths, terminal: false });
-    const waited = service.wait({ id: t.id, execId: '' });
-    await service.start({ id: t.id, execId: '' });
+    await service.create(request('Create', { id: t.id, bundle: t.bundle, rootfs: [], ...t.paths, terminal: false }));
+    const waited = service.wait(request('Wait', { id: t.id, execId: '' }));
+    await service.start(request('Start', { id: t.id, execId: '' }));
     // As ctr does it: write, close its end, then CloseIO.
     fs.writeSync(t.stdinFd!, 'data\n');
     fs.closeSync(t.stdinFd!);
-    await service.closeIO({ id: t.id, execId: '', stdin: true });
+    await service.closeIO(request('CloseIO', { id: t.id, execId: '', stdin: true }));
     assert.equal((await waited).exitStatus, 0);
     assert.equal(await t.out, 'data\n');
-    await service.delete({ id: t.id, execId: '' });
+    await service.delete(request('Delete', { id: t.id, execId: '' }));
   });
 
   it('execs a second process that sees the first one\'s files; kill gives 128+signal; exec exits come before the init exit', async () => {
     const t = bundle(['sh', '-c', 'echo from-init > /tmp/shared-file; exec sleep 1000']);
-    await service.create({ id: t.id, bundle: t.bundle, rootfs: [], ...t.paths, terminal: false });
-    await service.start({ id: t.id, execId: '' });
+    await service.create(request('Create', { id: t.id, bundle: t.bundle, rootfs: [], ...t.paths, terminal: false }));
+    await service.start(request('Start', { id: t.id, execId: '' }));
     const execOut = path.join(t.bundle, 'exec-stdout');
     execFileSync('mkfifo', [execOut]);
     const out = reader(execOut);
     const spec = encodeJsonAny(OCI_PROCESS_TYPE_URL, { args: ['sh', '-c', 'while [ ! -f /tmp/shared-file ]; do sleep 0.1; done; cat /tmp/shared-file'], cwd: '/', env: ['PATH=/bin:/usr/bin'], user: { uid: 0, gid: 0 } });
-    await service.exec({ id: t.id, execId: 'e1', terminal: false, stdin: '', stdout: execOut, stderr: '', spec });
-    await rejectsCode(service.exec({ id: t.id, execId: 'e1', terminal: false, stdin: '', stdout: '', stderr: '', spec }), Code.AlreadyExists);
-    assert.equal((await service.state({ id: t.id, execId: 'e1' })).status, Status.Created);
-    const execWait = service.wait({ id: t.id, execId: 'e1' });
-    await service.start({ id: t.id, execId: 'e1' });
+    await service.exec(request('Exec', { id: t.id, execId: 'e1', terminal: false, stdin: '', stdout: execOut, stderr: '', spec }));
+    await rejectsCode(service.exec(request('Exec', { id: t.id, execId: 'e1', terminal: false, stdin: '', stdout: '', stderr: '', spec })), Code.AlreadyExists);
+    assert.equal((await service.state(request('State', { id: t.id, execId: 'e1' }))).status, Status.Created);
+    const execWait = service.wait(request('Wait', { id: t.id, execId: 'e1' }));
+    await service.start(request('Start', { id: t.id, execId: 'e1' }));
     assert.equal((await execWait).exitStatus, 0);
     assert.equal(await out, 'from-init\n');
-    await service.delete({ id: t.id, execId: 'e1' });
-    await rejectsCode(service.state({ id: t.id, execId: 'e1' }), Code.NotFound);
-    await rejectsCode(service.delete({ id: t.id, execId: '' }), Code.FailedPrecondition);
-    const waited = service.wait({ id: t.id, execId: '' });
-    await service.kill({ id: t.id, execId: '', signal: 9, all: false });
+    await service.delete(request('Delete', { id: t.id, execId: 'e1' }));
+    await rejectsCode(service.state(request('State', { id: t.id, execId: 'e1' })), Code.NotFound);
+    await rejectsCode(service.delete(request('Delete', { id: t.id, execId: '' })), Code.FailedPrecondition);
+    const waited = service.wait(request('Wait', { id: t.id, execId: '' }));
+    await service.kill(request('Kill', { id: t.id, execId: '', signal: 9, all: false }));
     assert.equal((await waited).exitStatus, 137);
-    await service.delete({ id: t.id, execId: '' });
+    await service.delete(request('Delete', { id: t.id, execId: '' }));
   });
 
   it('refuses bad requests with the codes containerd understands, and stays usable', async () => {
-    await rejectsCode(service.create({ id: '../x', bundle: dir, rootfs: [] }), Code.InvalidArgument);
-    await rejectsCode(service.create({ id: 'nobundle', bundle: path.join(dir, 'missing'), rootfs: [] }), Code.InvalidArgument);
+    await rejectsCode(service.create(request('Create', { id: '../x', bundle: dir, rootfs: [] })), Code.InvalidArgument);
+    await rejectsCode(service.create(request('Create', { id: 'nobundle', bundle: path.join(dir, 'missing'), rootfs: [] })), Code.InvalidArgument);
     const t = bundle(['true']);
-    await rejectsCode(service.create({ id: t.id, bundle: t.bundle, rootfs: [], stdout: 'tcp://x', stderr: '', stdin: '' }), Code.InvalidArgument);
-    await service.create({ id: t.id, bundle: t.bundle, rootfs: [], ...t.paths, terminal: false });
-    await rejectsCode(service.create({ id: t.id, bundle: t.bundle, rootfs: [], ...t.paths }), Code.AlreadyExists);
-    await rejectsCode(service.exec({ id: t.id, execId: 'bad', spec: { typeUrl: OCI_PROCESS_TYPE_URL, value: Buffer.from('{nope') } }), Code.InvalidArgument);
-    await rejectsCode(service.checkpoint({ id: t.id }), Code.Unimplemented);
+    await rejectsCode(service.create(request('Create', { id: t.id, bundle: t.bundle, rootfs: [], stdout: 'tcp://x', stderr: '', stdin: '' })), Code.InvalidArgument);
+    await service.create(request('Create', { id: t.id, bundle: t.bundle, rootfs: [], ...t.paths, terminal: false }));
+    await rejectsCode(service.create(request('Create', { id: t.id, bundle: t.bundle, rootfs: [], ...t.paths })), Code.AlreadyExists);
+    await rejectsCode(service.exec(request('Exec', { id: t.id, execId: 'bad', spec: { typeUrl: OCI_PROCESS_TYPE_URL, value: Buffer.from('{nope') } })), Code.InvalidArgument);
+    await rejectsCode(service.checkpoint(request('Checkpoint', { id: t.id })), Code.Unimplemented);
     // Deleting a created (never started) task is allowed.
-    await service.delete({ id: t.id, execId: '' });
+    await service.delete(request('Delete', { id: t.id, execId: '' }));
     assert.equal(service.taskCount, 0);
-    await service.shutdown({ id: t.id, now: false });
+    await service.shutdown(request('Shutdown', { id: t.id, now: false }));
     await new Promise((r) => setImmediate(r));
     assert.equal(shutdowns, 1);
   });

@@ -7,13 +7,38 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../util/log.js';
 import type { Pod } from '../pod/types.js';
-import { Code, RpcError } from '../ttrpc/errors.js';
+import { Code, RpcError, toRpcError } from '../rpc/errors.js';
 import { type ExitInfo, Status, TaskProcess } from './process.js';
-import { mountRootfs, type MountSpec, unmountAll } from './rootfs.js';
+import { mountRootfs, unmountAll } from './rootfs.js';
 import { HostStdio, type StdioPaths, stdioMode } from './stdio.js';
-import { agentErrorToRpc, validateId } from './errors.js';
+import { validateId } from './errors.js';
 import { cgroupsV2Metrics } from './metrics.js';
 import { decodeJsonAny } from '../containerd/protos.js';
+import type {
+  CheckpointTaskRequest,
+  CloseIORequest,
+  ConnectResponse,
+  CreateTaskRequest,
+  CreateTaskResponse,
+  DeleteRequest,
+  DeleteResponse,
+  Empty,
+  ExecProcessRequest,
+  IdRequest,
+  KillRequest,
+  PidsResponse,
+  ResizePtyRequest,
+  ShutdownRequest,
+  StartRequest,
+  StartResponse,
+  StateRequest,
+  StateResponse,
+  StatsResponse,
+  TaskHandlerObject,
+  UpdateTaskRequest,
+  WaitRequest,
+  WaitResponse,
+} from '../containerd/task-api.js';
 
 /** Where task events go (containerd's Events service in the daemon). */
 export interface EventSink {
@@ -45,12 +70,11 @@ interface Task {
   oomKillsReported: number;
 }
 
-type Req = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-
 /** How long an exited init waits for its execs' exits to be reported first. */
 const EXEC_EXIT_GRACE_MS = 5_000;
 
-export class TaskService {
+/** The Task RPCs, with requests as the transports decode them (every field present). */
+export class TaskService implements TaskHandlerObject {
   private readonly tasks = new Map<string, Task>();
   /** Ids whose Create is in progress (duplicates are refused before any work). */
   private readonly creating = new Set<string>();
@@ -68,11 +92,11 @@ export class TaskService {
 
   // ---- RPCs ----
 
-  async create(req: Req): Promise<Req> {
+  async create(req: CreateTaskRequest): Promise<CreateTaskResponse> {
     const id = validateId(req.id, 'id');
     if (this.tasks.has(id) || this.creating.has(id)) throw new RpcError(Code.AlreadyExists, `task ${id} already exists`);
     if (req.checkpoint) throw new RpcError(Code.Unimplemented, `task ${id}: restoring from a checkpoint is not supported yet`);
-    const bundle = String(req.bundle ?? '');
+    const bundle = req.bundle;
     if (!path.isAbsolute(bundle)) throw new RpcError(Code.InvalidArgument, `task ${id}: bundle path ${JSON.stringify(bundle)} is not absolute`);
     this.creating.add(id);
     this.options.onIdle?.(false);
@@ -82,17 +106,17 @@ export class TaskService {
       const root = (spec.root ?? {}) as { path?: string };
       if (!root.path) throw new RpcError(Code.InvalidArgument, `task ${id}: config.json has no root.path`);
       const rootfsDir = path.resolve(bundle, root.path);
-      const mounts = ((req.rootfs ?? []) as MountSpec[]).map((m) => ({ type: m.type, source: m.source, target: m.target, options: m.options ?? [] }));
+      const mounts = req.rootfs.map((m) => ({ type: m.type, source: m.source, target: m.target, options: m.options }));
       await mountRootfs(mounts, rootfsDir);
       if (mounts.length) undo.push(() => unmountAll(rootfsDir));
       if (!fs.existsSync(rootfsDir)) throw new RpcError(Code.InvalidArgument, `task ${id}: rootfs ${rootfsDir} does not exist`);
-      const paths: StdioPaths = { stdin: req.stdin ?? '', stdout: req.stdout ?? '', stderr: req.stderr ?? '', terminal: !!req.terminal };
+      const paths: StdioPaths = { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal };
       const init = new TaskProcess(id, '', paths);
       init.io = await HostStdio.open(paths, { containerId: id, namespace: this.options.namespace }, this.log);
       undo.push(() => init.io?.close());
       const pod = await this.getPod();
       await pod.createContainer({ id, spec, rootfs: rootfsDir, stdio: stdioMode(paths) }).catch((err) => {
-        throw agentErrorToRpc(err, `create task ${id}`);
+        throw toRpcError(err, `create task ${id}`, Code.Internal);
       });
       undo.push(() => pod.deleteContainer(id));
       init.io.relay(await pod.attachStdio(id, '', stdioMode(paths)));
@@ -120,9 +144,9 @@ export class TaskService {
     }
   }
 
-  async start(req: Req): Promise<Req> {
+  async start(req: StartRequest): Promise<StartResponse> {
     const task = this.task(req.id);
-    const proc = this.process(task, String(req.execId ?? ''));
+    const proc = this.process(task, req.execId);
     if (proc.starting || proc.status !== Status.Created) throw new RpcError(Code.FailedPrecondition, `${proc.label} was already started`);
     const starting = proc.execId ? this.startExec(task, proc) : this.startInit(task);
     proc.starting = starting;
@@ -134,22 +158,22 @@ export class TaskService {
     }
   }
 
-  private async startInit(task: Task): Promise<Req> {
+  private async startInit(task: Task): Promise<StartResponse> {
     const pod = await this.getPod();
     await pod.startContainer(task.id).catch((err) => {
-      throw agentErrorToRpc(err, `start task ${task.id}`);
+      throw toRpcError(err, `start task ${task.id}`, Code.Internal);
     });
     if (task.init.status === Status.Created) task.init.status = Status.Running;
     this.publish('/tasks/start', 'TaskStart', { containerId: task.id, pid: task.init.pid });
     return { pid: task.init.pid };
   }
 
-  private async startExec(task: Task, exec: TaskProcess): Promise<Req> {
+  private async startExec(task: Task, exec: TaskProcess): Promise<StartResponse> {
     if (task.init.status !== Status.Running) throw new RpcError(Code.FailedPrecondition, `cannot start ${exec.label}: the task is not running`);
     const pod = await this.getPod();
     const mode = stdioMode(exec.stdio);
     await pod.execProcess(task.id, exec.execId, exec.spec ?? {}, mode).catch((err) => {
-      throw agentErrorToRpc(err, `start ${exec.label}`);
+      throw toRpcError(err, `start ${exec.label}`, Code.Internal);
     });
     exec.io!.relay(await pod.attachStdio(task.id, exec.execId, mode));
     exec.pid = process.pid;
@@ -159,9 +183,9 @@ export class TaskService {
     return { pid: exec.pid };
   }
 
-  async state(req: Req): Promise<Req> {
+  async state(req: StateRequest): Promise<StateResponse> {
     const task = this.task(req.id);
-    const proc = this.process(task, String(req.execId ?? ''));
+    const proc = this.process(task, req.execId);
     const status = proc === task.init && task.paused && proc.status === Status.Running ? Status.Paused : proc.status;
     return {
       id: task.id,
@@ -178,9 +202,9 @@ export class TaskService {
     };
   }
 
-  async delete(req: Req): Promise<Req> {
+  async delete(req: DeleteRequest): Promise<DeleteResponse> {
     const task = this.task(req.id);
-    const execId = String(req.execId ?? '');
+    const execId = req.execId;
     const pod = await this.getPod();
     if (execId) {
       const exec = this.process(task, execId);
@@ -206,63 +230,63 @@ export class TaskService {
     return { pid: task.init.pid, exitStatus: exit.exitStatus, exitedAt: exit.exitedAt };
   }
 
-  async pids(req: Req): Promise<Req> {
+  async pids(req: IdRequest): Promise<PidsResponse> {
     const task = this.task(req.id);
     // Container processes live in the guest; the host-visible process of the task is the shim,
     // which runs the VM (as Kata reports its hypervisor).
     return { processes: task.init.exit ? [] : [{ pid: task.init.pid }] };
   }
 
-  async pause(req: Req): Promise<Req> {
+  async pause(req: IdRequest): Promise<Empty> {
     const task = this.task(req.id);
     if (task.init.status !== Status.Running) throw new RpcError(Code.FailedPrecondition, `cannot pause task ${task.id}: it is not running`);
     await (await this.getPod()).pauseContainer(task.id).catch((err) => {
-      throw agentErrorToRpc(err, `pause task ${task.id}`);
+      throw toRpcError(err, `pause task ${task.id}`, Code.Internal);
     });
     task.paused = true;
     this.publish('/tasks/paused', 'TaskPaused', { containerId: task.id });
     return {};
   }
 
-  async resume(req: Req): Promise<Req> {
+  async resume(req: IdRequest): Promise<Empty> {
     const task = this.task(req.id);
     if (!task.paused) throw new RpcError(Code.FailedPrecondition, `cannot resume task ${task.id}: it is not paused`);
     await (await this.getPod()).resumeContainer(task.id).catch((err) => {
-      throw agentErrorToRpc(err, `resume task ${task.id}`);
+      throw toRpcError(err, `resume task ${task.id}`, Code.Internal);
     });
     task.paused = false;
     this.publish('/tasks/resumed', 'TaskResumed', { containerId: task.id });
     return {};
   }
 
-  async checkpoint(req: Req): Promise<Req> {
-    throw new RpcError(Code.Unimplemented, `checkpoint of task ${String(req.id)}: not supported by Stencil yet (VM templates will provide it)`);
+  async checkpoint(req: CheckpointTaskRequest): Promise<Empty> {
+    throw new RpcError(Code.Unimplemented, `checkpoint of task ${req.id}: not supported by Stencil yet (VM templates will provide it)`);
   }
 
-  async kill(req: Req): Promise<Req> {
+  async kill(req: KillRequest): Promise<Empty> {
     const task = this.task(req.id);
-    const proc = this.process(task, String(req.execId ?? ''));
+    const proc = this.process(task, req.execId);
     if (proc.exit) throw new RpcError(Code.NotFound, `${proc.label}: process already finished`);
     if (proc.status === Status.Created && proc.execId) {
       // An exec that never started: it exits with the signal, as runc reports it.
-      this.finishProcess(task, proc, { exitStatus: 128 + Number(req.signal ?? 0), exitedAt: new Date() });
+      this.finishProcess(task, proc, { exitStatus: 128 + req.signal, exitedAt: new Date() });
       return {};
     }
-    const signal = Number(req.signal ?? 0);
+    const signal = req.signal;
     if (!Number.isInteger(signal) || signal < 0 || signal > 64) throw new RpcError(Code.InvalidArgument, `kill ${proc.label}: invalid signal ${req.signal}`);
-    await (await this.getPod()).signalProcess(task.id, proc.execId, signal, !!req.all).catch((err) => {
-      throw agentErrorToRpc(err, `kill ${proc.label}`);
+    await (await this.getPod()).signalProcess(task.id, proc.execId, signal, req.all).catch((err) => {
+      throw toRpcError(err, `kill ${proc.label}`, Code.Internal);
     });
     return {};
   }
 
-  async exec(req: Req): Promise<Req> {
+  async exec(req: ExecProcessRequest): Promise<Empty> {
     const task = this.task(req.id);
     const execId = validateId(req.execId, 'exec_id');
     if (task.execs.has(execId)) throw new RpcError(Code.AlreadyExists, `exec ${execId} already exists in task ${task.id}`);
     if (task.init.exit) throw new RpcError(Code.FailedPrecondition, `cannot exec in task ${task.id}: it has exited`);
     const spec = decodeJsonAny(req.spec, `exec ${execId}: process spec`);
-    const paths: StdioPaths = { stdin: req.stdin ?? '', stdout: req.stdout ?? '', stderr: req.stderr ?? '', terminal: !!req.terminal };
+    const paths: StdioPaths = { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal };
     const exec = new TaskProcess(task.id, execId, paths);
     exec.spec = spec;
     exec.io = await HostStdio.open(paths, { containerId: task.id, namespace: this.options.namespace }, this.log);
@@ -271,56 +295,56 @@ export class TaskService {
     return {};
   }
 
-  async resizePty(req: Req): Promise<Req> {
+  async resizePty(req: ResizePtyRequest): Promise<Empty> {
     const task = this.task(req.id);
-    const proc = this.process(task, String(req.execId ?? ''));
+    const proc = this.process(task, req.execId);
     if (!proc.stdio.terminal) throw new RpcError(Code.FailedPrecondition, `${proc.label} has no terminal`);
-    await (await this.getPod()).resizePty(task.id, proc.execId, { width: Number(req.width ?? 0), height: Number(req.height ?? 0) }).catch((err) => {
-      throw agentErrorToRpc(err, `resize the terminal of ${proc.label}`);
+    await (await this.getPod()).resizePty(task.id, proc.execId, { width: req.width, height: req.height }).catch((err) => {
+      throw toRpcError(err, `resize the terminal of ${proc.label}`, Code.Internal);
     });
     return {};
   }
 
-  async closeIO(req: Req): Promise<Req> {
+  async closeIO(req: CloseIORequest): Promise<Empty> {
     const task = this.task(req.id);
-    const proc = this.process(task, String(req.execId ?? ''));
+    const proc = this.process(task, req.execId);
     if (req.stdin && proc.io) await proc.io.closeStdin();
     return {};
   }
 
-  async update(req: Req): Promise<Req> {
+  async update(req: UpdateTaskRequest): Promise<Empty> {
     const task = this.task(req.id);
     const resources = decodeJsonAny(req.resources, `update of task ${task.id}: resources`);
     if (task.init.exit) throw new RpcError(Code.NotFound, `update of task ${task.id}: it has exited`);
     await (await this.getPod()).updateContainer(task.id, resources).catch((err) => {
-      throw agentErrorToRpc(err, `update resources of task ${task.id}`);
+      throw toRpcError(err, `update resources of task ${task.id}`, Code.Internal);
     });
     return {};
   }
 
-  async wait(req: Req): Promise<Req> {
+  async wait(req: WaitRequest): Promise<WaitResponse> {
     const task = this.task(req.id);
-    const proc = this.process(task, String(req.execId ?? ''));
+    const proc = this.process(task, req.execId);
     const exit = await proc.wait();
     return { exitStatus: exit.exitStatus, exitedAt: exit.exitedAt };
   }
 
-  async stats(req: Req): Promise<Req> {
+  async stats(req: IdRequest): Promise<StatsResponse> {
     const task = this.task(req.id);
     if (task.init.exit) throw new RpcError(Code.NotFound, `task ${task.id} has exited: no stats`);
     const stats = await (await this.getPod()).stats(task.id).catch((err) => {
-      throw agentErrorToRpc(err, `stats of task ${task.id}`);
+      throw toRpcError(err, `stats of task ${task.id}`, Code.Internal);
     });
     this.reportOom(task, stats.memory?.oomKillEvents ?? 0);
     return { stats: cgroupsV2Metrics(stats) };
   }
 
-  async connect(req: Req): Promise<Req> {
-    const task = this.tasks.get(String(req.id ?? ''));
+  async connect(req: IdRequest): Promise<ConnectResponse> {
+    const task = this.tasks.get(req.id);
     return { shimPid: process.pid, taskPid: task?.init.pid ?? 0, version: '' };
   }
 
-  async shutdown(req: Req): Promise<Req> {
+  async shutdown(req: ShutdownRequest): Promise<Empty> {
     if (this.taskCount > 0 && !req.now) return {};
     if (!this.shuttingDown) {
       this.shuttingDown = true;
@@ -355,7 +379,8 @@ export class TaskService {
       );
     }
     return this.pod.catch((err) => {
-      throw new RpcError(Code.Unavailable, `cannot start the pod VM: ${(err as Error).message}`);
+      // A refused setting (e.g. too many vCPUs) keeps its code; anything else may pass.
+      throw toRpcError(err, 'cannot start the pod VM', Code.Unavailable);
     });
   }
 
@@ -424,9 +449,9 @@ export class TaskService {
     });
   }
 
-  private task(id: unknown): Task {
-    const task = this.tasks.get(String(id ?? ''));
-    if (!task) throw new RpcError(Code.NotFound, `task ${JSON.stringify(String(id ?? ''))} not found`);
+  private task(id: string): Task {
+    const task = this.tasks.get(id);
+    if (!task) throw new RpcError(Code.NotFound, `task ${JSON.stringify(id)} not found`);
     return task;
   }
 

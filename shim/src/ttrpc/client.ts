@@ -7,7 +7,7 @@ import type protobuf from 'protobufjs';
 import { DECODE_OPTIONS } from '../rpc/service.js';
 import { prepareForEncoding } from '../util/proto.js';
 import { decodeResponse, encodeRequest, metadataPairs } from './envelope.js';
-import { Code, RpcClosedError, RpcError } from './errors.js';
+import { Code, RpcClosedError, RpcError } from '../rpc/errors.js';
 import { encodeFrame, FrameDecoder, MAX_DATA_LENGTH, MessageType } from './frame.js';
 
 export interface TtrpcCallOptions {

@@ -5,10 +5,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { messageType, service, TASK_SERVICE_V2 } from '../containerd/protos.js';
-import { type CallContext, type RpcHandler, serviceDefinition } from '../rpc/service.js';
+import { type AnyRpcHandler, type CallContext, serviceDefinition } from '../rpc/service.js';
 import { TtrpcClient } from './client.js';
 import { decodeResponse, encodeRequest } from './envelope.js';
-import { Code, RpcClosedError, RpcError } from './errors.js';
+import { Code, RpcClosedError, RpcError } from '../rpc/errors.js';
 import { encodeFrame, type Frame, FrameDecoder, HEADER_LENGTH, MAX_DATA_LENGTH, MessageType } from './frame.js';
 import { TtrpcServer } from './server.js';
 
@@ -18,8 +18,8 @@ const Empty = messageType('google.protobuf.Empty');
 const KillRequest = messageType('containerd.task.v2.KillRequest');
 
 /** Handlers for every Task method: State/Wait/Kill scripted by the test, the rest Unimplemented. */
-function taskService(overrides: Record<string, RpcHandler>) {
-  const handlers: Record<string, RpcHandler> = {};
+function taskService(overrides: Record<string, AnyRpcHandler>) {
+  const handlers: Record<string, AnyRpcHandler> = {};
   for (const m of service(TASK_SERVICE_V2).methodsArray) {
     handlers[m.name] = overrides[m.name] ?? (async () => Promise.reject(new RpcError(Code.Unimplemented, `${m.name} not scripted`)));
   }

@@ -13,7 +13,7 @@ import net from 'node:net';
 import type { Logger } from '../util/log.js';
 import { type CallContext, invokeMethod, type ServiceDefinition } from '../rpc/service.js';
 import { decodeRequest, encodeErrorResponse, encodeOkResponse, metadataRecord } from './envelope.js';
-import { Code, RpcError, toRpcError } from './errors.js';
+import { Code, RpcError, toRpcError } from '../rpc/errors.js';
 import { encodeFrame, type Frame, FrameDecoder, MAX_DATA_LENGTH, MessageType, type OversizedFrame } from './frame.js';
 
 export interface TtrpcServerOptions {

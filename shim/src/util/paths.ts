@@ -31,7 +31,7 @@ export function builtGuestArtifacts(): GuestArtifacts {
   try {
     parsed = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<GuestArtifacts>;
   } catch (err) {
-    throw new Error(`no built guest kernel/initramfs recorded in ${file} (run 'make guest'): ${(err as Error).message}`);
+    throw new Error(`no built guest kernel/initramfs recorded in ${file} (run 'make guest'): ${(err as Error).message}`, { cause: err });
   }
   if (!parsed.kernel || !parsed.initrd) throw new Error(`${file} lacks "kernel" or "initrd"`);
   return { kernel: parsed.kernel, initrd: parsed.initrd };

@@ -3,6 +3,8 @@
 #include <atomic>
 #include <cstring>
 
+#include "../error.h"
+
 namespace stencil {
 
 namespace {
@@ -21,7 +23,7 @@ static_assert(sizeof(Desc) == 16, "virtq_desc is 16 bytes");
 template <typename T>
 T Load(const GuestMemoryAccess& mem, uint64_t addr, const char* what) {
   uint8_t* p = mem.Translate(addr, sizeof(T));
-  if (!p) throw VirtqueueError(std::string(what) + " at guest address 0x" + std::to_string(addr) + " is outside RAM");
+  if (!p) throw VirtqueueError(std::string(what) + " at guest address " + Hex(addr) + " is outside RAM");
   T v;
   std::memcpy(&v, p, sizeof(T));
   return v;
@@ -30,7 +32,7 @@ T Load(const GuestMemoryAccess& mem, uint64_t addr, const char* what) {
 template <typename T>
 void Store(const GuestMemoryAccess& mem, uint64_t addr, T v, const char* what) {
   uint8_t* p = mem.Translate(addr, sizeof(T));
-  if (!p) throw VirtqueueError(std::string(what) + " at guest address 0x" + std::to_string(addr) + " is outside RAM");
+  if (!p) throw VirtqueueError(std::string(what) + " at guest address " + Hex(addr) + " is outside RAM");
   std::memcpy(p, &v, sizeof(T));
 }
 
@@ -115,7 +117,7 @@ std::optional<DescriptorChain> Virtqueue::Pop(const GuestMemoryAccess& mem) {
     if (d.flags & kDescFIndirect) throw VirtqueueError("indirect descriptor, but VIRTIO_F_INDIRECT_DESC was not offered");
     uint8_t* p = d.len ? mem.Translate(d.addr, d.len) : nullptr;
     if (d.len && !p)
-      throw VirtqueueError("buffer 0x" + std::to_string(d.addr) + "+" + std::to_string(d.len) + " is outside RAM");
+      throw VirtqueueError("buffer " + Hex(d.addr) + "+" + std::to_string(d.len) + " is outside RAM");
     if (d.flags & kDescFWrite) {
       chain.writable.push_back({p, d.len});
     } else {

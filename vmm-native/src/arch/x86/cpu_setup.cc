@@ -128,7 +128,7 @@ void SetupBootMsrs(int vcpu_fd) {
   int set = ioctl(vcpu_fd, KVM_SET_MSRS, list);
   if (set < 0) throw VmmError(ErrorCode::kKvm, WithErrno("KVM_SET_MSRS"));
   if (static_cast<size_t>(set) != n)
-    throw VmmError(ErrorCode::kKvm, "KVM_SET_MSRS rejected MSR 0x" + std::to_string(msrs[set].first));
+    throw VmmError(ErrorCode::kKvm, "KVM_SET_MSRS rejected MSR " + Hex(msrs[set].first));
 }
 
 void SetupLapic(int vcpu_fd) {

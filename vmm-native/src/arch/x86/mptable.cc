@@ -43,8 +43,9 @@ void IntSource(Writer& w, uint8_t type, uint8_t irq_type, uint8_t bus_irq, uint8
 }  // namespace
 
 std::vector<uint8_t> BuildMpTable(uint32_t vcpu_count, uint32_t base_addr) {
-  if (vcpu_count == 0 || vcpu_count > 254)
-    throw VmmError(ErrorCode::kInvalidArgument, "MP table supports 1..254 vCPUs, not " + std::to_string(vcpu_count));
+  if (vcpu_count == 0 || vcpu_count > kMaxVcpus)
+    throw VmmError(ErrorCode::kInvalidArgument,
+                   "MP table supports 1.." + std::to_string(kMaxVcpus) + " vCPUs, not " + std::to_string(vcpu_count));
   const uint8_t ioapic_id = static_cast<uint8_t>(vcpu_count);
   constexpr uint32_t kFloatingSize = 16, kHeaderSize = 44;
 

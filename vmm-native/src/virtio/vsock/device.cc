@@ -30,11 +30,15 @@ std::string Dirname(const std::string& path) {
 
 }  // namespace
 
+void VirtioVsock::ValidateGuestCid(uint64_t guest_cid) {
+  if (guest_cid < 3 || guest_cid >= 0xffffffffULL)
+    throw VmmError(ErrorCode::kInvalidArgument, "vsock.guestCid " + std::to_string(guest_cid) +
+                                                    " is reserved or out of range: use 3..4294967294");
+}
+
 VirtioVsock::VirtioVsock(uint64_t guest_cid, MuxerOptions options)
     : guest_cid_(guest_cid), options_(std::move(options)), scratch_(kMaxPayload) {
-  if (guest_cid_ < 3 || guest_cid_ >= 0xffffffffULL)
-    throw VmmError(ErrorCode::kInvalidArgument, "vsock.guestCid " + std::to_string(guest_cid_) +
-                                                    " is reserved or out of range: use 3..4294967294");
+  ValidateGuestCid(guest_cid_);
   const std::string& path = options_.uds_path;
   if (path.empty()) throw VmmError(ErrorCode::kInvalidArgument, "vsock.udsPath is empty");
   if (path.size() + kLongestPortSuffix >= sizeof(sockaddr_un::sun_path))

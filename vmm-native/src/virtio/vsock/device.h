@@ -44,6 +44,8 @@ class VirtioVsock : public VirtioDevice {
   // Throws VmmError(kInvalidArgument) naming vsock.guestCid or vsock.udsPath for bad values
   // (reserved CID, path too long, directory missing, path in use by a live socket).
   VirtioVsock(uint64_t guest_cid, vsock::MuxerOptions options);
+  // The CID range: 3..4294967294 (0-2 are reserved, 0xffffffff means "any").
+  static void ValidateGuestCid(uint64_t guest_cid);
   ~VirtioVsock() override;
 
   const char* name() const override { return "virtio-vsock"; }

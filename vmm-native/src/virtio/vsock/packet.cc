@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "../../error.h"
+
 namespace stencil::vsock {
 
 namespace {
@@ -98,7 +100,7 @@ TxCheck CheckTxHeader(const Header& h, uint64_t guest_cid, uint64_t payload_avai
     return {TxVerdict::kReplyRst, "payload length " + std::to_string(h.len) + " but the chain holds only " +
                                       std::to_string(payload_available) + " bytes after the header"};
   if (h.op == kOpShutdown && (h.flags & ~kShutdownBoth))
-    return {TxVerdict::kReplyRst, "unknown SHUTDOWN flags 0x" + std::to_string(h.flags)};
+    return {TxVerdict::kReplyRst, "unknown SHUTDOWN flags " + Hex(h.flags)};
   return {TxVerdict::kAccept, ""};
 }
 

@@ -1,4 +1,4 @@
-// Human-readable sizes ("256M", "1G", "512MiB", "4096") to bytes, binary units.
+// Human-readable sizes ("256M", "1G", "512MiB", "4096") to bytes, binary units (config keys and the CLI).
 const UNITS: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
 
 export function parseSize(text: string | number, what = 'size'): number {

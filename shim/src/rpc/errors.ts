@@ -1,6 +1,8 @@
 // RPC errors shared by the ttrpc and gRPC transports: gRPC status codes (which ttrpc reuses in
 // google.rpc.Status) and RpcError, the error a service handler throws to choose the code
-// containerd sees. Any other error a handler throws reaches the caller as UNKNOWN.
+// containerd sees. A layer's typed error (common/src/errors.ts) keeps its code; any other error
+// a handler throws reaches the caller as UNKNOWN.
+import { type ErrorCode, isCodedError } from '../../../common/src/errors.js';
 
 /** gRPC status codes (google.rpc.Code), named like Go's codes package. */
 export const Code = {
@@ -61,12 +63,26 @@ export class RpcClosedError extends RpcError {
   }
 }
 
+const BY_ERROR_CODE: Record<ErrorCode, StatusCode> = {
+  INVALID_ARGUMENT: Code.InvalidArgument,
+  NOT_FOUND: Code.NotFound,
+  ALREADY_EXISTS: Code.AlreadyExists,
+  FAILED_PRECONDITION: Code.FailedPrecondition,
+  RESOURCE_EXHAUSTED: Code.ResourceExhausted,
+  UNIMPLEMENTED: Code.Unimplemented,
+  UNAVAILABLE: Code.Unavailable,
+  DEADLINE_EXCEEDED: Code.DeadlineExceeded,
+  INTERNAL: Code.Internal,
+};
+
 /**
- * The status an error thrown by a handler maps to: an RpcError keeps its code; anything else
- * becomes UNKNOWN with its message.
+ * The status an error thrown by a handler maps to: an RpcError keeps its code, a layer's typed
+ * error its ErrorCode (`context`, if given, says what was attempted and prefixes the message);
+ * anything else becomes `fallback` (UNKNOWN unless told) with its message.
  */
-export function toRpcError(err: unknown): RpcError {
+export function toRpcError(err: unknown, context?: string, fallback: StatusCode = Code.Unknown): RpcError {
   if (err instanceof RpcError) return err;
-  if (err instanceof Error) return new RpcError(Code.Unknown, err.message || err.name, { cause: err });
-  return new RpcError(Code.Unknown, String(err));
+  const message = err instanceof Error ? err.message || err.name : String(err);
+  const code = isCodedError(err) ? BY_ERROR_CODE[err.code] : fallback;
+  return new RpcError(code, context ? `${context}: ${message}` : message, { cause: err });
 }

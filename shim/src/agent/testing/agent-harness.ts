@@ -7,12 +7,12 @@ import fs from 'node:fs';
 import type net from 'node:net';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { repoRoot } from '../util/paths.js';
-import { AgentClient } from './client.js';
-import { AgentCallError } from './errors.js';
-import { encodeFrame, type Frame, FrameDecoder } from './framing.js';
-import { agentTypes, encodeMessage } from './protocol.js';
-import { connectUnix } from './vsock.js';
+import { repoRoot } from '../../util/paths.js';
+import { AgentClient } from '../client.js';
+import { AgentCallError } from '../errors.js';
+import { encodeFrame, type Frame, FrameDecoder } from '../framing.js';
+import { agentTypes, encodeMessage } from '../protocol.js';
+import { connectUnix } from '../vsock.js';
 
 export const isRoot = process.getuid?.() === 0;
 

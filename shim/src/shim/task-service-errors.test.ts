@@ -1,0 +1,137 @@
+// Every layer's typed error keeps its code on the way to containerd: the task service is called
+// the way the ttrpc and gRPC servers call it (encoded request, invokeMethod), with a Pod whose
+// calls fail the way the pod, hypervisor and agent layers fail. No VM or agent needed.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { ConfigError } from '../../../runtime-config/src/config.js';
+import { AgentCallError } from '../agent/errors.js';
+import { taskServiceDefinitions } from '../containerd/task-api.js';
+import { VmStateError } from '../hypervisor/errors.js';
+import { MicroVm } from '../hypervisor/microvm.js';
+import { validateContainerId } from '../pod/pod-vm.js';
+import type { Pod } from '../pod/types.js';
+import { Code, codeName, RpcError } from '../rpc/errors.js';
+import { invokeMethod, type ServiceDefinition } from '../rpc/service.js';
+import { createLogger } from '../util/log.js';
+import { TaskService } from './task-service.js';
+
+/** A Pod that creates containers (doing nothing) and fails as `overrides` say. */
+function scriptedPod(overrides: Partial<Pod>): Pod {
+  const unscripted = () => Promise.reject(new Error('not scripted'));
+  return {
+    id: 'scripted',
+    createContainer: async () => 1,
+    startContainer: unscripted,
+    execProcess: unscripted,
+    attachStdio: async () => ({}),
+    signalProcess: unscripted,
+    waitProcess: () => new Promise(() => undefined),
+    resizePty: unscripted,
+    closeStdin: unscripted,
+    stats: unscripted,
+    pauseContainer: unscripted,
+    resumeContainer: unscripted,
+    updateContainer: unscripted,
+    deleteProcess: unscripted,
+    deleteContainer: async () => undefined,
+    ended: new Promise(() => undefined),
+    shutdown: async () => undefined,
+    ...overrides,
+  };
+}
+
+describe('task service: the layers’ error codes reach containerd', () => {
+  let dir: string;
+  let bundle: string;
+  let kernel: string;
+  const services: TaskService[] = [];
+
+  before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stencil-task-errors-'));
+    bundle = path.join(dir, 'bundle');
+    fs.mkdirSync(path.join(bundle, 'rootfs'), { recursive: true });
+    fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.1.0', root: { path: 'rootfs' } }));
+    kernel = path.join(dir, 'vmlinux');
+    fs.writeFileSync(kernel, Buffer.alloc(4096));
+  });
+  after(async () => {
+    for (const s of services) await s.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** The containerd.task.v3.Task definition over a service whose pod comes from `createPod`. */
+  function serve(createPod: () => Promise<Pod>): ServiceDefinition {
+    const service = new TaskService({
+      namespace: 'test',
+      createPod,
+      events: { publish: () => undefined },
+      logger: createLogger({ level: 'error' }),
+      onShutdown: () => undefined,
+    });
+    services.push(service);
+    return taskServiceDefinitions(service).find((d) => d.name === 'containerd.task.v3.Task')!;
+  }
+
+  function call(def: ServiceDefinition, method: string, request: Record<string, unknown>): Promise<Uint8Array> {
+    const type = def.methods[method].requestType;
+    const payload = type.encode(type.fromObject(request)).finish();
+    return invokeMethod(def, method, payload, { service: def.name, method, metadata: {}, signal: new AbortController().signal });
+  }
+
+  async function failsWith(p: Promise<unknown>, code: number, message: RegExp): Promise<void> {
+    await assert.rejects(p, (err: unknown) => {
+      assert.ok(err instanceof RpcError, String(err));
+      assert.equal(codeName(err.code), codeName(code), err.message);
+      assert.match(err.message, message);
+      return true;
+    });
+  }
+
+  it('a container id the shim accepts and the pod layer refuses: InvalidArgument', async () => {
+    const id = 'c'.repeat(100); // the shim takes up to 128 characters, the pod (agent) 64
+    const def = serve(async () => scriptedPod({ createContainer: async (req) => (validateContainerId(req.id), 1) }));
+    await failsWith(call(def, 'Create', { id, bundle }), Code.InvalidArgument, /^create task c+: invalid container id .*at most 64/);
+  });
+
+  it('a VM setting the VMM refuses (too many vCPUs): InvalidArgument, not Unavailable', async () => {
+    const spec = { name: 'too-big', vcpus: 300, memoryBytes: 64 * 2 ** 20, kernel, cmdline: '', memoryDir: dir, memoryBacking: 'tmpfs' as const, virtioRng: false };
+    const def = serve(async () => (MicroVm.create(spec), scriptedPod({})));
+    await failsWith(call(def, 'Create', { id: 't1', bundle }), Code.InvalidArgument, /^cannot start the pod VM: vcpus must be 1\.\.254, got 300$/);
+  });
+
+  it('a configuration error: InvalidArgument; any other boot failure: Unavailable', async () => {
+    const config = serve(() => Promise.reject(new ConfigError('/etc/x.toml', ['/etc/x.toml: runtime.bogus: unknown key'])));
+    await failsWith(call(config, 'Create', { id: 't1', bundle }), Code.InvalidArgument, /runtime\.bogus: unknown key/);
+    const other = serve(() => Promise.reject(new Error('disk on fire')));
+    await failsWith(call(other, 'Create', { id: 't1', bundle }), Code.Unavailable, /^cannot start the pod VM: disk on fire$/);
+  });
+
+  it('agent and hypervisor errors in later calls keep their codes; untyped ones are Internal', async () => {
+    const def = serve(async () =>
+      scriptedPod({
+        startContainer: () => Promise.reject(new AgentCallError('NOT_FOUND', 'container "t1" not found', { rpc: 'StartContainer', containerId: 't1' })),
+        signalProcess: () => Promise.reject(new AgentCallError('RUNTIME', 'crun kill failed', { rpc: 'SignalProcess', containerId: 't1' })),
+      }),
+    );
+    await call(def, 'Create', { id: 't1', bundle });
+    await failsWith(call(def, 'Start', { id: 't1' }), Code.NotFound, /^start task t1: agent StartContainer\(t1\): container "t1" not found$/);
+    await failsWith(call(def, 'Kill', { id: 't1', signal: 9 }), Code.Internal, /crun kill failed/);
+    // Pause needs a running init: Start failed, so the service itself refuses first.
+    await failsWith(call(def, 'Pause', { id: 't1' }), Code.FailedPrecondition, /it is not running/);
+  });
+
+  it('a hypervisor state error from a pod call: FailedPrecondition', async () => {
+    const def = serve(async () =>
+      scriptedPod({
+        startContainer: async () => 1,
+        pauseContainer: () => Promise.reject(new VmStateError('cannot pause VM scripted: it is exited', 'ESTATE')),
+      }),
+    );
+    await call(def, 'Create', { id: 't2', bundle });
+    await call(def, 'Start', { id: 't2' });
+    await failsWith(call(def, 'Pause', { id: 't2' }), Code.FailedPrecondition, /^pause task t2: cannot pause VM scripted: it is exited$/);
+  });
+});
