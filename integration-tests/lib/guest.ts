@@ -107,7 +107,7 @@ async function runInGuestOnce(script: string, options: GuestOptions): Promise<Gu
     await vm.destroy();
     // Log the console into the test output: evidence of what the guest really did.
     const text = capture.text.replace(/\r/g, '');
-    process.stdout.write(`# --- guest console (${exit.reason}) ---\n${text.replace(/^/gm, '# ')}\n`);
+    process.stdout.write(`# --- guest console (${exit.reason}${exit.detail ? `: ${exit.detail}` : ''}) ---\n${text.replace(/^/gm, '# ')}\n`);
     const start = text.indexOf(INIT_MARKER);
     const end = text.lastIndexOf('stencil-guest: exit ');
     const output = start >= 0 && end > start ? text.slice(start + INIT_MARKER.length, end) : '';

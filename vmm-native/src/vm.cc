@@ -213,6 +213,8 @@ void Vm::CreateVcpus() {
     void* run = mmap(nullptr, run_mmap_size_, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd.get(), 0);
     if (run == MAP_FAILED) throw VmmError(ErrorCode::kKvm, WithErrno("mmap kvm_run of vCPU " + std::to_string(i)));
     v->run = static_cast<kvm_run*>(run);
+    // KVM copies the registers into kvm_run at every exit (~100 bytes), so the exit trace has RIPs.
+    if (CheckExtension(kvm_.get(), KVM_CAP_SYNC_REGS) & KVM_SYNC_X86_REGS) v->run->kvm_valid_regs = KVM_SYNC_X86_REGS;
     x86::SetCpuid(v->fd.get(), x86::FilterCpuid(supported, i, config_.vcpus));
     x86::SetupBootMsrs(v->fd.get());
     x86::SetupFpu(v->fd.get());
@@ -328,6 +330,7 @@ void Vm::VcpuLoop(Vcpu& vcpu) {
 
 bool Vm::HandleExit(Vcpu& vcpu) {
   kvm_run* run = vcpu.run;
+  vcpu.trace.Record(*run, (run->kvm_valid_regs & KVM_SYNC_X86_REGS) ? run->s.regs.regs.rip : 0);
   switch (run->exit_reason) {
     case KVM_EXIT_IO: {
       uint8_t* data = reinterpret_cast<uint8_t*>(run) + run->io.data_offset;
@@ -348,7 +351,8 @@ bool Vm::HandleExit(Vcpu& vcpu) {
       }
       return true;
     case KVM_EXIT_SHUTDOWN:
-      Finish(ExitReason::kTripleFault, "vCPU " + std::to_string(vcpu.index) + " triple-faulted (KVM_EXIT_SHUTDOWN)");
+      Finish(ExitReason::kTripleFault, "vCPU " + std::to_string(vcpu.index) + " triple-faulted (KVM_EXIT_SHUTDOWN)" +
+                                           x86::DumpVcpu(vcpu.fd.get(), vcpu.trace));
       return false;
     case KVM_EXIT_SYSTEM_EVENT:
       Finish(run->system_event.type == KVM_SYSTEM_EVENT_RESET ? ExitReason::kReboot : ExitReason::kPoweroff,
@@ -356,19 +360,19 @@ bool Vm::HandleExit(Vcpu& vcpu) {
       return false;
     case KVM_EXIT_INTERNAL_ERROR: {
       std::string detail = "KVM internal error on vCPU " + std::to_string(vcpu.index) + ", suberror " +
-                           std::to_string(run->internal.suberror);
-      kvm_regs regs{};
-      if (ioctl(vcpu.fd.get(), KVM_GET_REGS, &regs) == 0) {
-        char buf[64];
-        snprintf(buf, sizeof buf, " at rip=0x%llx", static_cast<unsigned long long>(regs.rip));
-        detail += buf;
+                           std::to_string(run->internal.suberror) + ", data";
+      for (uint32_t i = 0; i < run->internal.ndata && i < 16; i++) {
+        char word[24];
+        snprintf(word, sizeof word, " 0x%llx", static_cast<unsigned long long>(run->internal.data[i]));
+        detail += word;
       }
-      Finish(ExitReason::kInternalError, detail);
+      Finish(ExitReason::kInternalError, detail + x86::DumpVcpu(vcpu.fd.get(), vcpu.trace));
       return false;
     }
     case KVM_EXIT_FAIL_ENTRY:
       Finish(ExitReason::kFailEntry, "VM entry failed on vCPU " + std::to_string(vcpu.index) + ", reason 0x" +
-                                         std::to_string(run->fail_entry.hardware_entry_failure_reason));
+                                         std::to_string(run->fail_entry.hardware_entry_failure_reason) +
+                                         x86::DumpVcpu(vcpu.fd.get(), vcpu.trace));
       return false;
     case KVM_EXIT_INTR:
       return true;
