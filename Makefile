@@ -59,9 +59,16 @@ integration-deps: .deps-stamp
 
 # VM tests boot the real guest kernel under a real KVM: directly where this host's KVM can run
 # stock guests, otherwise inside the emulated host (integration-tests/emulated-host).
+# integration-tests/lib/guest.ts logs every guest boot and every nested-boot retry to
+# $(GUEST_BOOT_LOG); the summary line at the end shows their rate.
+GUEST_BOOT_LOG := build/guest-boots.log
 integration-test: build guest integration-deps
-	integration-tests/run-vm node --test --test-concurrency=1 --test-reporter=spec \
-	  $$(find dist/integration-tests -name '*.test.js' | sort)
+	@rm -f $(GUEST_BOOT_LOG)
+	set +e; integration-tests/run-vm node --test --test-concurrency=1 --test-reporter=spec \
+	  $$(find dist/integration-tests -name '*.test.js' | sort); rc=$$?; \
+	  cat $(GUEST_BOOT_LOG) 2>/dev/null | awk '/^retry/ { r++ } /^boot/ { b++ } \
+	    END { printf "nested boot retries: %d (of %d guest boots by lib/guest.ts; see $(GUEST_BOOT_LOG))\n", r, b }'; \
+	  exit $$rc
 
 test: unit-test integration-test
 

@@ -2,9 +2,10 @@
 // its console, with a hard timeout so a stuck boot fails loudly instead of hanging the suite.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import { DEFAULT_CMDLINE, MicroVm } from '../../shim/src/hypervisor/microvm.js';
 import type { VmExit, VmSpec } from '../../shim/src/hypervisor/types.js';
-import { builtGuestArtifacts } from '../../shim/src/util/paths.js';
+import { builtGuestArtifacts, repoRoot } from '../../shim/src/util/paths.js';
 
 export const MEMORY_DIR = '/dev/shm/stencil-tests';
 export const BOOT_TIMEOUT_MS = Number(process.env.STENCIL_TEST_BOOT_TIMEOUT_MS ?? 180_000);
@@ -85,16 +86,34 @@ export interface GuestRun {
 
 const INIT_MARKER = 'stencil-guest: init reached\n';
 
+/** Nested under QEMU TCG (the emulated host's init sets EMULATED_HOST=1): the only place a boot is retried. */
+const NESTED_UNDER_TCG = process.env.EMULATED_HOST === '1';
 /**
- * Boots a VM that runs `script`, waits for it to end, and tears it down. A guest that
- * triple-faults before its init announced itself (so before the script ran: no side effects) is
- * booted once more, saying so in the test output: nested guests under the emulated host (TCG's
- * emulated SVM) do this about once in a few hundred boots (integration-tests/README.md).
+ * One line per boot ("boot <test>") and per retry ("retry <test> <exit detail>"), for the whole
+ * test run: `make integration-test` clears it first and prints "nested boot retries: R of B guest
+ * boots" at the end, so a rising rate shows.
+ */
+export const GUEST_BOOT_LOG = path.join(repoRoot(), 'build', 'guest-boots.log');
+
+function logBoot(line: string): void {
+  fs.mkdirSync(path.dirname(GUEST_BOOT_LOG), { recursive: true });
+  fs.appendFileSync(GUEST_BOOT_LOG, `${line.replace(/\n/g, ' ')}\n`);
+}
+
+/**
+ * Boots a VM that runs `script`, waits for it to end, and tears it down. In the emulated host only,
+ * a guest that triple-faults before its init announced itself (so before the script ran: no side
+ * effects) is booted once more, loudly: nested guests under TCG's emulated SVM do this about once
+ * in a few hundred boots (integration-tests/README.md). On a real KVM every triple fault counts.
  */
 export async function runInGuest(script: string, options: GuestOptions = {}): Promise<GuestRun> {
+  const test = path.basename(process.argv[1] ?? 'unknown');
+  logBoot(`boot ${test}`);
   const first = await runInGuestOnce(script, options);
-  if (first.exit.reason !== 'triple-fault' || first.console.includes(INIT_MARKER)) return first;
-  process.stdout.write('# the guest triple-faulted during boot, before its script ran; booting it once more\n');
+  if (!NESTED_UNDER_TCG || first.exit.reason !== 'triple-fault' || first.console.includes(INIT_MARKER)) return first;
+  logBoot(`retry ${test} ${first.exit.detail}`);
+  process.stdout.write(`# NESTED BOOT RETRY: the guest triple-faulted during boot, before its script ran (${first.exit.detail}); booting it once more\n`);
+  logBoot(`boot ${test}`);
   return runInGuestOnce(script, options);
 }
 
