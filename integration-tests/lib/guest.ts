@@ -15,15 +15,20 @@ let counter = 0;
 /** VmSpec fields to override, plus what the guest's /init should do after the script. */
 export type GuestOptions = Partial<VmSpec> & { then?: 'poweroff' | 'reboot' | 'halt'; append?: string };
 
-export function guestSpec(script: string | undefined, options: GuestOptions = {}): VmSpec {
-  const { then, append, ...overrides } = options;
-  const { kernel, initrd } = builtGuestArtifacts();
-  fs.mkdirSync(MEMORY_DIR, { recursive: true, mode: 0o700 });
-  const extra = [
+/** The kernel parameters (beyond DEFAULT_CMDLINE) that make the guest's /init run `script`, then `then`. */
+export function guestParams(script: string | undefined, { then, append }: Pick<GuestOptions, 'then' | 'append'> = {}): string[] {
+  return [
     script === undefined ? '' : `stencil_run=${Buffer.from(script).toString('base64')}`,
     then ? `stencil_then=${then}` : '',
     append ?? '',
   ].filter(Boolean);
+}
+
+export function guestSpec(script: string | undefined, options: GuestOptions = {}): VmSpec {
+  const { then, append, ...overrides } = options;
+  const { kernel, initrd } = builtGuestArtifacts();
+  fs.mkdirSync(MEMORY_DIR, { recursive: true, mode: 0o700 });
+  const extra = guestParams(script, { then, append });
   return {
     name: `test-${process.pid}-${++counter}`,
     vcpus: 1,
