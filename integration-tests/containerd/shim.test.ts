@@ -319,7 +319,8 @@ for (const version of CONTAINERD_VERSIONS) {
 // connection for a dead shim unless its first call starts before the connection's watcher goroutine
 // looks (README, Transport). It lost every attempt here (2026-12-02: 35 of 35 on the build machine,
 // 21 of 21 in the emulated host); with GOMAXPROCS=1 the watcher mostly runs only once the call has
-// begun: 5 of 8 attempts got through in the emulated host, 6 of 35 on the build machine. Only
+// begun: 5 of 8 attempts got through in one emulated-host session, 0 of 6 in another (this test),
+// 6 of 35 on the build machine; a lost attempt costs ~30 s in the emulated host. Only
 // attempts with the race's evidence (lib/grpc-race.ts) are retried, at most MAX_RACE_RETRIES times,
 // each loudly; if all of them lose it, the test is skipped saying so, and any other failure fails.
 const MAX_RACE_RETRIES = 5;
