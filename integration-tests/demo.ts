@@ -1,6 +1,7 @@
 // `make demo`: a private containerd (Debian's 1.6) runs a busybox container with
 // `ctr run --runtime io.containerd.stencil.v2`: the shim boots a Stencil microVM and the guest
-// agent runs the container in it. (Later: the VM is cloned from a template.)
+// agent runs the container in it. Exits 1 when the container fails or anything is left behind
+// (leaks()). (Later: the VM is cloned from a template.)
 import path from 'node:path';
 import { repoRoot } from '../shim/src/util/paths.js';
 import { ContainerdInstance, type ContainerdVersion } from './lib/containerd.js';
@@ -21,9 +22,14 @@ try {
   process.stdout.write(r.stdout);
   if (r.stderr) process.stdout.write(r.stderr);
   say(`demo: exit status ${r.code} after ${((Date.now() - started) / 1000).toFixed(1)} s (host kernel: ${(await import('node:os')).release()})`);
-  const left = await c.leaks();
-  if (left.length) say(`demo: left behind:\n  ${left.join('\n  ')}`);
-  failed = r.code !== 0 || !r.stdout.includes('Hello from a container in a Stencil VM');
+  // The shim daemon exits right after containerd's Shutdown: give it a few seconds to go.
+  let left = await c.leaks();
+  for (let i = 0; i < 50 && left.length; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    left = await c.leaks();
+  }
+  if (left.length) say(`demo: FAILED: left behind:\n  ${left.join('\n  ')}`);
+  failed = r.code !== 0 || !r.stdout.includes('Hello from a container in a Stencil VM') || left.length > 0;
 } finally {
   await c.stop();
 }

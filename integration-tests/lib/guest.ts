@@ -2,9 +2,10 @@
 // its console, with a hard timeout so a stuck boot fails loudly instead of hanging the suite.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import { DEFAULT_CMDLINE, MicroVm } from '../../shim/src/hypervisor/microvm.js';
 import type { VmExit, VmSpec } from '../../shim/src/hypervisor/types.js';
-import { builtGuestArtifacts } from '../../shim/src/util/paths.js';
+import { builtGuestArtifacts, repoRoot } from '../../shim/src/util/paths.js';
 
 export const MEMORY_DIR = '/dev/shm/stencil-tests';
 export const BOOT_TIMEOUT_MS = Number(process.env.STENCIL_TEST_BOOT_TIMEOUT_MS ?? 180_000);
@@ -14,15 +15,20 @@ let counter = 0;
 /** VmSpec fields to override, plus what the guest's /init should do after the script. */
 export type GuestOptions = Partial<VmSpec> & { then?: 'poweroff' | 'reboot' | 'halt'; append?: string };
 
-export function guestSpec(script: string | undefined, options: GuestOptions = {}): VmSpec {
-  const { then, append, ...overrides } = options;
-  const { kernel, initrd } = builtGuestArtifacts();
-  fs.mkdirSync(MEMORY_DIR, { recursive: true, mode: 0o700 });
-  const extra = [
+/** The kernel parameters (beyond DEFAULT_CMDLINE) that make the guest's /init run `script`, then `then`. */
+export function guestParams(script: string | undefined, { then, append }: Pick<GuestOptions, 'then' | 'append'> = {}): string[] {
+  return [
     script === undefined ? '' : `stencil_run=${Buffer.from(script).toString('base64')}`,
     then ? `stencil_then=${then}` : '',
     append ?? '',
   ].filter(Boolean);
+}
+
+export function guestSpec(script: string | undefined, options: GuestOptions = {}): VmSpec {
+  const { then, append, ...overrides } = options;
+  const { kernel, initrd } = builtGuestArtifacts();
+  fs.mkdirSync(MEMORY_DIR, { recursive: true, mode: 0o700 });
+  const extra = guestParams(script, { then, append });
   return {
     name: `test-${process.pid}-${++counter}`,
     vcpus: 1,
@@ -85,16 +91,34 @@ export interface GuestRun {
 
 const INIT_MARKER = 'stencil-guest: init reached\n';
 
+/** Nested under QEMU TCG (the emulated host's init sets EMULATED_HOST=1): the only place a boot is retried. */
+const NESTED_UNDER_TCG = process.env.EMULATED_HOST === '1';
 /**
- * Boots a VM that runs `script`, waits for it to end, and tears it down. A guest that
- * triple-faults before its init announced itself (so before the script ran: no side effects) is
- * booted once more, saying so in the test output: nested guests under the emulated host (TCG's
- * emulated SVM) do this about once in a few hundred boots (integration-tests/README.md).
+ * One line per boot ("boot <test>") and per retry ("retry <test> <exit detail>"), for the whole
+ * test run: `make integration-test` clears it first and prints "nested boot retries: R of B guest
+ * boots" at the end, so a rising rate shows.
+ */
+export const GUEST_BOOT_LOG = path.join(repoRoot(), 'build', 'guest-boots.log');
+
+function logBoot(line: string): void {
+  fs.mkdirSync(path.dirname(GUEST_BOOT_LOG), { recursive: true });
+  fs.appendFileSync(GUEST_BOOT_LOG, `${line.replace(/\n/g, ' ')}\n`);
+}
+
+/**
+ * Boots a VM that runs `script`, waits for it to end, and tears it down. In the emulated host only,
+ * a guest that triple-faults before its init announced itself (so before the script ran: no side
+ * effects) is booted once more, loudly: nested guests under TCG's emulated SVM do this about once
+ * in a few hundred boots (integration-tests/README.md). On a real KVM every triple fault counts.
  */
 export async function runInGuest(script: string, options: GuestOptions = {}): Promise<GuestRun> {
+  const test = path.basename(process.argv[1] ?? 'unknown');
+  logBoot(`boot ${test}`);
   const first = await runInGuestOnce(script, options);
-  if (first.exit.reason !== 'triple-fault' || first.console.includes(INIT_MARKER)) return first;
-  process.stdout.write('# the guest triple-faulted during boot, before its script ran; booting it once more\n');
+  if (!NESTED_UNDER_TCG || first.exit.reason !== 'triple-fault' || first.console.includes(INIT_MARKER)) return first;
+  logBoot(`retry ${test} ${first.exit.detail}`);
+  process.stdout.write(`# NESTED BOOT RETRY: the guest triple-faulted during boot, before its script ran (${first.exit.detail}); booting it once more\n`);
+  logBoot(`boot ${test}`);
   return runInGuestOnce(script, options);
 }
 
@@ -107,7 +131,7 @@ async function runInGuestOnce(script: string, options: GuestOptions): Promise<Gu
     await vm.destroy();
     // Log the console into the test output: evidence of what the guest really did.
     const text = capture.text.replace(/\r/g, '');
-    process.stdout.write(`# --- guest console (${exit.reason}) ---\n${text.replace(/^/gm, '# ')}\n`);
+    process.stdout.write(`# --- guest console (${exit.reason}${exit.detail ? `: ${exit.detail}` : ''}) ---\n${text.replace(/^/gm, '# ')}\n`);
     const start = text.indexOf(INIT_MARKER);
     const end = text.lastIndexOf('stencil-guest: exit ');
     const output = start >= 0 && end > start ? text.slice(start + INIT_MARKER.length, end) : '';

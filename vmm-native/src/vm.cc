@@ -89,6 +89,8 @@ void Vm::AdoptShell(VmShell shell) {
     v->index = i;
     v->fd = std::move(shell.vcpus[i].fd);
     v->run = std::exchange(shell.vcpus[i].run, nullptr);
+    // KVM copies the registers into kvm_run at every exit (~100 bytes), so the exit trace has RIPs.
+    if (CheckExtension(kvm_.get(), KVM_CAP_SYNC_REGS) & KVM_SYNC_X86_REGS) v->run->kvm_valid_regs = KVM_SYNC_X86_REGS;
     vcpus_.push_back(std::move(v));
   }
   reserved_memory_ = std::move(shell.memory);
@@ -330,6 +332,7 @@ void Vm::VcpuLoop(Vcpu& vcpu) {
 
 bool Vm::HandleExit(Vcpu& vcpu) {
   kvm_run* run = vcpu.run;
+  vcpu.trace.Record(*run, (run->kvm_valid_regs & KVM_SYNC_X86_REGS) ? run->s.regs.regs.rip : 0);
   switch (run->exit_reason) {
     case KVM_EXIT_IO: {
       uint8_t* data = reinterpret_cast<uint8_t*>(run) + run->io.data_offset;
@@ -350,7 +353,8 @@ bool Vm::HandleExit(Vcpu& vcpu) {
       }
       return true;
     case KVM_EXIT_SHUTDOWN:
-      Finish(ExitReason::kTripleFault, "vCPU " + std::to_string(vcpu.index) + " triple-faulted (KVM_EXIT_SHUTDOWN)");
+      Finish(ExitReason::kTripleFault, "vCPU " + std::to_string(vcpu.index) + " triple-faulted (KVM_EXIT_SHUTDOWN)" +
+                                           x86::DumpVcpu(vcpu.fd.get(), vcpu.trace));
       return false;
     case KVM_EXIT_SYSTEM_EVENT:
       Finish(run->system_event.type == KVM_SYSTEM_EVENT_RESET ? ExitReason::kReboot : ExitReason::kPoweroff,
@@ -358,19 +362,19 @@ bool Vm::HandleExit(Vcpu& vcpu) {
       return false;
     case KVM_EXIT_INTERNAL_ERROR: {
       std::string detail = "KVM internal error on vCPU " + std::to_string(vcpu.index) + ", suberror " +
-                           std::to_string(run->internal.suberror);
-      kvm_regs regs{};
-      if (ioctl(vcpu.fd.get(), KVM_GET_REGS, &regs) == 0) {
-        char buf[64];
-        snprintf(buf, sizeof buf, " at rip=0x%llx", static_cast<unsigned long long>(regs.rip));
-        detail += buf;
+                           std::to_string(run->internal.suberror) + ", data";
+      for (uint32_t i = 0; i < run->internal.ndata && i < 16; i++) {
+        char word[24];
+        snprintf(word, sizeof word, " 0x%llx", static_cast<unsigned long long>(run->internal.data[i]));
+        detail += word;
       }
-      Finish(ExitReason::kInternalError, detail);
+      Finish(ExitReason::kInternalError, detail + x86::DumpVcpu(vcpu.fd.get(), vcpu.trace));
       return false;
     }
     case KVM_EXIT_FAIL_ENTRY:
       Finish(ExitReason::kFailEntry, "VM entry failed on vCPU " + std::to_string(vcpu.index) + ", reason " +
-                                         Hex(run->fail_entry.hardware_entry_failure_reason));
+                                         Hex(run->fail_entry.hardware_entry_failure_reason) +
+                                         x86::DumpVcpu(vcpu.fd.get(), vcpu.trace));
       return false;
     case KVM_EXIT_INTR:
       return true;

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "arch/x86/vcpu_trace.h"
 #include "devices/bus.h"
 #include "devices/device_manager.h"
 #include "devices/serial.h"
@@ -90,6 +91,7 @@ class Vm {
     UniqueFd fd;
     kvm_run* run = nullptr;
     std::thread thread;
+    x86::ExitTrace trace;  // the last exits, for the report of a crash
   };
 
   void CreateVm();

@@ -1,6 +1,7 @@
 // Bad input to the hypervisor layer: each gets a typed error naming the problem, and nothing
 // (file descriptors, RAM files) is left behind. Uses the real /dev/kvm but never runs a guest.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +17,24 @@ import type { VmSpec } from './types.js';
 import { tinyElfKernel } from './testing/tiny-kernel.js';
 
 const openFds = () => fs.readdirSync('/proc/self/fd').length;
+const NOBODY = 65534;
+/** Run by the unprivileged child: MicroVm.create(argv[1]) and a JSON report of what it threw and left. */
+const CREATE_AND_REPORT = `
+import fs from 'node:fs';
+const { MicroVm } = await import(${JSON.stringify(new URL('./microvm.js', import.meta.url).href)});
+const spec = JSON.parse(process.argv[1]);
+const fds = () => fs.readdirSync('/proc/self/fd').length;
+const report = { uid: process.getuid(), fdsBefore: fds() };
+try {
+  await MicroVm.create(spec).destroy();
+} catch (err) {
+  report.error = err.constructor.name;
+  report.message = err.message;
+}
+report.fdsAfter = fds();
+report.ramFiles = fs.readdirSync(spec.memoryDir);
+process.stdout.write(JSON.stringify(report));
+`;
 
 describe('MicroVm input validation', () => {
   let dir: string;
@@ -132,16 +151,34 @@ describe('MicroVm input validation', () => {
     expectNoLeak(() => MicroVm.create(spec({ vsock: { guestCid: 3, udsPath: plain } })), InvalidVmConfigError, /not a socket/);
   });
 
-  const isRoot = process.getuid?.() === 0;
-  it('reports /dev/kvm without permission', { skip: isRoot && 'root bypasses file modes' }, () => {
-    const noPerm = path.join(dir, 'kvm-no-perm');
-    fs.writeFileSync(noPerm, '');
-    fs.chmodSync(noPerm, 0);
-    process.env.STENCIL_KVM_DEVICE = noPerm;
+  // File modes do not stop root, and CI runs as root: the VM is created in a child process as an
+  // unprivileged user (setpriv, as nobody) whenever this test runs as root.
+  it('reports /dev/kvm without permission (as an unprivileged user)', () => {
+    const userDir = fs.mkdtempSync(path.join(os.tmpdir(), 'stencil-vm-user-'));
     try {
-      expectNoLeak(() => MicroVm.create(spec()), KvmUnavailableError, /no permission/);
+      fs.chmodSync(userDir, 0o755);
+      const noPerm = path.join(userDir, 'kvm-no-perm');
+      fs.writeFileSync(noPerm, '');
+      fs.chmodSync(noPerm, 0);
+      const userKernel = path.join(userDir, 'vmlinux');
+      fs.copyFileSync(kernel, userKernel);
+      fs.chmodSync(userKernel, 0o644);
+      const userMemDir = path.join(userDir, 'mem');
+      fs.mkdirSync(userMemDir, { mode: 0o700 });
+      const child = [process.execPath, '--input-type=module', '-e', CREATE_AND_REPORT, JSON.stringify(spec({ kernel: userKernel, memoryDir: userMemDir }))];
+      const isRoot = process.getuid?.() === 0;
+      if (isRoot) fs.chownSync(userMemDir, NOBODY, NOBODY);
+      const argv = isRoot ? ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', ...child] : child;
+      const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', env: { ...process.env, STENCIL_KVM_DEVICE: noPerm } });
+      assert.equal(r.status, 0, `the child failed: ${r.stderr || r.error?.message}`);
+      const report = JSON.parse(r.stdout) as { uid: number; error?: string; message?: string; fdsBefore: number; fdsAfter: number; ramFiles: string[] };
+      assert.notEqual(report.uid, 0, 'the child ran as root');
+      assert.equal(report.error, 'KvmUnavailableError', JSON.stringify(report));
+      assert.match(report.message!, /no permission to open .*kvm-no-perm/);
+      assert.equal(report.fdsAfter, report.fdsBefore, 'file descriptors leaked');
+      assert.deepEqual(report.ramFiles, [], 'a RAM file was left behind');
     } finally {
-      delete process.env.STENCIL_KVM_DEVICE;
+      fs.rmSync(userDir, { recursive: true, force: true });
     }
   });
 });

@@ -1,0 +1,68 @@
+// The emulated host's own exit codes (integration-tests/emulated-host, header): CMD's status, 123
+// (ended without reporting one), 124 (EMULATED_HOST_TIMEOUT), 125 (no heartbeat for
+// EMULATED_HOST_STALL_SECONDS). Each case starts an emulated host, so this file runs on the build
+// machine (`make harness-test`), never nested: ~1 min in all.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { repoRoot } from '../../shim/src/util/paths.js';
+
+const EMULATED_HOST = path.join(repoRoot(), 'integration-tests', 'emulated-host');
+
+function emulatedHost(command: string, env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string; seconds: number }> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(EMULATED_HOST, ['bash', '-c', command], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const seconds = (Date.now() - started) / 1000;
+      process.stdout.write(`# emulated-host exited ${code} after ${seconds.toFixed(1)} s; stderr:\n${stderr.replace(/\r/g, '').replace(/^/gm, '# ')}\n`);
+      resolve({ code, stdout, stderr, seconds });
+    });
+  });
+}
+
+describe('emulated-host exit codes', () => {
+  it("passes CMD's exit status and output through", async () => {
+    const r = await emulatedHost('echo "out $EMULATED_HOST"; echo err >&2; exit 7');
+    assert.equal(r.code, 7);
+    assert.equal(r.stdout, 'out 1\n');
+    assert.match(r.stderr, /^err$/m);
+  });
+
+  it('exits 123 when the emulated host ends without reporting a status (the job reboots it)', async () => {
+    // busybox's `reboot -f` calls reboot(2) at once: init never gets to send the exit marker.
+    const r = await emulatedHost('echo rebooting; sync; busybox reboot -f; sleep 600');
+    assert.equal(r.code, 123);
+    assert.match(r.stdout, /rebooting/);
+    assert.match(r.stderr, /the emulated host ended without reporting an exit status/);
+  });
+
+  it('exits 124 after EMULATED_HOST_TIMEOUT seconds', async () => {
+    const r = await emulatedHost('sleep 600', { EMULATED_HOST_TIMEOUT: '3' });
+    assert.equal(r.code, 124);
+    assert.match(r.stderr, /TIMEOUT: .*still running after 3s \(EMULATED_HOST_TIMEOUT\)/);
+    assert.ok(r.seconds < 60, `took ${r.seconds} s`);
+  });
+
+  it('exits 125 when the heartbeat stops for EMULATED_HOST_STALL_SECONDS (a frozen host, simulated)', async () => {
+    // The heartbeat is a subshell of the emulated host's init (/init, PID 1), so it has PID 1's
+    // command line: stop it, and the harness hears nothing more while the job keeps running.
+    const stopHeartbeat = `
+      init="$(tr '\\0' ' ' </proc/1/cmdline)"; stopped=0
+      for p in /proc/[0-9]*; do
+        pid="\${p#/proc/}"
+        [ "$pid" != 1 ] && [ "$(tr '\\0' ' ' <"$p/cmdline" 2>/dev/null)" = "$init" ] && kill -STOP "$pid" && stopped=$((stopped + 1))
+      done
+      echo "stopped $stopped heartbeat process(es)"; sleep 600`;
+    const r = await emulatedHost(stopHeartbeat, { EMULATED_HOST_STALL_SECONDS: '30' });
+    assert.match(r.stdout, /stopped [1-9]\d* heartbeat process\(es\)/);
+    assert.equal(r.code, 125);
+    assert.match(r.stderr, /STALLED: no heartbeat from the emulated host for 30s/);
+  });
+});
