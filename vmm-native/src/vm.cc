@@ -3,10 +3,11 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <cstring>
-#include <fstream>
 
 #include "arch/x86/acpi.h"
 #include "arch/x86/boot_params.h"
@@ -44,14 +45,44 @@ namespace {
 
 constexpr uint32_t kMaxVcpus = 254;  // MP table / xAPIC ID limit
 
-std::vector<uint8_t> ReadFile(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw VmmError(ErrorCode::kKernelImage, WithErrno(std::string(what) + " " + path + " cannot be opened"));
-  std::vector<uint8_t> data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw VmmError(ErrorCode::kKernelImage, WithErrno(std::string("reading ") + what + " " + path));
-  if (data.empty()) throw VmmError(ErrorCode::kKernelImage, std::string(what) + " " + path + " is empty");
-  return data;
-}
+// A kernel or initrd file, opened and checked, read with read() in large chunks straight where it
+// is needed. The istreambuf_iterator copy this replaces went byte by byte: 83-139 ms for 30 MB
+// natively (read(): 11-23 ms), many times that under TCG, where CI runs the VMM.
+class ImageFile {
+ public:
+  ImageFile(const std::string& path, const char* what) : path_(path), what_(what) {
+    fd_.reset(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd_.valid()) throw Error(WithErrno(Name() + " cannot be opened"));
+    struct stat st {};
+    if (fstat(fd_.get(), &st) < 0) throw Error(WithErrno("stat of " + Name()));
+    if (!S_ISREG(st.st_mode)) throw Error(Name() + " is not a regular file");
+    if (st.st_size == 0) throw Error(Name() + " is empty");
+    size_ = static_cast<uint64_t>(st.st_size);
+  }
+  uint64_t size() const { return size_; }
+  std::vector<uint8_t> ReadAll() const {
+    std::vector<uint8_t> data(size_);
+    ReadInto(data.data());
+    return data;
+  }
+  // Reads the whole file into dst (size() bytes), e.g. directly into guest RAM.
+  void ReadInto(uint8_t* dst) const {
+    for (uint64_t done = 0; done < size_;) {
+      ssize_t n = pread(fd_.get(), dst + done, size_ - done, static_cast<off_t>(done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw Error(WithErrno("reading " + Name()));
+      if (n == 0) throw Error(Name() + " shrank while being read");
+      done += static_cast<uint64_t>(n);
+    }
+  }
+
+ private:
+  std::string Name() const { return what_ + " " + path_; }
+  static VmmError Error(const std::string& message) { return VmmError(ErrorCode::kKernelImage, message); }
+  std::string path_, what_;
+  UniqueFd fd_;
+  uint64_t size_ = 0;
+};
 
 void Ioctl(int fd, unsigned long req, unsigned long arg, const char* what) {
   if (ioctl(fd, req, arg) < 0) throw VmmError(ErrorCode::kKvm, WithErrno(what));
@@ -65,12 +96,14 @@ Vm::Vm(const VmConfig& config, VmCallbacks callbacks) : config_(config), callbac
     throw VmmError(ErrorCode::kInvalidArgument,
                    "vCPU count " + std::to_string(config_.vcpus) + " exceeds the maximum of " + std::to_string(kMaxVcpus));
   if (config_.kernel_path.empty()) throw VmmError(ErrorCode::kInvalidArgument, "no kernel image given");
-  CreateVm();
-  memory_ = std::make_unique<GuestMemory>(config_.memory);
-  SetupMemorySlots();
-  SetupDevices();
-  LoadGuest();
-  CreateVcpus();
+  exit_stats_.TimePhase("create-vm", [&] { CreateVm(); });
+  exit_stats_.TimePhase("guest-memory", [&] {
+    memory_ = std::make_unique<GuestMemory>(config_.memory);
+    SetupMemorySlots();
+  });
+  exit_stats_.TimePhase("devices", [&] { SetupDevices(); });
+  exit_stats_.TimePhase("load-guest", [&] { LoadGuest(); });
+  exit_stats_.TimePhase("vcpus", [&] { CreateVcpus(); });
 }
 
 Vm::~Vm() {
@@ -122,6 +155,7 @@ void Vm::SetupMemorySlots() {
 void Vm::SetupDevices() {
   irqs_.push_back(std::make_unique<IrqLine>(vm_.get(), x86::kSerialIrq));
   serial_ = std::make_shared<Serial>(irqs_.back().get(), [this](const uint8_t* d, size_t n) {
+    exit_stats_.RecordConsoleOutput();
     if (callbacks_.console) callbacks_.console(d, n);
   });
   pio_bus_.Register(0x3f8, 8, serial_);
@@ -160,7 +194,7 @@ void Vm::SetupDevices() {
 }
 
 void Vm::LoadGuest() {
-  std::vector<uint8_t> image = ReadFile(config_.kernel_path, "kernel image");
+  std::vector<uint8_t> image = ImageFile(config_.kernel_path, "kernel image").ReadAll();
   KernelImage kernel = ParseKernelImage(image, config_.kernel_path);
   for (const auto& seg : kernel.segments) {
     uint8_t* dst = memory_->Translate(seg.guest_addr, seg.mem_size);
@@ -177,11 +211,13 @@ void Vm::LoadGuest() {
 
   x86::BootParamsInput params{&kernel, x86::kCmdlineAddr, 0};
   if (!config_.initrd_path.empty()) {
-    std::vector<uint8_t> initrd = ReadFile(config_.initrd_path, "initrd");
+    ImageFile initrd(config_.initrd_path, "initrd");
     params.initrd_size = initrd.size();
     params.initrd_addr =
         x86::PlaceInitrd(memory_->LowMemoryEnd(), kernel.kernel_end, kernel.initrd_addr_max, initrd.size());
-    memory_->Write(params.initrd_addr, initrd.data(), initrd.size());
+    uint8_t* dst = memory_->Translate(params.initrd_addr, initrd.size());
+    if (!dst) throw VmmError(ErrorCode::kKernelImage, "initrd " + config_.initrd_path + " does not fit in guest RAM");
+    initrd.ReadInto(dst);  // straight into guest RAM: no copy of the whole file in between
   }
 
   cmdline_ = config_.cmdline + cmdline_extra_;
@@ -229,6 +265,7 @@ void Vm::Start() {
   std::lock_guard<std::mutex> lock(mu_);
   if (started_) throw VmmError(ErrorCode::kState, "VM already started");
   InstallKickHandler();
+  exit_stats_.MarkStarted();
   started_ = true;
   running_threads_ = static_cast<uint32_t>(vcpus_.size());
   for (auto& v : vcpus_) {
@@ -275,6 +312,12 @@ void Vm::Stop() {
     if (v->thread.joinable()) v->thread.join();
 }
 
+ExitStatsReport Vm::Stats(size_t top_n) const {
+  std::vector<int> vcpu_fds;
+  for (const auto& v : vcpus_) vcpu_fds.push_back(v->fd.get());
+  return exit_stats_.Report(top_n, vcpu_fds);
+}
+
 void Vm::SendConsoleInput(const uint8_t* data, size_t len) { serial_->QueueInput(data, len); }
 
 void Vm::Finish(ExitReason reason, const std::string& detail) {
@@ -308,6 +351,7 @@ void Vm::VcpuLoop(Vcpu& vcpu) {
       Finish(ExitReason::kVmmError, WithErrno("KVM_RUN on vCPU " + std::to_string(vcpu.index)));
       break;
     }
+    exit_stats_.RecordExit(*vcpu.run);
     try {
       if (!HandleExit(vcpu)) break;
     } catch (const std::exception& e) {

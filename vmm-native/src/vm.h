@@ -14,6 +14,7 @@
 
 #include "devices/bus.h"
 #include "devices/serial.h"
+#include "exit_stats.h"
 #include "fd.h"
 #include "memory.h"
 #include "virtio/blk.h"
@@ -77,6 +78,8 @@ class Vm {
   void Resume();
   void Stop();          // stops and joins the vCPU threads (exited fires if it had not)
   void SendConsoleInput(const uint8_t* data, size_t len);
+  // Exit counts by reason, the `top_n` busiest ports and MMIO addresses, setup phase timings.
+  ExitStatsReport Stats(size_t top_n) const;
 
   const GuestMemory& memory() const { return *memory_; }
   const std::string& cmdline() const { return cmdline_; }
@@ -113,6 +116,7 @@ class Vm {
   std::string cmdline_;
   std::string cmdline_extra_;  // virtio-mmio device declarations
   uint64_t entry_point_ = 0;
+  ExitStats exit_stats_;
 
   std::mutex mu_;
   std::condition_variable resume_cv_;
