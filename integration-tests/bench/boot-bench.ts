@@ -57,7 +57,14 @@ async function stencilInProcess(kernel: string, cmdline: string): Promise<InProc
   const console = new ConsoleCapture(vm);
   try {
     vm.start();
-    await console.waitFor(READY, TIMEOUT_MS);
+    // A guest that ends before its ready line (e.g. a triple fault) fails at once, with what it did.
+    const endedEarly = vm.waitExit().then((exit) => {
+      const stats = vm.state === 'destroyed' ? undefined : vm.exitStats(4);
+      throw new Error(`the VM ended (${exit.reason}: ${exit.detail}) before the ready line; ` +
+        `exit stats ${JSON.stringify(stats)}; console:\n${console.text.slice(-2000)}`);
+    });
+    await Promise.race([console.waitFor(READY, TIMEOUT_MS), endedEarly]);
+    endedEarly.catch(() => undefined);  // destroy() below ends the VM too: not an error then
     const ms = performance.now() - t0;
     return { ms, stats: vm.exitStats(8), cmdline: vm.cmdline };
   } finally {
@@ -154,13 +161,13 @@ async function main() {
   // A breakdown variant that fails is reported and left out of later rounds; the main figure's
   // variants (qemu, cli, bzimage) fail the benchmark.
   const failed: Partial<Record<Variant, string>> = {};
-  const breakdown = async (v: Variant, keep: boolean) => {
+  const breakdown = async (v: Variant, round: number | 'warm-up') => {
     if (failed[v]) return;
     try {
       const boot = await inProcess[v]();
-      if (keep) boots[v].push(boot);
+      if (round !== 'warm-up') boots[v].push(boot);
     } catch (err) {
-      failed[v] = (err as Error).message.slice(0, 500);
+      failed[v] = `boot ${round}: ${(err as Error).message.slice(0, 1500)}`;
     }
   };
   const diagnostic = variants.filter((x) => x !== 'bzimage');
@@ -169,7 +176,7 @@ async function main() {
   await qemu();
   await cli();
   await inProcess.bzimage();
-  for (const v of diagnostic) await breakdown(v, false);
+  for (const v of diagnostic) await breakdown(v, 'warm-up');
 
   const qemuMs: number[] = [];
   const cliMs: number[] = [];
@@ -177,7 +184,7 @@ async function main() {
     qemuMs.push(await qemu());
     boots.bzimage.push(await inProcess.bzimage());
     cliMs.push(await cli());
-    for (const v of diagnostic) await breakdown(v, true);
+    for (const v of diagnostic) await breakdown(v, round);
   }
 
   const q = median(qemuMs);
