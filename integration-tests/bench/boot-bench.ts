@@ -57,14 +57,17 @@ async function stencilInProcess(kernel: string, cmdline: string): Promise<InProc
   const console = new ConsoleCapture(vm);
   try {
     vm.start();
-    // A guest that ends before its ready line (e.g. a triple fault) fails at once, with what it did.
+    // A guest that ends before its ready line (e.g. a triple fault) fails at once. Either failure
+    // carries the exit stats: a hung nested boot with 0 KVM exits never entered the guest.
     const endedEarly = vm.waitExit().then((exit) => {
-      const stats = vm.state === 'destroyed' ? undefined : vm.exitStats(4);
-      throw new Error(`the VM ended (${exit.reason}: ${exit.detail}) before the ready line; ` +
-        `exit stats ${JSON.stringify(stats)}; console:\n${console.text.slice(-2000)}`);
+      throw new Error(`the VM ended (${exit.reason}: ${exit.detail}) before the ready line; console:\n${console.text.slice(-2000)}`);
     });
-    await Promise.race([console.waitFor(READY, TIMEOUT_MS), endedEarly]);
     endedEarly.catch(() => undefined);  // destroy() below ends the VM too: not an error then
+    try {
+      await Promise.race([console.waitFor(READY, TIMEOUT_MS), endedEarly]);
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\nexit stats: ${JSON.stringify(vm.exitStats(4))}`);
+    }
     const ms = performance.now() - t0;
     return { ms, stats: vm.exitStats(8), cmdline: vm.cmdline };
   } finally {
@@ -167,7 +170,8 @@ async function main() {
       const boot = await inProcess[v]();
       if (round !== 'warm-up') boots[v].push(boot);
     } catch (err) {
-      failed[v] = `boot ${round}: ${(err as Error).message.slice(0, 1500)}`;
+      const m = (err as Error).message;  // its head says what failed, its tail has the exit stats
+      failed[v] = `boot ${round}: ${m.length > 1500 ? `${m.slice(0, 300)} [...] ${m.slice(-1200)}` : m}`;
     }
   };
   const diagnostic = variants.filter((x) => x !== 'bzimage');
