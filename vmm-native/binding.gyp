@@ -6,6 +6,7 @@
         "src/addon.cc",
         "src/error.cc",
         "src/event_loop.cc",
+        "src/exit_stats.cc",
         "src/kvm.cc",
         "src/memory.cc",
         "src/vm.cc",

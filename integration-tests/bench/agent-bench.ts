@@ -6,18 +6,21 @@
 //                                anchor: `crun run` of the same busybox bundle on this host.
 //   p9_seq_write / p9_seq_read   dd of a file in 1 MiB blocks (write with fsync, then read back)
 //                                inside a container, i.e. over the 9p rootfs; anchor: the same
-//                                busybox dd on this host, in the directory the share comes from.
+//                                busybox dd on this host, in the same directory of that rootfs.
+// The rootfs lives on a disk, never tmpfs, so fsync means a flush on both sides: STENCIL_BENCH_DIR,
+// else the emulated host's scratch disk (EMULATED_HOST_SCRATCH, ext4 on virtio-blk), else the cache.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BUSYBOX_STATIC, ociSpec } from '../../shim/src/agent/testing/busybox-oci.js';
 import { type PodVm, SHARE_MOUNT_OPTIONS } from '../../shim/src/pod/pod-vm.js';
+import { cacheDir } from '../../shim/src/util/paths.js';
 import { withTimeout } from '../lib/guest.js';
 import { bootTestPod, CALL_TIMEOUT_MS, readAll, Rootfses } from '../lib/pod.js';
 
 const RUNS = Number(process.env.STENCIL_BENCH_RUNS ?? 7);
-const IO_RUNS = Number(process.env.STENCIL_BENCH_IO_RUNS ?? 3);
+const IO_RUNS = Math.max(5, Number(process.env.STENCIL_BENCH_IO_RUNS ?? 5));
 const IO_MIB = Number(process.env.STENCIL_BENCH_IO_MIB ?? 64);
 const CRUN = '/usr/bin/crun';
 
@@ -29,6 +32,23 @@ function emit(figure: Record<string, unknown>): void {
 }
 
 let seq = 0;
+
+// statfs(2) f_type values of the file systems a bench directory may be on.
+const FS_TYPES: Record<number, string> = {
+  0xef53: 'ext4', 0x01021994: 'tmpfs', 0x858458f6: 'ramfs', 0x01021997: '9p', 0x794c7630: 'overlayfs',
+  0x9123683e: 'btrfs', 0x58465342: 'xfs',
+};
+
+/** Where the rootfs (and so both sides' dd) lives: a disk, because fsync on tmpfs does nothing. */
+function benchDir(): { dir: string; filesystem: string } {
+  const dir = process.env.STENCIL_BENCH_DIR ?? process.env.EMULATED_HOST_SCRATCH ?? path.join(cacheDir(), 'bench');
+  fs.mkdirSync(dir, { recursive: true });
+  const type = Number(fs.statfsSync(dir).type);
+  const filesystem = FS_TYPES[type] ?? `0x${type.toString(16)}`;
+  if (filesystem === 'tmpfs' || filesystem === 'ramfs')
+    throw new Error(`bench directory ${dir} is on ${filesystem}, where fsync does nothing: set STENCIL_BENCH_DIR to a directory on a disk`);
+  return { dir, filesystem };
+}
 
 /** createContainer -> first stdout byte of `echo`, in ms (the container is deleted afterwards). */
 async function podEcho(pod: PodVm, rootfs: string): Promise<number> {
@@ -81,27 +101,29 @@ async function crunEcho(rootfs: string, scratch: string): Promise<number> {
 }
 
 /**
- * The dd script both sides run with busybox: write IO_MIB MiB (fsync), read it back, remove it;
- * prints "<write seconds> <read seconds>" from /proc/uptime (10 ms resolution).
+ * The dd script both sides run with busybox: write IO_MIB MiB (fsync), read it back (from whatever
+ * page cache each side kept after the write), remove it. Prints "<t0> <t1> <t2>": wall-clock
+ * seconds with microseconds from busybox ts (busybox date has no %N; /proc/uptime ticks in 10 ms).
  */
-function ddScript(dir: string): string {
+function ddScript(dir: string, busybox = 'busybox'): string {
   const f = `${dir}/stencil-bench.bin`;
+  const now = `$(echo | ${busybox} ts '%.s')`;
   return [
-    `t0=$(cut -d' ' -f1 /proc/uptime)`,
-    `dd if=/dev/zero of=${f} bs=1048576 count=${IO_MIB} conv=fsync 2>/dev/null || exit 1`,
-    `t1=$(cut -d' ' -f1 /proc/uptime)`,
-    `dd if=${f} of=/dev/null bs=1048576 2>/dev/null || exit 1`,
-    `t2=$(cut -d' ' -f1 /proc/uptime)`,
+    `t0=${now}`,
+    `${busybox} dd if=/dev/zero of=${f} bs=1048576 count=${IO_MIB} conv=fsync 2>/dev/null || exit 1`,
+    `t1=${now}`,
+    `${busybox} dd if=${f} of=/dev/null bs=1048576 2>/dev/null || exit 1`,
+    `t2=${now}`,
     `rm -f ${f}`,
-    `echo "$t0 $t1 $t2"`,
+    `echo $t0 $t1 $t2`,
   ].join('\n');
 }
 
 function parseDd(out: string): { write: number; read: number } {
   const [t0, t1, t2] = out.trim().split(/\s+/).map(Number);
-  if (![t0, t1, t2].every(Number.isFinite)) throw new Error(`unexpected dd script output ${JSON.stringify(out)}`);
-  // MiB/s; a phase under the clock's resolution counts as 10 ms.
-  return { write: IO_MIB / Math.max(t1 - t0, 0.01), read: IO_MIB / Math.max(t2 - t1, 0.01) };
+  if (![t0, t1, t2].every(Number.isFinite) || !(t1 > t0 && t2 > t1))
+    throw new Error(`unexpected dd script output ${JSON.stringify(out)}`);
+  return { write: IO_MIB / (t1 - t0), read: IO_MIB / (t2 - t1) };
 }
 
 async function podDd(pod: PodVm, rootfs: string): Promise<{ write: number; read: number }> {
@@ -122,7 +144,7 @@ async function podDd(pod: PodVm, rootfs: string): Promise<{ write: number; read:
 }
 
 async function hostDd(dir: string): Promise<{ write: number; read: number }> {
-  const child = spawn(BUSYBOX_STATIC, ['sh', '-c', ddScript(dir)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(BUSYBOX_STATIC, ['sh', '-c', ddScript(dir, BUSYBOX_STATIC)], { stdio: ['ignore', 'pipe', 'inherit'] });
   const out = readAll(child.stdout);
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
   if (code !== 0) throw new Error(`dd on the host failed (${code})`);
@@ -130,7 +152,8 @@ async function hostDd(dir: string): Promise<{ write: number; read: number }> {
 }
 
 async function main() {
-  const rootfses = new Rootfses();
+  const bench = benchDir();
+  const rootfses = new Rootfses(bench.dir);
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'stencil-agent-bench-'));
   let pod: PodVm | undefined;
   try {
@@ -167,7 +190,9 @@ async function main() {
     });
 
     const io = { stencil: { write: [] as number[], read: [] as number[] }, host: { write: [] as number[], read: [] as number[] } };
-    const hostDir = path.dirname(rootfs);  // where the share's files live on this host
+    const hostDir = path.join(rootfs, 'tmp');  // the directory the container's dd writes to
+    await podDd(pod, rootfs);  // warm-up of both sides, not counted
+    await hostDd(hostDir);
     for (let i = 0; i < IO_RUNS; i++) {
       const g = await podDd(pod, rootfs);
       const h = await hostDd(hostDir);
@@ -184,11 +209,14 @@ async function main() {
         unit: 'MiB/s',
         runs: IO_RUNS,
         size_mib: IO_MIB,
+        directory: hostDir,
+        filesystem: bench.filesystem,
+        timer: 'busybox ts %.s (microseconds) around each dd, on each side',
         stencil_median: round(g),
         anchor_median: round(h),
         ratio: round(g / h, 3),
         ratio_meaning: 'stencil / anchor throughput (higher is better, 1 = native)',
-        anchor: `busybox dd ${op === 'write' ? 'if=/dev/zero bs=1M conv=fsync' : 'of=/dev/null bs=1M'} on this host in the directory the pod shares (${hostDir}); ` +
+        anchor: `busybox dd ${op === 'write' ? 'if=/dev/zero bs=1M conv=fsync' : 'of=/dev/null bs=1M'} on this host in the container rootfs's /tmp (${hostDir}); ` +
           `stencil: the same dd in a container, on its rootfs over virtio-9p (${SHARE_MOUNT_OPTIONS.join(',')})`,
         stencil_runs: io.stencil[op].map((x) => round(x)),
         anchor_runs: io.host[op].map((x) => round(x)),

@@ -45,10 +45,13 @@ export function printConsole(pod: PodVm | undefined): void {
 
 export { readAll };
 
-/** Busybox root filesystems in one scratch directory, removed together. */
+/** Busybox root filesystems in one scratch directory (under `base`), removed together. */
 export class Rootfses {
-  readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stencil-rootfs-'));
+  readonly dir: string;
   private n = 0;
+  constructor(base = os.tmpdir()) {
+    this.dir = fs.mkdtempSync(path.join(base, 'stencil-rootfs-'));
+  }
   /** A fresh busybox rootfs (world-readable, like an image's). */
   make(): string {
     const dir = path.join(this.dir, `r${++this.n}`);

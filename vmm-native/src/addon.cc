@@ -139,7 +139,7 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
                         InstanceMethod("destroy", &NativeVm::Destroy),
                         InstanceMethod("sendConsoleInput", &NativeVm::SendConsoleInput),
                         InstanceMethod("saveSnapshot", &NativeVm::SaveSnapshot),
-                        InstanceMethod("info", &NativeVm::Info)});
+                        InstanceMethod("info", &NativeVm::Info), InstanceMethod("stats", &NativeVm::Stats)});
   }
 
   // new NativeVm(config, onEvent(type, a, b)); config {restoreFrom: dir, ...} restores a snapshot.
@@ -321,6 +321,36 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
     o.Set("cmdline", vm_->cmdline());
     o.Set("memoryPath", vm_->memory().path());
     o.Set("memoryBytes", Napi::Number::New(env, static_cast<double>(vm_->memory().size())));
+    return o;
+  }
+  // stats(topN): exit counts and boot timings (exit_stats.h); ports and addresses as numbers.
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    if (!vm_) return o;
+    uint32_t top_n = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : 10;
+    ExitStatsReport r = vm_->Stats(top_n);
+    auto named = [&](const auto& pairs) {
+      Napi::Object m = Napi::Object::New(env);
+      for (const auto& [name, value] : pairs) m.Set(name, Napi::Number::New(env, static_cast<double>(value)));
+      return m;
+    };
+    auto by_address = [&](const AddressCounts& pairs, const char* key) {
+      Napi::Array a = Napi::Array::New(env, pairs.size());
+      for (size_t i = 0; i < pairs.size(); i++) {
+        Napi::Object e = Napi::Object::New(env);
+        e.Set(key, Napi::Number::New(env, static_cast<double>(pairs[i].first)));
+        e.Set("exits", Napi::Number::New(env, static_cast<double>(pairs[i].second)));
+        a.Set(static_cast<uint32_t>(i), e);
+      }
+      return a;
+    };
+    o.Set("exitsByReason", named(r.exits_by_reason));
+    o.Set("topIoPorts", by_address(r.top_io_ports, "port"));
+    o.Set("topMmio", by_address(r.top_mmio, "address"));
+    o.Set("setupPhasesMs", named(r.setup_phases_ms));
+    o.Set("firstConsoleMs", Napi::Number::New(env, r.first_console_ms));
+    o.Set("kvmVcpuStats", named(r.kvm_vcpu_stats));
     return o;
   }
   // Stops the vCPUs, frees guest RAM (removing its tmpfs file) and closes every fd.

@@ -3,10 +3,11 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <cstring>
-#include <fstream>
 
 #include "arch/x86/acpi.h"
 #include "arch/x86/boot_params.h"
@@ -42,14 +43,48 @@ const char* ExitReasonName(ExitReason r) {
 
 namespace {
 
-std::vector<uint8_t> ReadFile(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw VmmError(ErrorCode::kKernelImage, WithErrno(std::string(what) + " " + path + " cannot be opened"));
-  std::vector<uint8_t> data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw VmmError(ErrorCode::kKernelImage, WithErrno(std::string("reading ") + what + " " + path));
-  if (data.empty()) throw VmmError(ErrorCode::kKernelImage, std::string(what) + " " + path + " is empty");
-  return data;
-}
+// A kernel or initrd file, opened and checked, read with pread() straight where it is needed: a
+// kernel's headers, then each segment into guest RAM (a vmlinux's symbols are never read), the
+// initrd into guest RAM. The whole-file istreambuf_iterator copy this replaces went byte by byte
+// (83-139 ms for 30 MB natively, read(): 11-23 ms; many times that under TCG, where CI runs).
+class ImageFile {
+ public:
+  ImageFile(const std::string& path, const char* what) : path_(path), what_(what) {
+    fd_.reset(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd_.valid()) throw Error(WithErrno(Name() + " cannot be opened"));
+    struct stat st {};
+    if (fstat(fd_.get(), &st) < 0) throw Error(WithErrno("stat of " + Name()));
+    if (!S_ISREG(st.st_mode)) throw Error(Name() + " is not a regular file");
+    if (st.st_size == 0) throw Error(Name() + " is empty");
+    size_ = static_cast<uint64_t>(st.st_size);
+  }
+  uint64_t size() const { return size_; }
+  // Reads [offset, offset + len) into dst, e.g. straight into guest RAM.
+  void ReadRange(uint64_t offset, uint8_t* dst, uint64_t len) const {
+    if (offset > size_ || len > size_ - offset) throw Error(Name() + ": read past its end");
+    for (uint64_t done = 0; done < len;) {
+      ssize_t n = pread(fd_.get(), dst + done, len - done, static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw Error(WithErrno("reading " + Name()));
+      if (n == 0) throw Error(Name() + " shrank while being read");
+      done += static_cast<uint64_t>(n);
+    }
+  }
+  // For the image parser, which reads only the headers it needs.
+  ImageReader Reader() const {
+    return {size_, [this](uint64_t offset, void* dst, size_t len) {
+              ReadRange(offset, static_cast<uint8_t*>(dst), len);
+              return true;
+            }};
+  }
+
+ private:
+  std::string Name() const { return what_ + " " + path_; }
+  static VmmError Error(const std::string& message) { return VmmError(ErrorCode::kKernelImage, message); }
+  std::string path_, what_;
+  UniqueFd fd_;
+  uint64_t size_ = 0;
+};
 
 }  // namespace
 
@@ -60,12 +95,14 @@ Vm::Vm(const VmConfig& config, VmCallbacks callbacks) : config_(config), callbac
     throw VmmError(ErrorCode::kInvalidArgument,
                    "vcpus must be 1.." + std::to_string(x86::kMaxVcpus) + ", got " + std::to_string(config_.vcpus));
   if (config_.kernel_path.empty()) throw VmmError(ErrorCode::kInvalidArgument, "no kernel image given");
-  CreateVm();
-  memory_ = std::make_unique<GuestMemory>(config_.memory);
-  SetupMemorySlots();
-  SetupDevices();
-  LoadGuest();
-  CreateVcpus();
+  exit_stats_.TimePhase("create-vm", [&] { CreateVm(); });
+  exit_stats_.TimePhase("guest-memory", [&] {
+    memory_ = std::make_unique<GuestMemory>(config_.memory);
+    SetupMemorySlots();
+  });
+  exit_stats_.TimePhase("devices", [&] { SetupDevices(); });
+  exit_stats_.TimePhase("load-guest", [&] { LoadGuest(); });
+  exit_stats_.TimePhase("vcpus", [&] { CreateVcpus(); });
 }
 
 Vm::~Vm() {
@@ -110,6 +147,7 @@ void Vm::SetupDevices() {
   // rebuilds it this way and checks it against the snapshot's record.
   devices_ = std::make_unique<DeviceManager>(vm_.get(), pio_bus_, mmio_bus_);
   serial_ = std::make_shared<Serial>(devices_->NewIrq(x86::kSerialIrq), [this](const uint8_t* d, size_t n) {
+    exit_stats_.RecordConsoleOutput();
     if (callbacks_.console) callbacks_.console(d, n);
   });
   devices_->AddPio({"serial", false, 0x3f8, 8, x86::kSerialIrq, {}, {}}, serial_);
@@ -144,27 +182,31 @@ void Vm::SetupDevices() {
 }
 
 void Vm::LoadGuest() {
-  std::vector<uint8_t> image = ReadFile(config_.kernel_path, "kernel image");
-  KernelImage kernel = ParseKernelImage(image, config_.kernel_path);
+  ImageFile image(config_.kernel_path, "kernel image");
+  KernelImage kernel = ParseKernelImage(image.Reader(), config_.kernel_path);
   for (const auto& seg : kernel.segments) {
     uint8_t* dst = memory_->Translate(seg.guest_addr, seg.mem_size);
     if (!dst)
       throw VmmError(ErrorCode::kKernelImage, "kernel " + config_.kernel_path + " needs guest memory up to " +
                                                   Hex(seg.guest_addr + seg.mem_size) + ", beyond this VM's RAM");
-    std::memcpy(dst, image.data() + seg.file_offset, seg.file_size);
-    std::memset(dst + seg.file_size, 0, seg.mem_size - seg.file_size);
+    image.ReadRange(seg.file_offset, dst, seg.file_size);
+    // Fresh guest RAM (a new tmpfs file or memfd) reads as zeros already. Clearing it anyway
+    // faulted in a bzImage's whole decompression area (init_size, 18 MiB here): 1.2 s in the
+    // emulated host (load 1440 -> 180 ms).
+    if (config_.memory.sharing != MemorySharing::kShared)
+      std::memset(dst + seg.file_size, 0, seg.mem_size - seg.file_size);
   }
   entry_point_ = kernel.entry_point;
-  image.clear();
-  image.shrink_to_fit();
 
   x86::BootParamsInput params{&kernel, x86::kCmdlineAddr, 0};
   if (!config_.initrd_path.empty()) {
-    std::vector<uint8_t> initrd = ReadFile(config_.initrd_path, "initrd");
+    ImageFile initrd(config_.initrd_path, "initrd");
     params.initrd_size = initrd.size();
     params.initrd_addr =
         x86::PlaceInitrd(memory_->LowMemoryEnd(), kernel.kernel_end, kernel.initrd_addr_max, initrd.size());
-    memory_->Write(params.initrd_addr, initrd.data(), initrd.size());
+    uint8_t* dst = memory_->Translate(params.initrd_addr, initrd.size());
+    if (!dst) throw VmmError(ErrorCode::kKernelImage, "initrd " + config_.initrd_path + " does not fit in guest RAM");
+    initrd.ReadRange(0, dst, initrd.size());
   }
 
   cmdline_ = config_.cmdline + cmdline_extra_;
@@ -206,6 +248,7 @@ void Vm::Start(bool paused) {
   std::lock_guard<std::mutex> lock(mu_);
   if (started_) throw VmmError(ErrorCode::kState, "VM already started");
   InstallKickHandler();
+  exit_stats_.MarkStarted();
   started_ = true;
   pause_requested_ = paused;
   running_threads_ = static_cast<uint32_t>(vcpus_.size());
@@ -256,6 +299,12 @@ void Vm::Stop() {
   }
   for (auto& v : vcpus_)
     if (v->thread.joinable()) v->thread.join();
+}
+
+ExitStatsReport Vm::Stats(size_t top_n) const {
+  std::vector<int> vcpu_fds;
+  for (const auto& v : vcpus_) vcpu_fds.push_back(v->fd.get());
+  return exit_stats_.Report(top_n, vcpu_fds);
 }
 
 void Vm::SendConsoleInput(const uint8_t* data, size_t len) { serial_->QueueInput(data, len); }
@@ -312,6 +361,7 @@ void Vm::VcpuLoop(Vcpu& vcpu) {
       Finish(ExitReason::kVmmError, WithErrno("KVM_RUN on vCPU " + std::to_string(vcpu.index)));
       break;
     }
+    exit_stats_.RecordExit(*vcpu.run);
     try {
       if (!HandleExit(vcpu)) break;
     } catch (const std::exception& e) {

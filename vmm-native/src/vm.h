@@ -17,6 +17,7 @@
 #include "devices/bus.h"
 #include "devices/device_manager.h"
 #include "devices/serial.h"
+#include "exit_stats.h"
 #include "fd.h"
 #include "memory.h"
 #include "virtio/blk.h"
@@ -80,6 +81,8 @@ class Vm {
   void SaveSnapshot(const std::string& dir);
   void Stop();          // stops and joins the vCPU threads (exited fires if it had not)
   void SendConsoleInput(const uint8_t* data, size_t len);
+  // Exit counts by reason, the `top_n` busiest ports and MMIO addresses, setup phase timings.
+  ExitStatsReport Stats(size_t top_n) const;
 
   const GuestMemory& memory() const { return *memory_; }
   const std::string& cmdline() const { return cmdline_; }
@@ -122,6 +125,7 @@ class Vm {
   uint64_t entry_point_ = 0;
   std::vector<uint32_t> msr_indexes_;  // saveable MSRs, computed at the first snapshot
   std::string template_dir_;           // set once the VM has become a template
+  ExitStats exit_stats_;
 
   std::mutex mu_;
   std::condition_variable resume_cv_;

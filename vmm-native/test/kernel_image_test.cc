@@ -3,6 +3,7 @@
 #include <elf.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "../src/error.h"
@@ -101,4 +102,29 @@ TEST(KernelImage, RejectsEntryOutsideSegments) {
 TEST(KernelImage, RejectsOldOr32BitBzImage) {
   EXPECT_NE(ErrorOf(MakeBzImage(0x0206, 1)).find("too old"), std::string::npos);
   EXPECT_NE(ErrorOf(MakeBzImage(0x020f, 0)).find("64-bit entry"), std::string::npos);
+}
+
+// The loader reads headers through the reader and the segments itself, straight into guest RAM.
+TEST(KernelImage, ParsingReadsOnlyTheHeaders) {
+  for (const auto& file : {MakeElf(0x1000000, 0x1000000, 0x10000, 0x10000), MakeBzImage(0x020f, 1)}) {
+    uint64_t read_end = 0;
+    ImageReader reader{file.size(), [&](uint64_t off, void* dst, size_t len) {
+                         std::memcpy(dst, file.data() + off, len);
+                         read_end = std::max<uint64_t>(read_end, off + len);
+                         return true;
+                       }};
+    KernelImage img = ParseKernelImage(reader, "k");
+    EXPECT_LE(read_end, img.segments.at(0).file_offset);
+  }
+}
+
+TEST(KernelImage, AFailingReadIsReportedAsTruncation) {
+  auto file = MakeElf(0x1000000, 0x1000000, 0x200, 0x400);
+  ImageReader failing{file.size(), [](uint64_t, void*, size_t) { return false; }};
+  try {
+    ParseKernelImage(failing, "k");
+    ADD_FAILURE() << "no error";
+  } catch (const VmmError& e) {
+    EXPECT_NE(std::string(e.what()).find("truncated while reading"), std::string::npos) << e.what();
+  }
 }

@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { repoRoot } from '../util/paths.js';
-import { tinyElfKernel } from '../hypervisor/testing.js';
+import { tinyElfKernel } from '../hypervisor/testing/tiny-kernel.js';
 
 const STENCIL = path.join(repoRoot(), 'bin', 'stencil');
 

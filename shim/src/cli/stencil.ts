@@ -1,83 +1,73 @@
-// The `stencil` admin CLI.
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
-import { runChecks } from '../hypervisor/check.js';
-import { ConfigError, defaultConfig } from '../../../runtime-config/src/config.js';
-import { VmError } from '../hypervisor/errors.js';
-import { CLEAN_EXITS, vmRun } from './vm-run.js';
+// The `stencil` admin CLI. A command line that names a subcommand with only its own options is
+// parsed by node:util's parseArgs (built in: nothing to load); anything else (--help, a mistake,
+// no subcommand) goes to yargs, loaded only then for its help and error messages. yargs alone
+// took ~150 ms to load natively (more than Node's own start) and seconds under TCG. Both parsers
+// are built from the one option table in commands.ts.
+import { camelCase, CHECK_FAILED, COMMANDS, type CommandSpec, GROUPS, type ParsedOptions } from './commands.js';
+import { parseFast, withDefaults } from './fast-parse.js';
 
+export { CHECK_FAILED, CHECK_NEEDS_EMULATED_HOST, CHECK_OK } from './commands.js';
 
-/** `stencil check` exit codes, used by the Makefile to pick where VM tests run. */
-export const CHECK_OK = 0;
-export const CHECK_FAILED = 1;
-export const CHECK_NEEDS_EMULATED_HOST = 2;
-
-async function main(): Promise<number> {
+/** The slow path: yargs, for help, errors and anything parseFast would not decide. */
+async function runWithYargs(args: string[]): Promise<number> {
+  const { default: yargs } = await import('yargs');
+  type Argv = ReturnType<typeof yargs>;
+  const defaults = new Map<CommandSpec, Record<string, unknown>>();
+  for (const c of COMMANDS) {
+    const d: Record<string, unknown> = {};
+    for (const [flag, o] of Object.entries(c.options)) if (o.defaultValue) d[flag] = await o.defaultValue();
+    defaults.set(c, d);
+  }
   let code = 0;
-  await yargs(hideBin(process.argv))
-    .scriptName('stencil')
-    .strict()
-    .command(
-      'check',
-      'probe this host: can its /dev/kvm run stock guests, and what else is missing',
-      (y) =>
-        y
-          .option('json', { type: 'boolean', default: false, describe: 'print the report as JSON' })
-          .option('memory-dir', { type: 'string', default: defaultConfig().hypervisor.memoryDir }),
-      (argv) => {
-        const report = runChecks(argv.memoryDir);
-        if (argv.json) {
-          process.stdout.write(JSON.stringify(report) + '\n');
-        } else {
-          for (const item of report.items)
-            process.stdout.write(`${item.ok ? 'ok  ' : 'FAIL'} ${item.name.padEnd(17)} ${item.detail}\n`);
-          process.stdout.write(
-            report.needsEmulatedHost
-              ? 'result: /dev/kvm here cannot run stock guests; VM tests and the demo use the emulated host\n'
-              : 'result: VMs run directly on this host\n',
-          );
-        }
-        const hardFailures = report.items.filter((i) => !i.ok && i.name !== 'kvm-stock-guests');
-        code = hardFailures.length ? CHECK_FAILED : report.needsEmulatedHost ? CHECK_NEEDS_EMULATED_HOST : CHECK_OK;
+  const define = (y: Argv, c: CommandSpec, word: string): Argv =>
+    y.command(
+      word,
+      c.describe,
+      (b) => {
+        for (const [flag, o] of Object.entries(c.options))
+          b.option(flag, { type: o.type, describe: o.describe, default: defaults.get(c)?.[flag] });
+        return b;
       },
-    )
-    .command('vm', 'run and inspect single VMs', (y) =>
-      y
-        .command(
-          'run',
-          'boot a VM with its serial console on stdout; exits when the guest powers off or reboots',
-          (r) =>
-            r
-              .option('kernel', { type: 'string', describe: 'vmlinux or bzImage (default: the built guest kernel)' })
-              .option('initrd', { type: 'string', describe: 'initramfs (default: the built guest initramfs)' })
-              .option('cmdline', { type: 'string', describe: 'appended to the default kernel command line' })
-              .option('config', { type: 'string', describe: 'configuration.toml (default: $STENCIL_CONFIG, /etc/stencil/configuration.toml)' })
-              .option('memory', { type: 'string', describe: 'guest RAM, e.g. 256M or 1G (default: configuration, 256M)' })
-              .option('vcpus', { type: 'number', describe: 'vCPU count (default: configuration, 1)' })
-              .option('memory-dir', { type: 'string', describe: 'tmpfs directory for the RAM file (default: configuration, /dev/shm/stencil)' })
-              .option('name', { type: 'string' }),
-          async (argv) => {
-            const exit = await vmRun(argv);
-            process.stderr.write(`stencil: VM exited: ${exit.reason}${exit.detail ? ` (${exit.detail})` : ''}\n`);
-            code = CLEAN_EXITS.has(exit.reason) ? 0 : 1;
-          },
-        )
-        .demandCommand(1),
-    )
+      async (argv) => {
+        const picked: ParsedOptions = {};
+        for (const flag of Object.keys(c.options)) picked[camelCase(flag)] = argv[camelCase(flag)] as ParsedOptions[string];
+        code = await c.run(picked);
+      },
+    );
+  let y: Argv = yargs(args).scriptName('stencil').strict();
+  for (const c of COMMANDS.filter((x) => x.path.length === 1)) y = define(y, c, c.path[0]);
+  for (const [group, describe] of Object.entries(GROUPS)) {
+    y = y.command(group, describe, (g) => {
+      for (const c of COMMANDS.filter((x) => x.path.length === 2 && x.path[0] === group)) define(g, c, c.path[1]);
+      return g.demandCommand(1);
+    });
+  }
+  await y
     .demandCommand(1)
-    .fail((msg, err, y) => {
+    .fail((msg, err, parser) => {
       if (err) throw err;
-      process.stderr.write(`${y.help()}\n\n${msg}\n`);
+      process.stderr.write(`${parser.help()}\n\n${msg}\n`);
       process.exit(CHECK_FAILED);
     })
     .parseAsync();
   return code;
 }
 
-main().then(
+async function main(args: string[]): Promise<number> {
+  const command = COMMANDS.find((c) => c.path.every((word, i) => args[i] === word));
+  const parsed = command && parseFast(command, args.slice(command.path.length));
+  if (command && parsed) return command.run(await withDefaults(command, parsed));
+  return runWithYargs(args);
+}
+
+main(process.argv.slice(2)).then(
   (code) => process.exit(code),
-  (err: unknown) => {
+  async (err: unknown) => {
     const e = err as Error;
+    const [{ VmError }, { ConfigError }] = await Promise.all([
+      import('../hypervisor/errors.js'),
+      import('../../../runtime-config/src/config.js'),
+    ]);
     const known = e instanceof VmError ? `${e.message} [${e.nativeCode}]` : e instanceof ConfigError ? e.message : undefined;
     process.stderr.write(`stencil: ${known ?? e.stack ?? e.message}\n`);
     process.exit(1);

@@ -88,6 +88,18 @@ describe('MicroVm input validation', () => {
     assert.deepEqual(fs.readdirSync(memDir), []);
   });
 
+  it('reports its setup phases and no exits before it starts', async () => {
+    const vm = MicroVm.create(spec());
+    const stats = vm.exitStats();
+    assert.deepEqual(Object.keys(stats.setupPhasesMs), ['create-vm', 'guest-memory', 'devices', 'load-guest', 'vcpus']);
+    assert.ok(Object.values(stats.setupPhasesMs).every((ms) => ms >= 0 && ms < 60_000), JSON.stringify(stats));
+    assert.deepEqual(stats.exitsByReason, {});
+    assert.deepEqual(stats.topIoPorts, []);
+    assert.equal(stats.firstConsoleMs, -1);
+    await vm.destroy();
+    assert.throws(() => vm.exitStats(), /has been destroyed/);
+  });
+
   it('rejects a missing kernel', () => {
     expectNoLeak(() => MicroVm.create(spec({ kernel: path.join(dir, 'nope') })), KernelImageError, /nope.*cannot be opened/);
   });

@@ -1,7 +1,7 @@
 // Stencil's own VMM (the C++ addon) behind the VirtualMachine interface.
 import { PassThrough } from 'node:stream';
 import { fromNative, InvalidVmConfigError, VmStateError } from './errors.js';
-import { loadAddon, type NativeEvent, type NativeRestoreConfig, type NativeVm } from './native.js';
+import { loadAddon, type NativeEvent, type NativeRestoreConfig, type NativeVm, type VmExitStats } from './native.js';
 import type { ExitReason, VirtualMachine, VmExit, VmProvider, VmSpec, VmState } from './types.js';
 
 /** Defaults a Kata/Firecracker user would expect: serial console, keyboard-controller reset. */
@@ -100,6 +100,13 @@ export class MicroVm implements VirtualMachine {
 
   writeConsole(data: Buffer | string): void {
     this.call((n) => n.sendConsoleInput(Buffer.from(data)));
+  }
+
+  /** VM exit counts and boot timings so far (read them before destroy()). */
+  exitStats(topN = 10): VmExitStats {
+    let stats: VmExitStats | undefined;
+    this.call((n) => (stats = n.stats(topN)));
+    return stats!;
   }
 
   waitExit(): Promise<VmExit> {

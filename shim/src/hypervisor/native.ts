@@ -54,6 +54,22 @@ export interface NativeVm {
    */
   saveSnapshot(dir: string): void;
   info(): { cmdline: string; memoryPath: string; memoryBytes: number };
+  stats(topN?: number): VmExitStats;
+}
+
+/** Where a VM's time went, as the VMM saw it (vmm-native/src/exit_stats.h). */
+export interface VmExitStats {
+  /** Exits that reached the VMM, by KVM exit reason ("io", "mmio", "intr", ...). */
+  exitsByReason: Record<string, number>;
+  topIoPorts: Array<{ port: number; exits: number }>;
+  /** Guest-physical addresses. */
+  topMmio: Array<{ address: number; exits: number }>;
+  /** VMM setup before start (create-vm, guest-memory, devices, load-guest, vcpus). */
+  setupPhasesMs: Record<string, number>;
+  /** start() to the guest's first console byte; -1 if none yet. */
+  firstConsoleMs: number;
+  /** KVM's own per-vCPU counters summed over the vCPUs (all exits, halt_exits, io_exits, ...); non-zero ones. */
+  kvmVcpuStats: Record<string, number>;
 }
 
 export interface KvmProbeResult {

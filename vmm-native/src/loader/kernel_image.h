@@ -2,6 +2,7 @@
 // over bytes, so they are unit-tested without a VM.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -25,7 +26,15 @@ struct KernelImage {
   uint32_t cmdline_size_max = 2048;
 };
 
+// Random access to an image file, so a loader reads only the headers and then each segment
+// straight into guest RAM (a vmlinux's symbols and a whole-file copy are never read).
+struct ImageReader {
+  uint64_t size;
+  std::function<bool(uint64_t offset, void* dst, size_t len)> read;  // false: I/O error
+};
+
 // Throws VmmError(kKernelImage) naming the problem ("not an ELF or bzImage", "no PT_LOAD", ...).
+KernelImage ParseKernelImage(const ImageReader& file, const std::string& name);
 KernelImage ParseKernelImage(const std::vector<uint8_t>& file, const std::string& name);
 
 }  // namespace stencil

@@ -1,0 +1,83 @@
+// The `stencil` subcommands: their options (one table for both parsers in stencil.ts) and their
+// handlers. A handler imports what it needs when it runs, so choosing one subcommand never loads
+// another's modules (the KVM addon, the configuration parser): Node under TCG pays ~0.1-1 s per
+// heavy module, and `stencil vm run` is timed against QEMU's whole process.
+
+/** `stencil check` exit codes, used by the Makefile to pick where VM tests run. */
+export const CHECK_OK = 0;
+export const CHECK_FAILED = 1;
+export const CHECK_NEEDS_EMULATED_HOST = 2;
+
+export interface OptionSpec {
+  type: 'string' | 'number' | 'boolean';
+  describe?: string;
+  /** Computed only when the option is missing (or for help), so it may load a module. */
+  defaultValue?: () => Promise<string | number | boolean>;
+}
+
+export type ParsedOptions = Record<string, string | number | boolean | undefined>;
+
+export interface CommandSpec {
+  /** The words that select it, e.g. ['vm', 'run']. */
+  path: string[];
+  describe: string;
+  /** By their kebab-case flag names; handlers receive them camelCased (`memory-dir` -> `memoryDir`). */
+  options: Record<string, OptionSpec>;
+  /** Resolves with the process exit code. */
+  run(options: ParsedOptions): Promise<number>;
+}
+
+export const camelCase = (flag: string) => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+const configuredMemoryDir = async () => (await import('../../../runtime-config/src/config.js')).defaultConfig().hypervisor.memoryDir;
+
+/** Descriptions of the words that group subcommands (`stencil vm ...`). */
+export const GROUPS: Record<string, string> = { vm: 'run and inspect single VMs' };
+
+export const COMMANDS: CommandSpec[] = [
+  {
+    path: ['check'],
+    describe: 'probe this host: can its /dev/kvm run stock guests, and what else is missing',
+    options: {
+      json: { type: 'boolean', describe: 'print the report as JSON', defaultValue: async () => false },
+      'memory-dir': { type: 'string', defaultValue: configuredMemoryDir },
+    },
+    async run(argv) {
+      const { runChecks } = await import('../hypervisor/check.js');
+      const report = runChecks(String(argv.memoryDir));
+      if (argv.json) {
+        process.stdout.write(JSON.stringify(report) + '\n');
+      } else {
+        for (const item of report.items)
+          process.stdout.write(`${item.ok ? 'ok  ' : 'FAIL'} ${item.name.padEnd(17)} ${item.detail}\n`);
+        process.stdout.write(
+          report.needsEmulatedHost
+            ? 'result: /dev/kvm here cannot run stock guests; VM tests and the demo use the emulated host\n'
+            : 'result: VMs run directly on this host\n',
+        );
+      }
+      const hardFailures = report.items.filter((i) => !i.ok && i.name !== 'kvm-stock-guests');
+      return hardFailures.length ? CHECK_FAILED : report.needsEmulatedHost ? CHECK_NEEDS_EMULATED_HOST : CHECK_OK;
+    },
+  },
+  {
+    path: ['vm', 'run'],
+    describe: 'boot a VM with its serial console on stdout; exits when the guest powers off or reboots',
+    options: {
+      kernel: { type: 'string', describe: 'vmlinux or bzImage (default: the built guest kernel)' },
+      initrd: { type: 'string', describe: 'initramfs (default: the built guest initramfs)' },
+      cmdline: { type: 'string', describe: 'appended to the default kernel command line' },
+      config: { type: 'string', describe: 'configuration.toml (default: $STENCIL_CONFIG, /etc/stencil/configuration.toml)' },
+      memory: { type: 'string', describe: 'guest RAM, e.g. 256M or 1G (default: configuration, 256M)' },
+      vcpus: { type: 'number', describe: 'vCPU count (default: configuration, 1)' },
+      'memory-dir': { type: 'string', describe: 'tmpfs directory for the RAM file (default: configuration, /dev/shm/stencil)' },
+      name: { type: 'string' },
+    },
+    async run(argv) {
+      const { CLEAN_EXITS, vmRun } = await import('./vm-run.js');
+      const exit = await vmRun(argv as Parameters<typeof vmRun>[0]);
+      process.stderr.write(`stencil: VM exited: ${exit.reason}${exit.detail ? ` (${exit.detail})` : ''}\n`);
+      return CLEAN_EXITS.has(exit.reason) ? 0 : 1;
+    },
+  },
+];
