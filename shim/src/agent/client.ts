@@ -258,9 +258,9 @@ export class AgentClient {
     return this.closedBy !== undefined;
   }
 
-  /** Closes the control connection; pending calls fail. Open stdio streams are not affected. */
-  close(): void {
-    this.shutdown('the client was closed');
+  /** Closes the control connection; pending calls fail with `reason`. Open stdio streams are not affected. */
+  close(reason = 'the client was closed'): void {
+    this.shutdown(reason);
     this.socket.destroy();
   }
 

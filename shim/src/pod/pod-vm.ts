@@ -284,6 +284,8 @@ export class PodVm implements Pod {
     if (this.stopping) return;
     const reason = `the VM of pod ${this.id} ended on its own: ${exit.reason}${exit.detail ? ` (${exit.detail})` : ''}`;
     this.log?.error(reason, { consoleTail: this.consoleTail().slice(-4096) });
+    // Calls waiting for the agent fail now, not at their timeout (a minute for CreateContainer).
+    this.client?.close(reason);
     this.resolveEnded(reason);
   }
 

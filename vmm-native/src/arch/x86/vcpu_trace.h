@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <string>
 
+#include "../../exit_stats.h"
 #include "../../kvm_headers.h"
 
 namespace stencil::x86 {
@@ -51,7 +52,7 @@ class ExitTrace {
         snprintf(buf, sizeof buf, " %s %s 0x%" PRIx64 "/%u", e.reason == KVM_EXIT_IO ? "io" : "mmio",
                  e.write ? (e.reason == KVM_EXIT_IO ? "out" : "write") : (e.reason == KVM_EXIT_IO ? "in" : "read"), e.addr, e.size);
       else
-        snprintf(buf, sizeof buf, " %s", ExitName(e.reason).c_str());
+        snprintf(buf, sizeof buf, " %s", KvmExitName(e.reason).c_str());
       out += buf;
       if (e.rip) {
         snprintf(buf, sizeof buf, " rip=0x%" PRIx64, e.rip);
@@ -60,20 +61,6 @@ class ExitTrace {
       out += ";";
     }
     return out;
-  }
-
-  static std::string ExitName(uint32_t reason) {
-    switch (reason) {
-      case KVM_EXIT_IO: return "io";
-      case KVM_EXIT_MMIO: return "mmio";
-      case KVM_EXIT_HLT: return "hlt";
-      case KVM_EXIT_INTR: return "intr";
-      case KVM_EXIT_SHUTDOWN: return "shutdown";
-      case KVM_EXIT_INTERNAL_ERROR: return "internal-error";
-      case KVM_EXIT_FAIL_ENTRY: return "fail-entry";
-      case KVM_EXIT_SYSTEM_EVENT: return "system-event";
-      default: return "exit-" + std::to_string(reason);
-    }
   }
 
  private:
