@@ -32,7 +32,8 @@ export async function bootTestPod(name: string, overrides: Partial<PodVmOptions>
     memoryBacking: 'tmpfs',
     agentTimeoutMs: BOOT_TIMEOUT_MS,
     callTimeoutMs: CALL_TIMEOUT_MS,
-    logger: process.env.STENCIL_TEST_CONSOLE ? createLogger({ level: 'debug' }) : undefined,
+    // Errors (a VM that died, with the VMM's crash dump; a teardown that left something) always show.
+    logger: createLogger({ level: process.env.STENCIL_TEST_CONSOLE ? 'debug' : 'error' }),
     ...overrides,
   });
 }

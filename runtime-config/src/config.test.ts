@@ -39,8 +39,24 @@ describe('defaults', () => {
         memoryDir: '/dev/shm/stencil',
         memoryBacking: 'tmpfs',
       },
+      factory: { enabled: true, templateDir: '/run/stencil-templates', templateDirSize: 4 * 2 ** 30, onMiss: 'boot' },
       runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto' },
     });
+  });
+
+  it('reads [factory] and names each bad key', () => {
+    const config = parseConfig('[factory]\nenabled = false\ntemplate_dir = "/t"\ntemplate_dir_size = "1G"\non_miss = "fail"\n', SRC);
+    assert.deepEqual(config.factory, { enabled: false, templateDir: '/t', templateDirSize: 2 ** 30, onMiss: 'fail' });
+    assert.throws(
+      () => parseConfig('[factory]\nenabled = "yes"\non_miss = "build"\ntemplate_dir = "rel"\n', SRC),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.match(err.message, /factory\.enabled: expected a boolean, got the string "yes"/);
+        assert.match(err.message, /factory\.on_miss: "build" is not a valid choice; allowed: "boot", "fail"/);
+        assert.match(err.message, /factory\.template_dir: "rel" is not an absolute path/);
+        return true;
+      },
+    );
   });
 
   it('returns a fresh object each time', () => {
@@ -93,6 +109,7 @@ transport = "ttrpc"
         memoryDir: '/mnt/ram',
         memoryBacking: 'memfd',
       },
+      factory: defaultConfig().factory,
       runtime: { logLevel: 'debug', stateDir: '/var/run/stencil', transport: 'ttrpc' },
     });
   });
@@ -117,7 +134,7 @@ describe('parseConfig rejects', () => {
   });
 
   it('an unknown section, and keys outside any section', () => {
-    assertOneProblem('[agent]\ndebug = true', /\[agent\]: unknown section/, /allowed sections: \[hypervisor\], \[runtime\]/);
+    assertOneProblem('[agent]\ndebug = true', /\[agent\]: unknown section/, /allowed sections: \[hypervisor\], \[factory\], \[runtime\]/);
     assertOneProblem('[hypervisor.extra]\nx = 1', /hypervisor\.extra: unknown key/);
     assertOneProblem('[[plugins]]\nname = "x"', /\[plugins\]: unknown section/);
     assertOneProblem('log_level = "debug"', /log_level: unknown top-level key/, /did you mean runtime\.log_level\?/);

@@ -33,8 +33,22 @@ export interface RuntimeConfig {
   transport: Transport;
 }
 
+export type MissPolicy = 'boot' | 'fail';
+
+/** VM templates (like Kata's [factory]): pods are cloned from paused template VMs. */
+export interface FactoryConfig {
+  /** Clone pod VMs from templates when one matches. */
+  enabled: boolean;
+  /** The template directory; made a tmpfs of templateDirSize when a template is first created. */
+  templateDir: string;
+  templateDirSize: number;
+  /** When no template matches a pod's VM: cold-boot it (with a warning) or refuse the pod. */
+  onMiss: MissPolicy;
+}
+
 export interface StencilConfig {
   hypervisor: HypervisorConfig;
+  factory: FactoryConfig;
   runtime: RuntimeConfig;
 }
 
@@ -69,6 +83,7 @@ export const CONFIG_ENV_VAR = 'STENCIL_CONFIG';
 export const LOG_LEVELS: readonly LogLevel[] = ['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly'];
 export const MEMORY_BACKINGS: readonly MemoryBacking[] = ['tmpfs', 'memfd'];
 export const TRANSPORTS: readonly Transport[] = ['auto', 'ttrpc', 'grpc'];
+export const MISS_POLICIES: readonly MissPolicy[] = ['boot', 'fail'];
 
 // The VM limits (vCPU count, memory size and granularity) are the VMM's to check, in one place:
 // a value the VMM refuses fails the pod's boot with a message naming the limit, so only types
@@ -86,6 +101,7 @@ export function defaultConfig(): StencilConfig {
       memoryDir: '/dev/shm/stencil',
       memoryBacking: 'tmpfs',
     },
+    factory: { enabled: true, templateDir: '/run/stencil-templates', templateDirSize: 4 * 2 ** 30, onMiss: 'boot' },
     runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto' },
   };
 }
@@ -152,6 +168,13 @@ function pathKey(emptyMeans?: string): KeySpec<string> {
   };
 }
 
+function boolKey(): KeySpec<boolean> {
+  return {
+    allowed: 'true or false',
+    check: (v) => (typeof v === 'boolean' ? { value: v } : wrongType('a boolean', v)),
+  };
+}
+
 function intKey(min: number, max: number, allowed = `an integer from ${min} to ${max}`): KeySpec<number> {
   return {
     allowed,
@@ -203,6 +226,12 @@ const SCHEMA: { [S in keyof StencilConfig]: SectionSpec<StencilConfig[S]> } = {
     defaultMemory: sizeKey(),
     memoryDir: pathKey(),
     memoryBacking: enumKey(MEMORY_BACKINGS),
+  },
+  factory: {
+    enabled: boolKey(),
+    templateDir: pathKey(),
+    templateDirSize: sizeKey(),
+    onMiss: enumKey(MISS_POLICIES),
   },
   runtime: {
     logLevel: enumKey(LOG_LEVELS),

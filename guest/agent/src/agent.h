@@ -104,6 +104,8 @@ void containers_shutdown(void);
 void guest_init(void);
 // 0 or an error code, *msg set to a malloc'd message.
 int guest_setup(const struct request *req, char **msg);
+// The guest's current vsock CID (it changes when a template's clone resumes); 0 if unknown.
+uint32_t vsock_local_cid(void);
 // Applies mount(8)-style options: 0 or -1 with errno.
 int mount_with_options(const char *source, const char *target, const char *fstype, char *const *options, size_t n);
 int mkdir_p(const char *path, mode_t mode);

@@ -175,3 +175,12 @@ int guest_setup(const struct request *req, char **msg) {
   }
   return E_OK;
 }
+
+uint32_t vsock_local_cid(void) {
+  int fd = open("/dev/vsock", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  unsigned int cid = 0;
+  if (ioctl(fd, STENCIL_IOCTL_VM_SOCKETS_GET_LOCAL_CID, &cid) < 0) cid = 0;
+  close(fd);
+  return cid;
+}

@@ -11,6 +11,8 @@
 #endif
 
 #define VMADDR_CID_ANY 0xffffffffu
+// <linux/vm_sockets.h>: on /dev/vsock, reads the local CID into an unsigned int.
+#define STENCIL_IOCTL_VM_SOCKETS_GET_LOCAL_CID _IO(7, 0xb9)
 
 // <linux/vm_sockets.h>
 struct sockaddr_vm {

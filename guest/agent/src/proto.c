@@ -343,10 +343,11 @@ void response_frame(buf_t *out, uint64_t id, int code, const char *message, int 
   buf_free(&m);
 }
 
-void encode_ping(buf_t *b, const char *agent_version, uint64_t uptime_ns) {
+void encode_ping(buf_t *b, const char *agent_version, uint64_t uptime_ns, uint32_t guest_cid) {
   pb_put_str(b, 1, agent_version);
   pb_put_uint(b, 2, PROTOCOL_VERSION);
   pb_put_uint(b, 3, uptime_ns);
+  pb_put_uint(b, 4, guest_cid);
 }
 
 void encode_pid(buf_t *b, uint32_t pid) { pb_put_uint(b, 1, pid); }

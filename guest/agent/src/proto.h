@@ -114,7 +114,7 @@ struct stats_result {
   char cgroup[512];
 };
 
-void encode_ping(buf_t *b, const char *agent_version, uint64_t uptime_ns);
+void encode_ping(buf_t *b, const char *agent_version, uint64_t uptime_ns, uint32_t guest_cid);
 void encode_pid(buf_t *b, uint32_t pid);
 void encode_wait(buf_t *b, const struct wait_result *w);
 void encode_stats(buf_t *b, const struct stats_result *s);

@@ -257,7 +257,7 @@ void handle_request(struct conn *conn, struct request *req) {
   }
   if (req->method == M_PING) {
     buf_t b = {0};
-    encode_ping(&b, AGENT_VERSION, agent_uptime_ns());
+    encode_ping(&b, AGENT_VERSION, agent_uptime_ns(), vsock_local_cid());
     send_response(cid, req->id, E_OK, NULL, M_PING, &b);
     buf_free(&b);
     return;

@@ -72,6 +72,8 @@ export interface PingResult {
   agentVersion: string;
   protocolVersion: number;
   uptimeNs: bigint;
+  /** The guest's vsock CID as its kernel sees it (0: unknown). */
+  guestCid: number;
 }
 
 export interface ProcessExit {
@@ -268,7 +270,7 @@ export class AgentClient {
 
   async ping(opts: CallOptions = {}): Promise<PingResult> {
     const r = await this.call('ping', {}, { rpc: 'Ping' }, opts);
-    return { agentVersion: String(r?.agentVersion ?? ''), protocolVersion: num(r?.protocolVersion), uptimeNs: BigInt(String(r?.uptimeNs ?? 0)) };
+    return { agentVersion: String(r?.agentVersion ?? ''), protocolVersion: num(r?.protocolVersion), uptimeNs: BigInt(String(r?.uptimeNs ?? 0)), guestCid: num(r?.guestCid) };
   }
 
   async setupGuest(req: SetupGuestRequest, opts: CallOptions = {}): Promise<void> {

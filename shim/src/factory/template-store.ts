@@ -12,6 +12,8 @@ import { FileDigests, type TemplateInputs, type TemplateSpec, TEMPLATE_FORMAT, t
 export const TEMPLATE_FILES = ['memory', 'state', 'config'] as const;
 const META = 'template.json';
 const SERVED = 'served';
+/** One line per pod that found no template (see template-provider.ts). */
+const MISSES = 'misses.log';
 /** A lock not refreshed for this long belongs to a dead process (a build under TCG can stall the loop for seconds). */
 const LOCK_STALE_MS = 60_000;
 
@@ -131,6 +133,30 @@ export class TemplateStore {
   /** Counts a clone served from the template (one byte appended: atomic across processes). */
   recordClone(key: string): void {
     fs.appendFileSync(path.join(this.root, key, SERVED), '.', { mode: 0o600 });
+  }
+
+  /**
+   * Records a pod that no template matched (one line appended: atomic across processes) and
+   * returns how many misses are on record. Best effort: a store that does not exist yet (it is
+   * made by the first template) or cannot be written still lets the pod boot.
+   */
+  recordMiss(spec: TemplateSpec): number {
+    try {
+      const line = JSON.stringify({ at: new Date().toISOString(), vcpus: spec.vcpus, memoryBytes: spec.memoryBytes, kernel: spec.kernel, initrd: spec.initrd });
+      fs.appendFileSync(path.join(this.root, MISSES), line + '\n', { mode: 0o600 });
+    } catch {
+      // counted in the pod's warning only
+    }
+    return this.misses();
+  }
+
+  /** Pods that found no template, ever (until the store is destroyed). */
+  misses(): number {
+    try {
+      return fs.readFileSync(path.join(this.root, MISSES), 'utf8').split('\n').filter(Boolean).length;
+    } catch {
+      return 0;
+    }
   }
 
   private read(key: string): TemplateRecord {

@@ -17,32 +17,32 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { AgentClient, type ContainerStats, type ProcessExit, type StdioMode } from '../agent/client.js';
+import type { AgentClient, ContainerStats, PingResult, ProcessExit, StdioMode } from '../agent/client.js';
 import { AgentCallError } from '../agent/errors.js';
-import { connectVsock, DEFAULT_AGENT_PORT } from '../agent/vsock.js';
+import { DEFAULT_AGENT_PORT } from '../agent/vsock.js';
 import type { ErrorCode } from '../../../common/src/errors.js';
-import { bootMicroVm, DEFAULT_CMDLINE } from '../hypervisor/microvm.js';
-import type { VirtualMachine, VmExit, VmProvider, VmSpec } from '../hypervisor/types.js';
+import { bootMicroVm } from '../hypervisor/microvm.js';
+import type { VirtualMachine, VmExit, VmProvider } from '../hypervisor/types.js';
+import { AgentWaitError, waitForAgent } from './agent-wait.js';
+import { podVmSpec, SHARE_TAG } from './vm-spec.js';
 import type { Logger } from '../util/log.js';
 import { bindMount, createShareView, makePrivate, mountsUnder, unmountAllUnder, unmountTree } from '../util/mounts.js';
 import type { ContainerRequest, Pod, ProcessStdio } from './types.js';
 
-/** The 9p mount tag of the pod's shared directory. */
-export const SHARE_TAG = 'stencil-shared';
+export { SHARE_TAG };
 /** Where the guest mounts the shared directory. */
 export const GUEST_SHARED_DIR = '/run/stencil/shared';
 /** 9p mount options in the guest: the largest message the VMM's server takes, mmap support. */
 export const SHARE_MOUNT_OPTIONS = ['trans=virtio', 'version=9p2000.L', 'msize=262144', 'cache=mmap'];
-export const DEFAULT_GUEST_CID = 3;
+/** The lowest guest CID; pods without one get a random CID, so clones of one template differ. */
+export const MIN_GUEST_CID = 3;
+const MAX_GUEST_CID = 0xfffffffe;
 export const DEFAULT_AGENT_TIMEOUT_MS = 180_000;
 export const DEFAULT_CALL_TIMEOUT_MS = 60_000;
 const CONSOLE_TAIL_BYTES = 64 * 1024;
 const MAX_POD_ID = 128;
 const MAX_CONTAINER_ID = 64;  // the agent's limit
 const MAX_UNIX_PATH = 107;    // sun_path holds 108 bytes with the NUL
-const RETRY_DELAY_MS = 200;
-/** Opening one agent connection (vsock handshake + hello). */
-const CONNECT_TIMEOUT_MS = 10_000;
 const ENTROPY_BYTES = 256;
 
 export interface PodVmOptions {
@@ -61,7 +61,7 @@ export interface PodVmOptions {
   memoryBacking: 'tmpfs' | 'memfd';
   /** Extra kernel command-line parameters, appended to the defaults. */
   kernelParams?: string;
-  /** The guest's vsock CID (the VMM checks its range); default 3. */
+  /** The guest's vsock CID (the VMM checks its range); default: a random one. */
   guestCid?: number;
   /** The agent's vsock port; default 1024. */
   agentPort?: number;
@@ -144,8 +144,6 @@ function createStateDir(id: string, dir: string): void {
   }
 }
 
-const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 export class PodVm implements Pod {
   readonly id: string;
   readonly stateDir: string;
@@ -179,7 +177,7 @@ export class PodVm implements Pod {
     this.sharedDir = path.join(this.stateDir, 'shared');
     this.mountsDir = path.join(this.stateDir, 'mounts');
     this.vsockPath = path.join(this.stateDir, 'vsock.sock');
-    this.guestCid = options.guestCid ?? DEFAULT_GUEST_CID;
+    this.guestCid = options.guestCid ?? crypto.randomInt(MIN_GUEST_CID, MAX_GUEST_CID + 1);
     this.agentPort = options.agentPort ?? DEFAULT_AGENT_PORT;
     this.log = options.logger?.child({ pod: options.id });
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
@@ -221,30 +219,18 @@ export class PodVm implements Pod {
     } catch (err) {
       throw new PodVmError('INTERNAL', `pod ${this.id}: cannot set up the shared directory: ${(err as Error).message}`, { cause: err });
     }
-    const spec: VmSpec = {
+    const spec = podVmSpec(o, {
       name: o.id,
-      vcpus: o.vcpus,
-      memoryBytes: o.memoryBytes,
-      kernel: o.kernel,
-      initrd: o.initrd,
-      cmdline: [
-        DEFAULT_CMDLINE,
-        'stencil_agent=1',
-        this.agentPort !== DEFAULT_AGENT_PORT ? `stencil_agent_port=${this.agentPort}` : '',
-        o.kernelParams ?? '',
-      ]
-        .filter(Boolean)
-        .join(' '),
       memoryDir: o.memoryDir,
       memoryBacking: o.memoryBacking,
-      virtioRng: true,
-      shares: [{ tag: SHARE_TAG, hostPath: this.sharedDir, readOnly: false }],
-      vsock: { guestCid: this.guestCid, udsPath: this.vsockPath },
-    };
+      sharedDir: this.sharedDir,
+      vsockPath: this.vsockPath,
+      guestCid: this.guestCid,
+    });
     this.vm = await (o.vmProvider ?? bootMicroVm)(spec);
     this.vm.console.on('data', (chunk: Buffer) => this.onConsole(chunk));
     void this.vm.waitExit().then((exit) => this.onVmExit(exit));
-    this.log?.info('booting the pod VM', { vcpus: o.vcpus, memoryBytes: o.memoryBytes, cid: this.guestCid, cmdline: this.vm.cmdline });
+    this.log?.info('starting the pod VM', { vcpus: o.vcpus, memoryBytes: o.memoryBytes, cid: this.guestCid, cmdline: this.vm.cmdline });
     const t0 = Date.now();
     this.vm.start();
     this.client = await this.connectAgent(o.agentTimeoutMs ?? DEFAULT_AGENT_TIMEOUT_MS);
@@ -295,36 +281,22 @@ export class PodVm implements Pod {
 
   /** Connects to the agent, retrying while the guest boots. */
   private async connectAgent(timeoutMs: number): Promise<AgentClient> {
-    const deadline = Date.now() + timeoutMs;
-    const exited = this.vm!.waitExit();
-    let lastError = 'no attempt finished';
-    for (let attempt = 1; ; attempt++) {
-      const remaining = deadline - Date.now();
-      if (this.vmExit) throw this.bootError(`the VM ended (${this.vmExit.reason}) before the agent answered`);
-      if (remaining <= 0) throw this.bootError(`the agent did not answer within ${timeoutMs} ms (${attempt - 1} attempts; last: ${lastError})`);
-      const connecting = AgentClient.connect({
-        connect: () => connectVsock(this.vsockPath, this.agentPort, CONNECT_TIMEOUT_MS),
-        timeoutMs: this.options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS,
-        connectTimeoutMs: CONNECT_TIMEOUT_MS,
+    try {
+      const { client, abandoned } = await waitForAgent(this.vm!, {
+        vsockPath: this.vsockPath,
+        agentPort: this.agentPort,
+        timeoutMs,
+        callTimeoutMs: this.options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS,
         logger: this.log,
       });
-      let timer: NodeJS.Timeout | undefined;
-      const outcome = await Promise.race([
-        connecting.then((client) => ({ client }), (err: Error) => ({ err })),
-        exited.then(() => ({ err: new Error('the VM ended') })),
-        new Promise<{ err: Error }>((resolve) => {
-          timer = setTimeout(() => resolve({ err: new Error(`no answer within ${remaining} ms`) }), remaining);
-        }),
-      ]);
-      clearTimeout(timer);
-      if ('client' in outcome) {
-        this.log?.debug('agent connected', { attempt });
-        return outcome.client;
+      this.lateConnect = abandoned;
+      return client;
+    } catch (err) {
+      if (err instanceof AgentWaitError) {
+        this.lateConnect = err.abandoned;
+        throw this.bootError(err.message);
       }
-      // An attempt still under way is closed when it ends; teardown waits for that.
-      this.lateConnect = connecting.then((late) => late.close(), () => undefined);
-      lastError = outcome.err.message;
-      await Promise.race([delay(Math.min(RETRY_DELAY_MS, Math.max(0, deadline - Date.now()))), exited]);
+      throw err;
     }
   }
 
@@ -333,6 +305,11 @@ export class PodVm implements Pod {
     if (!this.client) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id} is not running`);
     if (this.vmExit) throw new PodVmError('UNAVAILABLE', `the VM of pod ${this.id} has ended (${this.vmExit.reason})`);
     return this.client;
+  }
+
+  /** The agent's version, uptime and the guest's own view of its vsock CID. */
+  async ping(): Promise<PingResult> {
+    return this.agent().ping();
   }
 
   // ---- containers ----

@@ -50,7 +50,7 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
     logger,
     events,
     createPod: () =>
-      bootPod({ vmName: address.podVmName(key), stateDir: address.podStateDir(config.runtime.stateDir, key), hypervisor: config.hypervisor, logger }),
+      bootPod({ vmName: address.podVmName(key), stateDir: address.podStateDir(config.runtime.stateDir, key), hypervisor: config.hypervisor, factory: config.factory, logger }),
     onShutdown: () => void exit('shutdown requested'),
     onIdle: (idle) => {
       clearTimeout(idleTimer);

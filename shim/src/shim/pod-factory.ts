@@ -1,6 +1,9 @@
-// Boots a pod's VM from the runtime configuration (the one place the shim picks a Pod implementation).
+// Starts a pod's VM from the runtime configuration (the one place the shim picks a Pod
+// implementation): cloned from a matching template when [factory] is enabled, else booted.
 import fs from 'node:fs';
-import type { HypervisorConfig } from '../../../runtime-config/src/config.js';
+import type { FactoryConfig, HypervisorConfig } from '../../../runtime-config/src/config.js';
+import { templateVmProvider } from '../factory/template-provider.js';
+import { TemplateStore } from '../factory/template-store.js';
 import { PodVm } from '../pod/pod-vm.js';
 import type { Pod } from '../pod/types.js';
 import type { Logger } from '../util/log.js';
@@ -11,6 +14,7 @@ export interface PodBootOptions {
   vmName: string;
   stateDir: string;
   hypervisor: HypervisorConfig;
+  factory: FactoryConfig;
   logger: Logger;
 }
 
@@ -31,7 +35,10 @@ export async function bootPod(options: PodBootOptions): Promise<Pod> {
     memoryBacking: hv.memoryBacking,
     kernelParams: hv.kernelParams,
     logger: options.logger,
+    vmProvider: options.factory.enabled
+      ? templateVmProvider({ store: new TemplateStore(options.factory.templateDir), onMiss: options.factory.onMiss, logger: options.logger })
+      : undefined,
   });
-  options.logger.info('pod VM ready', { vm: options.vmName, bootMs: Date.now() - started });
+  options.logger.info('pod VM ready', { vm: options.vmName, startMs: Date.now() - started });
   return pod;
 }

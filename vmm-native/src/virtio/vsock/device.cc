@@ -115,6 +115,7 @@ void VirtioVsock::Activate(const GuestMemoryAccess& mem, std::vector<Virtqueue>&
   for (uint32_t i = 0; i < kNumQueues; i++) queues_[i] = &queues[i];
   if (restored_) {
     for (uint32_t i = 0; i < kNumQueues; i++) queues_[i]->RestoreIndexes(restored_->next_avail[i], restored_->next_used[i]);
+    stale_cid_ = restored_->guest_cid != guest_cid_ ? restored_->guest_cid : 0;
     restored_.reset();
     reset_event_pending_ = true;
   }
@@ -279,6 +280,7 @@ void VirtioVsock::HandleTxChain(const DescriptorChain& chain) {
     Log("dropped a tx packet of " + std::to_string(readable) + " bytes: shorter than the 44-byte header");
     return;
   }
+  if (stale_cid_ != 0 && h->src_cid == stale_cid_) return;  // sent before the clone learnt its CID
   TxCheck check = CheckTxHeader(*h, guest_cid_, readable - kHeaderSize);
   if (check.verdict == TxVerdict::kDrop) {
     Log("dropped a malformed tx packet (" + check.why + "): " + Describe(*h));

@@ -108,6 +108,9 @@ class VirtioVsock : public VirtioDevice {
   bool active_ = false, paused_ = false;
   std::optional<State> restored_;
   bool reset_event_pending_ = false;  // loop-thread state once active
+  // A restored guest's CID before it resumed here (0: none or unchanged). Packets it had queued
+  // under that CID before handling the transport reset are dropped without a log line each.
+  uint64_t stale_cid_ = 0;
 
   // Loop-thread state (set up before the thread starts).
   const GuestMemoryAccess* mem_ = nullptr;
