@@ -1,7 +1,8 @@
-// `make demo`: a private containerd (Debian's 1.6) runs a busybox container with
-// `ctr run --runtime io.containerd.stencil.v2`: the shim boots a Stencil microVM and the guest
-// agent runs the container in it. Exits 1 when the container fails or anything is left behind
-// (leaks()). (Later: the VM is cloned from a template.)
+// `make demo` (after scripts/demo.sh's `stencil pool init`): a private containerd (Debian's 1.6)
+// runs a busybox container with `ctr run --runtime io.containerd.stencil.v2`: the shim clones the
+// pod's microVM from the template and the guest agent runs the container in it. Exits 1 when the
+// container fails, its VM was not cloned, or anything is left behind (leaks()).
+import fs from 'node:fs';
 import path from 'node:path';
 import { repoRoot } from '../shim/src/util/paths.js';
 import { ContainerdInstance, type ContainerdVersion } from './lib/containerd.js';
@@ -22,6 +23,12 @@ try {
   process.stdout.write(r.stdout);
   if (r.stderr) process.stdout.write(r.stderr);
   say(`demo: exit status ${r.code} after ${((Date.now() - started) / 1000).toFixed(1)} s (host kernel: ${(await import('node:os')).release()})`);
+  // The shim's log (containerd copies it into its own): how the pod's VM came to be.
+  const log = fs.readFileSync(c.logPath, 'utf8');
+  const cloned = /pod VM cloned from a template.*?"template":"([0-9a-f]+)".*?"restoreMs":(\d+)/.exec(log);
+  const ready = /pod VM ready.*?"startMs":(\d+)/.exec(log);
+  if (cloned) say(`demo: the pod VM was cloned from template ${cloned[1]} (restore ${cloned[2]} ms${ready ? `, agent ready after ${ready[1]} ms` : ''})`);
+  else say('demo: FAILED: the pod VM was not cloned from a template (see the containerd log)');
   // The shim daemon exits right after containerd's Shutdown: give it a few seconds to go.
   let left = await c.leaks();
   for (let i = 0; i < 50 && left.length; i++) {
@@ -29,7 +36,7 @@ try {
     left = await c.leaks();
   }
   if (left.length) say(`demo: FAILED: left behind:\n  ${left.join('\n  ')}`);
-  failed = r.code !== 0 || !r.stdout.includes('Hello from a container in a Stencil VM') || left.length > 0;
+  failed = r.code !== 0 || !r.stdout.includes('Hello from a container in a Stencil VM') || left.length > 0 || !cloned;
 } finally {
   await c.stop();
 }

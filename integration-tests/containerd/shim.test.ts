@@ -1,5 +1,7 @@
 // Stencil's shim under real containerd (1.6 over ttrpc, 2.1 over gRPC) driven by real ctr: every
-// container runs in its own VM. After each scenario nothing may be left behind (leaks()).
+// container runs in its own VM, cloned from a template made before the suites (on_miss = "fail",
+// so a pod that was not cloned fails its scenario). After each scenario nothing may be left behind
+// (leaks()).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -10,6 +12,7 @@ import { CONTAINERD_VERSIONS, ContainerdInstance } from '../lib/containerd.js';
 import { updateTaskResources } from '../lib/containerd-api.js';
 import { EventWatch } from '../lib/ctr-events.js';
 import { lostGrpcRace } from '../lib/grpc-race.js';
+import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG, writeShimConfig } from '../lib/template.js';
 
 const RUNTIME = 'io.containerd.stencil.v2';
 /**
@@ -20,6 +23,11 @@ const RUNTIME = 'io.containerd.stencil.v2';
 const SLOW_HOST_TIMEOUTS = '[timeouts]\n  "io.containerd.timeout.shim.cleanup" = "30s"\n';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+before(async () => {
+  const made = await ensureShimTemplate();
+  process.stdout.write(`# shim template ${made.record.key}: ${made.built ? 'built' : 'reused'} in ${made.ms} ms\n`);
+});
+
 for (const version of CONTAINERD_VERSIONS) {
   describe(`containerd ${version} with the Stencil shim`, () => {
     let c: ContainerdInstance;
@@ -27,7 +35,12 @@ for (const version of CONTAINERD_VERSIONS) {
     let events: EventWatch;
 
     before(async () => {
-      c = await ContainerdInstance.start({ version, extraPath: [path.join(repoRoot(), 'bin')], configExtra: SLOW_HOST_TIMEOUTS });
+      c = await ContainerdInstance.start({
+        version,
+        extraPath: [path.join(repoRoot(), 'bin')],
+        env: { STENCIL_CONFIG: SHIM_TEMPLATE_CONFIG() },
+        configExtra: SLOW_HOST_TIMEOUTS,
+      });
       image = await c.importBusybox();
       events = await EventWatch.start(c);
     });
@@ -88,7 +101,9 @@ for (const version of CONTAINERD_VERSIONS) {
       const r = await run(['--rm', image, 't1', 'echo', 'hi']);
       assert.equal(r.stdout, 'hi\n', r.stderr + c.logTail());
       assert.equal(r.code, 0, r.stderr);
-      assert.ok(fs.readFileSync(c.logPath, 'utf8').includes('"protocol":"ttrpc"'), 'the shim did not choose ttrpc');
+      const log = fs.readFileSync(c.logPath, 'utf8');
+      assert.ok(log.includes('"protocol":"ttrpc"'), 'the shim did not choose ttrpc');
+      assert.match(log, /pod VM cloned from a template/, 'the shim did not clone the pod VM');
       // What the shim published, as containerd republished it to its subscribers (ctr events).
       assert.deepEqual(await taskTopics('t1'), ['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete']);
       const [create, start, exit] = events.taskEvents('t1');
@@ -96,6 +111,23 @@ for (const version of CONTAINERD_VERSIONS) {
       assert.ok(Number(start!.body.pid) > 0, JSON.stringify(start));
       assert.equal(exit!.body.id, 't1');
       assert.equal(exit!.body.exit_status ?? 0, 0);
+      await noLeaks();
+    });
+
+    it('a pod no template matches: on_miss "fail" refuses it, saying why; "boot" cold-boots it with a warning', async () => {
+      const fail = writeShimConfig(`miss-fail-${version}.toml`, { memory: '320M', onMiss: 'fail' });
+      const refused = await run(['--rm', '--runtime-config-path', fail, image, 'tm1', 'echo', 'hi']);
+      assert.notEqual(refused.code, 0, 'a pod with no template ran although on_miss = "fail"');
+      assert.match(refused.stderr, /no template matches VM .*320 MiB.*on_miss = "fail"/, refused.stderr);
+      await cleanupTask('tm1');
+      if ((await c.ctr(['containers', 'ls', '-q'])).stdout.split('\n').includes('tm1')) await c.ctr(['containers', 'rm', 'tm1']);
+      await noLeaks();
+      if (version !== CONTAINERD_VERSIONS[0]) return;  // one cold boot is enough (TCG makes it slow)
+      const boot = writeShimConfig(`miss-boot-${version}.toml`, { memory: '320M', onMiss: 'boot' });
+      const logBefore = fs.readFileSync(c.logPath, 'utf8').length;
+      const booted = await run(['--rm', '--runtime-config-path', boot, image, 'tm2', 'echo', 'hi']);
+      assert.equal(booted.stdout, 'hi\n', booted.stderr);
+      assert.match(fs.readFileSync(c.logPath, 'utf8').slice(logBefore), /warn.*no template matches VM .*320 MiB.*booting it from scratch/);
       await noLeaks();
     });
 
@@ -338,9 +370,7 @@ describe('containerd 2.1 with the Stencil shim over gRPC', () => {
   let attempt = 0;
 
   before(async () => {
-    const config = path.join(repoRoot(), 'build', 'grpc-transport.toml');
-    fs.mkdirSync(path.dirname(config), { recursive: true });
-    fs.writeFileSync(config, '[runtime]\ntransport = "grpc"\n');
+    const config = writeShimConfig('grpc-templates.toml', { transport: 'grpc' });
     c = await ContainerdInstance.start({ version: '2.1', extraPath: [path.join(repoRoot(), 'bin')], env: { STENCIL_CONFIG: config, ...ONE_GO_THREAD }, configExtra: SLOW_HOST_TIMEOUTS });
     image = await c.importBusybox();
   });

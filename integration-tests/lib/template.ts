@@ -6,10 +6,12 @@ import path from 'node:path';
 import { buildPodTemplate } from '../../shim/src/factory/pod-template.js';
 import { templateSpecOf, templateVmProvider } from '../../shim/src/factory/template-provider.js';
 import { type TemplateRecord, TemplateStore } from '../../shim/src/factory/template-store.js';
+import { ensureTmpfs } from '../../shim/src/factory/tmpfs.js';
 import type { VmProvider } from '../../shim/src/hypervisor/types.js';
+import { defaultConfig } from '../../runtime-config/src/config.js';
 import { podVmSpec, type PodVmShape } from '../../shim/src/pod/vm-spec.js';
 import type { Logger } from '../../shim/src/util/log.js';
-import { builtGuestArtifacts } from '../../shim/src/util/paths.js';
+import { builtGuestArtifacts, repoRoot } from '../../shim/src/util/paths.js';
 
 export const TEST_TEMPLATE_DIR = '/dev/shm/stencil-test-templates';
 
@@ -44,3 +46,52 @@ export function cloningProvider(logger?: Logger): VmProvider {
 }
 
 export const templateFile = (record: TemplateRecord, name: 'memory' | 'state' | 'config') => path.join(record.dir, name);
+
+// ---- the shim's templates (containerd tests, benchmarks) ----
+
+/** The shim's template directory in tests: its own tmpfs, outside /dev/shm and /run/stencil (leak checks watch those). */
+export const SHIM_TEMPLATE_DIR = '/run/stencil-test-templates';
+
+/** A Stencil configuration file's text: templates from SHIM_TEMPLATE_DIR, a miss fails unless `onMiss` says otherwise. */
+export function shimConfig(o: { memory?: string; onMiss?: 'boot' | 'fail'; transport?: string } = {}): string {
+  return [
+    '[hypervisor]',
+    o.memory ? `default_memory = "${o.memory}"` : '',
+    '[factory]',
+    `template_dir = "${SHIM_TEMPLATE_DIR}"`,
+    `on_miss = "${o.onMiss ?? 'fail'}"`,
+    '[runtime]',
+    o.transport ? `transport = "${o.transport}"` : '',
+  ]
+    .filter(Boolean)
+    .join('\n') + '\n';
+}
+
+/** Writes shimConfig(o) to build/<name> and returns its path. */
+export function writeShimConfig(name: string, o: Parameters<typeof shimConfig>[0] = {}): string {
+  const file = path.join(repoRoot(), 'build', name);
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, shimConfig(o));
+  return file;
+}
+
+/** The default shim configuration for tests (templates on, a miss fails). */
+export const SHIM_TEMPLATE_CONFIG = () => writeShimConfig('shim-templates.toml');
+
+/** The pod shape the shim uses with the default [hypervisor] settings (shim/src/shim/pod-factory.ts). */
+export function shimPodShape(): PodVmShape {
+  const hv = defaultConfig().hypervisor;
+  return testPodShape({ vcpus: hv.defaultVcpus, memoryBytes: hv.defaultMemory });
+}
+
+/** The template the shim clones with the default configuration, in SHIM_TEMPLATE_DIR (a tmpfs). */
+export async function ensureShimTemplate(logger?: Logger): Promise<{ record: TemplateRecord; built: boolean; ms: number }> {
+  const started = Date.now();
+  await ensureTmpfs(SHIM_TEMPLATE_DIR, 2 * 2 ** 30);
+  const shape = shimPodShape();
+  const { record, built } = await new TemplateStore(SHIM_TEMPLATE_DIR).create(templateSpecForShape(shape), (dir, _inputs, progress) =>
+    buildPodTemplate(shape, dir, progress, logger),
+  );
+  return { record, built, ms: Date.now() - started };
+}
+

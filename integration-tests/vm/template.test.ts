@@ -66,7 +66,10 @@ describe('pod templates: clones of the real guest', { skip: haveStaticBusybox() 
     for (const [i, pod] of clones.entries()) {
       assert.doesNotMatch(pod.consoleTail(), /Linux version|Run \/init/, `clone ${i} booted a kernel`);
       const hostBefore = Date.now();
-      const run = await runContainer(pod, `id${i}`, rootfses.make(), { args: ['sh', '-c', IDENTITY_SCRIPT] });
+      const run = await runContainer(pod, `id${i}`, rootfses.make(), { args: ['sh', '-c', IDENTITY_SCRIPT] }).catch((err: Error) => {
+        printConsole(pod);
+        throw new Error(`clone ${i} (${pod.id}): ${err.message}`, { cause: err });
+      });
       const hostAfter = Date.now();
       assert.equal(run.exit.exitStatus, 0, run.stderr.toString());
       const [bootId, random, seconds] = run.stdout.toString().trim().split('\n');

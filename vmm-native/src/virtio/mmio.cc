@@ -27,6 +27,12 @@ VirtioMmio::VirtioMmio(std::unique_ptr<VirtioDevice> device, const GuestMemoryAc
   for (uint16_t max : device_->queue_max_sizes()) queues_.emplace_back(max);
 }
 
+VirtioMmio::~VirtioMmio() {
+  // Members die in reverse order of declaration, queues_ before device_: a device thread still
+  // running (vsock's loop, the 9p and blk workers) would read freed queues.
+  device_.reset();
+}
+
 std::string VirtioMmio::CmdlineEntry(uint64_t base, uint32_t irq) {
   char buf[64];
   snprintf(buf, sizeof buf, "virtio_mmio.device=4K@0x%llx:%u", static_cast<unsigned long long>(base), irq);

@@ -15,6 +15,8 @@ namespace stencil {
 class VirtioMmio : public BusDevice, private VirtioInterrupt {
  public:
   VirtioMmio(std::unique_ptr<VirtioDevice> device, const GuestMemoryAccess& mem, const IrqLine* irq);
+  // Stops the device (and its worker threads) before the queues they use are freed.
+  ~VirtioMmio();
   const char* name() const override { return device_->name(); }
   void Read(uint64_t offset, uint8_t* data, uint32_t len) override;
   void Write(uint64_t offset, const uint8_t* data, uint32_t len) override;
