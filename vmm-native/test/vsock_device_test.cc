@@ -450,4 +450,24 @@ TEST(VsockDevice, SaveAndRestoreState) {
   while (d.UsedIdx(2) == s.next_used[2] && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   EXPECT_EQ(d.UsedIdx(2), s.next_used[2] + 1) << "a restored device announces TRANSPORT_RESET";
   EXPECT_EQ(irq.needs_reset.load(), 0);
+
+  // A host connection waits until the guest has read its new CID (its reset handler does).
+  d.rx_seen = s.next_used[0];
+  for (uint16_t i = 0; i < 4; i++) d.PostRx(i);
+  restored.QueueNotify(0);
+  int client = UnixConnect(o.uds_path);
+  WriteAll(client, "CONNECT 52\n");
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(d.UsedIdx(0), s.next_used[0]) << "a request reached the guest before it knew its CID";
+  uint8_t cid[8];
+  restored.ReadConfig(0, cid, sizeof cid);
+  uint64_t value;
+  std::memcpy(&value, cid, sizeof value);
+  EXPECT_EQ(value, kCid + 1);
+  auto req = d.NextRx();
+  ASSERT_TRUE(req.has_value());
+  EXPECT_EQ(req->h.op, kOpRequest);
+  EXPECT_EQ(req->h.dst_cid, kCid + 1);
+  close(client);
+  restored.Reset();  // stops the loop thread before the fake driver's queues go
 }

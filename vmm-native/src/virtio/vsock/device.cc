@@ -101,6 +101,11 @@ void VirtioVsock::ReadConfig(uint64_t offset, uint8_t* data, uint32_t len) {
     uint64_t off = offset + i;
     data[i] = off < 8 ? static_cast<uint8_t>(guest_cid_ >> (8 * off)) : 0;
   }
+  if (offset < 8 && awaiting_cid_read_.exchange(false)) {
+    notified_.fetch_or(1u << kRxQueue);  // deliver what was held
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = write(notify_.get(), &one, sizeof one);
+  }
 }
 
 void VirtioVsock::Activate(const GuestMemoryAccess& mem, std::vector<Virtqueue>& queues, VirtioInterrupt& irq) {
@@ -116,6 +121,7 @@ void VirtioVsock::Activate(const GuestMemoryAccess& mem, std::vector<Virtqueue>&
   if (restored_) {
     for (uint32_t i = 0; i < kNumQueues; i++) queues_[i]->RestoreIndexes(restored_->next_avail[i], restored_->next_used[i]);
     stale_cid_ = restored_->guest_cid != guest_cid_ ? restored_->guest_cid : 0;
+    awaiting_cid_read_ = stale_cid_ != 0;
     restored_.reset();
     reset_event_pending_ = true;
   }
@@ -299,7 +305,7 @@ void VirtioVsock::HandleTxChain(const DescriptorChain& chain) {
 }
 
 void VirtioVsock::ProcessRx() {
-  if (broken_ || !muxer_) return;
+  if (broken_ || !muxer_ || awaiting_cid_read_) return;
   Virtqueue& q = *queues_[kRxQueue];
   bool used = false;
   try {

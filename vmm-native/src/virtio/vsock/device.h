@@ -111,6 +111,11 @@ class VirtioVsock : public VirtioDevice {
   // A restored guest's CID before it resumed here (0: none or unchanged). Packets it had queued
   // under that CID before handling the transport reset are dropped without a log line each.
   uint64_t stale_cid_ = 0;
+  // Set while a restored guest with a new CID has not read it yet. Linux handles the transport
+  // reset in a work item queued after the rx one (the rx queue's callback runs first), so a host
+  // connection request delivered at once is answered under the old CID, dropped, and the host
+  // waits; rx is held until the guest's reset handler reads the config (its guest_cid).
+  std::atomic<bool> awaiting_cid_read_{false};
 
   // Loop-thread state (set up before the thread starts).
   const GuestMemoryAccess* mem_ = nullptr;
