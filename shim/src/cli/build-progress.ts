@@ -27,7 +27,7 @@ export function buildProgress(label: string, out: NodeJS.WriteStream = process.s
     };
   }
   const bar = new cliProgress.SingleBar(
-    { format: `${label} [{bar}] {value}/{total} {step} | {duration_formatted}`, stream: out, hideCursor: true, barsize: 20, fps: 5 },
+    { format: `${label} [{bar}] {value}/{total} {step} | {duration_formatted}`, stream: out, barsize: 20, fps: 5 },
     cliProgress.Presets.shades_classic,
   );
   bar.start(total, 0, { step: 'starting' });
