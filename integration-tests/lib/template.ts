@@ -1,15 +1,15 @@
 // One pod template shared by the tests of a run: built by the first test file that needs it (in
 // the emulated host's tmpfs, which lives for the whole `make integration-test`), reused after.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { buildPodTemplate } from '../../shim/src/factory/pod-template.js';
-import { templateSpecOf, templateVmProvider } from '../../shim/src/factory/template-provider.js';
+import { podShapeFromConfig, templateSpecOfShape } from '../../shim/src/factory/pod-shape.js';
+import { templateVmProvider } from '../../shim/src/factory/template-provider.js';
 import { type TemplateRecord, TemplateStore } from '../../shim/src/factory/template-store.js';
 import { ensureTmpfs } from '../../shim/src/factory/tmpfs.js';
 import type { VmProvider } from '../../shim/src/hypervisor/types.js';
 import { defaultConfig } from '../../runtime-config/src/config.js';
-import { podVmSpec, type PodVmShape } from '../../shim/src/pod/vm-spec.js';
+import type { PodVmShape } from '../../shim/src/pod/vm-spec.js';
 import type { Logger } from '../../shim/src/util/log.js';
 import { builtGuestArtifacts, repoRoot } from '../../shim/src/util/paths.js';
 
@@ -21,13 +21,6 @@ export function testPodShape(overrides: Partial<PodVmShape> = {}): PodVmShape {
   return { kernel, initrd, vcpus: 1, memoryBytes: 512 * 2 ** 20, ...overrides };
 }
 
-/** The template spec a pod of `shape` looks up (host paths do not matter to it). */
-export function templateSpecForShape(shape: PodVmShape) {
-  return templateSpecOf(
-    podVmSpec(shape, { name: 'x', memoryDir: os.tmpdir(), memoryBacking: 'tmpfs', sharedDir: os.tmpdir(), vsockPath: '/x', guestCid: 3 }),
-  );
-}
-
 export function testTemplateStore(): TemplateStore {
   fs.mkdirSync(TEST_TEMPLATE_DIR, { recursive: true, mode: 0o700 });
   return new TemplateStore(TEST_TEMPLATE_DIR);
@@ -36,7 +29,7 @@ export function testTemplateStore(): TemplateStore {
 /** The template for `shape`, built unless this run has one; `built` says whether it was. */
 export async function ensureTestTemplate(shape = testPodShape(), logger?: Logger): Promise<{ record: TemplateRecord; built: boolean; ms: number }> {
   const started = Date.now();
-  const { record, built } = await testTemplateStore().create(templateSpecForShape(shape), (dir, _inputs, progress) => buildPodTemplate(shape, dir, progress, logger));
+  const { record, built } = await testTemplateStore().create(templateSpecOfShape(shape), (dir, _inputs, progress) => buildPodTemplate(shape, dir, progress, logger));
   return { record, built, ms: Date.now() - started };
 }
 
@@ -80,8 +73,7 @@ export const SHIM_TEMPLATE_CONFIG = () => writeShimConfig('shim-templates.toml')
 
 /** The pod shape the shim uses with the default [hypervisor] settings (shim/src/shim/pod-factory.ts). */
 export function shimPodShape(): PodVmShape {
-  const hv = defaultConfig().hypervisor;
-  return testPodShape({ vcpus: hv.defaultVcpus, memoryBytes: hv.defaultMemory });
+  return podShapeFromConfig(defaultConfig().hypervisor);
 }
 
 /** The template the shim clones with the default configuration, in SHIM_TEMPLATE_DIR (a tmpfs). */
@@ -89,7 +81,7 @@ export async function ensureShimTemplate(logger?: Logger): Promise<{ record: Tem
   const started = Date.now();
   await ensureTmpfs(SHIM_TEMPLATE_DIR, 2 * 2 ** 30);
   const shape = shimPodShape();
-  const { record, built } = await new TemplateStore(SHIM_TEMPLATE_DIR).create(templateSpecForShape(shape), (dir, _inputs, progress) =>
+  const { record, built } = await new TemplateStore(SHIM_TEMPLATE_DIR).create(templateSpecOfShape(shape), (dir, _inputs, progress) =>
     buildPodTemplate(shape, dir, progress, logger),
   );
   return { record, built, ms: Date.now() - started };

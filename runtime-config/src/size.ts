@@ -19,3 +19,11 @@ export function formatSize(bytes: number): string {
   }
   return String(bytes);
 }
+
+/** Bytes for people to read, rounded: "0 B", "812 K", "61.2 M", "3.9 G" (binary units, as parseSize). */
+export function formatBytesApprox(bytes: number): string {
+  if (bytes < UNITS.K) return `${bytes} B`;
+  const unit = (['T', 'G', 'M', 'K'] as const).find((u) => bytes >= UNITS[u])!;
+  const value = bytes / UNITS[unit];
+  return `${value >= 100 ? Math.round(value) : value.toFixed(1).replace(/\.0$/, '')} ${unit}`;
+}

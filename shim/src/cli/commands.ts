@@ -23,8 +23,15 @@ export interface CommandSpec {
   describe: string;
   /** By their kebab-case flag names; handlers receive them camelCased (`memory-dir` -> `memoryDir`). */
   options: Record<string, OptionSpec>;
+  /** Required operands after the words, in order, e.g. `template rm KEY`; handlers get them by name. */
+  positionals?: Array<{ name: string; describe: string }>;
   /** Resolves with the process exit code. */
   run(options: ParsedOptions): Promise<number>;
+}
+
+/** A mistake the user can fix (bad input, wrong state); bin/stencil prints just its message. */
+export class CliError extends Error {
+  override name = 'CliError';
 }
 
 export const camelCase = (flag: string) => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
@@ -32,7 +39,20 @@ export const camelCase = (flag: string) => flag.replace(/-([a-z])/g, (_, c: stri
 const configuredMemoryDir = async () => (await import('../../../runtime-config/src/config.js')).defaultConfig().hypervisor.memoryDir;
 
 /** Descriptions of the words that group subcommands (`stencil vm ...`). */
-export const GROUPS: Record<string, string> = { vm: 'run and inspect single VMs' };
+export const GROUPS: Record<string, string> = {
+  vm: 'run and inspect single VMs',
+  pool: "the configuration's pod templates: make them, see how they are used, remove them all",
+  template: 'single pod templates',
+};
+
+const configOption: OptionSpec = { type: 'string', describe: 'configuration.toml (default: $STENCIL_CONFIG, /etc/stencil/configuration.toml)' };
+const jsonOption: OptionSpec = { type: 'boolean', describe: 'print one JSON document', defaultValue: async () => false };
+// vCPUs as a string: the handler names the exact text it cannot use (yargs would turn it into NaN).
+const sizeOptions: Record<string, OptionSpec> = {
+  vcpus: { type: 'string', describe: 'vCPUs of the pods (default: [hypervisor] default_vcpus)' },
+  memory: { type: 'string', describe: 'memory of the pods, e.g. 512M (default: [hypervisor] default_memory)' },
+};
+const keyOperand = [{ name: 'key', describe: 'the template key (20 hex digits, from `stencil template list`)' }];
 
 export const COMMANDS: CommandSpec[] = [
   {
@@ -78,6 +98,83 @@ export const COMMANDS: CommandSpec[] = [
       const exit = await vmRun(argv as Parameters<typeof vmRun>[0]);
       process.stderr.write(`stencil: VM exited: ${exit.reason}${exit.detail ? ` (${exit.detail})` : ''}\n`);
       return CLEAN_EXITS.has(exit.reason) ? 0 : 1;
+    },
+  },
+  {
+    path: ['pool', 'init'],
+    describe: 'mount the template tmpfs and make the templates the configured pods use (an existing one is kept)',
+    options: {
+      config: configOption,
+      ...sizeOptions,
+      shape: { type: 'string', describe: 'several pod sizes as VCPUSxMEMORY, comma-separated, e.g. 1x256M,2x1G' },
+    },
+    async run(argv) {
+      const { initPool } = await import('./pool.js');
+      return initPool(argv);
+    },
+  },
+  {
+    path: ['pool', 'status'],
+    describe: 'the templates, their clones (memory shared and private), pods no template matched, tmpfs usage',
+    options: { config: configOption, json: jsonOption },
+    async run(argv) {
+      const [{ openPool, poolStatus }, { formatStatus }] = await Promise.all([import('./pool.js'), import('./template-report.js')]);
+      const status = await poolStatus(openPool(argv.config as string | undefined));
+      process.stdout.write(argv.json ? JSON.stringify(status, null, 2) + '\n' : formatStatus(status));
+      return 0;
+    },
+  },
+  {
+    path: ['pool', 'destroy'],
+    describe: 'remove every template (running clones keep their memory), then unmount the tmpfs if Stencil mounted it and it is unused',
+    options: { config: configOption },
+    async run(argv) {
+      const { destroyPool, openPool } = await import('./pool.js');
+      return destroyPool(openPool(argv.config as string | undefined));
+    },
+  },
+  {
+    path: ['template', 'create'],
+    describe: 'make the template for one pod size of the configuration (like `pool init` with one size)',
+    options: { config: configOption, ...sizeOptions },
+    async run(argv) {
+      const { initPool } = await import('./pool.js');
+      return initPool(argv);
+    },
+  },
+  {
+    path: ['template', 'list'],
+    describe: 'list the templates',
+    options: { config: configOption, json: jsonOption },
+    async run(argv) {
+      const [{ openPool, poolStatus }, { formatList }] = await Promise.all([import('./pool.js'), import('./template-report.js')]);
+      const { templates } = await poolStatus(openPool(argv.config as string | undefined));
+      process.stdout.write(argv.json ? JSON.stringify(templates, null, 2) + '\n' : formatList(templates));
+      return 0;
+    },
+  },
+  {
+    path: ['template', 'inspect'],
+    describe: 'one template as JSON: what it was made from, the VMM configuration it saved, its use',
+    positionals: keyOperand,
+    options: { config: configOption },
+    async run(argv) {
+      const { inspectTemplate, openPool } = await import('./pool.js');
+      process.stdout.write(JSON.stringify(await inspectTemplate(openPool(argv.config as string | undefined), String(argv.key)), null, 2) + '\n');
+      return 0;
+    },
+  },
+  {
+    path: ['template', 'rm'],
+    describe: 'remove a template (running clones keep their memory)',
+    positionals: keyOperand,
+    options: { config: configOption },
+    async run(argv) {
+      const { keptBy, openPool, removeTemplate } = await import('./pool.js');
+      const key = String(argv.key);
+      const live = await removeTemplate(openPool(argv.config as string | undefined), key);
+      process.stdout.write(`removed template ${key}${keptBy(live)}\n`);
+      return 0;
     },
   },
 ];

@@ -29,6 +29,13 @@ describe('parseFast', () => {
     assert.equal(parseFast(command('check'), ['--no-json']), undefined);
   });
 
+  it('takes a command’s operands by name; leaves a missing or extra one, or a repeated option, to yargs', () => {
+    const rm = command('template', 'rm');
+    assert.deepEqual(parseFast(rm, ['0123456789abcdef0123', '--config', '/c']), { key: '0123456789abcdef0123', config: '/c' });
+    for (const args of [[], ['a', 'b'], ['--', '-a']]) assert.equal(parseFast(rm, args), undefined, args.join(' '));
+    assert.equal(parseFast(command('pool', 'init'), ['--vcpus', '1', '--vcpus', '2']), undefined);
+  });
+
   it('fills in defaults only for options left out', async () => {
     const check = command('check');
     const filled = await withDefaults(check, {});

@@ -10,12 +10,21 @@ export function parseFast(command: CommandSpec, args: string[]): ParsedOptions |
     Object.entries(command.options).map(([flag, o]) => [flag, { type: o.type === 'boolean' ? ('boolean' as const) : ('string' as const) }]),
   );
   let values: Record<string, string | boolean | Array<string | boolean> | undefined>;
+  let positionals: string[];
+  let tokens: Array<{ kind: string; name?: string }>;
+  const wanted = command.positionals ?? [];
   try {
-    values = parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+    ({ values, positionals, tokens } = parseArgs({ args, options, strict: true, allowPositionals: wanted.length > 0, tokens: true }));
   } catch {
     return undefined;
   }
+  // parseArgs keeps the last of a repeated option; yargs collects them (the handler decides).
+  const flags = tokens.filter((t) => t.kind === 'option').map((t) => t.name);
+  if (new Set(flags).size !== flags.length) return undefined;
+  // A missing or extra operand, or one that looks like an option (`-x` after `--`), is for yargs to explain.
+  if (positionals.length !== wanted.length || positionals.some((p) => p.startsWith('-'))) return undefined;
   const out: ParsedOptions = {};
+  wanted.forEach((p, i) => (out[camelCase(p.name)] = positionals[i]));
   for (const [flag, value] of Object.entries(values)) {
     if (value === undefined || Array.isArray(value)) return undefined;
     if (command.options[flag].type === 'number') {

@@ -3,7 +3,7 @@
 // no subcommand) goes to yargs, loaded only then for its help and error messages. yargs alone
 // took ~150 ms to load natively (more than Node's own start) and seconds under TCG. Both parsers
 // are built from the one option table in commands.ts.
-import { camelCase, CHECK_FAILED, COMMANDS, type CommandSpec, GROUPS, type ParsedOptions } from './commands.js';
+import { camelCase, CHECK_FAILED, CliError, COMMANDS, type CommandSpec, GROUPS, type ParsedOptions } from './commands.js';
 import { parseFast, withDefaults } from './fast-parse.js';
 
 export { CHECK_FAILED, CHECK_NEEDS_EMULATED_HOST, CHECK_OK } from './commands.js';
@@ -21,16 +21,18 @@ async function runWithYargs(args: string[]): Promise<number> {
   let code = 0;
   const define = (y: Argv, c: CommandSpec, word: string): Argv =>
     y.command(
-      word,
+      [word, ...(c.positionals ?? []).map((p) => `<${p.name}>`)].join(' '),
       c.describe,
       (b) => {
+        for (const p of c.positionals ?? []) b.positional(p.name, { type: 'string', describe: p.describe });
         for (const [flag, o] of Object.entries(c.options))
           b.option(flag, { type: o.type, describe: o.describe, default: defaults.get(c)?.[flag] });
         return b;
       },
       async (argv) => {
         const picked: ParsedOptions = {};
-        for (const flag of Object.keys(c.options)) picked[camelCase(flag)] = argv[camelCase(flag)] as ParsedOptions[string];
+        for (const name of [...(c.positionals ?? []).map((p) => p.name), ...Object.keys(c.options)])
+          picked[camelCase(name)] = argv[camelCase(name)] as ParsedOptions[string];
         code = await c.run(picked);
       },
     );
@@ -68,7 +70,8 @@ main(process.argv.slice(2)).then(
       import('../hypervisor/errors.js'),
       import('../../../runtime-config/src/config.js'),
     ]);
-    const known = e instanceof VmError ? `${e.message} [${e.nativeCode}]` : e instanceof ConfigError ? e.message : undefined;
+    const known =
+      e instanceof VmError ? `${e.message} [${e.nativeCode}]` : e instanceof ConfigError || e instanceof CliError ? e.message : undefined;
     process.stderr.write(`stencil: ${known ?? e.stack ?? e.message}\n`);
     process.exit(1);
   },

@@ -4,6 +4,8 @@ import fs from 'node:fs';
 import { mount, mountsUnder } from '../util/mounts.js';
 
 const TMPFS_MAGIC = 0x01021994;
+/** The source name of the tmpfs Stencil mounts (mountinfo shows it): `pool destroy` unmounts only that. */
+export const TEMPLATE_TMPFS_SOURCE = 'stencil-templates';
 
 /** Whether `dir` is on a tmpfs already (its own mount or a parent's, e.g. /dev/shm). */
 export function onTmpfs(dir: string): boolean {
@@ -21,5 +23,5 @@ export async function ensureTmpfs(dir: string, sizeBytes: number): Promise<void>
     if (!onTmpfs(real)) throw new Error(`template directory ${real} is a mount point but not a tmpfs`);
     return;
   }
-  await mount(['-t', 'tmpfs', '-o', `size=${sizeBytes},mode=0700,nodev,nosuid,noexec`, 'stencil-templates', real]);
+  await mount(['-t', 'tmpfs', '-o', `size=${sizeBytes},mode=0700,nodev,nosuid,noexec`, TEMPLATE_TMPFS_SOURCE, real]);
 }

@@ -2,12 +2,12 @@
 // implementation): cloned from a matching template when [factory] is enabled, else booted.
 import fs from 'node:fs';
 import type { FactoryConfig, HypervisorConfig } from '../../../runtime-config/src/config.js';
+import { podShapeFromConfig } from '../factory/pod-shape.js';
 import { templateVmProvider } from '../factory/template-provider.js';
 import { TemplateStore } from '../factory/template-store.js';
 import { PodVm } from '../pod/pod-vm.js';
 import type { Pod } from '../pod/types.js';
 import type { Logger } from '../util/log.js';
-import { builtGuestArtifacts } from '../util/paths.js';
 
 export interface PodBootOptions {
   /** Names the VM, its RAM file and the guest hostname. */
@@ -20,20 +20,17 @@ export interface PodBootOptions {
 
 export async function bootPod(options: PodBootOptions): Promise<Pod> {
   const { hypervisor: hv } = options;
-  const built = !hv.kernel || !hv.initrd ? builtGuestArtifacts() : undefined;
+  // The one shape function `stencil pool init` uses too: its templates are the ones looked up here.
+  const shape = podShapeFromConfig(hv);
   // Like Kata's state dirs: created on first use (the tmpfs under it is the host's /dev/shm).
   if (hv.memoryBacking === 'tmpfs') fs.mkdirSync(hv.memoryDir, { recursive: true, mode: 0o700 });
   const started = Date.now();
   const pod = await PodVm.boot({
     id: options.vmName,
     stateDir: options.stateDir,
-    kernel: hv.kernel || built!.kernel,
-    initrd: hv.initrd || built!.initrd,
-    vcpus: hv.defaultVcpus,
-    memoryBytes: hv.defaultMemory,
+    ...shape,
     memoryDir: hv.memoryDir,
     memoryBacking: hv.memoryBacking,
-    kernelParams: hv.kernelParams,
     logger: options.logger,
     vmProvider: options.factory.enabled
       ? templateVmProvider({ store: new TemplateStore(options.factory.templateDir), onMiss: options.factory.onMiss, logger: options.logger })

@@ -71,6 +71,11 @@ export async function createShareView(dir: string, view: string): Promise<void> 
   }
 }
 
+/** Unmounts just `target`, never lazily: a busy mount stays and the MountError says so. */
+export function unmount(target: string): Promise<void> {
+  return run(UMOUNT, [target]);
+}
+
 /**
  * Unmounts `target` and everything below it. If something still uses it (EBUSY), detaches it
  * lazily: it disappears from the file tree at once and is freed when its last user goes.
@@ -101,6 +106,26 @@ export function mountsUnder(dir: string): string[] {
     if (mountPoint === root || mountPoint.startsWith(prefix)) found.add(mountPoint);
   }
   return [...found].sort((a, b) => b.length - a.length);
+}
+
+export interface MountEntry {
+  fstype: string;
+  /** What was mounted, e.g. a device or the name given to a tmpfs. */
+  source: string;
+}
+
+/** The mount whose mount point is exactly `dir` (the topmost, if several are stacked), if any. */
+export function mountAt(dir: string): MountEntry | undefined {
+  const target = path.resolve(dir);
+  let found: MountEntry | undefined;
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS
+    const fields = line.split(' ');
+    const dash = fields.indexOf('-', 6);
+    if (dash < 0 || fields[4] === undefined || unescapeMountPath(fields[4]) !== target) continue;
+    found = { fstype: fields[dash + 1], source: unescapeMountPath(fields[dash + 2] ?? '') };
+  }
+  return found;
 }
 
 /**

@@ -1,0 +1,64 @@
+// The pod shape of a configuration: the template `stencil pool init` makes from it must be the one
+// the shim's bootPod looks up for the same configuration. Needs root (a pod's share view mounts).
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { defaultConfig, type HypervisorConfig } from '../../../runtime-config/src/config.js';
+import { bootPod } from '../shim/pod-factory.js';
+import { createLogger } from '../util/log.js';
+import { builtGuestArtifacts } from '../util/paths.js';
+import { podShapeFromConfig, templateSpecOfShape } from './pod-shape.js';
+import { TemplateMissError } from './template-provider.js';
+import { TemplateStore } from './template-store.js';
+
+const dir = fs.mkdtempSync('/dev/shm/stencil-pod-shape-');
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+function hypervisor(overrides: Partial<HypervisorConfig> = {}): HypervisorConfig {
+  const kernel = path.join(dir, 'vmlinux');
+  const initrd = path.join(dir, 'initrd');
+  fs.writeFileSync(kernel, 'kernel');
+  fs.writeFileSync(initrd, 'initrd');
+  return { ...defaultConfig().hypervisor, kernel, initrd, kernelParams: 'quiet=1 foo', defaultVcpus: 2, defaultMemory: 384 * 2 ** 20, memoryDir: dir, ...overrides };
+}
+
+describe('podShapeFromConfig', () => {
+  it('takes the guest, kernel_params and default size from [hypervisor]; a size overrides vCPUs and memory', () => {
+    const hv = hypervisor();
+    assert.deepEqual(podShapeFromConfig(hv), { kernel: hv.kernel, initrd: hv.initrd, vcpus: 2, memoryBytes: 384 * 2 ** 20, kernelParams: 'quiet=1 foo' });
+    assert.deepEqual(podShapeFromConfig(hv, { vcpus: 4 }), { ...podShapeFromConfig(hv), vcpus: 4 });
+    assert.deepEqual(podShapeFromConfig(hv, { memoryBytes: 2 ** 30 }), { ...podShapeFromConfig(hv), memoryBytes: 2 ** 30 });
+  });
+
+  it('takes an empty kernel or initrd to mean the built guest (build/guest.json)', () => {
+    let built: ReturnType<typeof builtGuestArtifacts> | Error;
+    try {
+      built = builtGuestArtifacts();
+    } catch (err) {
+      built = err as Error;
+    }
+    const hv = hypervisor({ kernel: '', initrd: '' });
+    if (built instanceof Error) assert.throws(() => podShapeFromConfig(hv), { message: built.message });
+    else assert.deepEqual([podShapeFromConfig(hv).kernel, podShapeFromConfig(hv).initrd], [built.kernel, built.initrd]);
+  });
+
+  it('gives the template bootPod looks up: a miss before it exists, a hit after', async () => {
+    const hv = hypervisor();
+    const store = new TemplateStore(path.join(dir, 'templates'));
+    fs.mkdirSync(store.root); // misses are counted in an existing store only
+    const factory = { enabled: true, templateDir: store.root, templateDirSize: 2 ** 30, onMiss: 'fail' as const };
+    const boot = (n: number) => bootPod({ vmName: `shape-${n}`, stateDir: path.join(dir, `pod-${n}`), hypervisor: hv, factory, logger: createLogger({ level: 'error' }) });
+    await assert.rejects(boot(1), TemplateMissError);
+    assert.equal(store.misses(), 1);
+    // Files that are no snapshot: the restore fails, but only a template that matched gets that far.
+    const { record } = await store.create(templateSpecOfShape(podShapeFromConfig(hv)), async (d) => {
+      for (const f of ['memory', 'state', 'config']) fs.writeFileSync(path.join(d, f), 'not a snapshot');
+    });
+    await assert.rejects(boot(2), (err: Error) => !(err instanceof TemplateMissError) && err.message.includes(record.dir));
+    assert.equal(store.misses(), 1, 'the second pod found the template');
+    for (const n of [1, 2]) assert.equal(fs.existsSync(path.join(dir, `pod-${n}`)), false, 'a failed pod leaves no state');
+    // Another size from the same configuration is another template.
+    assert.notEqual(store.find(templateSpecOfShape(podShapeFromConfig(hv, { vcpus: 1 }))), record);
+  });
+});
