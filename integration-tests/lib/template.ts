@@ -31,11 +31,16 @@ export function testTemplateStore(): TemplateStore {
   return new TemplateStore(TEST_TEMPLATE_DIR);
 }
 
-/** The template for `shape`, built unless this run has one; `built` says whether it was. */
-export async function ensureTestTemplate(shape = testPodShape(), logger?: Logger): Promise<{ record: TemplateRecord; built: boolean; ms: number }> {
+/** The template for `shape` in `store`, built unless it has one; `built` says whether it was. */
+export async function ensureTemplate(store: TemplateStore, shape: PodVmShape, logger?: Logger): Promise<{ record: TemplateRecord; built: boolean; ms: number }> {
   const started = Date.now();
-  const { record, built } = await testTemplateStore().create(templateSpecForShape(shape), (dir, _inputs, progress) => buildPodTemplate(shape, dir, progress, logger));
+  const { record, built } = await store.create(templateSpecForShape(shape), (dir, _inputs, progress) => buildPodTemplate(shape, dir, progress, logger));
   return { record, built, ms: Date.now() - started };
+}
+
+/** The test template for `shape`, built unless this run has one. */
+export function ensureTestTemplate(shape = testPodShape(), logger?: Logger): Promise<{ record: TemplateRecord; built: boolean; ms: number }> {
+  return ensureTemplate(testTemplateStore(), shape, logger);
 }
 
 /** A VmProvider cloning from the test templates; a miss fails the pod. */
