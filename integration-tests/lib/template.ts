@@ -26,11 +26,16 @@ export function testTemplateStore(): TemplateStore {
   return new TemplateStore(TEST_TEMPLATE_DIR);
 }
 
-/** The template for `shape`, built unless this run has one; `built` says whether it was. */
-export async function ensureTestTemplate(shape = testPodShape(), logger?: Logger): Promise<{ record: TemplateRecord; built: boolean; ms: number }> {
+/** The template for `shape` in `store`, built unless it has one; `built` says whether it was. */
+export async function ensureTemplate(store: TemplateStore, shape: PodVmShape, logger?: Logger): Promise<{ record: TemplateRecord; built: boolean; ms: number }> {
   const started = Date.now();
-  const { record, built } = await testTemplateStore().create(templateSpecOfShape(shape), (dir, _inputs, progress) => buildPodTemplate(shape, dir, progress, logger));
+  const { record, built } = await store.create(templateSpecOfShape(shape), (dir, _inputs, progress) => buildPodTemplate(shape, dir, progress, logger));
   return { record, built, ms: Date.now() - started };
+}
+
+/** The test template for `shape`, built unless this run has one. */
+export function ensureTestTemplate(shape = testPodShape(), logger?: Logger): Promise<{ record: TemplateRecord; built: boolean; ms: number }> {
+  return ensureTemplate(testTemplateStore(), shape, logger);
 }
 
 /** A VmProvider cloning from the test templates; a miss fails the pod. */
@@ -78,12 +83,7 @@ export function shimPodShape(): PodVmShape {
 
 /** The template the shim clones with the default configuration, in SHIM_TEMPLATE_DIR (a tmpfs). */
 export async function ensureShimTemplate(logger?: Logger): Promise<{ record: TemplateRecord; built: boolean; ms: number }> {
-  const started = Date.now();
   await ensureTmpfs(SHIM_TEMPLATE_DIR, 2 * 2 ** 30);
-  const shape = shimPodShape();
-  const { record, built } = await new TemplateStore(SHIM_TEMPLATE_DIR).create(templateSpecOfShape(shape), (dir, _inputs, progress) =>
-    buildPodTemplate(shape, dir, progress, logger),
-  );
-  return { record, built, ms: Date.now() - started };
+  return ensureTemplate(new TemplateStore(SHIM_TEMPLATE_DIR), shimPodShape(), logger);
 }
 
