@@ -120,6 +120,13 @@ export class MicroVm implements VirtualMachine {
     return parked;
   }
 
+  /** Resolves once a pause (or a paused start) has parked every vCPU; at once if it has already. */
+  whenPaused(): Promise<void> {
+    if (this.current === 'paused') return Promise.resolve();
+    this.expect('pausing', 'wait for the pause of');
+    return new Promise<void>((resolve) => this.pauseWaiters.push(resolve));
+  }
+
   resume(): void {
     if (this.current !== 'paused' && this.current !== 'pausing') this.expect('paused', 'resume');
     this.call((n) => n.resume());

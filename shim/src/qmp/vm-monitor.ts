@@ -230,9 +230,11 @@ export class MicroVmMonitor implements MonitoredVm {
   private async runOutgoing(vm: MicroVm, uri: MigrationUri, migration: Migration): Promise<void> {
     const wasRunning = vm.state === 'running';
     try {
-      if (vm.state !== 'paused') {
+      if (wasRunning) {
         await vm.pause();
-        if (wasRunning) this.emit('STOP');
+        this.emit('STOP');
+      } else if (vm.state === 'pausing') {
+        await vm.whenPaused();  // a paused start (a clone) whose vCPUs are still parking
       }
       if (migration.abort.signal.aborted) throw new Error('cancelled');
       migration.status = 'active';
