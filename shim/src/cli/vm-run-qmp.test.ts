@@ -272,6 +272,10 @@ describe('stencil vm run --qmp (through socat)', () => {
       assert.equal(await v.exited, 1, `${args.join(' ')}: ${v.stderr}`);
       assert.match(v.stderr, message);
     }
+    // A boot that fails after creating the RAM file (no such kernel) does not leave it behind.
+    const failed = vm(['--kernel', path.join(dir, 'missing'), '--initrd', initrd, '--memory', '64M', '--memory-path', ram, '--memory-share', 'on']);
+    assert.equal(await failed.exited, 1, failed.stderr);
+    assert.match(failed.stderr, /missing cannot be opened/);
     assert.ok(!fs.existsSync(ram));
   });
 });

@@ -101,7 +101,6 @@ export async function vmRun(opts: VmRunOptions): Promise<VmRunEnd> {
       handle = await serveQmp(vm, qmp.path, {
         restore,
         onVm: attach,
-        sharedMemoryFile: memory.shared ? memory.file : undefined,
         logger: createLogger({ level: process.env.STENCIL_LOG_LEVEL ?? 'warn' }),
       });
     } else {

@@ -18,7 +18,15 @@ export class MicroVm implements VirtualMachine {
   private readonly exited: Promise<VmExit>;
   private resolveExit!: (exit: VmExit) => void;
 
-  private constructor(readonly name: string, makeNative: (onEvent: (type: NativeEvent, a?: unknown, b?: unknown) => void) => NativeVm) {
+  /**
+   * @param sharedMemoryFile the RAM file when it is mapped shared and outlives the VM (QEMU's
+   *   mem-path with share=on): what a migration with x-ignore-shared leaves out.
+   */
+  private constructor(
+    readonly name: string,
+    makeNative: (onEvent: (type: NativeEvent, a?: unknown, b?: unknown) => void) => NativeVm,
+    readonly sharedMemoryFile?: string,
+  ) {
     this.exited = new Promise((resolve) => (this.resolveExit = resolve));
     try {
       this.native = makeNative((type, a, b) => this.onEvent(type, a, b));
@@ -63,6 +71,7 @@ export class MicroVm implements VirtualMachine {
           },
           onEvent,
         ),
+      memoryFile,
     );
   }
 
@@ -73,7 +82,7 @@ export class MicroVm implements VirtualMachine {
    */
   static restore(name: string, config: NativeRestoreConfig): MicroVm {
     const { NativeVm } = loadAddon();
-    return new MicroVm(name, (onEvent) => new NativeVm(config, onEvent));
+    return new MicroVm(name, (onEvent) => new NativeVm(config, onEvent), config.memoryShared ? config.memoryPath : undefined);
   }
 
   get state(): VmState {

@@ -107,6 +107,45 @@ describe('serveQmp', () => {
     assert.equal(vm.state, 'destroyed');
   });
 
+  it('sends a running template through exec: and its clone runs at once (the saved run state)', async () => {
+    const ramFile = path.join(dir, 'running-template.ram');
+    const stream = path.join(dir, 'running-template.state');
+    const template = MicroVm.create(spec('serve-template'), { memoryFile: ramFile });
+    const { handle, qmp } = await served(template, 'template');
+    const cloneSocket = path.join(dir, 'incoming.sock');
+    let restored: MicroVm | undefined;
+    const incoming = await serveQmp(undefined, cloneSocket, {
+      restore: (source) => (restored = MicroVm.restore('serve-incoming', { restoreState: source.kind === 'state' ? source.state : undefined, memoryPath: ramFile })),
+    });
+    const cq = await SocatQmp.connect(cloneSocket);
+    try {
+      await sleep(100);
+      await qmp.ok('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+      await qmp.ok('migrate', { uri: `exec:cat >${stream}` });  // no stop: the VM is running
+      assert.equal((await qmp.waitMigration()).status, 'completed');
+      await qmp.waitEvent('STOP');
+      const saved = counterIn(ramFile);
+      assert.ok(saved > 0n);
+
+      await cq.ok('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+      await cq.ok('migrate-incoming', { uri: `exec:cat ${stream}` });
+      assert.equal((await cq.waitMigration()).status, 'completed');
+      await cq.waitEvent('RESUME');
+      assert.equal(((await cq.ok('query-status')) as { status: string }).status, 'running');
+      assert.equal(restored?.state, 'running');
+      const again = await cq.execute('migrate-incoming', { uri: `exec:cat ${stream}` });
+      assert.match(again.error?.desc ?? '', /'-incoming' was not specified|already been started/);
+      assert.equal(counterIn(ramFile), saved, 'the copy-on-write clone wrote into the RAM file');
+    } finally {
+      qmp.close();
+      cq.close();
+      await handle.monitor.shutDown();
+      await incoming.monitor.shutDown();
+      await Promise.all([handle.close(), incoming.close()]);
+    }
+    assert.ok(fs.existsSync(ramFile), 'the RAM file given with memoryFile was removed with its VM');
+  });
+
   it('reports a VM that ends without quit with SHUTDOWN', async () => {
     const vm = MicroVm.create(spec('serve-ends'));
     const { handle, qmp } = await served(vm, 'ends');

@@ -33,11 +33,6 @@ export interface MonitorOptions {
   restore?: (source: RestoreSource) => MicroVm;
   /** Called with each VM the monitor builds (an incoming one), before it starts. */
   onVm?: (vm: MicroVm) => void;
-  /**
-   * The VM's RAM file when it is mapped shared and outlives the VM (--memory-path FILE
-   * --memory-share on): what x-ignore-shared leaves out of an exec: stream.
-   */
-  sharedMemoryFile?: string;
 }
 
 /** How the monitored VM ended: by `quit`, or on its own (the guest or the host ended it). */
@@ -146,7 +141,7 @@ export class MicroVmMonitor implements MonitoredVm {
     if (uri.kind === 'exec' && !ignoreShared) {
       throw new QmpError('GenericError', 'exec: migration sends no guest RAM: set the x-ignore-shared capability, with RAM in a shared file (--memory-path FILE --memory-share on)');
     }
-    if (uri.kind === 'exec' && !this.options.sharedMemoryFile) {
+    if (uri.kind === 'exec' && !vm.sharedMemoryFile) {
       throw new QmpError('GenericError', 'x-ignore-shared: guest RAM is not in a shared memory file (start the VM with --memory-path FILE --memory-share on)');
     }
     const migration = this.begin();
