@@ -20,6 +20,7 @@
         "src/devices/serial_persist.cc",
         "src/snapshot/bytes.cc",
         "src/snapshot/sha256.cc",
+        "src/snapshot/memory_copy.cc",
         "src/snapshot/snapshot.cc",
         "src/snapshot/state_file.cc",
         "src/virtio/blk_persist.cc",

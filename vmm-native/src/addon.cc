@@ -33,12 +33,23 @@ void ReadWholeNumber(const Napi::Value& v, const char* field, double max, uint64
   *out = static_cast<uint64_t>(d);
 }
 
-// {restoreFrom: dir, vsock?: {guestCid?, udsPath?}, shares?: [{tag, hostPath}], vcpus?, memoryBytes?}:
-// everything else comes from the snapshot's own configuration. Throws VmmError naming bad input.
+// {restoreFrom: dir | restoreState: {state: Buffer, config: string}, memoryPath?, memoryShared?,
+// vsock?: {guestCid?, udsPath?}, shares?: [{tag, hostPath}], vcpus?, memoryBytes?}: everything
+// else comes from the snapshot's own configuration. Throws VmmError naming bad input.
 RestoreOptions ParseRestoreOptions(const Napi::Object& c) {
   RestoreOptions o;
-  o.snapshot_dir = c.Get("restoreFrom").ToString().Utf8Value();
-  if (o.snapshot_dir.empty()) throw VmmError(ErrorCode::kInvalidArgument, "restoreFrom must be a snapshot directory");
+  if (c.Has("restoreFrom")) {
+    o.snapshot_dir = c.Get("restoreFrom").ToString().Utf8Value();
+    if (o.snapshot_dir.empty()) throw VmmError(ErrorCode::kInvalidArgument, "restoreFrom must be a snapshot directory");
+  } else {
+    o.origin = "migration stream";
+  }
+  if (c.Has("memoryPath") && !c.Get("memoryPath").IsUndefined()) {
+    if (!c.Get("memoryPath").IsString()) throw VmmError(ErrorCode::kInvalidArgument, "memoryPath must be a string");
+    o.memory_path = c.Get("memoryPath").As<Napi::String>().Utf8Value();
+    if (o.memory_path.empty()) throw VmmError(ErrorCode::kInvalidArgument, "memoryPath must not be empty");
+  }
+  o.memory_shared = c.Has("memoryShared") && c.Get("memoryShared").ToBoolean();
   uint64_t n = 0;
   if (c.Has("vcpus") && !c.Get("vcpus").IsUndefined()) {
     ReadWholeNumber(c.Get("vcpus"), "vcpus", 4294967295.0, &n);
@@ -66,6 +77,16 @@ RestoreOptions ParseRestoreOptions(const Napi::Object& c) {
     }
   }
   return o;
+}
+
+// restoreState: {state: Buffer, config: string}, as saveState() returned them.
+Snapshot SnapshotFromObject(const Napi::Value& v) {
+  if (!v.IsObject() || !v.As<Napi::Object>().Get("state").IsBuffer() || !v.As<Napi::Object>().Get("config").IsString())
+    throw VmmError(ErrorCode::kInvalidArgument, "restoreState must be {state: Buffer, config: string}");
+  auto state = v.As<Napi::Object>().Get("state").As<Napi::Buffer<uint8_t>>();
+  return LoadSnapshot(std::vector<uint8_t>(state.Data(), state.Data() + state.Length()),
+                      v.As<Napi::Object>().Get("config").As<Napi::String>().Utf8Value(), "migration stream state",
+                      "migration stream config");
 }
 
 // Console output is batched: vCPU threads append, and one pending JS call drains everything.
@@ -139,6 +160,7 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
                         InstanceMethod("destroy", &NativeVm::Destroy),
                         InstanceMethod("sendConsoleInput", &NativeVm::SendConsoleInput),
                         InstanceMethod("saveSnapshot", &NativeVm::SaveSnapshot),
+                        InstanceMethod("saveState", &NativeVm::SaveState),
                         InstanceMethod("info", &NativeVm::Info), InstanceMethod("stats", &NativeVm::Stats)});
   }
 
@@ -151,7 +173,7 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
       return;
     }
     Napi::Object c = info[0].As<Napi::Object>();
-    if (c.Has("restoreFrom")) {
+    if (c.Has("restoreFrom") || c.Has("restoreState")) {
       NativeVmShell* ahead = nullptr;
       if (c.Has("shell") && c.Get("shell").IsObject() &&
           c.Get("shell").As<Napi::Object>().InstanceOf(env.GetInstanceData<AddonData>()->shell_constructor.Value()))
@@ -160,7 +182,7 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
         RestoreOptions options = ParseRestoreOptions(c);
         if (c.Has("shell") && !c.Get("shell").IsUndefined() && !ahead)
           throw VmmError(ErrorCode::kInvalidArgument, "shell must be a NativeVmShell");
-        Snapshot snapshot = ReadSnapshot(options.snapshot_dir);
+        Snapshot snapshot = options.snapshot_dir.empty() ? SnapshotFromObject(c.Get("restoreState")) : ReadSnapshot(options.snapshot_dir);
         VmShell shell = ahead ? ahead->Take() : VmShell::Create(snapshot.config.vm.vcpus, snapshot.config.vm.memory.size);
         return std::make_unique<Vm>(std::move(shell), snapshot, options, std::move(cb));
       });
@@ -186,6 +208,7 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
     config.memory.backing = str("memoryBacking") == "memfd" ? MemoryBacking::kMemfd : MemoryBacking::kTmpfsFile;
     config.memory.directory = str("memoryDir");
     config.memory.name = str("memoryFileName");
+    config.memory.keep_file = c.Has("keepMemoryFile") && c.Get("keepMemoryFile").ToBoolean();
     config.kernel_path = str("kernel");
     config.initrd_path = str("initrd");
     config.cmdline = str("cmdline");
@@ -298,12 +321,27 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
     bool paused = info.Length() > 0 && info[0].IsObject() && info[0].As<Napi::Object>().Get("paused").ToBoolean();
     return Guard(info, [&] { vm_->Start(paused); });
   }
+  // saveSnapshot(dir, {copyMemory}): template mode (RAM file linked), or copy mode (RAM copied).
   Napi::Value SaveSnapshot(const Napi::CallbackInfo& info) {
     return Guard(info, [&] {
       if (info.Length() < 1 || !info[0].IsString())
         throw VmmError(ErrorCode::kInvalidArgument, "saveSnapshot(dir) expects a directory path");
-      vm_->SaveSnapshot(info[0].As<Napi::String>().Utf8Value());
+      bool copy = info.Length() > 1 && info[1].IsObject() && info[1].As<Napi::Object>().Get("copyMemory").ToBoolean();
+      vm_->SaveSnapshot(info[0].As<Napi::String>().Utf8Value(), copy ? SnapshotMemory::kCopy : SnapshotMemory::kLinkTemplate);
     });
+  }
+  // saveState(): {state: Buffer, config: string} of a paused VM, without RAM.
+  Napi::Value SaveState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Value result = env.Undefined();
+    Guard(info, [&] {
+      SnapshotBytes bytes = vm_->SaveState();
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("state", Napi::Buffer<uint8_t>::Copy(env, bytes.state.data(), bytes.state.size()));
+      o.Set("config", Napi::String::New(env, bytes.config));
+      result = o;
+    });
+    return result;
   }
   Napi::Value Pause(const Napi::CallbackInfo& info) { return Guard(info, [&] { vm_->RequestPause(); }); }
   Napi::Value Resume(const Napi::CallbackInfo& info) { return Guard(info, [&] { vm_->Resume(); }); }

@@ -53,7 +53,11 @@ uint8_t* TranslateIn(const std::vector<MemoryRegion>& regions, uint64_t addr, ui
 GuestMemory::GuestMemory(const MemoryOptions& options)
     : size_(options.size), keep_file_(options.keep_file) {
   const bool opening_template = options.sharing == MemorySharing::kPrivateCopyOnWrite;
-  if (!opening_template) ValidateSize(size_);
+  // An existing file is mapped as it is: never sized, truncated or removed here.
+  const bool existing_file = opening_template || options.open_existing;
+  if (!existing_file) ValidateSize(size_);
+  if (options.open_existing && (options.backing != MemoryBacking::kTmpfsFile || opening_template))
+    throw VmmError(ErrorCode::kInvalidArgument, "open_existing needs a shared mapping of a RAM file");
 
   if (options.backing == MemoryBacking::kMemfd) {
     fd_.reset(memfd_create("stencil-guest-ram", MFD_CLOEXEC));
@@ -74,6 +78,13 @@ GuestMemory::GuestMemory(const MemoryOptions& options)
                                                       std::to_string(size_));
       keep_file_ = true;  // never delete a template's file from a clone
       copy_on_write_ = true;
+    } else if (options.open_existing) {
+      fd_.reset(open(path_.c_str(), O_RDWR | O_CLOEXEC));
+      if (!fd_.valid()) throw VmmError(ErrorCode::kMemoryBacking, WithErrno("opening guest RAM file " + path_ + " to share it"));
+      if (fstat(fd_.get(), &st) != 0 || static_cast<uint64_t>(st.st_size) != size_)
+        throw VmmError(ErrorCode::kMemoryBacking, "guest RAM file " + path_ + " does not have the expected size " +
+                                                      std::to_string(size_));
+      keep_file_ = true;
     } else {
       // tmpfs files are sparse: check free space now rather than let the guest die on SIGBUS
       // the first time it touches a page the filesystem cannot provide.
@@ -91,10 +102,10 @@ GuestMemory::GuestMemory(const MemoryOptions& options)
 
   auto fail = [&](const std::string& what) {
     int err = errno;
-    if (!path_.empty() && !opening_template) unlink(path_.c_str());
+    if (!path_.empty() && !existing_file) unlink(path_.c_str());
     throw VmmError(ErrorCode::kMemoryBacking, WithErrno(what, err));
   };
-  if (!opening_template && ftruncate(fd_.get(), static_cast<off_t>(size_)) != 0)
+  if (!existing_file && ftruncate(fd_.get(), static_cast<off_t>(size_)) != 0)
     fail("sizing guest RAM to " + std::to_string(size_) + " bytes");
 
   int prot = PROT_READ | PROT_WRITE;

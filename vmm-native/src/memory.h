@@ -31,6 +31,9 @@ struct MemoryOptions {
   std::string name;                             // file name inside directory
   MemorySharing sharing = MemorySharing::kShared;
   bool keep_file = false;  // leave the file behind on destruction (templates)
+  // kShared only: map the existing file directory/name (exactly `size` bytes) instead of creating
+  // one; it is never truncated or removed (a restore onto a template's file with share=on).
+  bool open_existing = false;
   // Map over this address range (MAP_FIXED) instead of a new one: a VmShell's reservation that
   // KVM already knows as guest memory, so no memory slot has to be registered on the restore path.
   uint8_t* fixed_address = nullptr;
@@ -62,6 +65,10 @@ class GuestMemory : public GuestMemoryAccess {
   bool copy_on_write() const { return copy_on_write_; }
   // Leave the file behind on destruction (it has become a template's memory).
   void KeepFile() { keep_file_ = true; }
+  // The backing file (tmpfs file, template file or memfd), for copying RAM out sparsely.
+  int fd() const { return fd_.get(); }
+  // The one host mapping of all guest RAM, file offset 0 at base().
+  const uint8_t* base() const { return base_; }
 
   // Host pointer for [addr, addr+len) if it lies entirely in one region, else nullptr.
   // All guest-controlled addresses go through here: nothing is ever dereferenced unchecked.

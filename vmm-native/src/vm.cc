@@ -97,12 +97,16 @@ Vm::Vm(const VmConfig& config, VmCallbacks callbacks) : config_(config), callbac
   if (config_.kernel_path.empty()) throw VmmError(ErrorCode::kInvalidArgument, "no kernel image given");
   exit_stats_.TimePhase("create-vm", [&] { CreateVm(); });
   exit_stats_.TimePhase("guest-memory", [&] {
-    memory_ = std::make_unique<GuestMemory>(config_.memory);
+    // A RAM file to keep (QEMU's mem-path) is kept only once the VM exists: a failed boot leaves nothing.
+    MemoryOptions memory = config_.memory;
+    memory.keep_file = false;
+    memory_ = std::make_unique<GuestMemory>(memory);
     SetupMemorySlots();
   });
   exit_stats_.TimePhase("devices", [&] { SetupDevices(); });
   exit_stats_.TimePhase("load-guest", [&] { LoadGuest(); });
   exit_stats_.TimePhase("vcpus", [&] { CreateVcpus(); });
+  if (config_.memory.keep_file) memory_->KeepFile();
 }
 
 Vm::~Vm() {

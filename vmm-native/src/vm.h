@@ -39,6 +39,13 @@ enum class ExitReason {
 const char* ExitReasonName(ExitReason r);
 
 struct Snapshot;
+struct SnapshotBytes;
+
+// Where a saved snapshot's RAM comes from (Vm::SaveSnapshot).
+enum class SnapshotMemory {
+  kLinkTemplate,  // the VM's tmpfs RAM file becomes dir/memory (a hard link); the VM never runs again
+  kCopy,          // guest RAM is copied sparsely into dir/memory; the VM may run on afterwards
+};
 
 // How a VM restored from a snapshot may differ from the snapshot's own configuration (which it
 // otherwise takes whole): the clone's identity and host-side wiring.
@@ -49,6 +56,12 @@ struct RestoreOptions {
   std::vector<std::pair<std::string, std::string>> share_paths;  // tag -> host path
   uint32_t expect_vcpus = 0;     // non-zero: refuse a snapshot with another count
   uint64_t expect_memory = 0;    // non-zero: refuse a snapshot with another RAM size
+  // RAM from this file instead of snapshot_dir/memory (QEMU's mem-path with x-ignore-shared):
+  // mapped copy-on-write, or shared (the file is the clone's RAM and changes with it).
+  std::string memory_path;
+  bool memory_shared = false;
+  // Names the snapshot in errors when it did not come from snapshot_dir (a migration stream).
+  std::string origin;
 };
 
 struct VmCallbacks {
@@ -78,7 +91,13 @@ class Vm {
   // Template mode (vm_snapshot.cc): writes dir/state and dir/config for a paused VM whose RAM is
   // a tmpfs file, and makes that file dir/memory (a hard link: no copy). The VM is a template
   // from then on: it may be destroyed but never resumed. Throws VmmError naming what is wrong.
-  void SaveSnapshot(const std::string& dir);
+  // kCopy: a paused VM with any RAM is saved into `dir`, which must not exist or be empty: the
+  // files are written in a temporary sibling directory renamed to `dir` at the end, so `dir`
+  // is either complete or untouched. The VM stays paused and may be resumed.
+  void SaveSnapshot(const std::string& dir, SnapshotMemory memory = SnapshotMemory::kLinkTemplate);
+  // The paused VM's state and config without its RAM (a migration stream with x-ignore-shared:
+  // RAM stays in the shared file). The VM stays paused and may be resumed.
+  SnapshotBytes SaveState();
   void Stop();          // stops and joins the vCPU threads (exited fires if it had not)
   void SendConsoleInput(const uint8_t* data, size_t len);
   // Exit counts by reason, the `top_n` busiest ports and MMIO addresses, setup phase timings.
@@ -100,6 +119,8 @@ class Vm {
   void CreateVm();
   void AdoptShell(VmShell shell);
   Snapshot CaptureSnapshot();  // with mu_ held and the VM paused
+  void SaveTemplate(const std::string& dir);  // kLinkTemplate, with mu_ held
+  void SaveCopy(const std::string& dir);      // kCopy, with mu_ held
   void SetupMemorySlots();
   void SetupDevices();
   void LoadGuest();

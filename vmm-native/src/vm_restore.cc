@@ -1,6 +1,8 @@
 // The restore path: a VM rebuilt from a snapshot instead of booted. No kernel is loaded and no
 // boot state is written; RAM is the snapshot's memory file mapped copy-on-write (pages fault
-// in on demand, the file is never written), and every saved state is loaded into a shell.
+// in on demand, the file is never written), and every saved state is loaded into a shell. The
+// RAM may also come from a file of the caller's (QEMU's mem-path with x-ignore-shared): mapped
+// the same way, or shared when the caller wants the clone's writes to land in that file.
 #include "error.h"
 #include "snapshot/snapshot.h"
 #include "vm.h"
@@ -12,8 +14,9 @@ namespace {
 // The snapshot's configuration with the caller's identity and host-side overrides applied.
 VmConfig RestoredConfig(const Snapshot& snapshot, const RestoreOptions& options) {
   VmConfig config = snapshot.config.vm;
+  const std::string origin = options.origin.empty() ? options.snapshot_dir : options.origin;
   auto mismatch = [&](const std::string& what, uint64_t wanted, uint64_t saved) {
-    throw VmmError(ErrorCode::kSnapshot, "snapshot " + options.snapshot_dir + " has " + what + " " +
+    throw VmmError(ErrorCode::kSnapshot, "snapshot " + origin + " has " + what + " " +
                                              std::to_string(saved) + ", the restoring VM asks for " + std::to_string(wanted));
   };
   if (options.expect_vcpus && options.expect_vcpus != config.vcpus) mismatch("vCPU count", options.expect_vcpus, config.vcpus);
@@ -21,7 +24,7 @@ VmConfig RestoredConfig(const Snapshot& snapshot, const RestoreOptions& options)
     mismatch("memory size (bytes)", options.expect_memory, config.memory.size);
   if (options.vsock_guest_cid || !options.vsock_uds_path.empty()) {
     if (config.vsock.guest_cid == 0)
-      throw VmmError(ErrorCode::kSnapshot, "snapshot " + options.snapshot_dir + " has no vsock device to give a CID or socket");
+      throw VmmError(ErrorCode::kSnapshot, "snapshot " + origin + " has no vsock device to give a CID or socket");
     if (options.vsock_guest_cid) config.vsock.guest_cid = options.vsock_guest_cid;
     if (!options.vsock_uds_path.empty()) config.vsock.uds_path = options.vsock_uds_path;
   }
@@ -29,12 +32,30 @@ VmConfig RestoredConfig(const Snapshot& snapshot, const RestoreOptions& options)
     bool found = false;
     for (auto& share : config.shares)
       if (share.tag == tag) share.host_path = path, found = true;
-    if (!found) throw VmmError(ErrorCode::kSnapshot, "snapshot " + options.snapshot_dir + " has no share tagged '" + tag + "'");
+    if (!found) throw VmmError(ErrorCode::kSnapshot, "snapshot " + origin + " has no share tagged '" + tag + "'");
   }
   config.memory.backing = MemoryBacking::kTmpfsFile;
-  config.memory.directory = options.snapshot_dir;
-  config.memory.name = kSnapshotMemoryFile;
-  config.memory.sharing = MemorySharing::kPrivateCopyOnWrite;
+  config.memory.keep_file = true;
+  if (options.memory_path.empty()) {
+    if (options.snapshot_dir.empty())
+      throw VmmError(ErrorCode::kSnapshot, origin + " carries no guest RAM: the restore needs a memory file (memoryPath)");
+    if (options.memory_shared)
+      throw VmmError(ErrorCode::kInvalidArgument, "a snapshot's own memory file is only mapped copy-on-write, never shared");
+    config.memory.directory = options.snapshot_dir;
+    config.memory.name = kSnapshotMemoryFile;
+  } else {
+    size_t slash = options.memory_path.rfind('/');
+    if (options.memory_path.front() != '/' || slash + 1 == options.memory_path.size())
+      throw VmmError(ErrorCode::kInvalidArgument, "memory file '" + options.memory_path + "' must be an absolute file path");
+    config.memory.directory = slash == 0 ? "/" : options.memory_path.substr(0, slash);
+    config.memory.name = options.memory_path.substr(slash + 1);
+  }
+  if (options.memory_shared) {
+    config.memory.sharing = MemorySharing::kShared;
+    config.memory.open_existing = true;
+  } else {
+    config.memory.sharing = MemorySharing::kPrivateCopyOnWrite;
+  }
   return config;
 }
 
@@ -43,13 +64,13 @@ VmConfig RestoredConfig(const Snapshot& snapshot, const RestoreOptions& options)
 Vm::Vm(VmShell shell, const Snapshot& snapshot, const RestoreOptions& options, VmCallbacks callbacks)
     : config_(RestoredConfig(snapshot, options)), callbacks_(std::move(callbacks)) {
   if (shell.vcpu_count() != config_.vcpus)
-    throw VmmError(ErrorCode::kSnapshot, "VM shell has " + std::to_string(shell.vcpu_count()) + " vCPUs, snapshot " +
-                                             options.snapshot_dir + " has " + std::to_string(config_.vcpus));
+    throw VmmError(ErrorCode::kSnapshot, "VM shell has " + std::to_string(shell.vcpu_count()) + " vCPUs, the snapshot has " +
+                                             std::to_string(config_.vcpus));
   AdoptShell(std::move(shell));
   if (reserved_memory_.base()) {
     if (reserved_memory_.size() != config_.memory.size)
       throw VmmError(ErrorCode::kSnapshot, "VM shell reserved " + std::to_string(reserved_memory_.size()) +
-                                               " bytes of RAM, snapshot " + options.snapshot_dir + " has " +
+                                               " bytes of RAM, the snapshot has " +
                                                std::to_string(config_.memory.size));
     config_.memory.fixed_address = reserved_memory_.base();
   }

@@ -82,7 +82,7 @@ export const COMMANDS: CommandSpec[] = [
   },
   {
     path: ['vm', 'run'],
-    describe: 'boot a VM with its serial console on stdout; exits when the guest powers off or reboots',
+    describe: 'boot (or restore) a VM with its serial console on stdout; exits when the guest powers off or reboots, or on QMP quit',
     options: {
       kernel: { type: 'string', describe: 'vmlinux or bzImage (default: the built guest kernel)' },
       initrd: { type: 'string', describe: 'initramfs (default: the built guest initramfs)' },
@@ -92,6 +92,11 @@ export const COMMANDS: CommandSpec[] = [
       vcpus: { type: 'number', describe: 'vCPU count (default: configuration, 1)' },
       'memory-dir': { type: 'string', describe: 'tmpfs directory for the RAM file (default: configuration, /dev/shm/stencil)' },
       name: { type: 'string' },
+      qmp: { type: 'string', describe: 'serve QMP (QEMU Machine Protocol) on unix:PATH,server,nowait' },
+      incoming: { type: 'string', describe: 'restore instead of booting: file:DIR (a snapshot, runs at once) or defer (wait for QMP migrate-incoming)' },
+      'memory-path': { type: 'string', describe: "guest RAM file (QEMU memory-backend-file mem-path); kept after the VM ends" },
+      'memory-share': { type: 'string', describe: 'on: map --memory-path shared (the file is the RAM); off (default): copy-on-write (restores only)' },
+      'memory-readonly': { type: 'boolean', describe: 'open --memory-path read-only (QEMU readonly=on, rom=off); needs --memory-share off' },
     },
     async run(argv) {
       const { CLEAN_EXITS, vmRun } = await import('./vm-run.js');

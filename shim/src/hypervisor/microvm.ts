@@ -1,7 +1,8 @@
 // Stencil's own VMM (the C++ addon) behind the VirtualMachine interface.
+import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { fromNative, InvalidVmConfigError, VmStateError } from './errors.js';
-import { loadAddon, type NativeEvent, type NativeRestoreConfig, type NativeVm, type VmExitStats } from './native.js';
+import { loadAddon, type NativeEvent, type NativeRestoreConfig, type NativeVm, type SavedVmState, type VmExitStats } from './native.js';
 import type { ExitReason, VirtualMachine, VmExit, VmProvider, VmSpec, VmState } from './types.js';
 
 /** Defaults a Kata/Firecracker user would expect: serial console, keyboard-controller reset. */
@@ -17,7 +18,15 @@ export class MicroVm implements VirtualMachine {
   private readonly exited: Promise<VmExit>;
   private resolveExit!: (exit: VmExit) => void;
 
-  private constructor(readonly name: string, makeNative: (onEvent: (type: NativeEvent, a?: unknown, b?: unknown) => void) => NativeVm) {
+  /**
+   * @param sharedMemoryFile the RAM file when it is mapped shared and outlives the VM (QEMU's
+   *   mem-path with share=on): what a migration with x-ignore-shared leaves out.
+   */
+  private constructor(
+    readonly name: string,
+    makeNative: (onEvent: (type: NativeEvent, a?: unknown, b?: unknown) => void) => NativeVm,
+    readonly sharedMemoryFile?: string,
+  ) {
     this.exited = new Promise((resolve) => (this.resolveExit = resolve));
     try {
       this.native = makeNative((type, a, b) => this.onEvent(type, a, b));
@@ -29,8 +38,17 @@ export class MicroVm implements VirtualMachine {
     this.cmdline = info.cmdline;
   }
 
-  static create(spec: VmSpec): MicroVm {
+  /**
+   * memoryFile: guest RAM is this exact file (created; it must not exist), mapped shared and left
+   * behind when the VM ends (QEMU's memory-backend-file mem-path with share=on); it overrides
+   * spec.memoryDir/memoryBacking.
+   */
+  static create(spec: VmSpec, options: { memoryFile?: string } = {}): MicroVm {
     validateSpec(spec);
+    const memoryFile = options.memoryFile;
+    if (memoryFile !== undefined && (!path.isAbsolute(memoryFile) || memoryFile.endsWith('/'))) {
+      throw new InvalidVmConfigError(`memory file "${memoryFile}" must be an absolute file path`, 'EINVALID_ARGUMENT');
+    }
     const { NativeVm } = loadAddon();
     return new MicroVm(
       spec.name,
@@ -39,9 +57,9 @@ export class MicroVm implements VirtualMachine {
           {
             vcpus: spec.vcpus,
             memoryBytes: spec.memoryBytes,
-            memoryBacking: spec.memoryBacking,
-            memoryDir: spec.memoryDir,
-            memoryFileName: `${spec.name}.ram`,
+            memoryBacking: memoryFile ? 'tmpfs' : spec.memoryBacking,
+            memoryDir: memoryFile ? path.dirname(memoryFile) : spec.memoryDir,
+            memoryFileName: memoryFile ? path.basename(memoryFile) : `${spec.name}.ram`,
             kernel: spec.kernel,
             initrd: spec.initrd ?? '',
             cmdline: spec.cmdline,
@@ -49,9 +67,11 @@ export class MicroVm implements VirtualMachine {
             disks: (spec.disks ?? []).map((d) => ({ path: d.path, readOnly: d.readOnly, serial: d.serial ?? '' })),
             shares: (spec.shares ?? []).map((s) => ({ tag: s.tag, hostPath: s.hostPath, readOnly: s.readOnly })),
             vsock: spec.vsock ? { guestCid: spec.vsock.guestCid, udsPath: spec.vsock.udsPath } : undefined,
+            keepMemoryFile: memoryFile !== undefined,
           },
           onEvent,
         ),
+      memoryFile,
     );
   }
 
@@ -62,7 +82,7 @@ export class MicroVm implements VirtualMachine {
    */
   static restore(name: string, config: NativeRestoreConfig): MicroVm {
     const { NativeVm } = loadAddon();
-    return new MicroVm(name, (onEvent) => new NativeVm(config, onEvent));
+    return new MicroVm(name, (onEvent) => new NativeVm(config, onEvent), config.memoryShared ? config.memoryPath : undefined);
   }
 
   get state(): VmState {
@@ -84,12 +104,36 @@ export class MicroVm implements VirtualMachine {
     this.call((n) => n.saveSnapshot(dir));
   }
 
+  /**
+   * Copy mode: saves this paused VM into `dir` (created; it must not exist or be empty) with its
+   * RAM copied sparsely into dir/memory. The VM stays paused and may resume.
+   */
+  saveSnapshotCopy(dir: string): void {
+    this.expect('paused', 'save a snapshot of');
+    this.call((n) => n.saveSnapshot(dir, { copyMemory: true }));
+  }
+
+  /** This paused VM's state and configuration without RAM; it stays paused and may resume. */
+  saveState(): SavedVmState {
+    this.expect('paused', 'save the state of');
+    let saved: SavedVmState | undefined;
+    this.call((n) => (saved = n.saveState()));
+    return saved!;
+  }
+
   pause(): Promise<void> {
     this.expect('running', 'pause');
     this.current = 'pausing';
     const parked = new Promise<void>((resolve) => this.pauseWaiters.push(resolve));
     this.call((n) => n.pause());
     return parked;
+  }
+
+  /** Resolves once a pause (or a paused start) has parked every vCPU; at once if it has already. */
+  whenPaused(): Promise<void> {
+    if (this.current === 'paused') return Promise.resolve();
+    this.expect('pausing', 'wait for the pause of');
+    return new Promise<void>((resolve) => this.pauseWaiters.push(resolve));
   }
 
   resume(): void {

@@ -16,6 +16,16 @@ export interface NativeVmConfig {
   disks: Array<{ path: string; readOnly: boolean; serial: string }>;
   shares: Array<{ tag: string; hostPath: string; readOnly: boolean }>;
   vsock?: { guestCid: number; udsPath: string };
+  /** Leave the RAM file (memoryDir/memoryFileName) behind when the VM ends (QEMU's mem-path file). */
+  keepMemoryFile?: boolean;
+}
+
+/** A paused VM's state and configuration without its RAM (NativeVm.saveState). */
+export interface SavedVmState {
+  /** The VMM's binary state file (vmm-native/src/snapshot/state_file.h). */
+  state: Buffer;
+  /** The configuration JSON a snapshot directory holds as `config`. */
+  config: string;
 }
 
 /**
@@ -24,7 +34,13 @@ export interface NativeVmConfig {
  * paths of its shares. `vcpus`/`memoryBytes`, when given, must match the snapshot's.
  */
 export interface NativeRestoreConfig {
-  restoreFrom: string;
+  /** A snapshot directory; or, instead, restoreState (then memoryPath is required). */
+  restoreFrom?: string;
+  restoreState?: SavedVmState;
+  /** RAM from this file instead of the snapshot's memory: mapped copy-on-write, or shared. */
+  memoryPath?: string;
+  /** Map memoryPath MAP_SHARED (the clone's writes land in the file); default copy-on-write. */
+  memoryShared?: boolean;
   /** Created ahead (KVM VM, irqchip, vCPUs, RAM slot: the slow part); consumed, even if the restore fails. */
   shell?: NativeVmShell;
   vsock?: { guestCid?: number; udsPath?: string };
@@ -51,8 +67,12 @@ export interface NativeVm {
   /**
    * Template mode: for a paused VM with tmpfs-file RAM, writes dir/state and dir/config and makes
    * the RAM file dir/memory (a hard link, no copy). The VM can then only be destroyed.
+   * copyMemory: copies RAM (sparsely) into dir/memory instead; `dir` must not exist or be empty
+   * and is written whole or not at all; the VM stays paused and may resume.
    */
-  saveSnapshot(dir: string): void;
+  saveSnapshot(dir: string, options?: { copyMemory?: boolean }): void;
+  /** A paused VM's state and config without RAM; the VM stays paused and may resume. */
+  saveState(): SavedVmState;
   info(): { cmdline: string; memoryPath: string; memoryBytes: number };
   stats(topN?: number): VmExitStats;
 }

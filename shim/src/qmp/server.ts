@@ -59,12 +59,33 @@ export class QmpServer {
     for (const session of this.sessions) if (session.negotiated) session.send(message);
   }
 
-  async close(): Promise<void> {
-    for (const session of this.sessions) session.socket.destroy();
+  /**
+   * Stops listening (the socket file goes) and closes every client: ended first so what was
+   * written (a last reply, SHUTDOWN) reaches them, destroyed if they do not close within lingerMs.
+   */
+  async close(lingerMs = 500): Promise<void> {
+    const sessions = [...this.sessions];
     this.sessions.clear();
     const server = this.server;
     this.server = undefined;
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    const closing = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
+    await Promise.all(
+      sessions.map(
+        (session) =>
+          new Promise<void>((resolve) => {
+            const timer = setTimeout(() => {
+              session.socket.destroy();
+              resolve();
+            }, lingerMs);
+            session.socket.once('close', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+            session.socket.end();
+          }),
+      ),
+    );
+    await closing;
   }
 
   private accept(socket: net.Socket): void {
@@ -141,12 +162,16 @@ class Session {
 
   private resetParser(): void {
     // separator '' = a stream of concatenated JSON values; paths ['$'] = only whole top-level values.
-    this.parser = new JSONParser({ separator: '', paths: ['$'] });
-    this.parser.onValue = ({ value }) => {
+    const parser = new JSONParser({ separator: '', paths: ['$'] });
+    this.parser = parser;
+    parser.onValue = ({ value }) => {
       this.pendingBytes = 0;
       this.onRequest(value);
     };
-    this.parser.onError = (err) => this.malformed(`JSON parse error, ${err.message}`);
+    // A failed parser may report the rest of its chunk too: one error reply per bad input, from the live parser.
+    parser.onError = (err) => {
+      if (parser === this.parser) this.malformed(`JSON parse error, ${err.message}`);
+    };
   }
 
   private malformed(desc: string): void {
@@ -179,7 +204,13 @@ async function removeStaleSocket(path: string): Promise<void> {
     return;
   }
   if (!stat.isSocket()) throw new Error(`QMP: ${path} exists and is not a socket`);
-  const live = await new Promise<boolean>((resolve) => {
+  if (await socketAcceptsConnections(path)) throw new Error(`QMP: ${path} is in use by a running process`);
+  fs.unlinkSync(path);
+}
+
+/** True when a process is listening on the Unix socket `path` (a connection is made and dropped). */
+export function socketAcceptsConnections(path: string): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
     const probe = net.connect(path);
     probe.once('connect', () => {
       probe.destroy();
@@ -187,6 +218,4 @@ async function removeStaleSocket(path: string): Promise<void> {
     });
     probe.once('error', () => resolve(false));
   });
-  if (live) throw new Error(`QMP: ${path} is in use by a running process`);
-  fs.unlinkSync(path);
 }

@@ -34,7 +34,7 @@ export type MigrationCapability = (typeof MIGRATION_CAPABILITIES)[number];
 export interface MonitoredVm {
   runState(): RunState;
   stop(): Promise<void>;
-  cont(): Promise<void>;
+  cont(): void | Promise<void>;
   /** Ends the VM after the reply is sent. */
   quit(): void;
   /** Starts an outgoing migration/snapshot in the background; query it with migrationInfo(). */
@@ -154,7 +154,11 @@ export function vmCommands(vm: MonitoredVm): Record<string, QmpCommand> {
         if (vm.runState() !== 'inmigrate') {
           throw new QmpError('GenericError', "'-incoming' was not specified on the command line");
         }
-        if (vm.migrationInfo() !== undefined) throw new QmpError('GenericError', 'The incoming migration has already been started');
+        const previous = vm.migrationInfo()?.status;
+        // A failed or cancelled load may be retried (the VM is still waiting); anything else may not.
+        if (previous !== undefined && previous !== 'failed' && previous !== 'cancelled') {
+          throw new QmpError('GenericError', 'The incoming migration has already been started');
+        }
         vm.migrateIncoming(parseMigrationUri(args.uri as string), new Set(capabilities));
       },
     },

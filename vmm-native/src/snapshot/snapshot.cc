@@ -148,14 +148,36 @@ Snapshot DecodeSnapshot(const StateFile& file) {
   return s;
 }
 
+SnapshotBytes RenderSnapshot(const Snapshot& snapshot) {
+  return {EncodeSnapshot(snapshot).Encode(), RenderConfigJson(snapshot.config, snapshot.layout)};
+}
+
+Snapshot LoadSnapshot(const std::vector<uint8_t>& state, const std::string& config, const std::string& state_origin,
+                      const std::string& config_origin) {
+  Snapshot s = DecodeSnapshot(StateFile::Decode(state, state_origin));
+  std::string expected = RenderConfigJson(s.config, s.layout);
+  if (config != expected) {
+    size_t line = 1, a = 0, b = 0;
+    for (;;) {
+      size_t ea = config.find('\n', a), eb = expected.find('\n', b);
+      std::string la = config.substr(a, ea == std::string::npos ? std::string::npos : ea - a);
+      std::string lb = expected.substr(b, eb == std::string::npos ? std::string::npos : eb - b);
+      if (la != lb || ea == std::string::npos || eb == std::string::npos)
+        throw VmmError(ErrorCode::kSnapshot, "snapshot config " + config_origin + " does not match its state: line " +
+                                                 std::to_string(line) + " is `" + la + "`, the state says `" + lb + "`");
+      a = ea + 1, b = eb + 1, line++;
+    }
+  }
+  return s;
+}
+
 void WriteSnapshot(const std::string& dir, const Snapshot& snapshot) {
   std::string config_path = dir + "/" + kSnapshotConfigFile;
   std::string state_path = dir + "/" + kSnapshotStateFile;
-  std::string json = RenderConfigJson(snapshot.config, snapshot.layout);
-  std::vector<uint8_t> state = EncodeSnapshot(snapshot).Encode();
-  WriteFileAtomically(config_path, std::vector<uint8_t>(json.begin(), json.end()));
+  SnapshotBytes bytes = RenderSnapshot(snapshot);
+  WriteFileAtomically(config_path, std::vector<uint8_t>(bytes.config.begin(), bytes.config.end()));
   try {
-    WriteFileAtomically(state_path, state);
+    WriteFileAtomically(state_path, bytes.state);
   } catch (...) {
     unlink(config_path.c_str());
     throw;
@@ -165,23 +187,9 @@ void WriteSnapshot(const std::string& dir, const Snapshot& snapshot) {
 Snapshot ReadSnapshot(const std::string& dir) {
   std::string state_path = dir + "/" + kSnapshotStateFile;
   std::string config_path = dir + "/" + kSnapshotConfigFile;
-  Snapshot s = DecodeSnapshot(StateFile::Decode(ReadWholeFile(state_path, "snapshot state"), state_path));
-  std::vector<uint8_t> bytes = ReadWholeFile(config_path, "snapshot config");
-  std::string on_disk(bytes.begin(), bytes.end());
-  std::string expected = RenderConfigJson(s.config, s.layout);
-  if (on_disk != expected) {
-    size_t line = 1, a = 0, b = 0;
-    for (;;) {
-      size_t ea = on_disk.find('\n', a), eb = expected.find('\n', b);
-      std::string la = on_disk.substr(a, ea == std::string::npos ? std::string::npos : ea - a);
-      std::string lb = expected.substr(b, eb == std::string::npos ? std::string::npos : eb - b);
-      if (la != lb || ea == std::string::npos || eb == std::string::npos)
-        throw VmmError(ErrorCode::kSnapshot, "snapshot config " + config_path + " does not match its state: line " +
-                                                 std::to_string(line) + " is `" + la + "`, the state says `" + lb + "`");
-      a = ea + 1, b = eb + 1, line++;
-    }
-  }
-  return s;
+  std::vector<uint8_t> state = ReadWholeFile(state_path, "snapshot state");
+  std::vector<uint8_t> config = ReadWholeFile(config_path, "snapshot config");
+  return LoadSnapshot(state, std::string(config.begin(), config.end()), state_path, config_path);
 }
 
 }  // namespace stencil

@@ -40,10 +40,21 @@ StateFile EncodeSnapshot(const Snapshot& snapshot);
 Snapshot DecodeSnapshot(const StateFile& file);
 std::string RenderConfigJson(const SnapshotConfig& config, const std::vector<DeviceRecord>& layout);
 
+// A snapshot's state and config as bytes, without RAM: the two files of a snapshot directory,
+// or what a migration stream carries (shim/src/qmp/migration-stream.ts wraps them).
+struct SnapshotBytes {
+  std::vector<uint8_t> state;
+  std::string config;
+};
+SnapshotBytes RenderSnapshot(const Snapshot& snapshot);
+// Decodes and checks state and config (a config that differs from the state's is refused,
+// naming the first differing line). The origins name the inputs in errors.
+Snapshot LoadSnapshot(const std::vector<uint8_t>& state, const std::string& config, const std::string& state_origin,
+                      const std::string& config_origin);
+
 // Writes dir/config then dir/state, each atomically; on failure neither is left behind.
 void WriteSnapshot(const std::string& dir, const Snapshot& snapshot);
-// Reads and checks dir/state and dir/config (a config that differs from the state's is refused,
-// naming the first differing line).
+// Reads and checks dir/state and dir/config (see LoadSnapshot).
 Snapshot ReadSnapshot(const std::string& dir);
 
 }  // namespace stencil

@@ -1,0 +1,294 @@
+// A MicroVm behind QMP: the MonitoredVm that vm-commands.ts drives, with QEMU's run states,
+// STOP/RESUME/SHUTDOWN events, and migration to and from file:DIR (a snapshot directory, RAM
+// copied: the VM may run on) and exec:CMD (migration-stream.ts: state without RAM, which stays in
+// the shared memory file, QEMU's x-ignore-shared templating). A monitor may start without a VM
+// (`--incoming defer`): migrate-incoming then builds it with the caller's restore function.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { MicroVm } from '../hypervisor/microvm.js';
+import type { SavedVmState } from '../hypervisor/native.js';
+import type { VmExit } from '../hypervisor/types.js';
+import type { Logger } from '../util/log.js';
+import { execSink, execSource } from './exec-channel.js';
+import { decodeMigrationStream, encodeMigrationStream, type SavedRunState } from './migration-stream.js';
+import { QmpError } from './protocol.js';
+import type {
+  MigrationCapability,
+  MigrationInfo,
+  MigrationStatus,
+  MigrationUri,
+  MonitoredVm,
+  RunState,
+} from './vm-commands.js';
+
+/** An incoming migration stream larger than this is refused (it holds state, never RAM). */
+export const MAX_INCOMING_STREAM_BYTES = 64 << 20;
+
+/** What a restore is built from: a snapshot directory, or the state an exec: stream carried. */
+export type RestoreSource = { kind: 'dir'; dir: string } | { kind: 'state'; state: SavedVmState };
+
+export interface MonitorOptions {
+  logger?: Logger;
+  /** For a VM waiting for an incoming migration: builds it (not started) from the source. */
+  restore?: (source: RestoreSource) => MicroVm;
+  /** Called with each VM the monitor builds (an incoming one), before it starts. */
+  onVm?: (vm: MicroVm) => void;
+}
+
+/** How the monitored VM ended: by `quit`, or on its own (the guest or the host ended it). */
+export type MonitorEnd = { by: 'quit' } | { by: 'exit'; exit: VmExit };
+
+type EventSink = (event: string, data?: object) => void;
+
+interface Migration {
+  status: MigrationStatus;
+  startedAt: number;
+  endedAt?: number;
+  downtimeMs?: number;
+  transferredBytes?: number;
+  errorDesc?: string;
+  abort: AbortController;
+}
+
+const notSupported = (uri: MigrationUri) =>
+  new QmpError('GenericError', `migration over ${uri.kind}: is not supported yet (use file:DIR or exec:CMD)`);
+
+export class MicroVmMonitor implements MonitoredVm {
+  private vm?: MicroVm;
+  private migration?: Migration;
+  private incoming: boolean;
+  /** QEMU's autostart: a `stop` while waiting for the incoming VM keeps it paused once loaded. */
+  private autostart = true;
+  private postMigrate = false;
+  private ending = false;
+  private emit: EventSink = () => {};
+  private resolveEnd!: (end: MonitorEnd) => void;
+  readonly ended: Promise<MonitorEnd> = new Promise((resolve) => (this.resolveEnd = resolve));
+
+  constructor(
+    vm: MicroVm | undefined,
+    private readonly options: MonitorOptions = {},
+  ) {
+    this.incoming = vm === undefined;
+    if (vm) this.adopt(vm);
+    else if (!options.restore) throw new Error('a monitor without a VM needs a restore function for the incoming one');
+  }
+
+  /** Where events go (QmpServer.emit). */
+  setEventSink(sink: EventSink): void {
+    this.emit = sink;
+  }
+
+  /** The VM, once there is one. */
+  get currentVm(): MicroVm | undefined {
+    return this.vm;
+  }
+
+  runState(): RunState {
+    if (this.ending) return 'shutdown';
+    const vm = this.vm;
+    if (!vm) return this.incoming ? 'inmigrate' : 'shutdown';
+    const active = this.migrationRunning();
+    switch (vm.state) {
+      case 'created':
+        return 'prelaunch';
+      case 'running':
+        return 'running';
+      case 'pausing':
+      case 'paused':
+        return active ? 'finish-migrate' : this.postMigrate ? 'postmigrate' : 'paused';
+      case 'exited':
+      case 'destroyed':
+        return 'shutdown';
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (!this.vm) {
+      this.autostart = false;  // QEMU: stop while inmigrate keeps the loaded VM paused
+      return;
+    }
+    if (this.vm.state !== 'running') return;
+    await this.vm.pause();
+    this.emit('STOP');
+  }
+
+  cont(): void {
+    const vm = this.vm;
+    if (!vm) throw new QmpError('GenericError', 'Guest is waiting for an incoming migration');
+    if (this.migrationRunning()) throw new QmpError('GenericError', 'a migration is in progress; wait for it or migrate_cancel');
+    if (vm.state === 'running') return;
+    vm.resume();  // also from 'pausing': a paused start whose vCPUs have not all parked yet
+    this.postMigrate = false;
+    this.emit('RESUME');
+  }
+
+  quit(): void {
+    // After the reply: the client sees {"return": {}} and then SHUTDOWN, as from QEMU.
+    setImmediate(() => void this.shutDown());
+  }
+
+  migrate(uri: MigrationUri, capabilities: ReadonlySet<MigrationCapability>): void {
+    const vm = this.vm;
+    if (!vm || (vm.state !== 'running' && vm.state !== 'paused' && vm.state !== 'pausing')) {
+      throw new QmpError('GenericError', `cannot migrate a VM that is ${this.runState()}`);
+    }
+    const ignoreShared = capabilities.has('x-ignore-shared');
+    if (uri.kind === 'tcp' || uri.kind === 'unix') throw notSupported(uri);
+    if (uri.kind === 'file' && ignoreShared) {
+      throw new QmpError('GenericError', 'x-ignore-shared with file: is not supported: file:DIR always holds a copy of guest RAM; use exec:CMD to send the state alone');
+    }
+    if (uri.kind === 'exec' && !ignoreShared) {
+      throw new QmpError('GenericError', 'exec: migration sends no guest RAM: set the x-ignore-shared capability, with RAM in a shared file (--memory-path FILE --memory-share on)');
+    }
+    if (uri.kind === 'exec' && !vm.sharedMemoryFile) {
+      throw new QmpError('GenericError', 'x-ignore-shared: guest RAM is not in a shared memory file (start the VM with --memory-path FILE --memory-share on)');
+    }
+    const migration = this.begin();
+    void this.runOutgoing(vm, uri, migration);
+  }
+
+  migrateIncoming(uri: MigrationUri, capabilities: ReadonlySet<MigrationCapability>): void {
+    if (this.vm || !this.incoming) throw new QmpError('GenericError', "'-incoming' was not specified on the command line");
+    if (uri.kind === 'tcp' || uri.kind === 'unix') throw notSupported(uri);
+    if (uri.kind === 'exec' && !capabilities.has('x-ignore-shared')) {
+      throw new QmpError('GenericError', 'an exec: stream carries no guest RAM: set the x-ignore-shared capability and give the RAM file with --memory-path');
+    }
+    const migration = this.begin();
+    void this.runIncoming(uri, migration);
+  }
+
+  cancelMigration(): void {
+    const m = this.migration;
+    if (!m || (m.status !== 'setup' && m.status !== 'active')) return;
+    m.status = 'cancelling';
+    m.abort.abort();
+  }
+
+  migrationInfo(): MigrationInfo | undefined {
+    const m = this.migration;
+    if (!m) return undefined;
+    return {
+      status: m.status,
+      totalTimeMs: (m.endedAt ?? Date.now()) - m.startedAt,
+      downtimeMs: m.downtimeMs,
+      transferredBytes: m.transferredBytes,
+      errorDesc: m.errorDesc,
+    };
+  }
+
+  /** Ends the VM as `quit` does (idempotent). */
+  async shutDown(): Promise<void> {
+    if (this.ending) return;
+    this.ending = true;
+    this.migration?.abort.abort();
+    this.emit('SHUTDOWN', { guest: false, reason: 'host-qmp-quit' });
+    try {
+      await this.vm?.destroy();
+    } finally {
+      this.resolveEnd({ by: 'quit' });
+    }
+  }
+
+  private migrationRunning(): boolean {
+    const status = this.migration?.status;
+    return status === 'setup' || status === 'active' || status === 'cancelling';
+  }
+
+  private begin(): Migration {
+    const migration: Migration = { status: 'setup', startedAt: Date.now(), abort: new AbortController() };
+    this.migration = migration;
+    return migration;
+  }
+
+  private adopt(vm: MicroVm): void {
+    this.vm = vm;
+    this.options.onVm?.(vm);
+    void vm.waitExit().then((exit) => {
+      if (this.ending) return;
+      this.ending = true;
+      const reason = exit.reason === 'reboot' ? 'guest-reset' : exit.reason === 'poweroff' ? 'guest-shutdown' : exit.reason === 'stopped' ? 'host-signal' : 'guest-panic';
+      this.emit('SHUTDOWN', { guest: reason !== 'host-signal', reason });
+      this.resolveEnd({ by: 'exit', exit });
+    });
+  }
+
+  private fail(migration: Migration, err: unknown): void {
+    migration.endedAt = Date.now();
+    migration.status = migration.abort.signal.aborted ? 'cancelled' : 'failed';
+    if (migration.status === 'failed') {
+      migration.errorDesc = (err as Error).message;
+      this.options.logger?.warn('QMP migration failed', { error: migration.errorDesc });
+    }
+  }
+
+  private async runOutgoing(vm: MicroVm, uri: MigrationUri, migration: Migration): Promise<void> {
+    const wasRunning = vm.state === 'running';
+    try {
+      if (wasRunning) {
+        await vm.pause();
+        this.emit('STOP');
+      } else if (vm.state === 'pausing') {
+        await vm.whenPaused();  // a paused start (a clone) whose vCPUs are still parking
+      }
+      if (migration.abort.signal.aborted) throw new Error('cancelled');
+      migration.status = 'active';
+      const pausedAt = Date.now();
+      if (uri.kind === 'file') {
+        vm.saveSnapshotCopy(uri.dir);
+        migration.transferredBytes = directoryBytes(uri.dir);
+      } else if (uri.kind === 'exec') {
+        const runState: SavedRunState = wasRunning ? 'running' : 'paused';
+        const stream = encodeMigrationStream({ runState, vm: vm.saveState() });
+        await execSink(uri.command, stream, migration.abort.signal);
+        migration.transferredBytes = stream.length;
+      }
+      migration.downtimeMs = Date.now() - pausedAt;
+      migration.endedAt = Date.now();
+      migration.status = 'completed';
+      this.postMigrate = true;  // QEMU leaves a migrated source paused
+    } catch (err) {
+      this.fail(migration, err);
+      const state: string = vm.state;  // read afresh: the awaits above may have changed it
+      if (wasRunning && !this.ending && state === 'paused') {
+        vm.resume();
+        this.emit('RESUME');
+      }
+    }
+  }
+
+  private async runIncoming(uri: MigrationUri, migration: Migration): Promise<void> {
+    try {
+      migration.status = 'active';
+      let source: RestoreSource;
+      let runState: SavedRunState = 'running';  // a snapshot directory resumes at once (StratoVirt)
+      if (uri.kind === 'file') {
+        source = { kind: 'dir', dir: uri.dir };
+      } else {
+        const bytes = await execSource((uri as { command: string }).command, MAX_INCOMING_STREAM_BYTES, migration.abort.signal);
+        const content = decodeMigrationStream(bytes);
+        migration.transferredBytes = bytes.length;
+        runState = content.runState;
+        source = { kind: 'state', state: content.vm };
+      }
+      if (this.ending) return;
+      const vm = this.options.restore!(source);
+      this.incoming = false;
+      this.adopt(vm);
+      const run = runState === 'running' && this.autostart;
+      vm.start({ paused: !run });
+      migration.endedAt = Date.now();
+      migration.status = 'completed';
+      if (run) this.emit('RESUME');
+    } catch (err) {
+      this.fail(migration, err);
+    }
+  }
+}
+
+/** Bytes a snapshot directory's files take on disk (its memory file is sparse). */
+function directoryBytes(dir: string): number {
+  let total = 0;
+  for (const name of fs.readdirSync(dir)) total += fs.statSync(path.join(dir, name)).blocks * 512;
+  return total;
+}
