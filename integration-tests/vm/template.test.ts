@@ -11,6 +11,7 @@ import { haveStaticBusybox } from '../../shim/src/agent/testing/busybox-oci.js';
 import type { TemplateRecord } from '../../shim/src/factory/template-store.js';
 import type { PodVm } from '../../shim/src/pod/pod-vm.js';
 import { bootTestPod, printConsole, Rootfses, runContainer } from '../lib/pod.js';
+import { QmpClient } from '../lib/qmp-client.js';
 import { cloningProvider, ensureTestTemplate, templateFile, testTemplateStore } from '../lib/template.js';
 
 const CLONES = 20;
@@ -95,6 +96,25 @@ describe('pod templates: clones of the real guest', { skip: haveStaticBusybox() 
   it("leaves the template's memory unchanged and counts the clones it served", () => {
     assert.equal(sha256(templateFile(template, 'memory')), memoryHash, 'a clone wrote to the template memory');
     assert.ok(testTemplateStore().get(template.key).clonesServed >= CLONES);
+  });
+
+  it("serves QMP on each pod VM's socket in its state directory: stop parks the guest, cont resumes it", async () => {
+    const pod = clones[1];
+    assert.ok(pod, 'no clone');
+    assert.equal(fs.statSync(pod.qmpPath).mode & 0o777, 0o600);
+    const qmp = await QmpClient.connect(pod.qmpPath);
+    try {
+      assert.deepEqual(await qmp.execute('query-status'), { status: 'running', singlestep: false, running: true });
+      await qmp.execute('stop');
+      await qmp.waitEvent((e) => e.event === 'STOP');
+      assert.deepEqual(await qmp.execute('query-status'), { status: 'paused', singlestep: false, running: false });
+      await qmp.execute('cont');
+      await qmp.waitEvent((e) => e.event === 'RESUME');
+      const run = await runContainer(pod, 'after-cont', rootfses.make(), { args: ['echo', 'resumed'] });
+      assert.equal(run.stdout.toString(), 'resumed\n');
+    } finally {
+      qmp.close();
+    }
   });
 
   it('keeps clones running after their template is removed', async () => {

@@ -9,6 +9,7 @@
 //
 // Host files of a pod live in its state directory:
 //   <stateDir>/vsock.sock            the hybrid-vsock socket (host -> guest connections)
+//   <stateDir>/qmp.sock              the VM's QMP monitor (query-status, stop, cont, migrate, ...)
 //   <stateDir>/mounts/<id>/rootfs    bind mount of container <id>'s rootfs (host only)
 //   <stateDir>/shared/               read-only view of mounts/, exported to the guest (tag
 //                                    SHARE_TAG); each rootfs mount appears in it read-write
@@ -21,7 +22,8 @@ import type { AgentClient, ContainerStats, PingResult, ProcessExit, StdioMode } 
 import { AgentCallError } from '../agent/errors.js';
 import { DEFAULT_AGENT_PORT } from '../agent/vsock.js';
 import type { ErrorCode } from '../../../common/src/errors.js';
-import { bootMicroVm } from '../hypervisor/microvm.js';
+import { bootMicroVm, MicroVm } from '../hypervisor/microvm.js';
+import { type QmpHandle, serveQmp } from '../qmp/serve.js';
 import type { VirtualMachine, VmExit, VmProvider } from '../hypervisor/types.js';
 import { AgentWaitError, waitForAgent } from './agent-wait.js';
 import { podVmSpec, SHARE_TAG } from './vm-spec.js';
@@ -153,10 +155,13 @@ export class PodVm implements Pod {
   readonly mountsDir: string;
   /** The hybrid-vsock socket: connect, write `CONNECT <port>\n`. */
   readonly vsockPath: string;
+  /** The VM's QMP monitor socket (Stencil's own VMM only). */
+  readonly qmpPath: string;
   readonly guestCid: number;
   readonly agentPort: number;
   readonly ended: Promise<string>;
   private vm: VirtualMachine | undefined;
+  private monitor: QmpHandle | undefined;
   private client: AgentClient | undefined;
   private vmExit: VmExit | undefined;
   private resolveEnded!: (reason: string) => void;
@@ -177,6 +182,7 @@ export class PodVm implements Pod {
     this.sharedDir = path.join(this.stateDir, 'shared');
     this.mountsDir = path.join(this.stateDir, 'mounts');
     this.vsockPath = path.join(this.stateDir, 'vsock.sock');
+    this.qmpPath = path.join(this.stateDir, 'qmp.sock');
     this.guestCid = options.guestCid ?? crypto.randomInt(MIN_GUEST_CID, MAX_GUEST_CID + 1);
     this.agentPort = options.agentPort ?? DEFAULT_AGENT_PORT;
     this.log = options.logger?.child({ pod: options.id });
@@ -229,6 +235,7 @@ export class PodVm implements Pod {
     });
     this.vm = await (o.vmProvider ?? bootMicroVm)(spec);
     this.vm.console.on('data', (chunk: Buffer) => this.onConsole(chunk));
+    if (this.vm instanceof MicroVm) this.monitor = await serveQmp(this.vm, this.qmpPath, { logger: this.log });
     void this.vm.waitExit().then((exit) => this.onVmExit(exit));
     this.log?.info('starting the pod VM', { vcpus: o.vcpus, memoryBytes: o.memoryBytes, cid: this.guestCid, cmdline: this.vm.cmdline });
     const t0 = Date.now();
@@ -446,6 +453,7 @@ export class PodVm implements Pod {
   private async teardown(): Promise<void> {
     const problems: string[] = [];
     this.client?.close();
+    await this.monitor?.close().catch((err: Error) => problems.push(`closing the QMP monitor: ${err.message}`));
     if (this.vm) {
       try {
         await this.vm.destroy();  // RAM file, vsock socket, vCPU threads
