@@ -71,7 +71,7 @@ describe('snapshot and restore of the real guest', () => {
       await template.destroy();
       const memoryHash = sha256(path.join(snapshot, 'memory'));
 
-      const BATCH = 5;
+      const BATCH = 2;
       for (let first = 0; first < 20; first += BATCH) {
         const batch = Array.from({ length: BATCH }, (_, j) => {
           const i = first + j;

@@ -56,15 +56,17 @@ describe('pod templates: clones of the real guest', { skip: haveStaticBusybox() 
   });
 
   it(`${CLONES} clones resume without booting, each with its own CID, boot_id, random bytes and the host's clock`, async () => {
+    // Each clone is checked right after it resumes and then shut down: the figures of twenty
+    // clones need not be taken at the same time, and in the emulated host a clone left idle for
+    // about a minute meets QEMU's emulated-SVM TLB bug (integration-tests/README.md).
     const readyMs: number[] = [];
+    const facts: CloneFacts[] = [];
+    const cids: number[] = [];
     for (let i = 0; i < CLONES; i++) {
       const started = Date.now();
-      clones.push(await bootTestPod(`clone${i}`, { vmProvider: cloningProvider() }));
+      const pod = await bootTestPod(`clone${i}`, { vmProvider: cloningProvider() });
       readyMs.push(Date.now() - started);
-    }
-    process.stdout.write(`# clone to agent ready (ms): ${readyMs.join(' ')}\n`);
-    const facts: CloneFacts[] = [];
-    for (const [i, pod] of clones.entries()) {
+      clones.push(pod);
       assert.doesNotMatch(pod.consoleTail(), /Linux version|Run \/init/, `clone ${i} booted a kernel`);
       const hostBefore = Date.now();
       const run = await runContainer(pod, `id${i}`, rootfses.make(), { args: ['sh', '-c', IDENTITY_SCRIPT] }).catch((err: Error) => {
@@ -75,15 +77,18 @@ describe('pod templates: clones of the real guest', { skip: haveStaticBusybox() 
       assert.equal(run.exit.exitStatus, 0, run.stderr.toString());
       const [bootId, random, seconds] = run.stdout.toString().trim().split('\n');
       facts.push({ bootId, random, guestSeconds: Number(seconds), hostBefore, hostAfter });
+      // The guest's own view of its CID is the new one (the transport reset made it re-read it).
+      assert.equal((await pod.ping()).guestCid, pod.guestCid, `pod ${pod.id}`);
+      cids.push(pod.guestCid);
+      if (i < CLONES - 1) await clones.pop()!.shutdown();
     }
+    process.stdout.write(`# clone to agent ready (ms): ${readyMs.join(' ')}\n`);
     const distinct = (what: string, values: unknown[]) =>
       assert.equal(new Set(values).size, values.length, `${what} repeat across clones: ${values.join(' ')}`);
     distinct('boot_ids', facts.map((f) => f.bootId));
     distinct('random bytes', facts.map((f) => f.random));
     for (const f of facts) assert.match(f.random, /^[0-9a-f]{64}$/);
-    distinct('pod CIDs', clones.map((p) => p.guestCid));
-    // The guest's own view of its CID is the new one (the transport reset made it re-read it).
-    for (const pod of clones) assert.equal((await pod.ping()).guestCid, pod.guestCid, `pod ${pod.id}`);
+    distinct('pod CIDs', cids);
     for (const f of facts) {
       // `date +%s` truncates: the guest clock may read up to 1 s behind the host's at that instant.
       assert.ok(
@@ -99,7 +104,7 @@ describe('pod templates: clones of the real guest', { skip: haveStaticBusybox() 
   });
 
   it("serves QMP on each pod VM's socket in its state directory: stop parks the guest, cont resumes it", async () => {
-    const pod = clones[1];
+    const pod = clones[0];
     assert.ok(pod, 'no clone');
     assert.equal(fs.statSync(pod.qmpPath).mode & 0o777, 0o600);
     const qmp = await QmpClient.connect(pod.qmpPath);
