@@ -25,10 +25,17 @@ try {
   say(`demo: exit status ${r.code} after ${((Date.now() - started) / 1000).toFixed(1)} s (host kernel: ${(await import('node:os')).release()})`);
   // The shim's log (containerd copies it into its own): how the pod's VM came to be.
   const log = fs.readFileSync(c.logPath, 'utf8');
-  // containerd may quote the shim's line (logfmt escapes its double quotes).
-  const cloned = /pod VM cloned from a template.*?template\\?":\\?"([0-9a-f]+).*?restoreMs\\?":(\d+)/.exec(log);
-  const ready = /pod VM ready.*?startMs\\?":(\d+)/.exec(log);
-  if (cloned) say(`demo: the pod VM was cloned from template ${cloned[1]} (restore ${cloned[2]} ms${ready ? `, agent ready after ${ready[1]} ms` : ''})`);
+  // The shim logs one JSON object per line, which containerd passes through.
+  const entries = log.split('\n').flatMap((line) => {
+    try {
+      return [JSON.parse(line.slice(line.indexOf('{'))) as Record<string, unknown>];
+    } catch {
+      return [];
+    }
+  });
+  const cloned = entries.find((e) => e.message === 'pod VM cloned from a template');
+  const ready = entries.find((e) => e.message === 'pod VM ready' && e.startMs !== undefined);
+  if (cloned) say(`demo: the pod VM was cloned from template ${cloned.template} (restore ${cloned.restoreMs} ms${ready ? `, VM ready with its agent after ${ready.startMs} ms` : ''})`);
   else say(`demo: FAILED: the pod VM was not cloned from a template; the containerd log says:\n${log.split('\n').filter((l) => /template|pod VM/.test(l)).join('\n')}`);
   // The shim daemon exits right after containerd's Shutdown: give it a few seconds to go.
   let left = await c.leaks();
