@@ -7,6 +7,7 @@
         "src/error.cc",
         "src/event_loop.cc",
         "src/exit_stats.cc",
+        "src/host/mount.cc",
         "src/kvm.cc",
         "src/memory.cc",
         "src/vm.cc",

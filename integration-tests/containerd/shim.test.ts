@@ -195,8 +195,10 @@ for (const version of CONTAINERD_VERSIONS) {
         return r.stdout.trim();
       };
       try {
-        assert.equal((await run(['-d', ...pod, image, 'pa1', 'sleep', '1000'])).code, 0);
-        assert.equal((await run(['-d', ...pod, image, 'pa2', 'sleep', '1000'])).code, 0);
+        for (const id of ['pa1', 'pa2']) {
+          const r = await run(['-d', ...pod, image, id, 'sleep', '1000']);
+          assert.equal(r.code, 0, `ctr run -d ${id}: ${r.stderr}`);
+        }
         const shims = (await c.leaks()).filter((l) => l.startsWith('shim process'));
         assert.equal(shims.length, 1, `one shim daemon per pod, found:\n${shims.join('\n')}`);
         assert.equal(await taskPid('pa1'), await taskPid('pa2'));

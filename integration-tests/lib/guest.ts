@@ -127,7 +127,10 @@ async function runInGuestOnce(script: string, options: GuestOptions): Promise<Gu
   const capture = new ConsoleCapture(vm);
   try {
     vm.start();
-    const exit = await withTimeout(vm.waitExit(), BOOT_TIMEOUT_MS, 'guest did not finish', capture);
+    const exit = await withTimeout(vm.waitExit(), BOOT_TIMEOUT_MS, 'guest did not finish', capture).catch((err: Error) => {
+      // A hung guest: its exit counts say whether its vCPUs still ran, halted or never left KVM.
+      throw new Error(`${err.message}\nexit stats: ${JSON.stringify(vm.exitStats(6))}`, { cause: err });
+    });
     await vm.destroy();
     // Log the console into the test output: evidence of what the guest really did.
     const text = capture.text.replace(/\r/g, '');

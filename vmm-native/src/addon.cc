@@ -8,6 +8,7 @@
 #include <string>
 
 #include "error.h"
+#include "host/mount.h"
 #include "kvm.h"
 #include "snapshot/snapshot.h"
 #include "virtio/vsock/device.h"
@@ -427,6 +428,57 @@ Napi::Value ProbeKvmJs(const Napi::CallbackInfo& info) {
   return o;
 }
 
+std::vector<std::string> StringArray(const Napi::Value& v, const char* what) {
+  std::vector<std::string> out;
+  if (v.IsUndefined()) return out;
+  if (!v.IsArray()) throw VmmError(ErrorCode::kInvalidArgument, std::string(what) + " must be an array of strings");
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Value item = a.Get(i);
+    if (!item.IsString()) throw VmmError(ErrorCode::kInvalidArgument, std::string(what) + " must be an array of strings");
+    out.push_back(item.As<Napi::String>().Utf8Value());
+  }
+  return out;
+}
+
+std::string OptionalString(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return "";
+  if (!v.IsString()) throw VmmError(ErrorCode::kInvalidArgument, std::string("mount: ") + key + " must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+// mount({source?, target, fstype?, flags?: string[], data?}) and unmount(target, flags?): one
+// system call each, synchronous (they take microseconds, no fork).
+Napi::Value MountJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    if (!info[0].IsObject()) throw VmmError(ErrorCode::kInvalidArgument, "mount: expected {source, target, fstype, flags, data}");
+    Napi::Object o = info[0].As<Napi::Object>();
+    MountRequest r;
+    r.source = OptionalString(o, "source");
+    r.target = OptionalString(o, "target");
+    r.fstype = OptionalString(o, "fstype");
+    r.flags = StringArray(o.Get("flags"), "mount: flags");
+    r.data = OptionalString(o, "data");
+    Mount(r);
+  } catch (const VmmError& e) {
+    ToJsError(env, e).ThrowAsJavaScriptException();
+  }
+  return env.Undefined();
+}
+
+Napi::Value UnmountJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    if (!info[0].IsString()) throw VmmError(ErrorCode::kInvalidArgument, "unmount: the target must be a string");
+    Unmount(info[0].As<Napi::String>().Utf8Value(), StringArray(info[1], "unmount: flags"));
+  } catch (const VmmError& e) {
+    ToJsError(env, e).ThrowAsJavaScriptException();
+  }
+  return env.Undefined();
+}
+
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeVm", NativeVm::Init(env));
   Napi::Function shell = NativeVmShell::Init(env);
@@ -435,6 +487,8 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(data);
   exports.Set("NativeVmShell", shell);
   exports.Set("probeKvm", Napi::Function::New(env, ProbeKvmJs));
+  exports.Set("mount", Napi::Function::New(env, MountJs));
+  exports.Set("unmount", Napi::Function::New(env, UnmountJs));
   return exports;
 }
 

@@ -19,6 +19,7 @@ const char* ErrorCodeName(ErrorCode code) {
     case ErrorCode::kKvm: return "EKVM";
     case ErrorCode::kState: return "ESTATE";
     case ErrorCode::kSnapshot: return "ESNAPSHOT";
+    case ErrorCode::kHostCall: return "EHOST_CALL";
   }
   return "EUNKNOWN";
 }

@@ -17,6 +17,7 @@ enum class ErrorCode {
   kKvm,               // a KVM ioctl failed
   kState,             // operation not valid in the VM's current state
   kSnapshot,          // a snapshot is corrupt, truncated, of another version or does not match the VM
+  kHostCall,          // a host system call outside KVM failed (mount, umount)
 };
 
 const char* ErrorCodeName(ErrorCode code);

@@ -113,6 +113,17 @@ GuestMemory::GuestMemory(const MemoryOptions& options)
   void* p = mmap(options.fixed_address, size_, prot, flags, fd_.get(), 0);
   if (p == MAP_FAILED) fail("mapping " + HumanSize(size_) + " of guest RAM");
   base_ = static_cast<uint8_t*>(p);
+  // Processes the embedding process spawns (the shim runs mount(8) and friends) must not inherit
+  // guest RAM, as QEMU marks its RAM: fork copies a private mapping's page tables and
+  // write-protects a clone's copied pages under its running vCPUs, and every later guest or
+  // device write to them faults and copies once more.
+  if (madvise(base_, size_, MADV_DONTFORK) != 0) {
+    int err = errno;
+    if (!options.fixed_address) munmap(base_, size_);  // a reservation stays its owner's
+    base_ = nullptr;
+    errno = err;
+    fail("excluding guest RAM from forks (madvise MADV_DONTFORK)");
+  }
   madvise(base_, size_, MADV_MERGEABLE);
 
   regions_ = SplitAtMmioHole(size_, base_);

@@ -412,6 +412,33 @@ TEST(VsockDevice, ResetStopsEverythingAndRemovesTheSocket) {
   EXPECT_FALSE(Exists(path));
 }
 
+// A device restored from `s` (as CID kCid + 1) onto a fake guest whose rings are where the
+// snapshot left them, with one event buffer posted.
+struct Restored {
+  explicit Restored(const VirtioVsock::State& s) : options(Options(dir)), device(kCid + 1, options) {
+    device.RestoreState(s);
+    driver.device = &device;
+    for (uint16_t q = 0; q < 3; q++) {
+      driver.avail_idx[q] = s.next_avail[q];
+      std::memcpy(driver.At(driver.base[q] + 0x1000 + 2), &s.next_avail[q], 2);
+      std::memcpy(driver.At(driver.base[q] + 0x2000 + 2), &s.next_used[q], 2);
+    }
+    driver.Desc(2, 0, driver.Buffer(2, 0), 4, 2, 0);
+    driver.Publish(2, 0);
+    device.Activate(driver.mem, driver.queues, irq);
+  }
+  static MuxerOptions Options(const TempDir& dir) {
+    MuxerOptions o;
+    o.uds_path = dir.path + "/w.sock";
+    return o;
+  }
+  TempDir dir;
+  MuxerOptions options;
+  VirtioVsock device;
+  FakeDriver driver;
+  FakeIrq irq;
+};
+
 TEST(VsockDevice, SaveAndRestoreState) {
   Fixture f;
   f.driver.SendTx(FromGuest(kOpRequest, 5001, 9999));  // some traffic to move the indexes
@@ -429,22 +456,11 @@ TEST(VsockDevice, SaveAndRestoreState) {
   f.device->Resume();
   f.device.reset();
 
-  TempDir dir;
-  MuxerOptions o;
-  o.uds_path = dir.path + "/w.sock";
-  VirtioVsock restored(kCid + 1, o);
-  restored.RestoreState(s);
-  FakeDriver d;  // the guest's rings as the snapshot left them
-  d.device = &restored;
-  for (uint16_t q = 0; q < 3; q++) {
-    d.avail_idx[q] = s.next_avail[q];
-    std::memcpy(d.At(d.base[q] + 0x1000 + 2), &s.next_avail[q], 2);
-    std::memcpy(d.At(d.base[q] + 0x2000 + 2), &s.next_used[q], 2);
-  }
-  d.Desc(2, 0, d.Buffer(2, 0), 4, 2, 0);
-  d.Publish(2, 0);
-  FakeIrq irq;
-  restored.Activate(d.mem, d.queues, irq);
+  Restored r(s);
+  VirtioVsock& restored = r.device;
+  FakeDriver& d = r.driver;
+  FakeIrq& irq = r.irq;
+  MuxerOptions& o = r.options;
   EXPECT_EQ(d.queues[1].next_avail(), 1);
   auto deadline = Clock::now() + std::chrono::seconds(5);
   while (d.UsedIdx(2) == s.next_used[2] && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -470,4 +486,37 @@ TEST(VsockDevice, SaveAndRestoreState) {
   EXPECT_EQ(req->h.dst_cid, kCid + 1);
   close(client);
   restored.Reset();  // stops the loop thread before the fake driver's queues go
+}
+
+// The guest keeps the template's connections until the transport reset's aftermath closes them
+// (a socket the host had closed lingers in the guest for seconds): a clone's host connections
+// must not reuse their (host port, guest port) pairs, or the guest hands them to the dead socket.
+TEST(VsockDevice, ARestoredDeviceNeverReusesTheTemplatesHostPorts) {
+  Fixture f;
+  int client = UnixConnect(f.dir.path + "/v.sock");
+  WriteAll(client, "CONNECT 52\n");
+  auto req = f.driver.NextRx();
+  ASSERT_TRUE(req.has_value());
+  uint32_t template_port = req->h.src_port;
+  f.device->Pause();
+  VirtioVsock::State s = f.device->SaveState();
+  EXPECT_EQ(s.next_local_port, template_port + 1);
+  f.device->Resume();
+  close(client);
+  f.device.reset();
+
+  Restored r(s);
+  r.driver.rx_seen = s.next_used[0];
+  for (uint16_t i = 0; i < 4; i++) r.driver.PostRx(i);
+  r.device.QueueNotify(0);
+  uint8_t cid[8];
+  r.device.ReadConfig(0, cid, sizeof cid);  // the guest's reset handler re-reads its CID
+  int clone_client = UnixConnect(r.options.uds_path);
+  WriteAll(clone_client, "CONNECT 52\n");
+  auto clone_req = r.driver.NextRx();
+  ASSERT_TRUE(clone_req.has_value());
+  EXPECT_EQ(clone_req->h.op, kOpRequest);
+  EXPECT_GT(clone_req->h.src_port, template_port) << "the clone reused a host port the template's guest still knows";
+  close(clone_client);
+  r.device.Reset();
 }

@@ -224,7 +224,7 @@ export async function removeTemplate(pool: Pool, key: string): Promise<number> {
 export const keptBy = (live: number) => (live ? `; ${live} running clone${live === 1 ? '' : 's'} keep${live === 1 ? 's' : ''} its memory until ${live === 1 ? 'it exits' : 'they exit'}` : '');
 
 /** Stencil's own files in the template directory besides templates. */
-const BOOKKEEPING = ['.digests.json', 'misses.log'];
+const BOOKKEEPING = ['.digests.json', 'misses.json'];
 
 /**
  * `pool destroy`: removes every template and Stencil's bookkeeping, then unmounts the tmpfs, but

@@ -13,7 +13,9 @@ export const TEMPLATE_FILES = ['memory', 'state', 'config'] as const;
 const META = 'template.json';
 const SERVED = 'served';
 /** One line per pod that found no template (see template-provider.ts). */
-const MISSES = 'misses.log';
+/** The miss counter and the last few missed shapes (bounded: one small JSON file, replaced whole). */
+const MISSES = 'misses.json';
+const RECENT_MISSES = 20;
 /** A lock not refreshed for this long belongs to a dead process (a build under TCG can stall the loop for seconds). */
 const LOCK_STALE_MS = 60_000;
 
@@ -136,27 +138,39 @@ export class TemplateStore {
   }
 
   /**
-   * Records a pod that no template matched (one line appended: atomic across processes) and
-   * returns how many misses are on record. Best effort: a store that does not exist yet (it is
+   * Records a pod that no template matched (the count and the last few shapes, replaced whole by
+   * a rename; two shims missing at the same instant may count once) and returns how many misses
+   * are on record. Best effort: a store that does not exist yet (it is
    * made by the first template) or cannot be written still lets the pod boot.
    */
   recordMiss(spec: TemplateSpec): number {
+    const record = this.readMisses();
+    record.count++;
+    record.recent = [...record.recent, { at: new Date().toISOString(), vcpus: spec.vcpus, memoryBytes: spec.memoryBytes, kernel: spec.kernel, initrd: spec.initrd }].slice(-RECENT_MISSES);
     try {
-      const line = JSON.stringify({ at: new Date().toISOString(), vcpus: spec.vcpus, memoryBytes: spec.memoryBytes, kernel: spec.kernel, initrd: spec.initrd });
-      fs.appendFileSync(path.join(this.root, MISSES), line + '\n', { mode: 0o600 });
+      const file = path.join(this.root, MISSES);
+      const temp = `${file}.${process.pid}.tmp`;
+      fs.writeFileSync(temp, JSON.stringify(record), { mode: 0o600 });
+      fs.renameSync(temp, file);
     } catch {
       // counted in the pod's warning only
     }
-    return this.misses();
+    return record.count;
   }
 
   /** Pods that found no template, ever (until the store is destroyed). */
   misses(): number {
+    return this.readMisses().count;
+  }
+
+  private readMisses(): { count: number; recent: Array<Record<string, unknown>> } {
     try {
-      return fs.readFileSync(path.join(this.root, MISSES), 'utf8').split('\n').filter(Boolean).length;
+      const parsed = JSON.parse(fs.readFileSync(path.join(this.root, MISSES), 'utf8')) as { count?: unknown; recent?: unknown };
+      if (typeof parsed.count === 'number' && Array.isArray(parsed.recent)) return { count: parsed.count, recent: parsed.recent as Array<Record<string, unknown>> };
     } catch {
-      return 0;
+      // none recorded yet, or unreadable: start over
     }
+    return { count: 0, recent: [] };
   }
 
   private read(key: string): TemplateRecord {

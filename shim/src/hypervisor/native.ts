@@ -105,6 +105,10 @@ interface Addon {
   NativeVm: new (config: NativeVmConfig | NativeRestoreConfig, onEvent: (type: NativeEvent, a?: unknown, b?: unknown) => void) => NativeVm;
   NativeVmShell: new (vcpus: number, memoryBytes: number) => NativeVmShell;
   probeKvm(): KvmProbeResult;
+  /** mount(2): flags by mount(8)'s names (bind, rec, remount, ro, private, shared, slave, ...). */
+  mount(request: { source: string; target: string; fstype: string; flags: string[]; data: string }): void;
+  /** umount2(2): flags 'detach' (lazy), 'nofollow'. */
+  unmount(target: string, flags: string[]): void;
 }
 
 let addon: Addon | undefined;

@@ -119,7 +119,11 @@ export class TaskService implements TaskHandlerObject {
         throw toRpcError(err, `create task ${id}`, Code.Internal);
       });
       undo.push(() => pod.deleteContainer(id));
-      init.io.relay(await pod.attachStdio(id, '', stdioMode(paths)));
+      init.io.relay(
+        await pod.attachStdio(id, '', stdioMode(paths)).catch((err) => {
+          throw toRpcError(err, `attach the stdio of task ${id}`, Code.Internal);
+        }),
+      );
       init.pid = process.pid;
       const task: Task = { id, bundle, rootfsDir, mountedRootfs: mounts.length > 0, init, execs: new Map(), paused: false, oomKillsReported: 0 };
       this.tasks.set(id, task);
@@ -136,6 +140,7 @@ export class TaskService implements TaskHandlerObject {
       this.log.info('task created', { id, bundle });
       return { pid: init.pid };
     } catch (err) {
+      this.log.warn('create failed', { id, err: String(err) });
       for (const step of undo.reverse()) await Promise.resolve().then(step).catch((e) => this.log.warn('cleanup after failed create', { id, err: String(e) }));
       throw err;
     } finally {
@@ -175,7 +180,11 @@ export class TaskService implements TaskHandlerObject {
     await pod.execProcess(task.id, exec.execId, exec.spec ?? {}, mode).catch((err) => {
       throw toRpcError(err, `start ${exec.label}`, Code.Internal);
     });
-    exec.io!.relay(await pod.attachStdio(task.id, exec.execId, mode));
+    exec.io!.relay(
+      await pod.attachStdio(task.id, exec.execId, mode).catch((err) => {
+        throw toRpcError(err, `attach the stdio of ${exec.label}`, Code.Internal);
+      }),
+    );
     exec.pid = process.pid;
     exec.status = Status.Running;
     this.publish('/tasks/exec-started', 'TaskExecStarted', { containerId: task.id, execId: exec.execId, pid: exec.pid });

@@ -9,7 +9,9 @@ namespace stencil {
 
 namespace {
 
-constexpr uint32_t kSectionVersion = 1;
+// Every section's payload layout; a state of another version is refused by name.
+// 2: virtio-vsock saves its next host port (clones never reuse the template's).
+constexpr uint32_t kSectionVersion = 2;
 
 void EncodeConfig(const SnapshotConfig& c, ByteWriter& w) {
   w.U32(c.vm.vcpus);

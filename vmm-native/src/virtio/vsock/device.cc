@@ -118,8 +118,10 @@ void VirtioVsock::Activate(const GuestMemoryAccess& mem, std::vector<Virtqueue>&
   mem_ = &mem;
   irq_ = &irq;
   for (uint32_t i = 0; i < kNumQueues; i++) queues_[i] = &queues[i];
+  uint32_t next_local_port = 0;
   if (restored_) {
     for (uint32_t i = 0; i < kNumQueues; i++) queues_[i]->RestoreIndexes(restored_->next_avail[i], restored_->next_used[i]);
+    next_local_port = restored_->next_local_port;
     stale_cid_ = restored_->guest_cid != guest_cid_ ? restored_->guest_cid : 0;
     awaiting_cid_read_ = stale_cid_ != 0;
     restored_.reset();
@@ -138,6 +140,7 @@ void VirtioVsock::Activate(const GuestMemoryAccess& mem, std::vector<Virtqueue>&
   muxer_options.log = [this](const std::string& m) { Log(m); };  // rate-limited: the guest drives it
   muxer_ = std::make_unique<Muxer>(*loop_, guest_cid_, std::move(muxer_options),
                                    listener_.valid() ? listener_.get() : -1, [this] { ScheduleRx(); });
+  if (next_local_port) muxer_->ContinueLocalPortsFrom(next_local_port);
   loop_->Add(notify_.get(), EPOLLIN, [this](uint32_t) { OnNotify(); });
   active_ = true;
   // The driver fills rx/event buffers before DRIVER_OK; look at every queue once.
@@ -190,6 +193,7 @@ VirtioVsock::State VirtioVsock::SaveState() {
   s.guest_cid = guest_cid_;
   s.activated = active_;
   if (active_) {
+    s.next_local_port = muxer_->next_local_port();
     for (uint32_t i = 0; i < kNumQueues; i++) {
       s.next_avail[i] = queues_[i]->next_avail();
       s.next_used[i] = queues_[i]->next_used();

@@ -39,6 +39,10 @@ class VirtioVsock : public VirtioDevice {
     bool activated = false;
     uint16_t next_avail[kNumQueues] = {};
     uint16_t next_used[kNumQueues] = {};
+    // The next host-side port for host-initiated connections (0: none made yet). A restored
+    // device goes on from here, so the template's guest sockets, which linger after the
+    // transport reset, are never confused with the clone's connections.
+    uint32_t next_local_port = 0;
   };
 
   // Throws VmmError(kInvalidArgument) naming vsock.guestCid or vsock.udsPath for bad values

@@ -9,6 +9,7 @@ void VirtioVsock::SaveState(ByteWriter& out) {
   out.U64(s.guest_cid);
   out.Bool(s.activated);
   for (uint32_t i = 0; i < kNumQueues; i++) out.U16(s.next_avail[i]), out.U16(s.next_used[i]);
+  out.U32(s.next_local_port);
 }
 
 void VirtioVsock::RestoreState(ByteReader& in) {
@@ -16,6 +17,7 @@ void VirtioVsock::RestoreState(ByteReader& in) {
   s.guest_cid = in.U64();  // informational: the restoring VM's configured CID wins
   s.activated = in.Bool();
   for (uint32_t i = 0; i < kNumQueues; i++) s.next_avail[i] = in.U16(), s.next_used[i] = in.U16();
+  s.next_local_port = in.U32();
   RestoreState(s);
 }
 

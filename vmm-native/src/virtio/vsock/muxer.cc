@@ -408,7 +408,7 @@ void Muxer::OnPendingClient(int fd, uint32_t events) {
 uint32_t Muxer::AllocateLocalPort(uint32_t peer_port) {
   for (;;) {
     uint32_t p = next_local_port_++;
-    if (next_local_port_ == 0) next_local_port_ = 1u << 30;
+    if (next_local_port_ == 0) next_local_port_ = kFirstLocalPort;
     if (!conns_.count(Key{p, peer_port})) return p;
   }
 }

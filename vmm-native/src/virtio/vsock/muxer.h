@@ -49,6 +49,10 @@ class Muxer {
   // the caller; the muxer accepts on it while it exists.
   Muxer(EventLoop& loop, uint64_t guest_cid, MuxerOptions options, int listen_fd, std::function<void()> rx_work);
   ~Muxer();  // closes every host socket it owns
+  // Host-side ports of host-initiated connections: where the next one comes from, and where a
+  // restored device's muxer goes on (never below the first port of the range).
+  uint32_t next_local_port() const { return next_local_port_; }
+  void ContinueLocalPortsFrom(uint32_t port) { next_local_port_ = port < kFirstLocalPort ? kFirstLocalPort : port; }
   Muxer(const Muxer&) = delete;
   Muxer& operator=(const Muxer&) = delete;
 
@@ -122,7 +126,8 @@ class Muxer {
   std::deque<Key> ready_;  // connections with something for the guest, round-robin
   std::deque<Header> orphan_rsts_;  // RSTs for flows we do not know
   std::unordered_map<int, PendingClient> pending_;
-  uint32_t next_local_port_ = 1u << 30;
+  static constexpr uint32_t kFirstLocalPort = 1u << 30;
+  uint32_t next_local_port_ = kFirstLocalPort;
   std::vector<uint8_t> scratch_;
 };
 
