@@ -78,7 +78,7 @@ export interface RunResult {
 
 /**
  * Runs `proc` as a container's init on a fresh rootfs: create, attach, start, feed stdin (then
- * EOF), wait, delete. Output is collected in full.
+ * EOF), wait, delete. Output is collected in full. `editSpec` may change the OCI spec first.
  */
 export async function runContainer(
   pod: PodVm,
@@ -86,9 +86,12 @@ export async function runContainer(
   rootfs: string,
   proc: OciProcessOptions,
   stdin?: Buffer,
+  editSpec?: (spec: Record<string, unknown>) => void,
 ): Promise<RunResult> {
   const stdio: StdioMode = { stdin: !!stdin, stdout: true, stderr: true };
-  await pod.createContainer({ id, spec: ociSpec(rootfs, proc), rootfs, stdio });
+  const spec = ociSpec(rootfs, proc);
+  editSpec?.(spec);
+  await pod.createContainer({ id, spec, rootfs, stdio });
   try {
     const io = await pod.attachStdio(id, '', stdio);
     const out = readAll(io.stdout!);

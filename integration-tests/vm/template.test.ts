@@ -1,7 +1,7 @@
 // Pods cloned from a template with the real guest and agent: the template is a pod VM saved once
 // its agent answered; each clone is restored copy-on-write from it and gets its own identity when
 // it resumes (vsock CID through the device's transport reset, a reseeded RNG, the host's clock, its
-// own 9p share). Twenty clones must differ in everything a guest could use to tell them apart,
+// own 9p share, the pod's hostname). Twenty clones must differ in everything a guest could use to tell them apart,
 // and the template's memory must never change.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -25,7 +25,13 @@ interface CloneFacts {
   hostAfter: number;
 }
 
-const IDENTITY_SCRIPT = 'cat /proc/sys/kernel/random/boot_id; head -c 32 /dev/urandom | od -An -tx1 | tr -d " \\n"; echo; date +%s';
+const IDENTITY_SCRIPT = 'cat /proc/sys/kernel/random/boot_id; head -c 32 /dev/urandom | od -An -tx1 | tr -d " \\n"; echo; date +%s; hostname';
+/** The identity container shares the guest's UTS namespace, so `hostname` shows the pod's. */
+function inGuestUts(spec: Record<string, unknown>): void {
+  delete spec.hostname;
+  const linux = spec.linux as { namespaces: Array<{ type: string }> };
+  linux.namespaces = linux.namespaces.filter((n) => n.type !== 'uts');
+}
 
 describe('pod templates: clones of the real guest', { skip: haveStaticBusybox() ? undefined : 'busybox-static is not installed' }, () => {
   let rootfses: Rootfses;
@@ -55,7 +61,7 @@ describe('pod templates: clones of the real guest', { skip: haveStaticBusybox() 
     assert.equal(config.memoryBytes, 512 * 2 ** 20, JSON.stringify(config));
   });
 
-  it(`${CLONES} clones resume without booting, each with its own CID, boot_id, random bytes and the host's clock`, async () => {
+  it(`${CLONES} clones resume without booting, each with its own CID, boot_id, random bytes, hostname and the host's clock`, async () => {
     // Each clone is checked right after it resumes and then shut down: the figures of twenty
     // clones need not be taken at the same time, and in the emulated host a clone left idle for
     // about a minute meets QEMU's emulated-SVM TLB bug (integration-tests/README.md).
@@ -69,14 +75,15 @@ describe('pod templates: clones of the real guest', { skip: haveStaticBusybox() 
       clones.push(pod);
       assert.doesNotMatch(pod.consoleTail(), /Linux version|Run \/init/, `clone ${i} booted a kernel`);
       const hostBefore = Date.now();
-      const run = await runContainer(pod, `id${i}`, rootfses.make(), { args: ['sh', '-c', IDENTITY_SCRIPT] }).catch((err: Error) => {
+      const run = await runContainer(pod, `id${i}`, rootfses.make(), { args: ['sh', '-c', IDENTITY_SCRIPT] }, undefined, inGuestUts).catch((err: Error) => {
         printConsole(pod);
         throw new Error(`clone ${i} (${pod.id}): ${err.message}`, { cause: err });
       });
       const hostAfter = Date.now();
       assert.equal(run.exit.exitStatus, 0, run.stderr.toString());
-      const [bootId, random, seconds] = run.stdout.toString().trim().split('\n');
+      const [bootId, random, seconds, hostname] = run.stdout.toString().trim().split('\n');
       facts.push({ bootId, random, guestSeconds: Number(seconds), hostBefore, hostAfter });
+      assert.equal(hostname, pod.id.slice(0, 63), `clone ${i} kept another hostname`);
       // The guest's own view of its CID is the new one (the transport reset made it re-read it).
       assert.equal((await pod.ping()).guestCid, pod.guestCid, `pod ${pod.id}`);
       cids.push(pod.guestCid);
