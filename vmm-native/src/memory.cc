@@ -117,6 +117,7 @@ GuestMemory::GuestMemory(const MemoryOptions& options)
   // guest RAM, as QEMU marks its RAM: fork copies a private mapping's page tables and
   // write-protects a clone's copied pages under its running vCPUs, and every later guest or
   // device write to them faults and copies once more.
+  madvise(base_, size_, MADV_MERGEABLE);
   if (madvise(base_, size_, MADV_DONTFORK) != 0) {
     int err = errno;
     if (!options.fixed_address) munmap(base_, size_);  // a reservation stays its owner's
@@ -124,7 +125,6 @@ GuestMemory::GuestMemory(const MemoryOptions& options)
     errno = err;
     fail("excluding guest RAM from forks (madvise MADV_DONTFORK)");
   }
-  madvise(base_, size_, MADV_MERGEABLE);
 
   regions_ = SplitAtMmioHole(size_, base_);
 }
