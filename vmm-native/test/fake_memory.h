@@ -30,34 +30,48 @@ class CountingInterrupt : public VirtioInterrupt {
   std::atomic<int> used{0}, config{0}, needs_reset{0};
 };
 
-// A driver-side view of one split virtqueue laid out in FakeMemory at fixed addresses.
+// A driver-side view of one split virtqueue laid out in FakeMemory at fixed offsets from `base`
+// (a device with several queues gets one of these per queue, each at its own base). The avail
+// index is published and the used index read with release/acquire ordering: devices serve the
+// queue on their own threads.
 class FakeDriverQueue {
  public:
   static constexpr uint64_t kDesc = 0x1000, kAvail = 0x2000, kUsed = 0x3000;
-  FakeDriverQueue(FakeMemory& mem, Virtqueue& q, uint16_t size) : mem_(mem), q_(q), size_(size) {
-    q_.desc_addr = kDesc, q_.avail_addr = kAvail, q_.used_addr = kUsed;
+  FakeDriverQueue(FakeMemory& mem, Virtqueue& q, uint16_t size, uint64_t base = 0)
+      : mem_(mem), q_(q), size_(size), desc_(base + kDesc), avail_(base + kAvail), used_(base + kUsed) {
+    q_.desc_addr = desc_, q_.avail_addr = avail_, q_.used_addr = used_;
     q_.set_size(size);
     q_.set_ready(true);
   }
   void Desc(uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next) {
-    uint64_t d = kDesc + i * 16ull;
+    uint64_t d = desc_ + i * 16ull;
     mem_.Put<uint64_t>(d, addr);
     mem_.Put<uint32_t>(d + 8, len);
     mem_.Put<uint16_t>(d + 12, flags);
     mem_.Put<uint16_t>(d + 14, next);
   }
   void Publish(uint16_t head) {
-    mem_.Put<uint16_t>(kAvail + 4 + (avail_idx_ % size_) * 2, head);
-    mem_.Put<uint16_t>(kAvail + 2, ++avail_idx_);
+    mem_.Put<uint16_t>(avail_ + 4 + (avail_idx_ % size_) * 2, head);
+    __atomic_store_n(Index(avail_ + 2), ++avail_idx_, __ATOMIC_RELEASE);
   }
   void set_avail_idx(uint16_t idx) { avail_idx_ = idx; }
-  uint16_t used_idx() const { return mem_.Get<uint16_t>(kUsed + 2); }
-  uint32_t used_len(uint16_t slot) const { return mem_.Get<uint32_t>(kUsed + 4 + (slot % size_) * 8 + 4); }
+  uint16_t avail_idx() const { return avail_idx_; }
+  uint16_t used_idx() const { return __atomic_load_n(Index(used_ + 2), __ATOMIC_ACQUIRE); }
+  uint32_t used_id(uint16_t slot) const { return mem_.Get<uint32_t>(used_ + 4 + (slot % size_) * 8); }
+  uint32_t used_len(uint16_t slot) const { return mem_.Get<uint32_t>(used_ + 4 + (slot % size_) * 8 + 4); }
+  // Puts the ring indexes where a snapshot left them (a restored guest's rings).
+  void SetRingIndexes(uint16_t avail, uint16_t used) {
+    avail_idx_ = avail;
+    mem_.Put<uint16_t>(avail_ + 2, avail);
+    mem_.Put<uint16_t>(used_ + 2, used);
+  }
 
  private:
+  uint16_t* Index(uint64_t addr) const { return reinterpret_cast<uint16_t*>(mem_.bytes.data() + addr); }
   FakeMemory& mem_;
   Virtqueue& q_;
   uint16_t size_;
+  uint64_t desc_, avail_, used_;
   uint16_t avail_idx_ = 0;
 };
 

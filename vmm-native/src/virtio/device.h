@@ -1,6 +1,7 @@
 // What a virtio device implements; the virtio-mmio transport (mmio.h) does the rest. Each
 // device owns its queues' processing, its config space and (later) its own saved state.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -18,6 +19,26 @@ class VirtioInterrupt {
 };
 
 constexpr uint64_t kVirtioFVersion1 = 1ULL << 32;
+
+// Where each of a device's N queues stood, for devices that save their own queue positions: the
+// transport's copy cannot account for chains the device popped but has not used yet.
+template <size_t N>
+struct QueueIndexes {
+  uint16_t next_avail[N] = {};
+  uint16_t next_used[N] = {};
+  void Capture(Virtqueue* const (&queues)[N]) {
+    for (size_t i = 0; i < N; i++) next_avail[i] = queues[i]->next_avail(), next_used[i] = queues[i]->next_used();
+  }
+  void ApplyTo(Virtqueue* const (&queues)[N]) const {
+    for (size_t i = 0; i < N; i++) queues[i]->RestoreIndexes(next_avail[i], next_used[i]);
+  }
+  void Write(ByteWriter& out) const {
+    for (size_t i = 0; i < N; i++) out.U16(next_avail[i]), out.U16(next_used[i]);
+  }
+  void Read(ByteReader& in) {
+    for (size_t i = 0; i < N; i++) next_avail[i] = in.U16(), next_used[i] = in.U16();
+  }
+};
 
 class VirtioDevice {
  public:

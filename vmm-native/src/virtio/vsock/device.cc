@@ -1,7 +1,6 @@
 #include "device.h"
 
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -20,7 +19,6 @@ namespace {
 
 constexpr uint32_t kMaxChainsPerRound = 256;  // then let host sockets have a turn
 constexpr size_t kLongestPortSuffix = 11;     // "_4294967295"
-constexpr uint32_t kLogsPerSecond = 20;
 
 std::string Dirname(const std::string& path) {
   size_t slash = path.rfind('/');
@@ -50,8 +48,6 @@ VirtioVsock::VirtioVsock(uint64_t guest_cid, MuxerOptions options)
   if (stat(Dirname(path).c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     throw VmmError(ErrorCode::kInvalidArgument, WithErrno("vsock.udsPath " + path + ": directory " + Dirname(path)));
   if (!options_.log) options_.log = [](const std::string& m) { std::fprintf(stderr, "stencil-vmm: %s\n", m.c_str()); };
-  notify_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-  if (!notify_.valid()) throw VmmError(ErrorCode::kState, WithErrno("eventfd"));
   Bind();
 }
 
@@ -102,9 +98,7 @@ void VirtioVsock::ReadConfig(uint64_t offset, uint8_t* data, uint32_t len) {
     data[i] = off < 8 ? static_cast<uint8_t>(guest_cid_ >> (8 * off)) : 0;
   }
   if (offset < 8 && awaiting_cid_read_.exchange(false)) {
-    notified_.fetch_or(1u << kRxQueue);  // deliver what was held
-    uint64_t one = 1;
-    [[maybe_unused]] ssize_t n = write(notify_.get(), &one, sizeof one);
+    kicks_.Kick(1u << kRxQueue);  // deliver what was held
   }
 }
 
@@ -120,7 +114,7 @@ void VirtioVsock::Activate(const GuestMemoryAccess& mem, std::vector<Virtqueue>&
   for (uint32_t i = 0; i < kNumQueues; i++) queues_[i] = &queues[i];
   uint32_t next_local_port = 0;
   if (restored_) {
-    for (uint32_t i = 0; i < kNumQueues; i++) queues_[i]->RestoreIndexes(restored_->next_avail[i], restored_->next_used[i]);
+    restored_->ApplyTo(queues_);
     next_local_port = restored_->next_local_port;
     stale_cid_ = restored_->guest_cid != guest_cid_ ? restored_->guest_cid : 0;
     awaiting_cid_read_ = stale_cid_ != 0;
@@ -129,7 +123,7 @@ void VirtioVsock::Activate(const GuestMemoryAccess& mem, std::vector<Virtqueue>&
   }
   held_rx_.reset();
   rx_posted_ = broken_ = false;
-  notified_ = 0;
+  kicks_.Clear();
   try {
     if (!listener_.valid()) Bind();  // after a driver reset
   } catch (const VmmError& e) {
@@ -141,20 +135,16 @@ void VirtioVsock::Activate(const GuestMemoryAccess& mem, std::vector<Virtqueue>&
   muxer_ = std::make_unique<Muxer>(*loop_, guest_cid_, std::move(muxer_options),
                                    listener_.valid() ? listener_.get() : -1, [this] { ScheduleRx(); });
   if (next_local_port) muxer_->ContinueLocalPortsFrom(next_local_port);
-  loop_->Add(notify_.get(), EPOLLIN, [this](uint32_t) { OnNotify(); });
+  loop_->Add(kicks_.fd(), EPOLLIN, [this](uint32_t) { OnNotify(); });
   active_ = true;
   // The driver fills rx/event buffers before DRIVER_OK; look at every queue once.
-  notified_ = (1u << kNumQueues) - 1;
-  uint64_t one = 1;
-  [[maybe_unused]] ssize_t n = write(notify_.get(), &one, sizeof one);
+  kicks_.Kick((1u << kNumQueues) - 1);
   if (!paused_) loop_->Start("vsock");
 }
 
 void VirtioVsock::QueueNotify(uint32_t index) {
   if (index >= kNumQueues) return;
-  notified_.fetch_or(1u << index);
-  uint64_t one = 1;
-  [[maybe_unused]] ssize_t n = write(notify_.get(), &one, sizeof one);
+  kicks_.Kick(1u << index);
 }
 
 void VirtioVsock::StopLocked() {
@@ -194,10 +184,7 @@ VirtioVsock::State VirtioVsock::SaveState() {
   s.activated = active_;
   if (active_) {
     s.next_local_port = muxer_->next_local_port();
-    for (uint32_t i = 0; i < kNumQueues; i++) {
-      s.next_avail[i] = queues_[i]->next_avail();
-      s.next_used[i] = queues_[i]->next_used();
-    }
+    s.Capture(queues_);
     // A popped but unfilled rx chain goes back to the driver's side of the ring.
     if (held_rx_) s.next_avail[kRxQueue]--;
   }
@@ -238,10 +225,7 @@ size_t VirtioVsock::connection_count() {
 // Loop thread
 
 void VirtioVsock::OnNotify() {
-  uint64_t v;
-  while (read(notify_.get(), &v, sizeof v) > 0) {
-  }
-  uint32_t bits = notified_.exchange(0);
+  uint32_t bits = kicks_.Take();
   if (broken_) return;
   if (bits & (1u << kTxQueue)) ProcessTx();
   if (bits & (1u << kEventQueue)) ProcessEvents();
@@ -360,18 +344,6 @@ void VirtioVsock::ProcessEvents() {
   }
 }
 
-void VirtioVsock::Log(const std::string& msg) {
-  // The guest controls how often these happen: cap the rate so it cannot flood the host log.
-  std::lock_guard<std::mutex> lock(log_mu_);
-  auto now = std::chrono::steady_clock::now();
-  if (now - log_window_ >= std::chrono::seconds(1)) {
-    if (log_suppressed_)
-      options_.log("vsock: " + std::to_string(log_suppressed_) + " more messages suppressed");
-    log_window_ = now;
-    log_count_ = log_suppressed_ = 0;
-  }
-  if (log_count_++ < kLogsPerSecond) options_.log("vsock: " + msg);
-  else log_suppressed_++;
-}
+void VirtioVsock::Log(const std::string& msg) { log_limiter_.Log(options_.log, "vsock: ", msg); }
 
 }  // namespace stencil

@@ -20,7 +20,9 @@
 
 #include "../../event_loop.h"
 #include "../../fd.h"
+#include "../../log_limiter.h"
 #include "../device.h"
+#include "../queue_kicks.h"
 #include "muxer.h"
 
 namespace stencil {
@@ -34,11 +36,9 @@ class VirtioVsock : public VirtioDevice {
   // What survives a snapshot. Connections do not: host sockets cannot be saved, so a restored
   // device starts with none and sends the guest VIRTIO_VSOCK_EVENT_TRANSPORT_RESET once active,
   // which makes the guest drop its connections (listening sockets survive) and re-read guest_cid.
-  struct State {
+  struct State : QueueIndexes<kNumQueues> {
     uint64_t guest_cid = 0;
     bool activated = false;
-    uint16_t next_avail[kNumQueues] = {};
-    uint16_t next_used[kNumQueues] = {};
     // The next host-side port for host-initiated connections (0: none made yet). A restored
     // device goes on from here, so the template's guest sockets, which linger after the
     // transport reset, are never confused with the clone's connections.
@@ -103,8 +103,7 @@ class VirtioVsock : public VirtioDevice {
   const uint64_t guest_cid_;
   vsock::MuxerOptions options_;
   UniqueFd listener_;
-  UniqueFd notify_;  // eventfd: QueueNotify -> loop
-  std::atomic<uint32_t> notified_{0};  // bit per queue
+  QueueKicks kicks_;  // QueueNotify -> loop
 
   std::mutex mu_;  // lifecycle: Activate/Reset/Pause/Resume/SaveState/SendTransportReset
   std::unique_ptr<EventLoop> loop_;
@@ -130,9 +129,7 @@ class VirtioVsock : public VirtioDevice {
   bool broken_ = false;
   std::vector<uint8_t> scratch_;
 
-  std::mutex log_mu_;
-  std::chrono::steady_clock::time_point log_window_{};
-  uint32_t log_count_ = 0, log_suppressed_ = 0;
+  LogLimiter log_limiter_{20};
 };
 
 }  // namespace stencil

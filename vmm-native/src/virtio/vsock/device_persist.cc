@@ -8,7 +8,7 @@ void VirtioVsock::SaveState(ByteWriter& out) {
   State s = SaveState();
   out.U64(s.guest_cid);
   out.Bool(s.activated);
-  for (uint32_t i = 0; i < kNumQueues; i++) out.U16(s.next_avail[i]), out.U16(s.next_used[i]);
+  s.Write(out);
   out.U32(s.next_local_port);
 }
 
@@ -16,7 +16,7 @@ void VirtioVsock::RestoreState(ByteReader& in) {
   State s;
   s.guest_cid = in.U64();  // informational: the restoring VM's configured CID wins
   s.activated = in.Bool();
-  for (uint32_t i = 0; i < kNumQueues; i++) s.next_avail[i] = in.U16(), s.next_used[i] = in.U16();
+  s.Read(in);
   s.next_local_port = in.U32();
   RestoreState(s);
 }
