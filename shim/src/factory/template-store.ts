@@ -12,7 +12,6 @@ import { FileDigests, type TemplateInputs, type TemplateSpec, TEMPLATE_FORMAT, t
 export const TEMPLATE_FILES = ['memory', 'state', 'config'] as const;
 const META = 'template.json';
 const SERVED = 'served';
-/** One line per pod that found no template (see template-provider.ts). */
 /** The miss counter and the last few missed shapes (bounded: one small JSON file, replaced whole). */
 const MISSES = 'misses.json';
 const RECENT_MISSES = 20;

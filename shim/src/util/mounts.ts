@@ -16,23 +16,21 @@ const MOUNT = '/bin/mount';
 
 type MountFlag = 'bind' | 'rec' | 'remount' | 'ro' | 'private' | 'shared' | 'slave' | 'nosuid' | 'nodev' | 'noexec';
 
-/** One mount(2) call; flags as mount(8) names them. A MountError names the call and errno. */
-function mountCall(target: string, flags: MountFlag[], source = '', fstype = '', data = ''): void {
+/** Runs one of the addon's system calls; its error (naming the call and errno) becomes a MountError. */
+function hostCall(call: () => void): void {
   try {
-    loadAddon().mount({ source, target, fstype, flags, data });
+    call();
   } catch (err) {
     throw new MountError((err as Error).message, { cause: err });
   }
 }
 
+/** One mount(2) call; flags as mount(8) names them. */
+const mountCall = (target: string, flags: MountFlag[], source = '', fstype = '', data = '') =>
+  hostCall(() => loadAddon().mount({ source, target, fstype, flags, data }));
+
 /** One umount2(2) call; `detach` unmounts lazily. */
-function unmountCall(target: string, flags: Array<'detach'> = []): void {
-  try {
-    loadAddon().unmount(target, flags);
-  } catch (err) {
-    throw new MountError((err as Error).message, { cause: err });
-  }
-}
+const unmountCall = (target: string, flags: Array<'detach'> = []) => hostCall(() => loadAddon().unmount(target, flags));
 
 export class MountError extends Error {
   override name = 'MountError';
@@ -103,7 +101,9 @@ export async function unmount(target: string): Promise<void> {
 export async function unmountTree(target: string): Promise<void> {
   try {
     // Deepest first; a path with stacked mounts shows up again in the next round.
-    for (let round = 0; round < 8 && mountsUnder(target).length; round++) for (const m of mountsUnder(target)) unmountCall(m);
+    for (let round = 0, mounts = mountsUnder(target); round < 8 && mounts.length; round++, mounts = mountsUnder(target)) {
+      for (const m of mounts) unmountCall(m);
+    }
   } catch {
     unmountCall(target, ['detach']);
   }
