@@ -4,10 +4,12 @@
       "target_name": "stencil_vmm",
       "sources": [
         "src/addon.cc",
+        "src/addon_host.cc",
         "src/error.cc",
         "src/event_loop.cc",
         "src/exit_stats.cc",
         "src/host/mount.cc",
+        "src/host/tap.cc",
         "src/kvm.cc",
         "src/memory.cc",
         "src/vm.cc",

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "error.h"
-#include "host/mount.h"
+#include "addon_util.h"
 #include "kvm.h"
 #include "snapshot/snapshot.h"
 #include "virtio/vsock/device.h"
@@ -16,23 +16,6 @@
 
 namespace stencil {
 namespace {
-
-Napi::Error ToJsError(Napi::Env env, const VmmError& e) {
-  Napi::Error err = Napi::Error::New(env, e.what());
-  err.Set("code", Napi::String::New(env, ErrorCodeName(e.code())));
-  return err;
-}
-
-// A JavaScript number that must be a whole number in 0..max before it is converted (2.5, -1 or
-// NaN would otherwise be truncated or wrap silently). The VMM core checks each field's real
-// limits (vCPU count, memory size, guest CID) and names them in its errors.
-void ReadWholeNumber(const Napi::Value& v, const char* field, double max, uint64_t* out) {
-  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-  if (!(d >= 0 && d <= max) || d != std::floor(d))  // NaN fails the first test
-    throw VmmError(ErrorCode::kInvalidArgument,
-                   std::string(field) + " must be a non-negative integer, got " + v.ToString().Utf8Value());
-  *out = static_cast<uint64_t>(d);
-}
 
 // {restoreFrom: dir | restoreState: {state: Buffer, config: string}, memoryPath?, memoryShared?,
 // vsock?: {guestCid?, udsPath?}, shares?: [{tag, hostPath}], vcpus?, memoryBytes?}: everything
@@ -66,6 +49,11 @@ RestoreOptions ParseRestoreOptions(const Napi::Object& c) {
       o.vsock_guest_cid = static_cast<uint32_t>(n);
     }
     if (v.Has("udsPath")) o.vsock_uds_path = v.Get("udsPath").ToString().Utf8Value();
+  }
+  if (c.Has("net") && !c.Get("net").IsUndefined()) {
+    NetworkConfig net = ParseNetwork(c.Get("net"));
+    o.net_backend_fd = net.backend_fd;
+    if (c.Get("net").As<Napi::Object>().Has("mac")) o.net_mac = net.mac;
   }
   if (c.Has("shares") && c.Get("shares").IsArray()) {
     Napi::Array shares = c.Get("shares").As<Napi::Array>();
@@ -200,6 +188,7 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
         // (checked here: in VmConfig a CID of 0 means "no vsock device")
         VirtioVsock::ValidateGuestCid(cid);
       }
+      if (c.Has("net") && !c.Get("net").IsUndefined()) config.net = ParseNetwork(c.Get("net"));
     } catch (const VmmError& e) {
       released_ = true;  // no thread-safe function exists yet
       ToJsError(env, e).ThrowAsJavaScriptException();
@@ -428,57 +417,6 @@ Napi::Value ProbeKvmJs(const Napi::CallbackInfo& info) {
   return o;
 }
 
-std::vector<std::string> StringArray(const Napi::Value& v, const char* what) {
-  std::vector<std::string> out;
-  if (v.IsUndefined()) return out;
-  if (!v.IsArray()) throw VmmError(ErrorCode::kInvalidArgument, std::string(what) + " must be an array of strings");
-  Napi::Array a = v.As<Napi::Array>();
-  for (uint32_t i = 0; i < a.Length(); i++) {
-    Napi::Value item = a.Get(i);
-    if (!item.IsString()) throw VmmError(ErrorCode::kInvalidArgument, std::string(what) + " must be an array of strings");
-    out.push_back(item.As<Napi::String>().Utf8Value());
-  }
-  return out;
-}
-
-std::string OptionalString(const Napi::Object& o, const char* key) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return "";
-  if (!v.IsString()) throw VmmError(ErrorCode::kInvalidArgument, std::string("mount: ") + key + " must be a string");
-  return v.As<Napi::String>().Utf8Value();
-}
-
-// mount({source?, target, fstype?, flags?: string[], data?}) and unmount(target, flags?): one
-// system call each, synchronous (they take microseconds, no fork).
-Napi::Value MountJs(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  try {
-    if (!info[0].IsObject()) throw VmmError(ErrorCode::kInvalidArgument, "mount: expected {source, target, fstype, flags, data}");
-    Napi::Object o = info[0].As<Napi::Object>();
-    MountRequest r;
-    r.source = OptionalString(o, "source");
-    r.target = OptionalString(o, "target");
-    r.fstype = OptionalString(o, "fstype");
-    r.flags = StringArray(o.Get("flags"), "mount: flags");
-    r.data = OptionalString(o, "data");
-    Mount(r);
-  } catch (const VmmError& e) {
-    ToJsError(env, e).ThrowAsJavaScriptException();
-  }
-  return env.Undefined();
-}
-
-Napi::Value UnmountJs(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  try {
-    if (!info[0].IsString()) throw VmmError(ErrorCode::kInvalidArgument, "unmount: the target must be a string");
-    Unmount(info[0].As<Napi::String>().Utf8Value(), StringArray(info[1], "unmount: flags"));
-  } catch (const VmmError& e) {
-    ToJsError(env, e).ThrowAsJavaScriptException();
-  }
-  return env.Undefined();
-}
-
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeVm", NativeVm::Init(env));
   Napi::Function shell = NativeVmShell::Init(env);
@@ -487,8 +425,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(data);
   exports.Set("NativeVmShell", shell);
   exports.Set("probeKvm", Napi::Function::New(env, ProbeKvmJs));
-  exports.Set("mount", Napi::Function::New(env, MountJs));
-  exports.Set("unmount", Napi::Function::New(env, UnmountJs));
+  ExportHostCalls(env, exports);
   return exports;
 }
 

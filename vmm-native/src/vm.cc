@@ -21,6 +21,7 @@
 #include "kvm.h"
 #include "loader/kernel_image.h"
 #include "virtio/mmio.h"
+#include "virtio/net.h"
 #include "virtio/p9/device.h"
 #include "virtio/rng.h"
 #include "virtio/vsock/device.h"
@@ -170,6 +171,17 @@ void Vm::SetupDevices() {
     options.uds_path = config_.vsock.uds_path;
     add("virtio-vsock", {}, {{"guestCid", std::to_string(config_.vsock.guest_cid)}, {"udsPath", config_.vsock.uds_path}},
         std::make_unique<VirtioVsock>(config_.vsock.guest_cid, options));
+  }
+  if (config_.net.enabled) {
+    UniqueFd backend;
+    if (config_.net.backend_fd >= 0) {
+      backend.reset(fcntl(config_.net.backend_fd, F_DUPFD_CLOEXEC, 0));
+      if (!backend.valid())
+        throw VmmError(ErrorCode::kInvalidArgument, WithErrno("virtio-net backend fd " + std::to_string(config_.net.backend_fd)));
+    }
+    bool wired = backend.valid();
+    add("virtio-net", {}, {{"backend", wired ? "tap" : "none"}},
+        std::make_unique<VirtioNet>(std::move(backend), config_.net.mac));
   }
   // Declared in configuration order, so the guest names them vda, vdb, ... in that order.
   for (const auto& disk : config_.disks)

@@ -54,6 +54,10 @@ struct RestoreOptions {
   uint32_t vsock_guest_cid = 0;  // 0: the snapshot's
   std::string vsock_uds_path;    // empty: the snapshot's
   std::vector<std::pair<std::string, std::string>> share_paths;  // tag -> host path
+  // The restored virtio-net's backend (a tap; -1: none) and MAC (the guest keeps the MAC it read
+  // at boot until told otherwise: the shim's agent sets the new one).
+  int net_backend_fd = -1;
+  std::optional<VirtioNet::Mac> net_mac;
   uint32_t expect_vcpus = 0;     // non-zero: refuse a snapshot with another count
   uint64_t expect_memory = 0;    // non-zero: refuse a snapshot with another RAM size
   // RAM from this file instead of snapshot_dir/memory (QEMU's mem-path with x-ignore-shared):

@@ -7,6 +7,7 @@
 
 #include "memory.h"
 #include "virtio/blk.h"
+#include "virtio/net.h"
 
 namespace stencil {
 
@@ -23,6 +24,14 @@ struct VsockConfig {
   std::string uds_path;    // host-initiated: CONNECT <port> on this socket; guest-initiated: <uds_path>_<port>
 };
 
+// virtio-net: one interface. The backend fd (a tap, host/tap.h) is the caller's: the VM takes a
+// duplicate, so the caller closes its own. No backend (-1) is a NIC on no wire (a template's).
+struct NetworkConfig {
+  bool enabled = false;
+  VirtioNet::Mac mac{};
+  int backend_fd = -1;  // never saved: a restore gets its own
+};
+
 struct VmConfig {
   uint32_t vcpus = 1;
   MemoryOptions memory;
@@ -33,6 +42,7 @@ struct VmConfig {
   std::vector<BlockDeviceConfig> disks;  // guest sees them as /dev/vda, /dev/vdb, ... in order
   std::vector<SharedDirectory> shares;   // virtio-9p: mount -t 9p -o trans=virtio <tag> <dir>
   VsockConfig vsock;                     // optional: guest_cid 0 leaves it out
+  NetworkConfig net;                     // optional: enabled=false leaves it out
 };
 
 }  // namespace stencil

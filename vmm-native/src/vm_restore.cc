@@ -28,6 +28,12 @@ VmConfig RestoredConfig(const Snapshot& snapshot, const RestoreOptions& options)
     if (options.vsock_guest_cid) config.vsock.guest_cid = options.vsock_guest_cid;
     if (!options.vsock_uds_path.empty()) config.vsock.uds_path = options.vsock_uds_path;
   }
+  if (options.net_backend_fd >= 0 || options.net_mac) {
+    if (!config.net.enabled)
+      throw VmmError(ErrorCode::kSnapshot, "snapshot " + origin + " has no virtio-net device to give a backend or MAC");
+    config.net.backend_fd = options.net_backend_fd;
+    if (options.net_mac) config.net.mac = *options.net_mac;
+  }
   for (const auto& [tag, path] : options.share_paths) {
     bool found = false;
     for (auto& share : config.shares)

@@ -66,6 +66,7 @@ Snapshot SampleSnapshot() {
   s.config.vm.cmdline = "console=ttyS0";
   s.config.vm.shares.push_back({"share0", "/srv/pod", true});
   s.config.vm.vsock = {42, "/run/pod/vsock"};
+  s.config.vm.net = {true, {0x02, 0, 0, 0xaa, 0xbb, 0xcc}, 7};
   s.config.cmdline = "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5";
   s.config.kernel_sha256 = std::string(64, 'a');
   s.layout.push_back({"serial", false, 0x3f8, 8, 4, {}, {}});
@@ -137,6 +138,9 @@ TEST(Snapshot, RoundTripsThroughDirectory) {
   EXPECT_EQ(back.config.cmdline, s.config.cmdline);
   EXPECT_EQ(back.config.vm.shares.at(0).host_path, "/srv/pod");
   EXPECT_EQ(back.config.vm.vsock.guest_cid, 42u);
+  EXPECT_TRUE(back.config.vm.net.enabled);
+  EXPECT_EQ(back.config.vm.net.mac, s.config.vm.net.mac);
+  EXPECT_EQ(back.config.vm.net.backend_fd, -1) << "a backend fd is never saved";
   ASSERT_EQ(back.vcpus.size(), 2u);
   EXPECT_EQ(back.vcpus[1].regs.rip, 0x1001u);
   EXPECT_EQ(back.vcpus[1].msrs.at(0).data, 99u);

@@ -100,6 +100,14 @@ void reap_children(void);
 // Kills every container (used on SIGTERM, synchronous).
 void containers_shutdown(void);
 
+// Forks and execs argv[0] with fds as its 0, 1, 2, in a new session with default signals (crun.c).
+pid_t spawn_process(char **argv, const int fds[3]);
+
+// ---- pod network (net.c) ----
+// Applies SetupGuest's interfaces and routes with the guest's busybox `ip`: 0 or an error code,
+// *msg naming the step that failed and ip's own message.
+int guest_configure_network(const struct request *req, char **msg);
+
 // ---- guest setup (guest.c) ----
 void guest_init(void);
 // 0 or an error code, *msg set to a malloc'd message.

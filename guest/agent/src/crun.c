@@ -36,7 +36,7 @@ static void free_crun_argv(char **argv) {
 }
 
 // fds: what the child gets as 0, 1, 2 (all > 2 in the agent, see ensure_std_fds).
-static pid_t spawn(char **argv, const int fds[3]) {
+pid_t spawn_process(char **argv, const int fds[3]) {
   pid_t pid = fork();
   if (pid != 0) return pid;
   sigset_t none;
@@ -94,7 +94,7 @@ struct op *op_start(struct container *c, uint64_t conn_id, struct request *req, 
     null_fds[0] = null_fds[1] = null_fds[2] = fd;
     fds = null_fds;
   }
-  op->pid = spawn(argv, fds);
+  op->pid = spawn_process(argv, fds);
   int err = errno;
   if (null_fds[0] >= 0) close(null_fds[0]);
   free_crun_argv(argv);
@@ -116,7 +116,7 @@ int crun_sync(const char *const *args) {
   char **argv = crun_argv(log_path, args);
   int fd = dev_null();
   int fds[3] = {fd, fd, fd};
-  pid_t pid = spawn(argv, fds);
+  pid_t pid = spawn_process(argv, fds);
   close(fd);
   free_crun_argv(argv);
   int st = -1;

@@ -1,5 +1,5 @@
 // Guest-wide setup: cgroup2 for crun at start-up, and the SetupGuest call (clock, hostname,
-// entropy, mounts).
+// entropy, mounts, network via net.c).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -173,6 +173,7 @@ int guest_setup(const struct request *req, char **msg) {
     }
     log_msg(LOG_INFO, "mounted %s on %s (%s)", m->source, m->target, m->fstype);
   }
+  if (req->n_ifaces || req->n_routes) return guest_configure_network(req, msg);
   return E_OK;
 }
 

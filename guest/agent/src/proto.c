@@ -129,6 +129,11 @@ static int decode_stdio(const pb_field *f, struct stdio_mode *m, const char **er
   return 0;
 }
 
+static void push_str(char ***list, size_t *n, char *s) {
+  *list = xrealloc(*list, (*n + 1) * sizeof **list);
+  (*list)[(*n)++] = s;
+}
+
 static int decode_mount(const pb_field *f, struct mount_req *m, const char **err) {
   if (f->wire_type != PB_LEN) {
     *err = "Mount has the wrong wire type";
@@ -154,14 +159,72 @@ static int decode_mount(const pb_field *f, struct mount_req *m, const char **err
       case 4: {
         char *s = NULL;
         if (take_str(&s, &g, err) < 0) return -1;
-        m->options = xrealloc(m->options, (m->n_options + 1) * sizeof *m->options);
-        m->options[m->n_options++] = s;
+        push_str(&m->options, &m->n_options, s);
         break;
       }
     }
   }
   if (rc < 0) {
     *err = "malformed protobuf in Mount";
+    return -1;
+  }
+  return 0;
+}
+
+static int decode_iface(const pb_field *f, struct net_iface_req *it, const char **err) {
+  if (f->wire_type != PB_LEN) {
+    *err = "NetworkInterface has the wrong wire type";
+    return -1;
+  }
+  it->name = xstrdup("");
+  it->mac = xstrdup("");
+  pb_reader r = pb_reader_of(f->bytes, f->len);
+  pb_field g;
+  int rc;
+  uint64_t v;
+  while ((rc = pb_next(&r, &g)) > 0) {
+    char *s = NULL;
+    switch (g.field) {
+      case 1:
+        if (take_str(&it->name, &g, err) < 0) return -1;
+        break;
+      case 2:
+        if (take_str(&it->mac, &g, err) < 0) return -1;
+        break;
+      case 3:
+        if (take_varint(&v, &g, err) < 0) return -1;
+        it->mtu = (uint32_t)v;
+        break;
+      case 4:
+        if (take_str(&s, &g, err) < 0) return -1;
+        push_str(&it->addresses, &it->n_addresses, s);
+        break;
+    }
+  }
+  if (rc < 0) {
+    *err = "malformed protobuf in NetworkInterface";
+    return -1;
+  }
+  return 0;
+}
+
+static int decode_route(const pb_field *f, struct route_req *rt, const char **err) {
+  if (f->wire_type != PB_LEN) {
+    *err = "Route has the wrong wire type";
+    return -1;
+  }
+  rt->destination = xstrdup("");
+  rt->gateway = xstrdup("");
+  rt->device = xstrdup("");
+  pb_reader r = pb_reader_of(f->bytes, f->len);
+  pb_field g;
+  int rc;
+  while ((rc = pb_next(&r, &g)) > 0) {
+    char **field = g.field == 1 ? &rt->destination : g.field == 2 ? &rt->gateway : g.field == 3 ? &rt->device : NULL;
+    if (field && take_str(field, &g, err) < 0) return -1;
+  }
+  if (rc < 0) {
+    *err = "malformed protobuf in Route";
     return -1;
   }
   return 0;
@@ -189,6 +252,18 @@ static int decode_setup_guest(const uint8_t *p, size_t n, struct request *req, c
         memset(&req->mounts[req->n_mounts], 0, sizeof *req->mounts);
         req->n_mounts++;
         if (decode_mount(&f, &req->mounts[req->n_mounts - 1], err) < 0) return -1;
+        break;
+      case 5:
+        req->ifaces = xrealloc(req->ifaces, (req->n_ifaces + 1) * sizeof *req->ifaces);
+        memset(&req->ifaces[req->n_ifaces], 0, sizeof *req->ifaces);
+        req->n_ifaces++;
+        if (decode_iface(&f, &req->ifaces[req->n_ifaces - 1], err) < 0) return -1;
+        break;
+      case 6:
+        req->routes = xrealloc(req->routes, (req->n_routes + 1) * sizeof *req->routes);
+        memset(&req->routes[req->n_routes], 0, sizeof *req->routes);
+        req->n_routes++;
+        if (decode_route(&f, &req->routes[req->n_routes - 1], err) < 0) return -1;
         break;
     }
   }
@@ -307,6 +382,20 @@ void request_free(struct request *req) {
     free(m->options);
   }
   free(req->mounts);
+  for (size_t i = 0; i < req->n_ifaces; i++) {
+    struct net_iface_req *it = &req->ifaces[i];
+    free(it->name);
+    free(it->mac);
+    for (size_t j = 0; j < it->n_addresses; j++) free(it->addresses[j]);
+    free(it->addresses);
+  }
+  free(req->ifaces);
+  for (size_t i = 0; i < req->n_routes; i++) {
+    free(req->routes[i].destination);
+    free(req->routes[i].gateway);
+    free(req->routes[i].device);
+  }
+  free(req->routes);
   memset(req, 0, sizeof *req);
 }
 

@@ -62,6 +62,17 @@ struct stdio_mode {
   bool terminal, in, out, err;
 };
 
+struct net_iface_req {
+  char *name, *mac;
+  uint32_t mtu;
+  char **addresses;
+  size_t n_addresses;
+};
+
+struct route_req {
+  char *destination, *gateway, *device;
+};
+
 struct mount_req {
   char *source, *target, *fstype;
   char **options;
@@ -85,6 +96,10 @@ struct request {
   size_t entropy_len;
   struct mount_req *mounts;
   size_t n_mounts;
+  struct net_iface_req *ifaces;
+  size_t n_ifaces;
+  struct route_req *routes;
+  size_t n_routes;
 };
 
 // 0 on success; -1 with *err naming the problem (a static string).

@@ -66,6 +66,9 @@ export interface SetupGuestRequest {
   /** Up to 4096 bytes credited to the guest's entropy pool. */
   entropy?: Uint8Array;
   mounts?: GuestMount[];
+  /** The pod's NIC (network/pod-network.ts): MAC, MTU, addresses; then routes. */
+  interfaces?: Array<{ name: string; mac: string; mtu: number; addresses: string[] }>;
+  routes?: Array<{ destination: string; gateway: string; device: string }>;
 }
 
 export interface PingResult {
@@ -282,6 +285,8 @@ export class AgentClient {
         hostname: req.hostname ?? '',
         entropy: req.entropy ?? Buffer.alloc(0),
         mounts: (req.mounts ?? []).map((m) => ({ ...m, options: m.options ?? [] })),
+        interfaces: req.interfaces ?? [],
+        routes: req.routes ?? [],
       },
       { rpc: 'SetupGuest' },
       opts,

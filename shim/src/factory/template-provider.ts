@@ -26,6 +26,7 @@ export function templateSpecOf(spec: VmSpec): TemplateSpec {
   const devices = [
     spec.virtioRng ? 'rng' : '',
     spec.vsock ? 'vsock' : '',
+    spec.net ? 'net' : '',
     ...(spec.shares ?? []).map((s) => `9p:${s.tag}:${s.readOnly ? 'ro' : 'rw'}`),
     ...(spec.disks ?? []).map((d, i) => `blk${i}:${d.readOnly ? 'ro' : 'rw'}`),
   ].filter(Boolean);
@@ -53,6 +54,7 @@ export function templateVmProvider({ store, onMiss, logger }: TemplateProviderOp
         restoreFrom: record.dir,
         vsock: spec.vsock ? { guestCid: spec.vsock.guestCid, udsPath: spec.vsock.udsPath } : undefined,
         shares: (spec.shares ?? []).map((s) => ({ tag: s.tag, hostPath: s.hostPath })),
+        net: spec.net ? { mac: spec.net.mac, backendFd: spec.net.backendFd } : undefined,
       });
       store.recordClone(record.key);
       logger?.info('pod VM cloned from a template', { vm: spec.name, template: record.key, restoreMs: Date.now() - started });

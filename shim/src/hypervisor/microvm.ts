@@ -67,6 +67,7 @@ export class MicroVm implements VirtualMachine {
             disks: (spec.disks ?? []).map((d) => ({ path: d.path, readOnly: d.readOnly, serial: d.serial ?? '' })),
             shares: (spec.shares ?? []).map((s) => ({ tag: s.tag, hostPath: s.hostPath, readOnly: s.readOnly })),
             vsock: spec.vsock ? { guestCid: spec.vsock.guestCid, udsPath: spec.vsock.udsPath } : undefined,
+            net: spec.net ? { mac: spec.net.mac, backendFd: spec.net.backendFd } : undefined,
             keepMemoryFile: memoryFile !== undefined,
           },
           onEvent,

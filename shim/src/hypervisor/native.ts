@@ -16,6 +16,8 @@ export interface NativeVmConfig {
   disks: Array<{ path: string; readOnly: boolean; serial: string }>;
   shares: Array<{ tag: string; hostPath: string; readOnly: boolean }>;
   vsock?: { guestCid: number; udsPath: string };
+  /** virtio-net: `mac` (default random), `backendFd` a tap (the VM duplicates it); none: no wire. */
+  net?: { mac?: string; backendFd?: number };
   /** Leave the RAM file (memoryDir/memoryFileName) behind when the VM ends (QEMU's mem-path file). */
   keepMemoryFile?: boolean;
 }
@@ -45,6 +47,8 @@ export interface NativeRestoreConfig {
   shell?: NativeVmShell;
   vsock?: { guestCid?: number; udsPath?: string };
   shares?: Array<{ tag: string; hostPath: string }>;
+  /** The clone's virtio-net backend (a tap) and MAC; the snapshot must have a virtio-net device. */
+  net?: { mac?: string; backendFd?: number };
   vcpus?: number;
   memoryBytes?: number;
 }
@@ -109,6 +113,8 @@ interface Addon {
   mount(request: { source: string; target: string; fstype: string; flags: string[]; data: string }): void;
   /** umount2(2): flags 'detach' (lazy), 'nofollow'. */
   unmount(target: string, flags: string[]): void;
+  /** A tap (vnet header, up) in `netns` (a path; default: the caller's): its fd, the caller's to close. */
+  openTap(options: { name: string; netns?: string; mtu?: number }): number;
 }
 
 let addon: Addon | undefined;

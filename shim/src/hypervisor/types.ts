@@ -28,6 +28,17 @@ export interface VmSpec {
    * `CONNECT <P>\n` and reading `OK <hostPort>\n`. guestCid: 3..4294967294.
    */
   vsock?: { guestCid: number; udsPath: string };
+  /**
+   * virtio-net (one interface, eth0 in the guest). `backendFd`: a tap (network/tap.ts) whose frames
+   * the VM exchanges with the guest; the VM takes a duplicate, the caller closes its own. Without
+   * one the NIC is on no wire (a template's: its clones get theirs). `mac`: default random.
+   */
+  net?: NetSpec;
+}
+
+export interface NetSpec {
+  mac?: string;
+  backendFd?: number;
 }
 
 export interface DiskSpec {

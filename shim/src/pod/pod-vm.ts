@@ -28,7 +28,9 @@ import type { VirtualMachine, VmExit, VmProvider } from '../hypervisor/types.js'
 import { AgentWaitError, waitForAgent } from './agent-wait.js';
 import { podVmSpec, SHARE_TAG } from './vm-spec.js';
 import type { Logger } from '../util/log.js';
-import { bindMount, createShareView, makePrivate, mountsUnder, unmountAllUnder, unmountTree } from '../util/mounts.js';
+import { bindMount, createShareView, makePrivate, mountsUnder, remountReadOnly, unmountAllUnder, unmountTree } from '../util/mounts.js';
+import { attachPodNetwork, type PodNetwork } from '../network/pod-network.js';
+import { guestSpec, hostVolumes } from './guest-spec.js';
 import type { ContainerRequest, Pod, ProcessStdio } from './types.js';
 
 export { SHARE_TAG };
@@ -74,6 +76,11 @@ export interface PodVmOptions {
   logger?: Logger;
   /** How the pod's VM is obtained; default: boot a fresh MicroVm. */
   vmProvider?: VmProvider;
+  /**
+   * The pod's network namespace, set up by CNI (CRI's sandbox spec names it): its interface is
+   * joined to the VM's NIC (network/pod-network.ts). None: the NIC stays on no wire.
+   */
+  networkNamespace?: string;
 }
 
 export class PodVmError extends Error {
@@ -175,6 +182,9 @@ export class PodVm implements Pod {
   /** Rootfs mounts under way; teardown waits for them. */
   private readonly mounting = new Set<Promise<void>>();
   private readonly log: Logger | undefined;
+  private network: PodNetwork | undefined;
+  /** The guest pid of the sandbox container (CRI's pause), whose namespaces the others join. */
+  private sandboxPid: number | undefined;
 
   private constructor(private readonly options: PodVmOptions) {
     this.id = options.id;
@@ -225,6 +235,13 @@ export class PodVm implements Pod {
     } catch (err) {
       throw new PodVmError('INTERNAL', `pod ${this.id}: cannot set up the shared directory: ${(err as Error).message}`, { cause: err });
     }
+    if (o.networkNamespace) {
+      try {
+        this.network = await attachPodNetwork(o.networkNamespace, this.log);
+      } catch (err) {
+        throw new PodVmError('INTERNAL', `pod ${this.id}: cannot attach the pod network: ${(err as Error).message}`, { cause: err });
+      }
+    }
     const spec = podVmSpec(o, {
       name: o.id,
       memoryDir: o.memoryDir,
@@ -232,6 +249,7 @@ export class PodVm implements Pod {
       sharedDir: this.sharedDir,
       vsockPath: this.vsockPath,
       guestCid: this.guestCid,
+      net: this.network ? { mac: this.network.guestInterface.mac, backendFd: this.network.tapFd } : undefined,
     });
     this.vm = await (o.vmProvider ?? bootMicroVm)(spec);
     this.vm.console.on('data', (chunk: Buffer) => this.onConsole(chunk));
@@ -249,6 +267,8 @@ export class PodVm implements Pod {
         hostname: o.id.slice(0, 63),
         entropy: crypto.randomBytes(ENTROPY_BYTES),
         mounts: [{ source: SHARE_TAG, target: GUEST_SHARED_DIR, fstype: '9p', options: SHARE_MOUNT_OPTIONS }],
+        interfaces: this.network ? [this.network.guestInterface] : [],
+        routes: this.network?.routes ?? [],
       });
     } catch (err) {
       throw this.bootError(`setting up the guest failed: ${(err as Error).message}`, err);
@@ -340,11 +360,34 @@ export class PodVm implements Pod {
     const hostRootfs = path.join(this.mountsDir, id, 'rootfs');
     const viewRootfs = path.join(this.sharedDir, id, 'rootfs');
     const guestRootfs = path.posix.join(GUEST_SHARED_DIR, id, 'rootfs');
+    const volumes = new Map<number, string>();
     const mounting = (async () => {
       fs.mkdirSync(hostRootfs, { recursive: true, mode: 0o755 });
       await bindMount(req.rootfs, hostRootfs);
       if (!mountsUnder(viewRootfs).includes(viewRootfs)) throw new Error(`the mount did not propagate to ${viewRootfs}`);
       await makePrivate(viewRootfs);
+      // Host files and directories the container binds (CRI's /etc/hosts, volumes): shared the
+      // same way, each under volumes/<index in spec.mounts>.
+      for (const v of hostVolumes(req.spec)) {
+        const name = path.join('volumes', String(v.index));
+        const host = path.join(this.mountsDir, id, name);
+        const view = path.join(this.sharedDir, id, name);
+        let isDir: boolean;
+        try {
+          isDir = fs.statSync(v.source).isDirectory();
+        } catch (err) {
+          throw new Error(`the source ${v.source} of mount ${v.destination} cannot be shared: ${(err as Error).message}`, { cause: err });
+        }
+        fs.mkdirSync(path.dirname(host), { recursive: true, mode: 0o755 });
+        if (isDir) fs.mkdirSync(host, { mode: 0o755 });
+        else fs.writeFileSync(host, '', { mode: 0o644, flag: 'wx' });
+        await bindMount(v.source, host);
+        // Read-only on the host too: the VMM's 9p server then refuses every write.
+        if (v.readOnly) await remountReadOnly(host);
+        if (!mountsUnder(view).includes(view)) throw new Error(`the mount of ${v.source} did not propagate to ${view}`);
+        await makePrivate(view);
+        volumes.set(v.index, path.posix.join(GUEST_SHARED_DIR, id, name));
+      }
       if (this.stopping) throw new Error('the pod is shutting down');
     })();
     this.mounting.add(mounting);
@@ -356,10 +399,15 @@ export class PodVm implements Pod {
     } finally {
       this.mounting.delete(mounting);
     }
-    const root = (req.spec.root ?? {}) as Record<string, unknown>;
-    const spec = { ...req.spec, ociVersion: guestOciVersion(req.spec.ociVersion), root: { ...root, path: guestRootfs } };
+    const spec = guestSpec(req.spec, {
+      rootfs: guestRootfs,
+      ociVersion: String(guestOciVersion(req.spec.ociVersion)),
+      sandboxPid: this.sandboxPid,
+      volumes,
+    });
     try {
       const pid = await client.createContainer(id, spec, req.stdio);
+      if (this.sandboxPid === undefined && isSandbox(id, req.spec)) this.sandboxPid = pid;
       this.log?.info('container created', { container: id, pid, rootfs: req.rootfs });
       return pid;
     } catch (err) {
@@ -390,7 +438,17 @@ export class PodVm implements Pod {
     }
     const left = [...(await unmountAllUnder(path.join(this.sharedDir, containerId))), ...(await unmountAllUnder(dir))];
     if (left.length) throw new PodVmError('INTERNAL', `pod ${this.id}: cannot unmount the rootfs of container ${containerId}: ${left.join('; ')}`);
-    // Only empty directories go: nothing can be removed through a mount by mistake.
+    // Only empty directories and the empty files volumes were bound on go: nothing can be removed
+    // through a mount by mistake.
+    const volumesDir = path.join(dir, 'volumes');
+    if (fs.existsSync(volumesDir)) {
+      for (const entry of fs.readdirSync(volumesDir, { withFileTypes: true })) {
+        const p = path.join(volumesDir, entry.name);
+        if (entry.isDirectory()) fs.rmdirSync(p);
+        else if (fs.statSync(p).size === 0) fs.unlinkSync(p);
+      }
+      fs.rmdirSync(volumesDir);
+    }
     for (const d of [path.join(dir, 'rootfs'), dir]) if (fs.existsSync(d)) fs.rmdirSync(d);
     this.containers.delete(containerId);
   }
@@ -462,6 +520,7 @@ export class PodVm implements Pod {
       }
     }
     await this.lateConnect;  // ends at once now that the VM's vsock socket is gone
+    await this.network?.detach().catch((err: Error) => problems.push(`detaching the pod network: ${err.message}`));
     await Promise.allSettled([...this.mounting]);
     for (const id of [...this.containers]) {
       await this.releaseRootfs(id).catch((err: Error) => problems.push(err.message));
@@ -484,6 +543,13 @@ export class PodVm implements Pod {
     }
     this.log?.info('pod shut down');
   }
+}
+
+/** CRI's sandbox (pause) container: its namespaces are the pod's. Without CRI's annotations, the pod's first container. */
+function isSandbox(id: string, spec: Record<string, unknown>): boolean {
+  const a = (spec.annotations ?? {}) as Record<string, string>;
+  const type = a['io.kubernetes.cri.container-type'];
+  return type === undefined ? true : type === 'sandbox' && (a['io.kubernetes.cri.sandbox-id'] ?? id) === id;
 }
 
 /**

@@ -3,7 +3,7 @@
 // template would never match (factory/template-spec.ts keys templates on exactly this).
 import { DEFAULT_AGENT_PORT } from '../agent/vsock.js';
 import { DEFAULT_CMDLINE } from '../hypervisor/microvm.js';
-import type { VmSpec } from '../hypervisor/types.js';
+import type { NetSpec, VmSpec } from '../hypervisor/types.js';
 
 /** The 9p mount tag of the pod's shared directory. */
 export const SHARE_TAG = 'stencil-shared';
@@ -29,6 +29,8 @@ export interface PodVmPlacement {
   sharedDir: string;
   vsockPath: string;
   guestCid: number;
+  /** The pod's tap and its MAC; none: the NIC is on no wire (templates, pods without a network). */
+  net?: NetSpec;
 }
 
 export function podVmSpec(shape: PodVmShape, at: PodVmPlacement): VmSpec {
@@ -47,5 +49,7 @@ export function podVmSpec(shape: PodVmShape, at: PodVmPlacement): VmSpec {
     virtioRng: true,
     shares: [{ tag: SHARE_TAG, hostPath: at.sharedDir, readOnly: false }],
     vsock: { guestCid: at.guestCid, udsPath: at.vsockPath },
+    // Every pod VM has its NIC, wired or not, so one template serves pods with and without a network.
+    net: at.net ?? {},
   };
 }

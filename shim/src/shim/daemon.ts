@@ -23,13 +23,14 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
   process.stdout.on('error', () => undefined);
   const early = await listenEarly(flags.socket, flags.socketFd);
 
-  const [{ loadConfig }, { createLogger }, address, { bootPod }, { TaskService }, { EventPublisher }] = await Promise.all([
+  const [{ loadConfig }, { createLogger }, address, { bootPod }, { TaskService }, { EventPublisher }, { networkNamespaceOf }] = await Promise.all([
     import('../../../runtime-config/src/config.js'),
     import('../util/log.js'),
     import('./address.js'),
     import('./pod-factory.js'),
     import('./task-service.js'),
     import('../containerd/events.js'),
+    import('../network/pod-network.js'),
   ]);
   const { config, source } = loadConfig({ path: flags.config });
   const logger = createLogger({ level: flags.debug ? 'debug' : config.runtime.logLevel, stream: process.stderr, json: true }).child({
@@ -49,8 +50,15 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
     namespace: flags.namespace,
     logger,
     events,
-    createPod: () =>
-      bootPod({ vmName: address.podVmName(key), stateDir: address.podStateDir(config.runtime.stateDir, key), hypervisor: config.hypervisor, factory: config.factory, logger }),
+    createPod: ({ spec }) =>
+      bootPod({
+        vmName: address.podVmName(key),
+        stateDir: address.podStateDir(config.runtime.stateDir, key),
+        hypervisor: config.hypervisor,
+        factory: config.factory,
+        networkNamespace: networkNamespaceOf(spec),
+        logger,
+      }),
     onShutdown: () => void exit('shutdown requested'),
     onIdle: (idle) => {
       clearTimeout(idleTimer);

@@ -15,6 +15,8 @@ export interface PodBootOptions {
   stateDir: string;
   hypervisor: HypervisorConfig;
   factory: FactoryConfig;
+  /** The pod's network namespace (CNI's), joined to the VM's NIC. */
+  networkNamespace?: string;
   logger: Logger;
 }
 
@@ -32,6 +34,7 @@ export async function bootPod(options: PodBootOptions): Promise<Pod> {
     memoryDir: hv.memoryDir,
     memoryBacking: hv.memoryBacking,
     logger: options.logger,
+    networkNamespace: options.networkNamespace,
     vmProvider: options.factory.enabled
       ? templateVmProvider({ store: new TemplateStore(options.factory.templateDir), onMiss: options.factory.onMiss, logger: options.logger })
       : undefined,

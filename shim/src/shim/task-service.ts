@@ -48,7 +48,8 @@ export interface EventSink {
 export interface TaskServiceOptions {
   namespace: string;
   /** Boots the pod's VM; called once, on the first Create. */
-  createPod: () => Promise<Pod>;
+  /** Starts the pod's VM for its first container (whose OCI spec names the pod's network namespace, if any). */
+  createPod: (first: { spec: Record<string, unknown> }) => Promise<Pod>;
   events: EventSink;
   logger: Logger;
   /** Called (once) after a Shutdown found no tasks left. */
@@ -114,7 +115,7 @@ export class TaskService implements TaskHandlerObject {
       const init = new TaskProcess(id, '', paths);
       init.io = await HostStdio.open(paths, { containerId: id, namespace: this.options.namespace }, this.log);
       undo.push(() => init.io?.close());
-      const pod = await this.getPod();
+      const pod = await this.getPod(spec);
       await pod.createContainer({ id, spec, rootfs: rootfsDir, stdio: stdioMode(paths) }).catch((err) => {
         throw toRpcError(err, `create task ${id}`, Code.Internal);
       });
@@ -376,9 +377,9 @@ export class TaskService implements TaskHandlerObject {
 
   // ---- internals ----
 
-  private getPod(): Promise<Pod> {
+  private getPod(firstSpec: Record<string, unknown> = {}): Promise<Pod> {
     if (!this.pod) {
-      const booting = this.options.createPod();
+      const booting = this.options.createPod({ spec: firstSpec });
       this.pod = booting;
       booting.then(
         (pod) => pod.ended.then((why) => this.podEnded(why)),

@@ -65,6 +65,11 @@ export async function bindMount(source: string, target: string): Promise<void> {
   }
 }
 
+/** Makes the bind mount at `target` read-only (the mounts below it keep their own flags). */
+export async function remountReadOnly(target: string): Promise<void> {
+  mountCall(target, ['remount', 'bind', 'ro']);
+}
+
 /** Cuts `target` (and the mounts below it) off from every propagation peer group. */
 export async function makePrivate(target: string): Promise<void> {
   mountCall(target, ['private', 'rec']);

@@ -11,7 +11,8 @@ namespace {
 
 // Every section's payload layout; a state of another version is refused by name.
 // 2: virtio-vsock saves its next host port (clones never reuse the template's).
-constexpr uint32_t kSectionVersion = 2;
+// 3: the configuration records the virtio-net interface.
+constexpr uint32_t kSectionVersion = 3;
 
 void EncodeConfig(const SnapshotConfig& c, ByteWriter& w) {
   w.U32(c.vm.vcpus);
@@ -26,6 +27,8 @@ void EncodeConfig(const SnapshotConfig& c, ByteWriter& w) {
   for (const auto& s : c.vm.shares) w.String(s.tag), w.String(s.host_path), w.Bool(s.read_only);
   w.U32(c.vm.vsock.guest_cid);
   w.String(c.vm.vsock.uds_path);
+  w.Bool(c.vm.net.enabled);
+  w.Raw(c.vm.net.mac.data(), c.vm.net.mac.size());
   w.String(c.cmdline);
   w.String(c.kernel_sha256);
   w.String(c.initrd_sha256);
@@ -45,6 +48,8 @@ SnapshotConfig DecodeConfig(ByteReader& r) {
   for (auto& s : c.vm.shares) s.tag = r.String(), s.host_path = r.String(), s.read_only = r.Bool();
   c.vm.vsock.guest_cid = r.U32();
   c.vm.vsock.uds_path = r.String();
+  c.vm.net.enabled = r.Bool();
+  r.Raw(c.vm.net.mac.data(), c.vm.net.mac.size(), "virtio-net MAC");
   c.cmdline = r.String();
   c.kernel_sha256 = r.String();
   c.initrd_sha256 = r.String();

@@ -1,10 +1,7 @@
 #include "net.h"
 
 #include <fcntl.h>
-#include <linux/if_tun.h>
-#include <net/if.h>
 #include <sys/epoll.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -34,8 +31,11 @@ msghdr ToMessage(const std::vector<DescriptorBuffer>& bufs, iovec* iov) {
 
 VirtioNet::VirtioNet(UniqueFd backend, const Mac& mac, LogFn log)
     : backend_(std::move(backend)), mac_(mac), log_(std::move(log)) {
-  if (!backend_.valid()) throw VmmError(ErrorCode::kInvalidArgument, "virtio-net backend fd is not open");
   if (!log_) log_ = [](const std::string& m) { std::fprintf(stderr, "stencil-vmm: %s\n", m.c_str()); };
+  if (!backend_.valid()) {
+    backend_gone_ = true;  // no wire: tx frames are dropped, rx buffers wait forever
+    return;
+  }
   int flags = fcntl(backend_.get(), F_GETFL);
   if (flags < 0 || fcntl(backend_.get(), F_SETFL, flags | O_NONBLOCK) < 0)
     throw VmmError(ErrorCode::kInvalidArgument, WithErrno("virtio-net backend fd " + std::to_string(backend_.get())));
@@ -46,22 +46,6 @@ VirtioNet::VirtioNet(UniqueFd backend, const Mac& mac, LogFn log)
 VirtioNet::~VirtioNet() {
   std::lock_guard<std::mutex> lock(mu_);
   StopLocked();
-}
-
-UniqueFd VirtioNet::OpenTap(const std::string& name) {
-  if (name.empty() || name.size() >= IFNAMSIZ)
-    throw VmmError(ErrorCode::kInvalidArgument,
-                   "tap interface name '" + name + "' must be 1 to " + std::to_string(IFNAMSIZ - 1) + " bytes");
-  UniqueFd fd(open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
-  if (!fd.valid()) throw VmmError(ErrorCode::kHostCall, WithErrno("tap " + name + ": open /dev/net/tun"));
-  ifreq ifr{};
-  std::memcpy(ifr.ifr_name, name.data(), name.size());
-  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-  if (ioctl(fd.get(), TUNSETIFF, &ifr) < 0) throw VmmError(ErrorCode::kHostCall, WithErrno("tap " + name + ": TUNSETIFF"));
-  int header_size = kHeaderSize;  // the v1 header (with num_buffers): what the guest's buffers start with
-  if (ioctl(fd.get(), TUNSETVNETHDRSZ, &header_size) < 0)
-    throw VmmError(ErrorCode::kHostCall, WithErrno("tap " + name + ": TUNSETVNETHDRSZ"));
-  return fd;
 }
 
 void VirtioNet::ReadConfig(uint64_t offset, uint8_t* data, uint32_t len) {

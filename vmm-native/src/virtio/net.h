@@ -1,7 +1,9 @@
-// virtio-net (device type 1) over a host backend fd: a tap device (IFF_TAP | IFF_NO_PI |
-// IFF_VNET_HDR, vnet header size 12) or, in tests, one end of a SOCK_SEQPACKET socketpair. Either
-// way one read or write is one packet: the 12-byte virtio_net_hdr_v1 followed by an Ethernet
-// frame, so frames pass between the guest's buffers and the backend without being copied.
+// virtio-net (device type 1) over a host backend fd: a tap device (host/tap.h: IFF_TAP |
+// IFF_NO_PI | IFF_VNET_HDR, vnet header size 12) or, in tests, one end of a SOCK_SEQPACKET
+// socketpair. Either way one read or write is one packet: the 12-byte virtio_net_hdr_v1 followed
+// by an Ethernet frame, so frames pass between the guest's buffers and the backend without being
+// copied. Without a backend the device is a NIC with nothing on the wire: a template's, whose
+// clones get a tap of their own (tx frames are dropped, nothing is ever received).
 //
 // No offloads, no mergeable rx buffers, one queue pair, no control queue: every header the
 // device writes is all zero but num_buffers = 1, and the guest's tx headers go to the backend
@@ -46,13 +48,10 @@ class VirtioNet : public VirtioDevice {
     Mac mac{};  // informational: a restored device keeps its own (a clone gets a new MAC)
   };
 
-  // Takes ownership of `backend` and makes it non-blocking. `log` gets diagnostics (rate-limited
-  // where the guest drives them); empty means stderr.
+  // Takes ownership of `backend` and makes it non-blocking; an invalid fd means no backend.
+  // `log` gets diagnostics (rate-limited where the guest drives them); empty means stderr.
   VirtioNet(UniqueFd backend, const Mac& mac, LogFn log = {});
   ~VirtioNet() override;
-  // Opens /dev/net/tun as tap interface `name` with a 12-byte vnet header, non-blocking.
-  // Throws VmmError naming the interface and the errno.
-  static UniqueFd OpenTap(const std::string& name);
 
   const char* name() const override { return "virtio-net"; }
   uint32_t device_type() const override { return kDeviceType; }
@@ -76,6 +75,7 @@ class VirtioNet : public VirtioDevice {
   void RestoreState(ByteReader& in) override;
 
   const Mac& mac() const { return mac_; }
+  bool has_backend() const { return backend_.valid(); }
 
  private:
   void StopLocked();

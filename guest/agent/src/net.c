@@ -1,0 +1,175 @@
+// The pod's network inside the guest: the virtio-net interface gets the MAC, MTU and addresses of
+// the pod's veth on the host (CNI's), then the routes. The link settings are interface ioctls
+// (busybox `ip link set address` needs AF_PACKET, which the guest kernel leaves out); addresses
+// and routes go through busybox `ip` (netlink; a handful of one-time steps per pod). Every value
+// reaches ip as its own argv entry, and each is checked first, so nothing the host sends can
+// become an option.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <net/if.h>
+#include <net/if_arp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "container.h"
+
+#define BUSYBOX "/bin/busybox"
+
+static bool only(const char *s, const char *allowed, size_t max) {
+  size_t n = strlen(s);
+  return n > 0 && n <= max && s[0] != '-' && strspn(s, allowed) == n;
+}
+static bool valid_ifname(const char *s) { return only(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-", 15); }
+static bool valid_ip(const char *s) { return only(s, "0123456789abcdefABCDEF.:", 45); }
+static bool valid_cidr(const char *s) { return only(s, "0123456789abcdefABCDEF.:/", 49) && strchr(s, '/'); }
+static bool valid_mac(const char *s) {
+  if (strlen(s) != 17) return false;
+  for (int i = 0; i < 17; i++)
+    if (i % 3 == 2 ? s[i] != ':' : !strchr("0123456789abcdefABCDEF", s[i]) || !s[i]) return false;
+  return true;
+}
+
+// Runs `busybox ip ARGS...`; 0, or -1 with *msg holding the command and what ip printed.
+static int run_ip(char **msg, const char *const *args) {
+  char *argv[16];
+  size_t n = 0;
+  argv[n++] = BUSYBOX;
+  argv[n++] = "ip";
+  for (; *args && n < 15; args++) argv[n++] = (char *)*args;
+  argv[n] = NULL;
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) < 0) {
+    *msg = xasprintf("pipe: %s", strerror(errno));
+    return -1;
+  }
+  int null = dev_null();
+  int fds[3] = {null, out[1], out[1]};
+  pid_t pid = spawn_process(argv, fds);
+  close(out[1]);
+  close(null);
+  char text[512];
+  size_t len = 0;
+  ssize_t r;
+  while (len + 1 < sizeof text && ((r = read(out[0], text + len, sizeof text - 1 - len)) > 0 || (r < 0 && errno == EINTR)))
+    if (r > 0) len += (size_t)r;
+  text[len] = 0;
+  close(out[0]);
+  int st = -1;
+  if (pid > 0)
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+  if (pid > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0) return 0;
+  buf_t cmd = {0};
+  for (size_t i = 1; argv[i]; i++) {
+    if (i > 1) buf_put_u8(&cmd, ' ');
+    buf_append(&cmd, argv[i], strlen(argv[i]));
+  }
+  buf_put_u8(&cmd, 0);
+  *msg = xasprintf("`%s` failed (%s): %s", (const char *)buf_head(&cmd),
+                   pid < 0 ? strerror(errno) : WIFEXITED(st) ? "exit status" : "killed", trim(text));
+  buf_free(&cmd);
+  return -1;
+}
+
+// Interface ioctls on `name`: down, then MAC (if given) and MTU (if non-zero). 0, or -1 with *msg.
+static int set_link(const struct net_iface_req *it, char **msg) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *msg = xasprintf("socket for interface ioctls: %s", strerror(errno));
+    return -1;
+  }
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  strncpy(ifr.ifr_name, it->name, IFNAMSIZ - 1);
+  const char *step = "SIOCGIFFLAGS";
+  if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0) goto failed;
+  // A MAC change needs the interface down for some drivers; a clone's is up with the template's.
+  ifr.ifr_flags &= ~IFF_UP;
+  step = "SIOCSIFFLAGS (down)";
+  if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0) goto failed;
+  if (it->mac[0]) {
+    unsigned b[6];
+    sscanf(it->mac, "%2x:%2x:%2x:%2x:%2x:%2x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]);
+    ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    for (int i = 0; i < 6; i++) ifr.ifr_hwaddr.sa_data[i] = (char)b[i];
+    step = "SIOCSIFHWADDR";
+    if (ioctl(fd, SIOCSIFHWADDR, &ifr) < 0) goto failed;
+  }
+  if (it->mtu) {
+    ifr.ifr_mtu = (int)it->mtu;
+    step = "SIOCSIFMTU";
+    if (ioctl(fd, SIOCSIFMTU, &ifr) < 0) goto failed;
+  }
+  close(fd);
+  return 0;
+failed:
+  *msg = xasprintf("%s: %s: %s", it->name, step, strerror(errno));
+  close(fd);
+  return -1;
+}
+
+int guest_configure_network(const struct request *req, char **msg) {
+  char *why = NULL;
+  for (size_t i = 0; i < req->n_ifaces; i++) {
+    const struct net_iface_req *it = &req->ifaces[i];
+    if (!valid_ifname(it->name)) {
+      *msg = xasprintf("SetupGuest: interface name \"%s\" is not valid", it->name);
+      return E_INVALID_ARGUMENT;
+    }
+    if (it->mac[0] && !valid_mac(it->mac)) {
+      *msg = xasprintf("SetupGuest: %s: MAC \"%s\" is not valid (aa:bb:cc:dd:ee:ff)", it->name, it->mac);
+      return E_INVALID_ARGUMENT;
+    }
+    for (size_t j = 0; j < it->n_addresses; j++)
+      if (!valid_cidr(it->addresses[j])) {
+        *msg = xasprintf("SetupGuest: %s: address \"%s\" is not in CIDR form", it->name, it->addresses[j]);
+        return E_INVALID_ARGUMENT;
+      }
+    if (it->mtu && (it->mtu < 68 || it->mtu > 65535)) {
+      *msg = xasprintf("SetupGuest: %s: MTU %u is out of range (68..65535)", it->name, it->mtu);
+      return E_INVALID_ARGUMENT;
+    }
+  }
+  for (size_t i = 0; i < req->n_routes; i++) {
+    const struct route_req *rt = &req->routes[i];
+    if (!(strcmp(rt->destination, "default") == 0 || valid_cidr(rt->destination)) ||
+        (rt->gateway[0] && !valid_ip(rt->gateway)) || (rt->device[0] && !valid_ifname(rt->device))) {
+      *msg = xasprintf("SetupGuest: route to \"%s\" via \"%s\" dev \"%s\" is not valid", rt->destination, rt->gateway,
+                       rt->device);
+      return E_INVALID_ARGUMENT;
+    }
+  }
+
+  for (size_t i = 0; i < req->n_ifaces; i++) {
+    const struct net_iface_req *it = &req->ifaces[i];
+    if (set_link(it, &why) < 0) goto failed;
+    if (run_ip(&why, (const char *[]){"addr", "flush", "dev", it->name, NULL}) < 0) goto failed;
+    for (size_t j = 0; j < it->n_addresses; j++)
+      if (run_ip(&why, (const char *[]){"addr", "add", it->addresses[j], "dev", it->name, NULL}) < 0) goto failed;
+    if (run_ip(&why, (const char *[]){"link", "set", "dev", it->name, "up", NULL}) < 0) goto failed;
+    log_msg(LOG_INFO, "network: %s mac %s mtu %u, %zu address(es)", it->name, it->mac[0] ? it->mac : "(kept)", it->mtu,
+            it->n_addresses);
+  }
+  for (size_t i = 0; i < req->n_routes; i++) {
+    const struct route_req *rt = &req->routes[i];
+    const char *args[10] = {"route", "replace", rt->destination};
+    size_t n = 3;
+    if (rt->gateway[0]) args[n++] = "via", args[n++] = rt->gateway;
+    if (rt->device[0]) args[n++] = "dev", args[n++] = rt->device;
+    args[n] = NULL;
+    if (run_ip(&why, args) < 0) goto failed;
+  }
+  return E_OK;
+failed:
+  *msg = xasprintf("SetupGuest: network: %s", why);
+  free(why);
+  return E_INTERNAL;
+}

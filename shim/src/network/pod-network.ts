@@ -1,0 +1,171 @@
+// A pod's network, as Kata's default "tcfilter" model does it: CNI has put a veth (eth0) with the
+// pod's IP in the pod's network namespace; the shim adds a tap next to it and joins the two with tc
+// (everything arriving on the veth is redirected out of the tap, to the VM, and everything the VM
+// sends comes in on the tap and is redirected out of the veth). The guest's NIC then takes the
+// veth's MAC, addresses and routes, so to the rest of the cluster the VM *is* the veth's end.
+// The tap lives as long as an fd to it is open (the shim's and the VM's duplicate).
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import { ErrorCode, type CodedError } from '../../../common/src/errors.js';
+import { loadAddon } from '../hypervisor/native.js';
+import type { Logger } from '../util/log.js';
+
+/** The tap's name in the pod's namespace (Kata calls its own tap0_kata). */
+export const TAP_NAME = 'tap0_stencil';
+/** The guest's name of its virtio-net interface. */
+export const GUEST_INTERFACE = 'eth0';
+const NSENTER = '/usr/bin/nsenter';
+const COMMAND_TIMEOUT_MS = 30_000;
+
+export class PodNetworkError extends Error implements CodedError {
+  override name = 'PodNetworkError';
+  constructor(readonly code: ErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/** What the guest's NIC is given (agent SetupGuest). */
+export interface GuestInterface {
+  name: string;
+  mac: string;
+  mtu: number;
+  /** CIDR, e.g. 10.240.0.7/24. */
+  addresses: string[];
+}
+
+export interface GuestRoute {
+  /** CIDR or "default". */
+  destination: string;
+  gateway: string;
+  device: string;
+}
+
+export interface PodNetwork {
+  /** The pod's network namespace (a path, e.g. /var/run/netns/cni-...). */
+  readonly netns: string;
+  /** The CNI interface in it the tap is joined to. */
+  readonly hostInterface: string;
+  /** The tap: the VM's virtio-net backend (the VM takes a duplicate). */
+  readonly tapFd: number;
+  readonly guestInterface: GuestInterface;
+  readonly routes: GuestRoute[];
+  /** Closes the shim's tap fd and removes the redirect (the namespace may already be gone). */
+  detach(): Promise<void>;
+}
+
+/** iproute2's JSON (`ip -j addr`, `ip -j route`): the fields used here. */
+interface IpLink {
+  ifname: string;
+  link_type?: string;
+  address?: string;
+  mtu?: number;
+  flags?: string[];
+  addr_info?: Array<{ family: string; local: string; prefixlen: number; scope?: string }>;
+}
+interface IpRoute {
+  dst: string;
+  gateway?: string;
+  dev?: string;
+  protocol?: string;
+  scope?: string;
+}
+
+function inNetns(netns: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(NSENTER, [`--net=${netns}`, ...args], { timeout: COMMAND_TIMEOUT_MS }, (err, stdout, stderr) => {
+      if (!err) return resolve(String(stdout));
+      const detail = String(stderr).trim() || err.message;
+      reject(new PodNetworkError(ErrorCode.Internal, `in network namespace ${netns}: \`${args.join(' ')}\` failed: ${detail}`, { cause: err }));
+    });
+  });
+}
+
+function parseJson<T>(text: string, what: string): T {
+  try {
+    return JSON.parse(text) as T;
+  } catch (err) {
+    throw new PodNetworkError(ErrorCode.Internal, `cannot parse ${what}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * The network namespace a container's OCI spec joins (linux.namespaces[type=network].path), or
+ * undefined when it makes a new one or shares the host's (no pod network to carry into the VM).
+ */
+export function networkNamespaceOf(spec: Record<string, unknown>): string | undefined {
+  const linux = spec.linux as { namespaces?: Array<{ type?: string; path?: string }> } | undefined;
+  const ns = linux?.namespaces?.find((n) => n.type === 'network');
+  return ns?.path ? ns.path : undefined;
+}
+
+/** The interface CNI set up: the one Ethernet link with an IPv4 address (not loopback, not our tap). */
+export function pickCniInterface(links: IpLink[]): IpLink | undefined {
+  const candidates = links.filter(
+    (l) => l.ifname !== 'lo' && l.ifname !== TAP_NAME && l.link_type === 'ether' && (l.addr_info ?? []).some((a) => a.family === 'inet'),
+  );
+  return candidates.find((l) => l.ifname === 'eth0') ?? candidates[0];
+}
+
+/** Routes through that interface as the guest must have them (the kernel's own link routes come with the addresses). */
+export function guestRoutes(routes: IpRoute[], hostInterface: string): GuestRoute[] {
+  return routes
+    .filter((r) => r.dev === hostInterface && r.protocol !== 'kernel')
+    .map((r) => ({ destination: r.dst, gateway: r.gateway ?? '', device: GUEST_INTERFACE }));
+}
+
+/**
+ * Joins a tap to the CNI interface in `netns` and describes what the guest's NIC must become.
+ * Undefined when the namespace has no such interface (nothing to carry). On failure nothing is
+ * left behind.
+ */
+export async function attachPodNetwork(netns: string, log?: Logger): Promise<PodNetwork | undefined> {
+  if (!fs.existsSync(netns)) throw new PodNetworkError(ErrorCode.InvalidArgument, `the pod's network namespace ${netns} does not exist`);
+  const links = parseJson<IpLink[]>(await inNetns(netns, ['ip', '-j', 'addr', 'show']), `the interfaces of ${netns}`);
+  const cni = pickCniInterface(links);
+  if (!cni) {
+    log?.info('the pod network namespace has no CNI interface: no pod network', { netns, interfaces: links.map((l) => l.ifname) });
+    return undefined;
+  }
+  const mtu = cni.mtu ?? 1500;
+  const guestInterface: GuestInterface = {
+    name: GUEST_INTERFACE,
+    mac: cni.address ?? '',
+    mtu,
+    addresses: (cni.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`),
+  };
+  const routes = guestRoutes(parseJson<IpRoute[]>(await inNetns(netns, ['ip', '-j', '-4', 'route', 'show']), `the routes of ${netns}`), cni.ifname);
+
+  const tapFd = loadAddon().openTap({ name: TAP_NAME, netns, mtu });
+  const redirect = async (from: string, to: string) => {
+    await inNetns(netns, ['tc', 'qdisc', 'add', 'dev', from, 'ingress']);
+    await inNetns(netns, ['tc', 'filter', 'add', 'dev', from, 'parent', 'ffff:', 'protocol', 'all', 'matchall', 'action', 'mirred', 'egress', 'redirect', 'dev', to]);
+  };
+  const removeRedirects = async () => {
+    for (const dev of [cni.ifname, TAP_NAME]) await inNetns(netns, ['tc', 'qdisc', 'del', 'dev', dev, 'ingress']).catch(() => undefined);
+  };
+  try {
+    await redirect(cni.ifname, TAP_NAME);
+    await redirect(TAP_NAME, cni.ifname);
+  } catch (err) {
+    await removeRedirects();
+    fs.closeSync(tapFd);
+    throw err;
+  }
+  log?.info('pod network attached', { netns, hostInterface: cni.ifname, tap: TAP_NAME, ...guestInterface, routes });
+  let detached = false;
+  return {
+    netns,
+    hostInterface: cni.ifname,
+    tapFd,
+    guestInterface,
+    routes,
+    async detach() {
+      if (detached) return;
+      detached = true;
+      fs.closeSync(tapFd);
+      // The tap goes with the VM's fd; CNI deletes the veth (and its qdisc) on teardown. A pod
+      // that ends without that still leaves the namespace as it found it.
+      if (fs.existsSync(netns)) await inNetns(netns, ['tc', 'qdisc', 'del', 'dev', cni.ifname, 'ingress']).catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,61 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { guestSpec, hostVolumes } from './guest-spec.js';
+
+// The shape of a CRI app container's spec (containerd 1.6/2.1): the pod's namespaces by path,
+// CRI's files and a volume as bind mounts of host paths.
+function criAppSpec(): Record<string, unknown> {
+  return {
+    ociVersion: '1.2.0',
+    root: { path: 'rootfs' },
+    linux: {
+      namespaces: [
+        { type: 'pid' },
+        { type: 'ipc', path: '/proc/4242/ns/ipc' },
+        { type: 'uts', path: '/proc/4242/ns/uts' },
+        { type: 'mount' },
+        { type: 'network', path: '/var/run/netns/cni-1234' },
+      ],
+    },
+    mounts: [
+      { destination: '/proc', type: 'proc', source: 'proc' },
+      { destination: '/etc/hosts', type: 'bind', source: '/var/lib/containerd/sandboxes/x/hosts', options: ['rbind', 'rprivate', 'rw'] },
+      { destination: '/dev/shm', type: 'bind', source: '/run/containerd/sandboxes/x/shm', options: ['rbind', 'ro'] },
+      { destination: '/data', type: 'bind', source: '/srv/data', options: ['rbind', 'ro'] },
+      { destination: '/relative', type: 'bind', source: 'relative/path', options: ['rbind'] },
+    ],
+  };
+}
+
+describe('guest spec', () => {
+  it('lists the host paths the container binds, with their read-only flag, but not /dev/shm or relative sources', () => {
+    assert.deepEqual(hostVolumes(criAppSpec()), [
+      { index: 1, source: '/var/lib/containerd/sandboxes/x/hosts', destination: '/etc/hosts', readOnly: false },
+      { index: 3, source: '/srv/data', destination: '/data', readOnly: true },
+    ]);
+  });
+
+  it("drops the host's network namespace, joins the sandbox's other namespaces by guest pid, and rewrites shared sources", () => {
+    const spec = criAppSpec();
+    const out = guestSpec(spec, { rootfs: '/run/stencil/shared/c1/rootfs', sandboxPid: 17, ociVersion: '1.1.0', volumes: new Map([[1, '/g/hosts'], [3, '/g/data']]) });
+    assert.deepEqual((out.linux as { namespaces: unknown[] }).namespaces, [
+      { type: 'pid' },
+      { type: 'ipc', path: '/proc/17/ns/ipc' },
+      { type: 'uts', path: '/proc/17/ns/uts' },
+      { type: 'mount' },
+    ]);
+    const mounts = out.mounts as Array<{ destination: string; source: string; type: string; options?: string[] }>;
+    assert.equal(mounts[1].source, '/g/hosts');
+    assert.deepEqual(mounts[3].options, ['rbind', 'ro'], 'flags stay');
+    assert.equal(mounts[3].source, '/g/data');
+    assert.equal(mounts[2].type, 'tmpfs', "/dev/shm is the guest's own tmpfs");
+    assert.equal(out.ociVersion, '1.1.0');
+    assert.deepEqual(out.root, { path: '/run/stencil/shared/c1/rootfs' });
+    assert.equal((spec.root as { path: string }).path, 'rootfs', 'the input is not changed');
+  });
+
+  it('makes namespaces given by path new ones while the pod has no sandbox container', () => {
+    const out = guestSpec(criAppSpec(), { rootfs: '/r', ociVersion: '1.1.0', volumes: new Map() });
+    assert.deepEqual((out.linux as { namespaces: unknown[] }).namespaces, [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }]);
+  });
+});

@@ -1,0 +1,97 @@
+// A container's OCI spec as the guest must see it. The spec containerd hands the shim speaks of
+// the host: the rootfs path, namespace paths (CRI's pod network namespace, the sandbox's
+// /proc/<pid>/ns/* files, where <pid> is the shim's), and bind mounts of host files and
+// directories (CRI's /etc/hosts, resolv.conf, volumes). The guest gets:
+// - root.path: the rootfs under the pod's 9p share;
+// - namespaces: a network namespace with a path is dropped (the pod's containers share the VM's,
+//   which holds the pod's NIC); other namespaces with a path join the sandbox container's, by its
+//   guest pid, or, before any sandbox exists, are made new;
+// - bind mounts of host paths: their sources become the shared copies under the pod's share
+//   (PodVm binds them there, read-only ones read-only on the host too); /dev/shm becomes a tmpfs
+//   of the guest's own (shared memory over 9p makes no sense).
+import path from 'node:path';
+
+/** A host file or directory a container bind-mounts, shared with the guest by PodVm. */
+export interface HostVolume {
+  /** Index in spec.mounts. */
+  index: number;
+  source: string;
+  destination: string;
+  readOnly: boolean;
+}
+
+interface OciMount {
+  destination?: string;
+  type?: string;
+  source?: string;
+  options?: string[];
+}
+
+interface OciNamespace {
+  type?: string;
+  path?: string;
+}
+
+function isBind(m: OciMount): boolean {
+  return m.type === 'bind' || (m.options ?? []).some((o) => o === 'bind' || o === 'rbind');
+}
+
+/** The bind mounts of host paths in `spec` that the guest needs shared (not /dev/shm). */
+export function hostVolumes(spec: Record<string, unknown>): HostVolume[] {
+  const mounts = (Array.isArray(spec.mounts) ? spec.mounts : []) as OciMount[];
+  const out: HostVolume[] = [];
+  mounts.forEach((m, index) => {
+    if (!isBind(m) || typeof m.source !== 'string' || !path.isAbsolute(m.source) || m.destination === '/dev/shm') return;
+    out.push({ index, source: m.source, destination: String(m.destination ?? ''), readOnly: (m.options ?? []).includes('ro') });
+  });
+  return out;
+}
+
+export interface GuestSpecOptions {
+  /** root.path in the guest. */
+  rootfs: string;
+  /** The guest pid of the pod's sandbox container, whose namespaces the others join. */
+  sandboxPid?: number;
+  /** spec.mounts index -> the guest path of its shared copy (see hostVolumes). */
+  volumes: Map<number, string>;
+  /** The OCI version the guest's runtime takes. */
+  ociVersion: string;
+}
+
+export function guestSpec(spec: Record<string, unknown>, o: GuestSpecOptions): Record<string, unknown> {
+  const root = (spec.root ?? {}) as Record<string, unknown>;
+  const out: Record<string, unknown> = { ...spec, ociVersion: o.ociVersion, root: { ...root, path: o.rootfs } };
+  const linux = spec.linux as Record<string, unknown> | undefined;
+  if (linux && Array.isArray(linux.namespaces)) {
+    const namespaces: OciNamespace[] = [];
+    for (const ns of linux.namespaces as OciNamespace[]) {
+      if (!ns.path) namespaces.push(ns);
+      else if (ns.type === 'network') continue;
+      else if (o.sandboxPid) namespaces.push({ type: ns.type, path: `/proc/${o.sandboxPid}/ns/${nsFile(ns.type)}` });
+      else namespaces.push({ type: ns.type });
+    }
+    out.linux = { ...linux, namespaces };
+  }
+  if (Array.isArray(spec.mounts)) {
+    out.mounts = (spec.mounts as OciMount[]).map((m, i) => {
+      const shared = o.volumes.get(i);
+      if (shared) return { ...m, source: shared };
+      if (m.destination === '/dev/shm' && isBind(m))
+        return { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] };
+      return m;
+    });
+  }
+  return out;
+}
+
+/** The /proc/<pid>/ns entry of an OCI namespace type. */
+function nsFile(type: string | undefined): string {
+  switch (type) {
+    case 'mount':
+      return 'mnt';
+    case 'network':
+      return 'net';
+    default:
+      return String(type);
+  }
+}

@@ -1,0 +1,146 @@
+// Node-API binding of the host calls the shim makes without a VM: mount(2)/umount2(2) for its
+// host-side mounts and tap creation in a pod's network namespace.
+#include <fcntl.h>
+#include <napi.h>
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "addon_util.h"
+#include "host/mount.h"
+#include "host/tap.h"
+
+namespace stencil {
+
+Napi::Error ToJsError(Napi::Env env, const VmmError& e) {
+  Napi::Error err = Napi::Error::New(env, e.what());
+  err.Set("code", Napi::String::New(env, ErrorCodeName(e.code())));
+  return err;
+}
+
+void ReadWholeNumber(const Napi::Value& v, const char* field, double max, uint64_t* out) {
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= 0 && d <= max) || d != std::floor(d))  // NaN fails the first test
+    throw VmmError(ErrorCode::kInvalidArgument,
+                   std::string(field) + " must be a non-negative integer, got " + v.ToString().Utf8Value());
+  *out = static_cast<uint64_t>(d);
+}
+
+std::vector<std::string> StringArray(const Napi::Value& v, const char* what) {
+  std::vector<std::string> out;
+  if (v.IsUndefined()) return out;
+  if (!v.IsArray()) throw VmmError(ErrorCode::kInvalidArgument, std::string(what) + " must be an array of strings");
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Value item = a.Get(i);
+    if (!item.IsString()) throw VmmError(ErrorCode::kInvalidArgument, std::string(what) + " must be an array of strings");
+    out.push_back(item.As<Napi::String>().Utf8Value());
+  }
+  return out;
+}
+
+NetworkConfig ParseNetwork(const Napi::Value& v) {
+  if (!v.IsObject()) throw VmmError(ErrorCode::kInvalidArgument, "net must be an object {mac?, backendFd?}");
+  Napi::Object o = v.As<Napi::Object>();
+  NetworkConfig net;
+  net.enabled = true;
+  if (o.Has("mac") && !o.Get("mac").IsUndefined()) {
+    std::string text = o.Get("mac").IsString() ? o.Get("mac").As<Napi::String>().Utf8Value() : "";
+    unsigned b[6];
+    char tail;
+    if (std::sscanf(text.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &tail) != 6 ||
+        text.size() != 17 || (b[0] & 1))
+      throw VmmError(ErrorCode::kInvalidArgument, "net.mac must be a unicast MAC address like 02:00:00:aa:bb:cc, got '" +
+                                                      o.Get("mac").ToString().Utf8Value() + "'");
+    for (int i = 0; i < 6; i++) net.mac[i] = static_cast<uint8_t>(b[i]);
+  } else {
+    std::random_device rd;
+    for (auto& byte : net.mac) byte = static_cast<uint8_t>(rd());
+    net.mac[0] = (net.mac[0] & 0xfe) | 0x02;  // unicast, locally administered
+  }
+  if (o.Has("backendFd") && !o.Get("backendFd").IsUndefined()) {
+    uint64_t fd = 0;
+    ReadWholeNumber(o.Get("backendFd"), "net.backendFd", 2147483647.0, &fd);
+    net.backend_fd = static_cast<int>(fd);
+  }
+  return net;
+}
+
+namespace {
+
+std::string OptionalString(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return "";
+  if (!v.IsString()) throw VmmError(ErrorCode::kInvalidArgument, std::string("mount: ") + key + " must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+// mount({source?, target, fstype?, flags?: string[], data?}) and unmount(target, flags?): one
+// system call each, synchronous (they take microseconds, no fork).
+Napi::Value MountJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    if (!info[0].IsObject()) throw VmmError(ErrorCode::kInvalidArgument, "mount: expected {source, target, fstype, flags, data}");
+    Napi::Object o = info[0].As<Napi::Object>();
+    MountRequest r;
+    r.source = OptionalString(o, "source");
+    r.target = OptionalString(o, "target");
+    r.fstype = OptionalString(o, "fstype");
+    r.flags = StringArray(o.Get("flags"), "mount: flags");
+    r.data = OptionalString(o, "data");
+    Mount(r);
+  } catch (const VmmError& e) {
+    ToJsError(env, e).ThrowAsJavaScriptException();
+  }
+  return env.Undefined();
+}
+
+Napi::Value UnmountJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    if (!info[0].IsString()) throw VmmError(ErrorCode::kInvalidArgument, "unmount: the target must be a string");
+    Unmount(info[0].As<Napi::String>().Utf8Value(), StringArray(info[1], "unmount: flags"));
+  } catch (const VmmError& e) {
+    ToJsError(env, e).ThrowAsJavaScriptException();
+  }
+  return env.Undefined();
+}
+
+// openTap({name, netns?, mtu?}) -> fd: a tap for a virtio-net backend (host/tap.h), up, in the
+// pod's network namespace. The fd is the caller's to close (a VM given it takes a duplicate).
+Napi::Value OpenTapJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    if (!info[0].IsObject()) throw VmmError(ErrorCode::kInvalidArgument, "openTap: expected {name, netns?, mtu?}");
+    Napi::Object o = info[0].As<Napi::Object>();
+    TapOptions t;
+    if (!o.Get("name").IsString()) throw VmmError(ErrorCode::kInvalidArgument, "openTap: name must be a string");
+    t.name = o.Get("name").As<Napi::String>().Utf8Value();
+    if (o.Has("netns") && !o.Get("netns").IsUndefined()) {
+      if (!o.Get("netns").IsString()) throw VmmError(ErrorCode::kInvalidArgument, "openTap: netns must be a path");
+      t.netns_path = o.Get("netns").As<Napi::String>().Utf8Value();
+    }
+    if (o.Has("mtu") && !o.Get("mtu").IsUndefined()) {
+      uint64_t mtu = 0;
+      ReadWholeNumber(o.Get("mtu"), "openTap: mtu", 65535.0, &mtu);
+      t.mtu = static_cast<uint32_t>(mtu);
+    }
+    return Napi::Number::New(env, OpenTap(t).release());
+  } catch (const VmmError& e) {
+    ToJsError(env, e).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+}
+
+}  // namespace
+
+void ExportHostCalls(Napi::Env env, Napi::Object exports) {
+  exports.Set("mount", Napi::Function::New(env, MountJs));
+  exports.Set("unmount", Napi::Function::New(env, UnmountJs));
+  exports.Set("openTap", Napi::Function::New(env, OpenTapJs));
+}
+
+}  // namespace stencil
