@@ -8,7 +8,7 @@ import { defaultConfig, type HypervisorConfig } from '../../../runtime-config/sr
 import { bootPod } from '../shim/pod-factory.js';
 import { createLogger } from '../util/log.js';
 import { builtGuestArtifacts } from '../util/paths.js';
-import { podShapeFromConfig, templateSpecOfShape } from './pod-shape.js';
+import { podShapeFromConfig, podSizeForSandbox, SANDBOX_CPU_PERIOD, SANDBOX_CPU_QUOTA, SANDBOX_MEMORY, templateSpecOfShape } from './pod-shape.js';
 import { TemplateMissError } from './template-provider.js';
 import { TemplateStore } from './template-store.js';
 
@@ -60,5 +60,22 @@ describe('podShapeFromConfig', () => {
     for (const n of [1, 2]) assert.equal(fs.existsSync(path.join(dir, `pod-${n}`)), false, 'a failed pod leaves no state');
     // Another size from the same configuration is another template.
     assert.notEqual(store.find(templateSpecOfShape(podShapeFromConfig(hv, { vcpus: 1 }))), record);
+  });
+});
+
+describe('pod size from CRI sandbox annotations', () => {
+  const hv = { defaultVcpus: 1, defaultMemory: 256 * 2 ** 20 } as HypervisorConfig;
+  it('adds the pod limits to the default size (Kata-style static sizing)', () => {
+    assert.deepEqual(
+      podSizeForSandbox(hv, { [SANDBOX_CPU_PERIOD]: '100000', [SANDBOX_CPU_QUOTA]: '150000', [SANDBOX_MEMORY]: String(100 * 2 ** 20 + 1) }),
+      { vcpus: 3, memoryBytes: 256 * 2 ** 20 + 102 * 2 ** 20 },
+    );
+  });
+  it('keeps the default size without limits (absent, 0 or -1 = unlimited)', () => {
+    assert.deepEqual(podSizeForSandbox(hv, {}), {});
+    assert.deepEqual(podSizeForSandbox(hv, { [SANDBOX_CPU_PERIOD]: '100000', [SANDBOX_CPU_QUOTA]: '-1', [SANDBOX_MEMORY]: '0' }), {});
+  });
+  it('refuses a value that is not an integer, naming the annotation', () => {
+    assert.throws(() => podSizeForSandbox(hv, { [SANDBOX_MEMORY]: '1Gi' }), /io\.kubernetes\.cri\.sandbox-memory must be an integer/);
   });
 });

@@ -3,6 +3,7 @@
 // made for a configuration is exactly the one that configuration's pods look up.
 import os from 'node:os';
 import type { HypervisorConfig } from '../../../runtime-config/src/config.js';
+import { PodVmError } from '../pod/pod-vm.js';
 import { podVmSpec, type PodVmShape } from '../pod/vm-spec.js';
 import { builtGuestArtifacts } from '../util/paths.js';
 import type { TemplateSpec } from './template-spec.js';
@@ -28,6 +29,34 @@ export function podShapeFromConfig(hv: HypervisorConfig, size: PodSize = {}): Po
     memoryBytes: size.memoryBytes ?? hv.defaultMemory,
     kernelParams: hv.kernelParams,
   };
+}
+
+/** containerd's CRI annotations on the sandbox spec: the pod's resources (kubelet's sums of its containers'). */
+export const SANDBOX_CPU_PERIOD = 'io.kubernetes.cri.sandbox-cpu-period';
+export const SANDBOX_CPU_QUOTA = 'io.kubernetes.cri.sandbox-cpu-quota';
+export const SANDBOX_MEMORY = 'io.kubernetes.cri.sandbox-memory';
+const MEMORY_ALIGN = 2 * 2 ** 20;
+
+/**
+ * The size of a CRI pod's VM, as Kata's static sandbox sizing does it: the configured default
+ * (room for the guest itself) plus what the pod's containers are limited to, from the sandbox
+ * annotations: ceil(quota / period) vCPUs and the memory limit (rounded up to 2 MiB). No (or
+ * unlimited) annotations: the default size. A bad value is an error naming the annotation.
+ */
+export function podSizeForSandbox(hv: HypervisorConfig, annotations: Record<string, string> = {}): PodSize {
+  const num = (key: string): number => {
+    const v = annotations[key];
+    if (v === undefined || v === '') return 0;
+    if (!/^-?\d+$/.test(v)) throw new PodVmError('INVALID_ARGUMENT', `sandbox annotation ${key} must be an integer, got ${JSON.stringify(v)}`);
+    return Math.max(0, Number(v)); // -1: unlimited
+  };
+  const period = num(SANDBOX_CPU_PERIOD);
+  const quota = num(SANDBOX_CPU_QUOTA);
+  const memory = num(SANDBOX_MEMORY);
+  const size: PodSize = {};
+  if (period > 0 && quota > 0) size.vcpus = hv.defaultVcpus + Math.ceil(quota / period);
+  if (memory > 0) size.memoryBytes = hv.defaultMemory + Math.ceil(memory / MEMORY_ALIGN) * MEMORY_ALIGN;
+  return size;
 }
 
 /** The template a pod of `shape` looks up: host-side paths play no part in it, so any will do. */

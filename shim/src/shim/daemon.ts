@@ -57,6 +57,7 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
         hypervisor: config.hypervisor,
         factory: config.factory,
         networkNamespace: networkNamespaceOf(spec),
+        annotations: (spec.annotations ?? {}) as Record<string, string>,
         logger,
       }),
     onShutdown: () => void exit('shutdown requested'),

@@ -2,7 +2,7 @@
 // implementation): cloned from a matching template when [factory] is enabled, else booted.
 import fs from 'node:fs';
 import type { FactoryConfig, HypervisorConfig } from '../../../runtime-config/src/config.js';
-import { podShapeFromConfig } from '../factory/pod-shape.js';
+import { podShapeFromConfig, podSizeForSandbox } from '../factory/pod-shape.js';
 import { templateVmProvider } from '../factory/template-provider.js';
 import { TemplateStore } from '../factory/template-store.js';
 import { PodVm } from '../pod/pod-vm.js';
@@ -17,13 +17,15 @@ export interface PodBootOptions {
   factory: FactoryConfig;
   /** The pod's network namespace (CNI's), joined to the VM's NIC. */
   networkNamespace?: string;
+  /** The first container's OCI annotations (CRI's sandbox resources size the VM). */
+  annotations?: Record<string, string>;
   logger: Logger;
 }
 
 export async function bootPod(options: PodBootOptions): Promise<Pod> {
   const { hypervisor: hv } = options;
   // The one shape function `stencil pool init` uses too: its templates are the ones looked up here.
-  const shape = podShapeFromConfig(hv);
+  const shape = podShapeFromConfig(hv, podSizeForSandbox(hv, options.annotations));
   // Like Kata's state dirs: created on first use (the tmpfs under it is the host's /dev/shm).
   if (hv.memoryBacking === 'tmpfs') fs.mkdirSync(hv.memoryDir, { recursive: true, mode: 0o700 });
   const started = Date.now();
@@ -39,6 +41,6 @@ export async function bootPod(options: PodBootOptions): Promise<Pod> {
       ? templateVmProvider({ store: new TemplateStore(options.factory.templateDir), onMiss: options.factory.onMiss, logger: options.logger })
       : undefined,
   });
-  options.logger.info('pod VM ready', { vm: options.vmName, startMs: Date.now() - started });
+  options.logger.info('pod VM ready', { vm: options.vmName, vcpus: shape.vcpus, memoryBytes: shape.memoryBytes, startMs: Date.now() - started });
   return pod;
 }
