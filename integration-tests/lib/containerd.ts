@@ -29,6 +29,8 @@ export interface HarnessInfo {
   containerd: Record<ContainerdVersion, { version: string; dir: string; bin: string; containerd: string; ctr: string }>;
   runc: { version: string; bin: string; runc: string };
   image: { name: string; tar: string; busybox: string };
+  /** The CRI tests' sandbox image (integration-tests/containerd/pause-image.sh). */
+  pause: { name: string; tar: string };
 }
 
 let harness: HarnessInfo | undefined;
