@@ -434,6 +434,17 @@ export class ContainerdInstance {
     return out;
   }
 
+  /** leaks() once it is empty or after `ms` (shims exit shortly after their last container goes). */
+  async waitNoLeaks(ms = 10_000): Promise<string[]> {
+    const t0 = Date.now();
+    let l = await this.leaks();
+    while (l.length > 0 && Date.now() - t0 < ms) {
+      await sleep(200);
+      l = await this.leaks();
+    }
+    return l;
+  }
+
   /** Tasks, containers and active snapshots of one containerd namespace (each line prefixed). */
   private async namespaceLeaks(namespace: string, prefix: string): Promise<string[]> {
     const out: string[] = [];
@@ -566,7 +577,7 @@ export class ContainerdInstance {
   }
 }
 
-function sleep(ms: number, o: { unref?: boolean } = {}): Promise<void> {
+export function sleep(ms: number, o: { unref?: boolean } = {}): Promise<void> {
   return new Promise((res) => {
     const t = setTimeout(res, ms);
     if (o.unref) t.unref();

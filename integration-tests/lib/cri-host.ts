@@ -218,6 +218,11 @@ export class CriNetwork {
     }
   }
 
+  /** Whether an iptables-save line carries this network's name (portmap's comments: name: \"<network>\"). */
+  private mentionsUs(line: string): boolean {
+    return line.includes(`name: \\"${this.name}\\"`) || line.includes(`name: "${this.name}"`);
+  }
+
   /** iptables-save lines (all tables) that mention this network (portmap's per-pod rules). */
   iptablesRules(): string[] {
     const out: string[] = [];
@@ -228,7 +233,7 @@ export class CriNetwork {
       } catch {
         continue; // no such table in this kernel
       }
-      for (const l of lines) if (l.includes(`"${this.name}"`)) out.push(`${table}: ${l}`);
+      for (const l of lines) if (this.mentionsUs(l)) out.push(`${table}: ${l}`);
     }
     return out;
   }
@@ -317,7 +322,7 @@ export class CriNetwork {
       } catch {
         continue;
       }
-      const ours = save.split('\n').filter((l) => l.startsWith('-A ') && l.includes(`"${this.name}"`));
+      const ours = save.split('\n').filter((l) => l.startsWith('-A ') && this.mentionsUs(l));
       if (ours.length === 0) continue;
       const chains = new Set<string>();
       for (const l of ours) {

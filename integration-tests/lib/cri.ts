@@ -189,9 +189,16 @@ export class CriClient {
     const pb = protoRoot();
     const reqType = pb.lookupType(`runtime.v1.${method}Request`);
     const resType = pb.lookupType(`runtime.v1.${method}Response`);
-    const invalid = reqType.verify(request);
-    if (invalid) throw new CriError(method, grpc.status.INVALID_ARGUMENT, `request does not fit runtime.v1.${method}Request: ${invalid}`);
-    const body = Buffer.from(reqType.encode(reqType.fromObject(request)).finish());
+    let message: protobuf.Message;
+    try {
+      // fromObject takes enum names; verify then checks what it made (e.g. a string for an int).
+      message = reqType.fromObject(request);
+      const invalid = reqType.verify(message);
+      if (invalid) throw new Error(invalid);
+    } catch (err) {
+      throw new CriError(method, grpc.status.INVALID_ARGUMENT, `request does not fit runtime.v1.${method}Request: ${(err as Error).message}`, { cause: err });
+    }
+    const body = Buffer.from(reqType.encode(message).finish());
     const deadline = Date.now() + (o.deadlineMs ?? this.deadlineMs);
     const reply = await new Promise<Buffer>((resolve, reject) => {
       this.client.makeUnaryRequest(
