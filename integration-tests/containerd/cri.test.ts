@@ -25,6 +25,7 @@ import {
   waitFor,
 } from '../lib/cri-pods.js';
 import { freePort } from '../lib/cri-host.js';
+import { StreamSession } from '../lib/cri-stream.js';
 
 const HANDLERS = criHandlers();
 const SLEEP = ['sh', '-c', 'echo started; exec sleep 100000'];
@@ -164,6 +165,41 @@ for (const version of CONTAINERD_VERSIONS) {
             (e: Error) => `error ${e.message}`,
           );
           assert.notEqual(missing, 'exit 0');
+          await removePod(cri, pod.id);
+          assert.deepEqual(await c.waitNoLeaks(), []);
+        });
+
+        it('streaming Exec over the stream server: a TTY shell (resize, tty, exit code), and separate stdout/stderr without one; Attach', async () => {
+          const config = podConfig('stream', { logRoot });
+          const pod = await runPod(cri, handler, config, [
+            containerConfig('c', image, SLEEP),
+            containerConfig('interactive', image, ['sh'], { stdin: true, tty: true }),
+          ]);
+          const url = await cri.exec({ containerId: pod.containers.c, cmd: ['sh'], tty: true, stdin: true, stdout: true });
+          assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/exec\//);
+          const tty = await StreamSession.open(url);
+          tty.resize(100, 30);
+          tty.write('stty size; tty; echo $((6 * 7)); exit 5\n');
+          const t = await tty.done();
+          assert.equal(t.exitCode, 5, JSON.stringify(t.status));
+          assert.match(t.stdout, /\r\n30 100\r\n\/dev\/pts\/\d+\r\n42\r\n/);
+          assert.equal(t.stderr, '');
+
+          const plain = await StreamSession.open(
+            await cri.exec({ containerId: pod.containers.c, cmd: ['sh', '-c', 'echo out; echo err >&2; exit 2'], stdout: true, stderr: true }),
+          );
+          assert.deepEqual(await plain.done().then((r) => [r.stdout, r.stderr, r.exitCode]), ['out\n', 'err\n', 2]);
+          const ok = await StreamSession.open(await cri.exec({ containerId: pod.containers.c, cmd: ['true'], stdout: true }));
+          assert.equal((await ok.done()).exitCode, 0);
+
+          // Attach to the TTY container's shell: what we type runs in it.
+          const att = await StreamSession.open(await cri.attach({ containerId: pod.containers.interactive, stdin: true, tty: true, stdout: true }));
+          att.write('echo attached-$((40 + 2))\n');
+          await att.waitFor(/attached-42/);
+          att.write('exit 4\n');
+          await att.done();
+          assert.equal((await waitContainerState(cri, pod.containers.interactive, 'CONTAINER_EXITED')).exitCode, 4);
+
           await removePod(cri, pod.id);
           assert.deepEqual(await c.waitNoLeaks(), []);
         });
