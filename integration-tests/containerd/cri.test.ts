@@ -24,10 +24,13 @@ import {
   waitContainerState,
   waitFor,
 } from '../lib/cri-pods.js';
-import { freePort } from '../lib/cri-host.js';
+import { criHostProblem, freePort } from '../lib/cri-host.js';
 import { StreamSession } from '../lib/cri-stream.js';
 
 const HANDLERS = criHandlers();
+/** A kernel without bridges or veths cannot have pods; said once, and every scenario is skipped. */
+const HOST_PROBLEM = criHostProblem();
+if (HOST_PROBLEM) process.stdout.write(`# CRI tests skipped: ${HOST_PROBLEM}\n`);
 const SLEEP = ['sh', '-c', 'echo started; exec sleep 100000'];
 /** A persistent TCP server answering every connection with `text` (busybox nc). */
 const serve = (port: number, text: string) => ['nc', '-ll', '-p', String(port), '-e', 'echo', text];
@@ -61,7 +64,7 @@ function inSubnet(ip: string, subnet: string): boolean {
 }
 
 for (const version of CONTAINERD_VERSIONS) {
-  describe(`containerd ${version} CRI`, () => {
+  describe(`containerd ${version} CRI`, { skip: HOST_PROBLEM }, () => {
     let c: ContainerdInstance;
     let cri: CriClient;
     let image: string;
@@ -132,7 +135,7 @@ for (const version of CONTAINERD_VERSIONS) {
           assert.deepEqual(await c.waitNoLeaks(), []);
         });
 
-        it('pod to pod, host to pod, and a hostPort from the host', async () => {
+        it('pod to pod, host to pod, and a hostPort from the host', async (t) => {
           const hostPort = await freePort();
           const a = await runPod(cri, handler, podConfig('srv', { logRoot, portMappings: [{ protocol: 'TCP', containerPort: 8080, hostPort }] }), [
             containerConfig('srv', image, serve(8080, 'hello-from-a')),
@@ -143,14 +146,18 @@ for (const version of CONTAINERD_VERSIONS) {
           assert.notEqual(ipA, ipB);
           assert.equal(await execUntilOk(cri, b.containers.cli, `nc ${ipA} 8080 </dev/null`), 'hello-from-a\n');
           assert.equal(await tcpRead(ipA, 8080), 'hello-from-a\n');
-          // portmap's DNAT (OUTPUT chain, local destinations): the bridge's address at the hostPort.
-          assert.equal(await tcpRead(c.criNetwork!.gateway, hostPort), 'hello-from-a\n');
-          const rules = c.criNetwork!.iptablesRules();
-          assert.ok(rules.some((r) => r.includes(`--dports ${hostPort}`)), `no portmap rule for ${hostPort}:\n${rules.join('\n')}`);
+          const portmap = c.criNetwork!.portmap;
+          if (portmap) {
+            // portmap's DNAT (OUTPUT chain, local destinations): the bridge's address at the hostPort.
+            assert.equal(await tcpRead(c.criNetwork!.gateway, hostPort), 'hello-from-a\n');
+            const rules = c.criNetwork!.iptablesRules();
+            assert.ok(rules.some((r) => r.includes(`--dports ${hostPort}`)), `no portmap rule for ${hostPort}:\n${rules.join('\n')}`);
+          }
 
           await Promise.all([removePod(cri, a.id), removePod(cri, b.id)]);
           assert.deepEqual(await c.waitNoLeaks(), []);
-          await assert.rejects(tcpRead(c.criNetwork!.gateway, hostPort, 2000), 'the hostPort still answers after RemovePodSandbox');
+          if (portmap) await assert.rejects(tcpRead(c.criNetwork!.gateway, hostPort, 2000), 'the hostPort still answers after RemovePodSandbox');
+          else t.skip('hostPort not tried: this kernel has no iptables nat table (legacy), so the CNI chain has no portmap');
         });
 
         it('ExecSync: stdout, stderr and exit code; a failing command', async () => {

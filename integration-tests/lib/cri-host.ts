@@ -106,6 +106,36 @@ export function freePort(): Promise<number> {
   });
 }
 
+/**
+ * Why this host cannot run CRI pods at all (undefined: it can): a kernel without bridges or veth
+ * pairs. Missing CNI plugins or iptables binaries are a setup error (thrown), not a reason.
+ */
+export function criHostProblem(): string | undefined {
+  for (const p of ['bridge', 'host-local', 'loopback', 'portmap'])
+    if (!fs.existsSync(path.join(CNI_BIN_DIR, p))) throw new Error(`${CNI_BIN_DIR}/${p} is missing: install Debian's containernetworking-plugins (make deps)`);
+  if (!fs.existsSync('/usr/sbin/iptables-legacy')) throw new Error('/usr/sbin/iptables-legacy is missing: install Debian\'s iptables (make deps)');
+  const probe = `stcriprobe${process.pid % 10000}`;
+  for (const [kind, extra] of [['bridge', []], ['veth', ['peer', 'name', `${probe}p`]]] as const) {
+    try {
+      run('ip', ['link', 'add', probe, 'type', kind, ...extra]);
+    } catch (err) {
+      return `this kernel cannot make a ${kind} (ip link add ... type ${kind}: ${((err as { stderr?: string }).stderr ?? '').trim()})`;
+    }
+    run('ip', ['link', 'del', probe]);
+  }
+  return undefined;
+}
+
+/** Whether iptables' nat table works here (legacy backend): portmap (hostPort) needs it. */
+export function natUsable(): boolean {
+  try {
+    run('iptables-legacy', ['-t', 'nat', '-S']);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function run(file: string, args: string[], input?: string): string {
   return execFileSync(file, args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], input });
 }
@@ -138,6 +168,8 @@ export class CriNetwork {
   readonly ipamDir: string;
   /** Put first on containerd's PATH: iptables* -> the legacy backend (portmap runs `iptables`). */
   readonly binDir: string;
+  /** Whether the chain has portmap (hostPort): only where the kernel has iptables' nat table. */
+  readonly portmap = natUsable();
   private released = false;
 
   private constructor(
@@ -196,7 +228,8 @@ export class CriNetwork {
           hairpinMode: true,
           ipam: { type: 'host-local', ranges: [[{ subnet: this.subnet, gateway: this.gateway }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: this.ipamDir },
         },
-        { type: 'portmap', capabilities: { portMappings: true } },
+        // Without a nat table portmap fails every DEL (so every StopPodSandbox): left out then.
+        ...(this.portmap ? [{ type: 'portmap', capabilities: { portMappings: true } }] : []),
       ],
     };
     // containerd adds the pods' loopback itself (its own "cni-loopback" network, CNI_BIN_DIR/loopback).
