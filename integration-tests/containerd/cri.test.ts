@@ -101,6 +101,38 @@ for (const version of CONTAINERD_VERSIONS) {
       assert.equal(await cri.imageStatus('stencil.local/absent:1'), null);
     });
 
+    it('stop() after containerd died with a pod running: kills, unmounts and removes it all (netns, veth, portmap rules, CNI cache)', async () => {
+      // A second instance beside this one (which has a pod too): its own subnet and bridge.
+      const mine = await runPod(cri, 'runc', podConfig('mine', { logRoot }), [containerConfig('c', image, SLEEP)]);
+      const other = await ContainerdInstance.start({ version, cri: {} });
+      try {
+        assert.notEqual(other.criNetwork!.subnet, c.criNetwork!.subnet);
+        await other.importCriImages();
+        const hostPort = await freePort();
+        const ports = other.criNetwork!.portmap ? [{ containerPort: 80, hostPort }] : [];
+        await runPod(other.cri(), 'runc', podConfig('orphan', { logRoot, portMappings: ports }), [containerConfig('c', image, SLEEP)]);
+        process.kill(other.pid!, 'SIGKILL');
+        const during = await other.leaks();
+        for (const re of [/^shim process /, /^mount .*\/netns\/cni-/, /^veth /, /^CNI cache entry /, ...(ports.length ? [/^iptables nat: .*--dports/] : [])])
+          assert.ok(during.some((l) => re.test(l)), `${re} not in leaks():\n${during.join('\n')}`);
+      } finally {
+        const report = await other.stop();
+        const all = JSON.stringify(report);
+        assert.match(all, /containerd-shim-runc-v2/);
+        assert.match(all, /\/netns\/cni-/);
+        // (The veth goes with the netns: no need to delete it.) portmap's per-pod rules do not.
+        if (other.criNetwork!.portmap) assert.match(all, /iptables nat: -A CNI-HOSTPORT-DNAT .*--dports/);
+        assert.match(all, /\/var\/lib\/cni\/results\/stencil-cri-\d+-/);
+      }
+      assert.deepEqual(await other.leaks(), []);
+      assert.equal(fs.existsSync(other.dir), false);
+      assert.ok(c.criNetwork!.bridgeExists(), "the other instance's cleanup removed this one's bridge");
+      assert.equal(c.criNetwork!.veths().length, 1);
+      assert.equal((await cri.podSandboxStatus(mine.id)).status.state, 'SANDBOX_READY');
+      await removePod(cri, mine.id);
+      assert.deepEqual(await c.waitNoLeaks(), []);
+    });
+
     for (const handler of HANDLERS) {
       describe(`handler ${handler}`, () => {
         it('a pod of two containers: both running, shared localhost, the pod IP is eth0\'s and in the CNI subnet', async () => {

@@ -299,6 +299,11 @@ export class ContainerdInstance {
     }
   }
 
+  /** containerd's pid (undefined before start). */
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
   /** argv and environment to run this instance's ctr yourself (e.g. under a pty). */
   ctrCommand(args: string[], namespace = this.namespace): { file: string; args: string[]; env: NodeJS.ProcessEnv } {
     const env: NodeJS.ProcessEnv = { ...this.env };
