@@ -191,7 +191,8 @@ export class CriNetwork {
     for (let i = FIRST_INDEX; i <= LAST_INDEX; i++) {
       const claim = path.join(CLAIM_DIR, String(i));
       const owner = claimOwner(i);
-      if (owner !== undefined && !processAlive(owner)) fs.rmSync(claim, { recursive: true, force: true }); // its test process died
+      const stale = owner !== undefined && !processAlive(owner); // its test process died without stop()
+      if (stale) fs.rmSync(claim, { recursive: true, force: true });
       try {
         fs.mkdirSync(claim);
       } catch {
@@ -199,6 +200,10 @@ export class CriNetwork {
       }
       fs.writeFileSync(path.join(claim, 'pid'), String(process.pid));
       const n = new CriNetwork(i, dir);
+      if (stale) {
+        const removed = n.removeLeftovers();
+        if (removed.length > 0) process.stderr.write(`# CRI network ${n.name}: took over the claim of dead process ${owner}; removed ${removed.join(', ')}\n`);
+      }
       if (n.bridgeExists()) {
         // Someone else's bridge by that name (not a claim of ours): leave the index alone.
         fs.rmSync(claim, { recursive: true, force: true });
@@ -303,8 +308,16 @@ export class CriNetwork {
    * plugin turns it on for a gateway). Releases the claim. Returns what it removed.
    */
   cleanup(): string[] {
-    const removed: string[] = [];
-    removed.push(...this.removeIptables());
+    const removed = this.removeLeftovers();
+    fs.rmSync(path.join(CLAIM_DIR, String(this.index)), { recursive: true, force: true });
+    this.released = true;
+    if (activeClaims().length === 0) removed.push(...this.removeShared());
+    return removed;
+  }
+
+  /** This network's rules and chains, veths, bridge and cache entries. */
+  private removeLeftovers(): string[] {
+    const removed = this.removeIptables();
     for (const v of this.veths()) {
       run('ip', ['link', 'del', v]);
       removed.push(`veth ${v}`);
@@ -317,31 +330,32 @@ export class CriNetwork {
       fs.rmSync(p, { force: true });
       removed.push(p);
     }
-    fs.rmSync(path.join(CLAIM_DIR, String(this.index)), { recursive: true, force: true });
-    this.released = true;
-    if (activeClaims().length === 0) {
-      removed.push(...removeSharedPortmapChains());
-      // libcni's cache dirs, once empty (it never removes them).
-      for (const d of [path.join(CNI_CACHE_DIR, 'results'), CNI_CACHE_DIR]) {
-        try {
-          fs.rmdirSync(d);
-          removed.push(d);
-        } catch {
-          // not there, or holds someone else's entries
-        }
-      }
-      let before: string | undefined;
+    return removed;
+  }
+
+  /** What all instances share, once none holds a claim: portmap's chains, libcni's dirs, ip_forward. */
+  private removeShared(): string[] {
+    const removed = removeSharedPortmapChains();
+    // libcni's cache dirs, once empty (it never removes them).
+    for (const d of [path.join(CNI_CACHE_DIR, 'results'), CNI_CACHE_DIR]) {
       try {
-        before = fs.readFileSync(IP_FORWARD_BEFORE, 'utf8').trim();
+        fs.rmdirSync(d);
+        removed.push(d);
       } catch {
-        before = undefined;
+        // not there, or holds someone else's entries
       }
-      if (before !== undefined && fs.readFileSync(IP_FORWARD, 'utf8').trim() !== before) {
-        fs.writeFileSync(IP_FORWARD, before);
-        removed.push(`ip_forward (back to ${before})`);
-      }
-      fs.rmSync(IP_FORWARD_BEFORE, { force: true });
     }
+    let before: string | undefined;
+    try {
+      before = fs.readFileSync(IP_FORWARD_BEFORE, 'utf8').trim();
+    } catch {
+      before = undefined;
+    }
+    if (before !== undefined && fs.readFileSync(IP_FORWARD, 'utf8').trim() !== before) {
+      fs.writeFileSync(IP_FORWARD, before);
+      removed.push(`ip_forward (back to ${before})`);
+    }
+    fs.rmSync(IP_FORWARD_BEFORE, { force: true });
     return removed;
   }
 
