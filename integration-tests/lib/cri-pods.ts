@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { repoRoot } from '../../shim/src/util/paths.js';
 import { type ContainerdInstance, sleep } from './containerd.js';
-import type { ContainerConfig, ContainerState, CriClient, PodSandboxConfig } from './cri.js';
+import { type ContainerConfig, type ContainerState, type CriClient, CRI_TIMEOUT_SCALE, type PodSandboxConfig } from './cri.js';
 
 /** What each known CRI runtime handler is in containerd's CRI runtimes table (runc is built in). */
 const HANDLER_RUNTIMES: Record<string, string | undefined> = {
@@ -94,8 +94,9 @@ export async function removePod(cri: CriClient, id: string): Promise<void> {
   await cri.removePodSandbox(id);
 }
 
-/** Polls `probe` until it returns a value other than undefined; throws after timeoutMs with `what`. */
+/** Polls `probe` until it returns a value other than undefined; throws after timeoutMs (times CRI_TIMEOUT_SCALE) with `what`. */
 export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20_000, everyMs = 100): Promise<T> {
+  timeoutMs *= CRI_TIMEOUT_SCALE;
   const t0 = Date.now();
   let lastErr: unknown;
   for (;;) {

@@ -15,7 +15,9 @@ import * as grpc from '@grpc/grpc-js';
 import type protobuf from 'protobufjs';
 import { loadProtoFiles } from '../../shim/src/util/proto.js';
 
-const DEFAULT_DEADLINE_MS = 60_000;
+/** Slow hosts (the emulated host under TCG, a VM per pod) multiply every CRI wait by $STENCIL_CRI_TIMEOUT_SCALE. */
+export const CRI_TIMEOUT_SCALE = Number(process.env.STENCIL_CRI_TIMEOUT_SCALE ?? 1) || 1;
+const DEFAULT_DEADLINE_MS = 60_000 * CRI_TIMEOUT_SCALE;
 
 export class CriError extends Error {
   constructor(
