@@ -421,12 +421,14 @@ export class ContainerdInstance {
       if (isUnder(m.mountPoint, this.dir) || watchedMount) out.push(`mount ${m.mountPoint} (${m.fsType} from ${m.source})`);
     }
     const added = [...this.scanWatched()].filter(([p]) => !this.baseline.has(p));
-    // A socket held open only by processes of another containerd (tests running beside us) is theirs.
-    const owners = openers(added.filter(([, k]) => k === 'socket').map(([p]) => p));
+    // A socket, or a RAM file in /dev/shm, held (open or mapped) only by processes that are not
+    // ours is someone else's: another containerd's, or a VM of tests running beside us.
+    const shared = ([p, k]: [string, string]) => k === 'socket' || (k === 'file' && isUnder(p, '/dev/shm'));
+    const owners = openers(added.filter(shared).map(([p]) => p), { mapped: true });
     const ours = new Set(this.instanceProcesses().map((p) => p.pid));
     for (const [p, kind] of added) {
       const o = owners.get(p) ?? [];
-      if (kind === 'socket' && o.length > 0 && !o.some((pid) => ours.has(pid))) continue;
+      if (shared([p, kind]) && o.length > 0 && !o.some((pid) => ours.has(pid))) continue;
       if (kind === 'dir' && path.dirname(p) === '/dev/shm') continue; // the RAM file directory itself
       out.push(`${kind} ${p}`);
     }
