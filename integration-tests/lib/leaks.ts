@@ -3,6 +3,7 @@
 // watched directories. Used by ContainerdInstance.leaks() (integration-tests/lib/containerd.ts).
 import fs from 'node:fs';
 import path from 'node:path';
+import { processMaps } from '../../shim/src/factory/clone-usage.js';
 
 export interface ProcInfo {
   pid: number;
@@ -164,17 +165,10 @@ export function openFiles(): Map<string, number[]> {
 /** Pids that have each of `paths` mapped (/proc/PID/maps), e.g. a VM's RAM file. */
 function mappers(paths: Set<string>): Map<string, number[]> {
   const out = new Map<string, number[]>();
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    let maps: string;
-    try {
-      maps = fs.readFileSync(`/proc/${name}/maps`, 'utf8');
-    } catch {
-      continue;
-    }
+  for (const [pid, maps] of processMaps()) {
     for (const line of maps.split('\n')) {
       const file = line.slice(line.indexOf('/'));
-      if (line.includes('/') && paths.has(file)) out.set(file, [...new Set([...(out.get(file) ?? []), Number(name)])]);
+      if (line.includes('/') && paths.has(file)) out.set(file, [...new Set([...(out.get(file) ?? []), pid])]);
     }
   }
   return out;
