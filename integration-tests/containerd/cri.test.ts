@@ -245,7 +245,7 @@ for (const version of CONTAINERD_VERSIONS) {
           assert.deepEqual(await leftovers(), []);
         });
 
-        it('logs in CRI format at log_directory/log_path; StopContainer: SIGTERM, then SIGKILL after the grace period (137)', async () => {
+        it('logs in CRI format at log_directory/log_path, ReopenContainerLog after a rename; StopContainer: SIGTERM, then SIGKILL after the grace period (137)', async () => {
           const config = podConfig('logs', { logRoot });
           const script = 'echo line1; echo line2 >&2; trap "echo got TERM" TERM; echo waiting; while true; do sleep 0.1; done';
           const pod = await runPod(cri, handler, config, [containerConfig('c', image, ['sh', '-c', script])]);
@@ -253,6 +253,10 @@ for (const version of CONTAINERD_VERSIONS) {
           const id = pod.containers.c;
           await waitFor('"waiting" in the log', async () => (fs.existsSync(logFile) && fs.readFileSync(logFile, 'utf8').includes(' waiting\n') ? true : undefined));
           assert.equal((await cri.containerStatus(id)).status.logPath, logFile);
+          // kubelet's log rotation: rename, then ReopenContainerLog; what follows goes to a new file.
+          fs.renameSync(logFile, `${logFile}.1`);
+          await cri.reopenContainerLog(id);
+          assert.ok(fs.existsSync(logFile), 'ReopenContainerLog made no new log file');
 
           const t0 = Date.now();
           await cri.stopContainer(id, 2);
@@ -262,12 +266,13 @@ for (const version of CONTAINERD_VERSIONS) {
           assert.equal(status.exitCode, 137, `exit code ${status.exitCode}, reason ${status.reason}`);
           assert.ok(took >= 1900 && took < 15_000 * CRI_TIMEOUT_SCALE, `StopContainer took ${took} ms with a 2 s grace period`);
 
-          const lines = parseCriLog(fs.readFileSync(logFile, 'utf8'));
+          const lines = parseCriLog(fs.readFileSync(`${logFile}.1`, 'utf8'));
           // Each stream in order (the two are separate pipes, so not ordered with each other).
           const stream = (name: string) => lines.filter((l) => l.stream === name).map((l) => `${l.tag} ${l.text}`);
-          assert.deepEqual(stream('stdout'), ['F line1', 'F waiting', 'F got TERM']);
+          assert.deepEqual(stream('stdout'), ['F line1', 'F waiting']);
           assert.deepEqual(stream('stderr'), ['F line2']);
           assert.ok(lines.every((l) => !Number.isNaN(Date.parse(l.time))), 'a log timestamp does not parse');
+          assert.deepEqual(parseCriLog(fs.readFileSync(logFile, 'utf8')).map((l) => `${l.stream} ${l.tag} ${l.text}`), ['stdout F got TERM']);
 
           // A container that exits by itself: its status and exit code.
           const done = await cri.createContainer(pod.id, containerConfig('done', image, ['sh', '-c', 'echo bye; exit 3']), config);
