@@ -169,7 +169,7 @@ for (const version of CONTAINERD_VERSIONS) {
           assert.deepEqual(await leftovers(), []);
         });
 
-        it('pod to pod, host to pod, and a hostPort from the host', async (t) => {
+        it('pod to pod, host to pod, PortForward, and a hostPort from the host', async (t) => {
           const hostPort = await freePort();
           const a = await runPod(cri, handler, podConfig('srv', { logRoot, portMappings: [{ protocol: 'TCP', containerPort: 8080, hostPort }] }), [
             containerConfig('srv', image, serve(8080, 'hello-from-a')),
@@ -180,6 +180,10 @@ for (const version of CONTAINERD_VERSIONS) {
           assert.notEqual(ipA, ipB);
           assert.equal(await execUntilOk(cri, b.containers.cli, `nc ${ipA} 8080 </dev/null`), 'hello-from-a\n');
           assert.equal(await tcpRead(ipA, 8080), 'hello-from-a\n');
+          // PortForward (kubectl port-forward's path): the stream server dials 8080 inside pod A's netns.
+          const pf = await StreamSession.open(`${await cri.portForward(a.id, [8080])}?port=8080`, 10_000, { portForward: true });
+          await pf.ended(10_000 * CRI_TIMEOUT_SCALE);
+          assert.deepEqual([pf.received(0), pf.received(1)], ['hello-from-a\n', '']);
           const portmap = c.criNetwork!.portmap;
           if (portmap) {
             // portmap's DNAT (OUTPUT chain, local destinations): the bridge's address at the hostPort.

@@ -80,6 +80,24 @@ test('StreamSession: channels, fragments, a long message, ping, masked stdin, ex
   }
 });
 
+test('StreamSession in port-forward mode: the port number leading each channel is taken off', async () => {
+  const port = Buffer.from([0x90, 0x1f]); // 8080, little-endian
+  const srv = await withServer((sock) => {
+    sock.write(serverFrame(2, Buffer.concat([Buffer.from([0]), port])));
+    sock.write(serverFrame(2, Buffer.concat([Buffer.from([1]), port])));
+    sock.write(serverFrame(2, Buffer.from('\u0000hello')));
+    sock.end(serverFrame(2, Buffer.from('\u0000\u0001\u0002')));
+  });
+  try {
+    const s = await StreamSession.open(`${srv.url}?port=8080`, 5000, { portForward: true });
+    await s.ended(5000);
+    assert.equal(s.received(0), 'hello\u0001\u0002');
+    assert.equal(s.received(1), '');
+  } finally {
+    srv.close();
+  }
+});
+
 test('StreamSession.open: a refused upgrade rejects with the status', async () => {
   const srv = await withServer(() => undefined, true);
   try {

@@ -1,8 +1,10 @@
-// The client side of CRI's streaming (the URL that Exec, Attach and PortForward return) for exec
-// and attach: a minimal WebSocket client (RFC 6455, over node:http's upgrade) speaking Kubernetes'
-// channel protocol v4.channel.k8s.io, which the CRI stream server of containerd offers beside
-// SPDY. Each binary message starts with its channel: 0 stdin, 1 stdout, 2 stderr, 3 error (a
-// JSON Status when the process ends: its exit code), 4 resize (JSON {Width, Height}).
+// The client side of CRI's streaming (the URL that Exec, Attach and PortForward return): a
+// minimal WebSocket client (RFC 6455, over node:http's upgrade) speaking Kubernetes' channel
+// protocol v4.channel.k8s.io, which the CRI stream server of containerd offers beside SPDY. Each
+// binary message starts with its channel. Exec and attach: 0 stdin, 1 stdout, 2 stderr, 3 error
+// (a JSON Status when the process ends: its exit code), 4 resize (JSON {Width, Height}). Port
+// forwarding (URL?port=P): channel 0 carries the connection's data both ways, 1 its errors, and
+// the server's first message on each starts with the port (16 bits, little-endian).
 //
 //   const url = await cri.exec({ containerId, cmd: ['sh'], tty: true, stdin: true, stdout: true });
 //   const s = await StreamSession.open(url);
@@ -62,12 +64,18 @@ function frame(op: Op, payload: Buffer): Buffer {
 export class StreamSession {
   private buf = Buffer.alloc(0);
   private fragments: Buffer[] = [];
-  private readonly out: Record<number, Buffer[]> = { [Channel.Stdout]: [], [Channel.Stderr]: [], [Channel.Error]: [] };
+  private readonly out = new Map<number, Buffer[]>();
+  /** Port forwarding: channels whose leading port number has been taken off. */
+  private readonly portSeen = new Set<number>();
   private closed = false;
   private readonly finished: Promise<void>;
   private listeners: (() => void)[] = [];
 
-  private constructor(private readonly sock: Duplex, head: Buffer) {
+  private constructor(
+    private readonly sock: Duplex,
+    head: Buffer,
+    private readonly portForward: boolean,
+  ) {
     this.finished = new Promise((resolve, reject) => {
       sock.on('data', (d: Buffer) => this.onData(d));
       sock.once('close', () => {
@@ -81,7 +89,7 @@ export class StreamSession {
   }
 
   /** Upgrades `url` (http://host:port/exec/<token> or /attach/<token>) to a WebSocket session. */
-  static open(url: string, timeoutMs = 10_000): Promise<StreamSession> {
+  static open(url: string, timeoutMs = 10_000, o: { portForward?: boolean } = {}): Promise<StreamSession> {
     const key = crypto.randomBytes(16).toString('base64');
     return new Promise((resolve, reject) => {
       const req = http.request(url, {
@@ -102,7 +110,7 @@ export class StreamSession {
         if (res.headers['sec-websocket-protocol'] !== PROTOCOL)
           return reject(new Error(`CRI stream ${url}: server chose protocol ${JSON.stringify(res.headers['sec-websocket-protocol'])}, not ${PROTOCOL}`));
         sock.setTimeout(0);
-        resolve(new StreamSession(sock, head));
+        resolve(new StreamSession(sock, head, o.portForward ?? false));
       });
       req.end();
     });
@@ -151,15 +159,21 @@ export class StreamSession {
     if (!fin) return;
     const msg = Buffer.concat(this.fragments.splice(0));
     if (msg.length === 0) return;
-    // The server opens each channel with an empty message (the channel byte alone).
+    // The server opens each channel with an empty message (the channel byte alone), or, when
+    // forwarding a port, with the port number.
     const ch = msg[0];
-    if (msg.length > 1 && this.out[ch]) this.out[ch].push(msg.subarray(1));
+    let data = msg.subarray(1);
+    if (this.portForward && !this.portSeen.has(ch) && data.length >= 2) {
+      this.portSeen.add(ch);
+      data = data.subarray(2);
+    }
+    if (data.length > 0) this.out.set(ch, [...(this.out.get(ch) ?? []), data]);
     this.notify();
   }
 
   /** What a channel has received so far. */
-  received(ch: Channel.Stdout | Channel.Stderr | Channel.Error): string {
-    return Buffer.concat(this.out[ch]).toString();
+  received(ch: number): string {
+    return Buffer.concat(this.out.get(ch) ?? []).toString();
   }
 
   /** Resolves once stdout matches `re` (e.g. a prompt); rejects after timeoutMs or when the stream ends first. */
@@ -179,8 +193,9 @@ export class StreamSession {
     });
   }
 
-  write(data: string | Buffer): void {
-    this.sock.write(frame(Op.Binary, Buffer.concat([Buffer.from([Channel.Stdin]), Buffer.from(data)])));
+  /** Sends on a channel: stdin by default (port forwarding: channel 0, the connection's data). */
+  write(data: string | Buffer, ch: number = Channel.Stdin): void {
+    this.sock.write(frame(Op.Binary, Buffer.concat([Buffer.from([ch]), Buffer.from(data)])));
   }
 
   /** The terminal's size (TTY sessions). */
@@ -190,6 +205,20 @@ export class StreamSession {
 
   /** Waits for the server to end the session (the process exited); its output and exit code. */
   async done(timeoutMs = 30_000): Promise<StreamResult> {
+    await this.ended(timeoutMs);
+    const errText = this.received(Channel.Error);
+    const status = errText ? (JSON.parse(errText) as StreamResult['status']) : undefined;
+    let exitCode: number | undefined;
+    if (status?.status === 'Success') exitCode = 0;
+    else {
+      const cause = status?.details?.causes?.find((c) => c.reason === 'ExitCode');
+      if (cause?.message !== undefined) exitCode = Number(cause.message);
+    }
+    return { stdout: this.received(Channel.Stdout), stderr: this.received(Channel.Stderr), exitCode, status };
+  }
+
+  /** Waits until the server ends the session; rejects (closing it) after timeoutMs. */
+  async ended(timeoutMs = 30_000): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
@@ -202,14 +231,10 @@ export class StreamSession {
     } finally {
       clearTimeout(timer);
     }
-    const errText = this.received(Channel.Error);
-    const status = errText ? (JSON.parse(errText) as StreamResult['status']) : undefined;
-    let exitCode: number | undefined;
-    if (status?.status === 'Success') exitCode = 0;
-    else {
-      const cause = status?.details?.causes?.find((c) => c.reason === 'ExitCode');
-      if (cause?.message !== undefined) exitCode = Number(cause.message);
-    }
-    return { stdout: this.received(Channel.Stdout), stderr: this.received(Channel.Stderr), exitCode, status };
+  }
+
+  /** Closes the session from this side. */
+  close(): void {
+    if (!this.closed) this.sock.end(frame(Op.Close, Buffer.from([0x03, 0xe8])));
   }
 }
