@@ -2,4 +2,5 @@
 # Host packages Stencil's build and tests need (Debian). Idempotent and quiet when all are there.
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/lib.sh"
-ensure_debs build-essential python3 libgtest-dev qemu-system-x86 busybox-static cpio musl-tools crun socat
+ensure_debs build-essential python3 libgtest-dev qemu-system-x86 busybox-static cpio musl-tools crun socat \
+  containernetworking-plugins iptables iproute2

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { CONTAINERD_VERSIONS, ContainerdInstance } from '../lib/containerd.js';
+import { CONTAINERD_VERSIONS, ContainerdInstance, sleep } from '../lib/containerd.js';
 
 const RUNC = 'io.containerd.runc.v2';
 
@@ -63,7 +63,7 @@ for (const version of CONTAINERD_VERSIONS) {
       for (let i = 0; i < 100 && !/bg\s+\d+\s+STOPPED/.test((await c.ctr(['tasks', 'ls'])).stdout); i++) await sleep(100);
       assert.equal((await c.ctr(['tasks', 'delete', 'bg'])).code, 0);
       assert.equal((await c.ctr(['containers', 'delete', 'bg'])).code, 0);
-      assert.deepEqual(await waitNoLeaks(c), []);
+      assert.deepEqual(await c.waitNoLeaks(), []);
     });
 
     it('stop() kills a running shim and its container, unmounts and removes everything', async () => {
@@ -81,19 +81,4 @@ for (const version of CONTAINERD_VERSIONS) {
       assert.equal(fs.existsSync(other.dir), false);
     });
   });
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((res) => setTimeout(res, ms));
-}
-
-/** The shim exits shortly after the last Delete: allow it a few seconds. */
-async function waitNoLeaks(c: ContainerdInstance, ms = 10_000): Promise<string[]> {
-  const t0 = Date.now();
-  let l = await c.leaks();
-  while (l.length > 0 && Date.now() - t0 < ms) {
-    await sleep(200);
-    l = await c.leaks();
-  }
-  return l;
 }

@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
 # setup.sh: what the real-containerd tests need, unpacked into the cache (never installed):
 #   containerd 1.6 (Debian bookworm, this machine's apt sources), containerd 2.1 (Debian sid, through
-#   a private apt sources list, lists and cache), runc (bookworm; serves both), and a busybox OCI
-#   image tarball built from Debian's busybox-static (integration-tests/containerd/busybox-image.sh).
-# Prints the path of a JSON file describing them (binaries, versions, image name and tarball):
+#   a private apt sources list, lists and cache), runc (bookworm; serves both), a busybox OCI
+#   image tarball built from Debian's busybox-static (integration-tests/containerd/busybox-image.sh)
+#   and the CRI tests' pause (sandbox) image built from pause/pause.c (pause-image.sh). The CRI
+#   tests also need the host's CNI plugins (/usr/lib/cni), iptables (legacy) and iproute2.
+# Prints the path of a JSON file describing them (binaries, versions, images' names and tarballs):
 #   $STENCIL_CACHE/containerd-harness-<key>.json
-# Cached by input_key of this script and the image script (+ busybox-static's version); a second
-# run only checks and prints. The first run needs the Debian mirrors (about 60 MB of downloads).
+# Cached by input_key of this script and the image scripts (+ busybox-static's and musl's
+# versions); a second run only checks and prints. The first run needs the Debian mirrors (about 60 MB of downloads).
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/../../scripts/lib.sh"
 
 IMAGE_NAME="stencil.local/busybox:latest"
+PAUSE_IMAGE_NAME="stencil.local/pause:3.9"
 SID_SOURCE="deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main"
 
 mkdir -p "$STENCIL_CACHE"
-ensure_debs busybox-static libseccomp2 debian-archive-keyring
+ensure_debs busybox-static libseccomp2 debian-archive-keyring musl-tools containernetworking-plugins iptables iproute2
 bb_version="$(dpkg-query -W -f='${Version}' busybox-static)"
+musl_version="$(dpkg-query -W -f='${Version}' musl-tools)"
 deb_key="$(input_key "$here/setup.sh")"
-image_key="$(input_key "$here/busybox-image.sh" "busybox-static=$bb_version")"
-json="$STENCIL_CACHE/containerd-harness-$deb_key-$image_key.json"
+image_key="$(input_key "$here/busybox-image.sh" "$here/oci-image-lib.sh" "busybox-static=$bb_version")"
+pause_key="$(input_key "$here/pause-image.sh" "$here/pause/pause.c" "$here/oci-image-lib.sh" "musl-tools=$musl_version")"
+json="$STENCIL_CACHE/containerd-harness-$deb_key-$image_key-$pause_key.json"
 [ -f "$json" ] && { echo "$json"; exit 0; }
 
 # One setup at a time per cache (tests and make may start it concurrently).
@@ -93,13 +98,19 @@ if [ ! -f "$image_dir/busybox.oci.tar" ]; then
   "$here/busybox-image.sh" "$image_dir/busybox.oci.tar" "$IMAGE_NAME" || die "building the busybox image failed"
 fi
 
+# --- the pause (sandbox) image of the CRI tests ---
+pause_dir="$STENCIL_CACHE/pause-oci-$pause_key"
+if [ ! -f "$pause_dir/pause.oci.tar" ]; then
+  "$here/pause-image.sh" "$pause_dir/pause.oci.tar" "$PAUSE_IMAGE_NAME" || die "building the pause image failed"
+fi
+
 entry() { # VERSION-LABEL DIR
   printf '"%s":{"version":"%s","dir":"%s","bin":"%s/usr/bin","containerd":"%s/usr/bin/containerd","ctr":"%s/usr/bin/ctr"}' \
     "$1" "$(cat "$2/version")" "$2" "$2" "$2" "$2"
 }
-printf '{"containerd":{%s,%s},"runc":{"version":"%s","bin":"%s/usr/sbin","runc":"%s/usr/sbin/runc"},"image":{"name":"%s","tar":"%s","busybox":"%s"}}\n' \
+printf '{"containerd":{%s,%s},"runc":{"version":"%s","bin":"%s/usr/sbin","runc":"%s/usr/sbin/runc"},"image":{"name":"%s","tar":"%s","busybox":"%s"},"pause":{"name":"%s","tar":"%s"}}\n' \
   "$(entry 1.6 "$ctd16")" "$(entry 2.1 "$ctd21")" "$(cat "$runc/version")" "$runc" "$runc" \
-  "$IMAGE_NAME" "$image_dir/busybox.oci.tar" "$bb_version" >"$json.tmp"
+  "$IMAGE_NAME" "$image_dir/busybox.oci.tar" "$bb_version" "$PAUSE_IMAGE_NAME" "$pause_dir/pause.oci.tar" >"$json.tmp"
 mv "$json.tmp" "$json"
-log "containerd $(cat "$ctd16/version") and $(cat "$ctd21/version"), runc $(cat "$runc/version"), image $IMAGE_NAME: $json"
+log "containerd $(cat "$ctd16/version") and $(cat "$ctd21/version"), runc $(cat "$runc/version"), images $IMAGE_NAME and $PAUSE_IMAGE_NAME: $json"
 echo "$json"

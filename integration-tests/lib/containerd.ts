@@ -16,6 +16,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { repoRoot } from '../../shim/src/util/paths.js';
+import { CriClient } from './cri.js';
+import { criConfigToml, CriNetwork, type CriOptions, freePort } from './cri-host.js';
 import { isShim, isUnder, listMounts, markedProcesses, openers, walk, walkMatching } from './leaks.js';
 
 export const CONTAINERD_VERSIONS = ['1.6', '2.1'] as const;
@@ -29,6 +31,8 @@ export interface HarnessInfo {
   containerd: Record<ContainerdVersion, { version: string; dir: string; bin: string; containerd: string; ctr: string }>;
   runc: { version: string; bin: string; runc: string };
   image: { name: string; tar: string; busybox: string };
+  /** The CRI tests' sandbox image (integration-tests/containerd/pause-image.sh). */
+  pause: { name: string; tar: string };
 }
 
 let harness: HarnessInfo | undefined;
@@ -64,6 +68,13 @@ export interface StartOptions {
   /** More directories whose new entries or mounts count as leaks (e.g. a shim's state dir). */
   leakDirs?: string[];
   readyTimeoutMs?: number;
+  /**
+   * Turns containerd's CRI plugin on (off by default), with its pod network (lib/cri-host.ts):
+   * runtime handlers `runc` (the default) plus `runtimes`, the pause image as sandbox image, CNI
+   * from /usr/lib/cni with a private conflist, the stream server on 127.0.0.1. Then call
+   * importCriImages() and talk to it with cri().
+   */
+  cri?: CriOptions;
 }
 
 export interface CtrOptions {
@@ -72,7 +83,12 @@ export interface CtrOptions {
   /** Close stdin only once stdout matches (ctr drops a stdin EOF that comes before the task exists). */
   closeInputWhen?: RegExp;
   timeoutMs?: number;
+  /** containerd namespace for this call (default the instance's own, e.g. CRI_NAMESPACE). */
+  namespace?: string;
 }
+
+/** CRI's containerd namespace. */
+export const CRI_NAMESPACE = 'k8s.io';
 
 export interface CtrResult {
   code: number;
@@ -100,10 +116,15 @@ function configToml(o: {
   ttrpcAddress: string;
   opt: string;
   logLevel: string;
+  cri: boolean;
 }): string {
-  // CRI (and what only CRI needs) is off: the tests drive containerd with ctr.
-  const disabled =
-    o.version === '1.6'
+  // CRI (and what only CRI needs) is off unless asked for: the tests drive containerd with ctr.
+  // NRI stays off either way (it would listen on the host-wide /var/run/nri/nri.sock).
+  const disabled = o.cri
+    ? o.version === '1.6'
+      ? []
+      : ['io.containerd.nri.v1.nri']
+    : o.version === '1.6'
       ? ['io.containerd.grpc.v1.cri']
       : [
           'io.containerd.grpc.v1.cri',
@@ -148,6 +169,11 @@ export class ContainerdInstance {
   /** The busybox image's name (after importBusybox()). */
   readonly image: string;
   snapshotter: 'overlayfs' | 'native';
+  /** The pod network (when started with `cri`). */
+  readonly criNetwork: CriNetwork | undefined;
+  private readonly criOptions: CriOptions | undefined;
+  private criClient: CriClient | undefined;
+  private streamPort = 0;
   private readonly ctrPath: string;
   private readonly info: HarnessInfo;
   private readonly watched: string[];
@@ -176,16 +202,46 @@ export class ContainerdInstance {
     this.namespace = o.namespace ?? `stencil-${crypto.randomBytes(4).toString('hex')}`;
     this.snapshotter = o.snapshotter ?? 'overlayfs';
     this.watched = [SHIM_SOCKET_DIR, FIFO_DIR, path.join('/run/containerd/runc', this.namespace), '/run/stencil', ...(o.leakDirs ?? [])];
+    this.criOptions = o.cri;
+    // CRI's runc state (runc's root is per containerd namespace) and the host-wide netns dir.
+    if (o.cri) this.watched.push(path.join('/run/containerd/runc', CRI_NAMESPACE), '/run/netns');
+    this.criNetwork = o.cri ? CriNetwork.create(this.dir) : undefined;
     this.env = {
       ...process.env,
       ...o.env,
-      PATH: [...(o.extraPath ?? []), bins.bin, this.info.runc.bin, process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'].join(':'),
+      PATH: [
+        ...(this.criNetwork ? [this.criNetwork.binDir] : []),
+        ...(o.extraPath ?? []),
+        bins.bin,
+        this.info.runc.bin,
+        process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+      ].join(':'),
       [MARKER]: this.dir,
     };
-    const logLevel = o.logLevel ?? process.env.STENCIL_CONTAINERD_LOG_LEVEL ?? 'info';
+    this.logLevel = o.logLevel ?? process.env.STENCIL_CONTAINERD_LOG_LEVEL ?? 'info';
+    this.configExtra = o.configExtra;
+  }
+
+  private readonly logLevel: string;
+  private readonly configExtra: string | undefined;
+
+  private writeConfig(): void {
     const opt = path.join(this.dir, 'opt');
-    const common = { root: this.root, state: this.state, address: this.address, ttrpcAddress: this.ttrpcAddress, opt, logLevel };
-    fs.writeFileSync(this.configPath, configToml({ version: o.version, ...common }) + (o.configExtra ? `\n${o.configExtra}\n` : ''));
+    const common = { root: this.root, state: this.state, address: this.address, ttrpcAddress: this.ttrpcAddress, opt, logLevel: this.logLevel };
+    const parts = [configToml({ version: this.version, cri: this.criNetwork !== undefined, ...common })];
+    if (this.criNetwork)
+      parts.push(
+        criConfigToml({
+          version: this.version,
+          sandboxImage: this.info.pause.name,
+          snapshotter: this.snapshotter,
+          confDir: this.criNetwork.confDir,
+          streamPort: this.streamPort,
+          runtimes: this.criOptions?.runtimes ?? {},
+        }),
+      );
+    if (this.configExtra) parts.push(this.configExtra, '');
+    fs.writeFileSync(this.configPath, parts.join('\n'));
   }
 
   /** Starts a private containerd and waits until it answers `ctr version`. */
@@ -193,7 +249,15 @@ export class ContainerdInstance {
     const c = new ContainerdInstance(o);
     live.add(c);
     try {
+      if (c.criNetwork) c.streamPort = await freePort();
+      c.writeConfig();
       await c.launch(o.readyTimeoutMs ?? 90_000);
+      if (c.criNetwork && c.snapshotter !== (o.snapshotter ?? 'overlayfs')) {
+        // CRI was configured with the snapshotter that turned out unusable: again with the fallback.
+        await c.terminate();
+        c.writeConfig();
+        await c.launch(o.readyTimeoutMs ?? 90_000);
+      }
     } catch (err) {
       await c.stop().catch(() => undefined);
       throw err;
@@ -235,11 +299,16 @@ export class ContainerdInstance {
     }
   }
 
+  /** containerd's pid (undefined before start). */
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
   /** argv and environment to run this instance's ctr yourself (e.g. under a pty). */
-  ctrCommand(args: string[]): { file: string; args: string[]; env: NodeJS.ProcessEnv } {
+  ctrCommand(args: string[], namespace = this.namespace): { file: string; args: string[]; env: NodeJS.ProcessEnv } {
     const env: NodeJS.ProcessEnv = { ...this.env };
     if (this.snapshotter !== 'overlayfs') env.CONTAINERD_SNAPSHOTTER = this.snapshotter;
-    return { file: this.ctrPath, args: ['--address', this.address, '--namespace', this.namespace, ...args], env };
+    return { file: this.ctrPath, args: ['--address', this.address, '--namespace', namespace, ...args], env };
   }
 
   /** Starts ctr with pipes for stdin, stdout and stderr; the caller drives it. */
@@ -250,7 +319,7 @@ export class ContainerdInstance {
 
   /** Runs ctr against this instance; rejects (killing ctr) after timeoutMs, with what it printed so far. */
   ctr(args: string[], o: CtrOptions = {}): Promise<CtrResult> {
-    const cmd = this.ctrCommand(args);
+    const cmd = this.ctrCommand(args, o.namespace);
     const timeoutMs = o.timeoutMs ?? DEFAULT_CTR_TIMEOUT_MS;
     const child = spawn(cmd.file, cmd.args, { env: cmd.env, stdio: [o.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
     let stdout = '';
@@ -296,6 +365,26 @@ export class ContainerdInstance {
     return this.image;
   }
 
+  /** Imports the pause and busybox images into CRI's namespace (nothing is ever pulled); returns the busybox image's name. */
+  async importCriImages(): Promise<string> {
+    if (!this.criNetwork) throw new Error('importCriImages(): this containerd was started without cri');
+    for (const tar of [this.info.pause.tar, this.info.image.tar]) {
+      const r = await this.ctr(['images', 'import', tar], { namespace: CRI_NAMESPACE });
+      if (r.code !== 0) throw new Error(`ctr -n ${CRI_NAMESPACE} images import ${tar} failed (${r.code}): ${r.stderr}${r.stdout}`);
+    }
+    const ls = await this.ctr(['images', 'ls', '-q'], { namespace: CRI_NAMESPACE });
+    for (const name of [this.info.pause.name, this.image])
+      if (!ls.stdout.split('\n').includes(name)) throw new Error(`after import, ctr -n ${CRI_NAMESPACE} images ls does not list ${name}: ${ls.stdout}${ls.stderr}`);
+    return this.image;
+  }
+
+  /** The CRI client of this instance (one, closed by stop()). */
+  cri(): CriClient {
+    if (!this.criNetwork) throw new Error('cri(): this containerd was started without cri');
+    this.criClient ??= new CriClient(this.address);
+    return this.criClient;
+  }
+
   /** The last lines of containerd's log (and so of the shims' logs it copies). */
   logTail(lines = 60): string {
     try {
@@ -320,7 +409,9 @@ export class ContainerdInstance {
    * What is left behind now, one line per item ([] = nothing): shim processes and their children,
    * ctr processes, mounts under the instance or watched dirs, new sockets in /run/containerd/s,
    * FIFOs, VM RAM files (/dev/shm/stencil*), new entries under /run/stencil and leakDirs, and (while
-   * containerd runs) its tasks, containers and active snapshots.
+   * containerd runs) its tasks, containers and active snapshots. With CRI also CRI's namespace's,
+   * new entries in /run/netns and CRI's runc state dir, and the pod network's leftovers (veths,
+   * CNI cache entries, IPAM allocations, portmap's iptables rules; the bridge after stop()).
    */
   async leaks(): Promise<string[]> {
     const out: string[] = [];
@@ -330,29 +421,82 @@ export class ContainerdInstance {
       if (isUnder(m.mountPoint, this.dir) || watchedMount) out.push(`mount ${m.mountPoint} (${m.fsType} from ${m.source})`);
     }
     const added = [...this.scanWatched()].filter(([p]) => !this.baseline.has(p));
-    // A socket held open only by processes of another containerd (tests running beside us) is theirs.
-    const owners = openers(added.filter(([, k]) => k === 'socket').map(([p]) => p));
+    // A socket, or a RAM file in /dev/shm, held (open or mapped) only by processes that are not
+    // ours is someone else's: another containerd's, or a VM of tests running beside us.
+    const shared = ([p, k]: [string, string]) => k === 'socket' || (k === 'file' && isUnder(p, '/dev/shm'));
+    const owners = openers(added.filter(shared).map(([p]) => p), { mapped: true });
     const ours = new Set(this.instanceProcesses().map((p) => p.pid));
     for (const [p, kind] of added) {
       const o = owners.get(p) ?? [];
-      if (kind === 'socket' && o.length > 0 && !o.some((pid) => ours.has(pid))) continue;
+      if (shared([p, kind]) && o.length > 0 && !o.some((pid) => ours.has(pid))) continue;
       if (kind === 'dir' && path.dirname(p) === '/dev/shm') continue; // the RAM file directory itself
       out.push(`${kind} ${p}`);
     }
     for (const [p, kind] of walk(this.dir)) if (kind === 'fifo') out.push(`fifo ${p}`);
     if (!this.stopped && this.proc?.exitCode === null) {
-      const [tasks, containers, snaps] = await Promise.all([
-        this.ctr(['tasks', 'ls']),
-        this.ctr(['containers', 'ls', '-q']),
-        this.ctr(['snapshots', '--snapshotter', this.snapshotter, 'ls']),
-      ]);
-      for (const [what, r] of [['tasks ls', tasks], ['containers ls', containers], ['snapshots ls', snaps]] as const)
-        if (r.code !== 0) out.push(`ctr ${what} failed (${r.code}), so its leaks are unknown: ${r.stderr.trim()}`);
-      for (const l of tasks.stdout.trim().split('\n').slice(1)) if (l.trim()) out.push(`task ${l.trim().replace(/\s+/g, ' ')}`);
-      for (const l of containers.stdout.trim().split('\n')) if (l.trim()) out.push(`container ${l.trim()}`);
-      for (const l of snaps.stdout.trim().split('\n').slice(1)) if (/\sActive\s*$/.test(l)) out.push(`active snapshot ${l.trim().split(/\s+/)[0]}`);
+      out.push(...(await this.namespaceLeaks(this.namespace, '')));
+      if (this.criNetwork) out.push(...(await this.namespaceLeaks(CRI_NAMESPACE, `${CRI_NAMESPACE} `)));
     }
+    if (this.criNetwork) out.push(...this.criNetwork.leaks());
     return out;
+  }
+
+  /** leaks() once it is empty or after `ms` (shims exit shortly after their last container goes). */
+  async waitNoLeaks(ms = 10_000): Promise<string[]> {
+    const t0 = Date.now();
+    let l = await this.leaks();
+    while (l.length > 0 && Date.now() - t0 < ms) {
+      await sleep(200);
+      l = await this.leaks();
+    }
+    return l;
+  }
+
+  /** Tasks, containers and active snapshots of one containerd namespace (each line prefixed). */
+  private async namespaceLeaks(namespace: string, prefix: string): Promise<string[]> {
+    const out: string[] = [];
+    const [tasks, containers, snaps] = await Promise.all([
+      this.ctr(['tasks', 'ls'], { namespace }),
+      this.ctr(['containers', 'ls', '-q'], { namespace }),
+      this.ctr(['snapshots', '--snapshotter', this.snapshotter, 'ls'], { namespace }),
+    ]);
+    for (const [what, r] of [['tasks ls', tasks], ['containers ls', containers], ['snapshots ls', snaps]] as const)
+      if (r.code !== 0) out.push(`ctr -n ${namespace} ${what} failed (${r.code}), so its leaks are unknown: ${r.stderr.trim()}`);
+    for (const l of tasks.stdout.trim().split('\n').slice(1)) if (l.trim()) out.push(`${prefix}task ${l.trim().replace(/\s+/g, ' ')}`);
+    for (const l of containers.stdout.trim().split('\n')) if (l.trim()) out.push(`${prefix}container ${l.trim()}`);
+    for (const l of snaps.stdout.trim().split('\n').slice(1)) if (/\sActive\s*$/.test(l)) out.push(`${prefix}active snapshot ${l.trim().split(/\s+/)[0]}`);
+    return out;
+  }
+
+  /** Stops containerd: SIGTERM, then SIGKILL after 10 s; returns a note when it needed SIGKILL. */
+  private async terminate(): Promise<string | undefined> {
+    if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return undefined;
+    this.proc.kill('SIGTERM');
+    const term = await Promise.race([this.exited.then(() => true), sleep(10_000, { unref: true }).then(() => false)]);
+    if (term) return undefined;
+    this.proc.kill('SIGKILL');
+    await this.exited;
+    return `containerd ${this.proc.pid} (did not exit on SIGTERM within 10 s)`;
+  }
+
+  /** Stops and removes every pod through CRI, so CNI tears the pods' network down (errors noted). */
+  private async removeCriPods(report: StopReport): Promise<void> {
+    const cri = this.cri();
+    const pods = await cri.listPodSandbox().catch((e: Error) => {
+      report.removed.push(`(CRI ListPodSandbox failed: ${e.message})`);
+      return [];
+    });
+    await Promise.all(
+      pods.map(async (p) => {
+        try {
+          await cri.stopPodSandbox(p.id);
+          await cri.removePodSandbox(p.id);
+          report.removed.push(`pod ${p.metadata.name} ${p.id}`);
+        } catch (e) {
+          report.removed.push(`(pod ${p.id}: ${(e as Error).message})`);
+        }
+      }),
+    );
   }
 
   /** Last-resort cleanup when the test process exits: kill, never unmount or delete. */
@@ -369,7 +513,8 @@ export class ContainerdInstance {
   /**
    * Stops containerd (SIGTERM, then SIGKILL), kills every remaining shim, child and ctr, unmounts
    * everything under the instance dir, removes stale shim sockets it left, and deletes the dir.
-   * Idempotent. Returns what it had to clean up: after a clean scenario only containerd is killed.
+   * With CRI, first removes every pod through CRI, and at the end cleans the pod network up
+   * (CriNetwork.cleanup(): rules, veths, bridge, CNI cache) and CRI's runc state. Idempotent. Returns what it had to clean up: after a clean scenario only containerd is killed.
    */
   async stop(): Promise<StopReport> {
     const report: StopReport = { killed: [], unmounted: [], removed: [] };
@@ -378,14 +523,11 @@ export class ContainerdInstance {
     if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) {
       const ls = await this.ctr(['containers', 'ls', '-q'], { timeoutMs: 20_000 }).catch(() => undefined);
       containers = ls?.stdout.split('\n').filter((l) => l !== '') ?? [];
-      this.proc.kill('SIGTERM');
-      const term = await Promise.race([this.exited.then(() => true), sleep(10_000, { unref: true }).then(() => false)]);
-      if (!term) {
-        report.killed.push(`containerd ${this.proc.pid} (did not exit on SIGTERM within 10 s)`);
-        this.proc.kill('SIGKILL');
-        await this.exited;
-      }
+      if (this.criNetwork) await this.removeCriPods(report);
+      const note = await this.terminate();
+      if (note) report.killed.push(note);
     }
+    this.criClient?.close();
     for (let round = 0; round < 50; round++) {
       const procs = this.instanceProcesses();
       if (procs.length === 0) break;
@@ -429,6 +571,12 @@ export class ContainerdInstance {
     const left = listMounts().filter((m) => isUnder(m.mountPoint, this.dir));
     if (left.length > 0) throw new Error(`still mounted under ${this.dir}, not deleting it: ${left.map((m) => m.mountPoint).join(', ')}`);
     fs.rmSync(path.join('/run/containerd/runc', this.namespace), { recursive: true, force: true });
+    if (this.criNetwork) {
+      // CRI's runc state: only the entries of our containers (the dir is shared by every k8s.io user).
+      const criRunc = path.join('/run/containerd/runc', CRI_NAMESPACE);
+      for (const [p] of added) if (path.dirname(p) === criRunc) fs.rmSync(p, { recursive: true, force: true });
+      report.removed.push(...this.criNetwork.cleanup());
+    }
     fs.rmSync(this.dir, { recursive: true, force: true });
     this.stopped = true;
     live.delete(this);
@@ -436,7 +584,7 @@ export class ContainerdInstance {
   }
 }
 
-function sleep(ms: number, o: { unref?: boolean } = {}): Promise<void> {
+export function sleep(ms: number, o: { unref?: boolean } = {}): Promise<void> {
   return new Promise((res) => {
     const t = setTimeout(res, ms);
     if (o.unref) t.unref();

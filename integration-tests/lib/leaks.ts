@@ -3,6 +3,7 @@
 // watched directories. Used by ContainerdInstance.leaks() (integration-tests/lib/containerd.ts).
 import fs from 'node:fs';
 import path from 'node:path';
+import { processMaps } from '../../shim/src/factory/clone-usage.js';
 
 export interface ProcInfo {
   pid: number;
@@ -161,8 +162,23 @@ export function openFiles(): Map<string, number[]> {
   return out;
 }
 
-/** Pids holding each path open: FIFOs and files by path, bound Unix sockets through /proc/net/unix. */
-export function openers(paths: string[]): Map<string, number[]> {
+/** Pids that have each of `paths` mapped (/proc/PID/maps), e.g. a VM's RAM file. */
+function mappers(paths: Set<string>): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const [pid, maps] of processMaps()) {
+    for (const line of maps.split('\n')) {
+      const file = line.slice(line.indexOf('/'));
+      if (line.includes('/') && paths.has(file)) out.set(file, [...new Set([...(out.get(file) ?? []), pid])]);
+    }
+  }
+  return out;
+}
+
+/**
+ * Pids holding each path open: FIFOs and files by path, bound Unix sockets through
+ * /proc/net/unix; with `mapped`, also processes that have a file mapped.
+ */
+export function openers(paths: string[], o: { mapped?: boolean } = {}): Map<string, number[]> {
   const result = new Map<string, number[]>(paths.map((p) => [p, []]));
   if (paths.length === 0) return result;
   const inodeToPath = new Map<string, string>();
@@ -175,5 +191,6 @@ export function openers(paths: string[]): Map<string, number[]> {
     const p = m ? inodeToPath.get(m[1]) : result.has(target) ? target : undefined;
     if (p) result.set(p, [...new Set([...result.get(p)!, ...pids])]);
   }
+  if (o.mapped) for (const [p, pids] of mappers(new Set(paths))) result.set(p, [...new Set([...result.get(p)!, ...pids])]);
   return result;
 }

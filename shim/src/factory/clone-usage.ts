@@ -49,9 +49,8 @@ export function mappingUsage(pid: number, file: string, smapsText?: string): Map
   return found ? usage : undefined;
 }
 
-/** Every process mapping `file` (cheap first pass over /proc/<pid>/maps, then its smaps). */
-export function processesMapping(file: string): MappingUsage[] {
-  const result: MappingUsage[] = [];
+/** Each process's /proc/<pid>/maps text, as [pid, text]; processes gone meanwhile are skipped. */
+export function* processMaps(): Generator<[number, string]> {
   for (const name of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     let maps: string;
@@ -60,8 +59,16 @@ export function processesMapping(file: string): MappingUsage[] {
     } catch {
       continue;
     }
+    yield [Number(name), maps];
+  }
+}
+
+/** Every process mapping `file` (cheap first pass over /proc/<pid>/maps, then its smaps). */
+export function processesMapping(file: string): MappingUsage[] {
+  const result: MappingUsage[] = [];
+  for (const [pid, maps] of processMaps()) {
     if (!maps.includes(file)) continue;
-    const usage = mappingUsage(Number(name), file);
+    const usage = mappingUsage(pid, file);
     if (usage) result.push(usage);
   }
   return result;

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
 import { FileDigests, type TemplateInputs, type TemplateSpec, TEMPLATE_FORMAT, templateInputs, templateKey } from './template-spec.js';
+import { processAlive } from '../util/process.js';
 
 export const TEMPLATE_FILES = ['memory', 'state', 'config'] as const;
 const META = 'template.json';
@@ -228,15 +229,6 @@ export class TemplateStore {
       const match = /^\.(?:build|removing)-[0-9a-f]{20}-(\d+)$/.exec(name);
       if (match && !processAlive(Number(match[1]))) fs.rmSync(path.join(this.root, name), { recursive: true, force: true });
     }
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
