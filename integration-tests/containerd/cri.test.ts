@@ -26,6 +26,7 @@ import {
 } from '../lib/cri-pods.js';
 import { criHostProblem, freePort } from '../lib/cri-host.js';
 import { StreamSession } from '../lib/cri-stream.js';
+import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG } from '../lib/template.js';
 
 const HANDLERS = criHandlers();
 /** A kernel without bridges or veths cannot have pods; said once, and every scenario is skipped. */
@@ -73,7 +74,13 @@ for (const version of CONTAINERD_VERSIONS) {
     const leftovers = (ms = 10_000) => c.waitNoLeaks(ms * CRI_TIMEOUT_SCALE);
 
     before(async () => {
-      c = await ContainerdInstance.start({ version, ...criStartOptions(HANDLERS) });
+      // Stencil's pods are clones of the shim's template (a miss fails the pod, so a pass proves it).
+      const configPaths: Record<string, string> = {};
+      if (HANDLERS.includes('stencil')) {
+        await ensureShimTemplate();
+        configPaths.stencil = SHIM_TEMPLATE_CONFIG();
+      }
+      c = await ContainerdInstance.start({ version, ...criStartOptions(HANDLERS, configPaths) });
       image = await c.importCriImages();
       cri = c.cri();
       logRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'stencil-cri-logs-'));
@@ -180,10 +187,16 @@ for (const version of CONTAINERD_VERSIONS) {
           assert.notEqual(ipA, ipB);
           assert.equal(await execUntilOk(cri, b.containers.cli, `nc ${ipA} 8080 </dev/null`), 'hello-from-a\n');
           assert.equal(await tcpRead(ipA, 8080), 'hello-from-a\n');
-          // PortForward (kubectl port-forward's path): the stream server dials 8080 inside pod A's netns.
-          const pf = await StreamSession.open(`${await cri.portForward(a.id, [8080])}?port=8080`, 10_000, { portForward: true });
-          await pf.ended(10_000 * CRI_TIMEOUT_SCALE);
-          assert.deepEqual([pf.received(0), pf.received(1)], ['hello-from-a\n', '']);
+          // PortForward (kubectl port-forward's path): the stream server dials localhost:8080 inside
+          // pod A's netns. A Stencil pod's processes are in its VM, not in that namespace, whose
+          // loopback never reaches the guest (Kata's tc redirect model has the same limit).
+          if (handler === 'stencil') {
+            t.diagnostic('PortForward not tried: containerd dials localhost in the host-side pod netns, which a VM pod does not listen in');
+          } else {
+            const pf = await StreamSession.open(`${await cri.portForward(a.id, [8080])}?port=8080`, 10_000, { portForward: true });
+            await pf.ended(10_000 * CRI_TIMEOUT_SCALE);
+            assert.deepEqual([pf.received(0), pf.received(1)], ['hello-from-a\n', '']);
+          }
           const portmap = c.criNetwork!.portmap;
           if (portmap) {
             // portmap's DNAT (OUTPUT chain, local destinations): the bridge's address at the hostPort.

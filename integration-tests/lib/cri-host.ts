@@ -28,7 +28,13 @@ const LAST_INDEX = 254;
 
 export interface CriOptions {
   /** More CRI runtime handlers beside `runc` (the default), e.g. {stencil: {runtimeType: 'io.containerd.stencil.v2'}}. */
-  runtimes?: Record<string, { runtimeType: string }>;
+  runtimes?: Record<string, CriRuntime>;
+}
+
+/** A CRI runtime handler: its shim, and the runtime's configuration file (runtimeoptions' ConfigPath). */
+export interface CriRuntime {
+  runtimeType: string;
+  configPath?: string;
 }
 
 /** The CRI part of containerd's config for `version` (containerd's other settings are the caller's). */
@@ -38,12 +44,16 @@ export function criConfigToml(o: {
   snapshotter: string;
   confDir: string;
   streamPort: number;
-  runtimes: Record<string, { runtimeType: string }>;
+  runtimes: Record<string, CriRuntime>;
 }): string {
   const q = (s: string) => JSON.stringify(s);
   const runtimes = { runc: { runtimeType: 'io.containerd.runc.v2' }, ...o.runtimes };
   const runtimeTables = (prefix: string) =>
-    Object.entries(runtimes).flatMap(([name, r]) => [`[${prefix}.containerd.runtimes.${q(name)}]`, `  runtime_type = ${q(r.runtimeType)}`]);
+    Object.entries(runtimes).flatMap(([name, r]: [string, CriRuntime]) => [
+      `[${prefix}.containerd.runtimes.${q(name)}]`,
+      `  runtime_type = ${q(r.runtimeType)}`,
+      ...(r.configPath ? [`[${prefix}.containerd.runtimes.${q(name)}.options]`, `  ConfigPath = ${q(r.configPath)}`] : []),
+    ]);
   // Pods' network namespaces are bind-mounted under CRI's state dir (ours), not /run/netns.
   // restrict_oom_score_adj: CRI gives sandboxes -998, which needs CAP_SYS_RESOURCE (runc's
   // nsexec fails with EACCES without it, as on the build machine); restricted, CRI clamps the

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { repoRoot } from '../../shim/src/util/paths.js';
 import { type ContainerdInstance, sleep } from './containerd.js';
+import type { CriRuntime } from './cri-host.js';
 import { type ContainerConfig, type ContainerState, type CriClient, CRI_TIMEOUT_SCALE, type PodSandboxConfig } from './cri.js';
 
 /** What each known CRI runtime handler is in containerd's CRI runtimes table (runc is built in). */
@@ -22,11 +23,11 @@ export function criHandlers(): string[] {
 }
 
 /** ContainerdInstance.start() options that make `handlers` available through CRI. */
-export function criStartOptions(handlers: string[]): { cri: { runtimes: Record<string, { runtimeType: string }> }; extraPath: string[] } {
-  const runtimes: Record<string, { runtimeType: string }> = {};
+export function criStartOptions(handlers: string[], configPaths: Record<string, string> = {}): { cri: { runtimes: Record<string, CriRuntime> }; extraPath: string[] } {
+  const runtimes: Record<string, CriRuntime> = {};
   for (const h of handlers) {
     const runtimeType = HANDLER_RUNTIMES[h];
-    if (runtimeType) runtimes[h] = { runtimeType };
+    if (runtimeType) runtimes[h] = { runtimeType, configPath: configPaths[h] };
   }
   // Stencil's shim binary (containerd-shim-stencil-v2) is found on containerd's PATH.
   return { cri: { runtimes }, extraPath: handlers.includes('stencil') ? [path.join(repoRoot(), 'bin')] : [] };

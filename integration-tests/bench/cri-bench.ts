@@ -1,0 +1,104 @@
+// CRI benchmark (issue 11), side by side in one containerd with the CRI plugin: Stencil (pods
+// cloned from the shim's template) against runc, the reference, through the same CRI calls.
+//   1. RunPodSandbox + CreateContainer + StartContainer until the container's first log line,
+//      alternating runtimes after a warm-up of each, median of --runs (default 10).
+//   2. --parallel pods (default 50) started at once per runtime: total time to all running,
+//      failures, and host memory per pod (MemAvailable drop while they run; the Stencil figure
+//      includes each pod's shim daemon and VM, runc's each pod's shim and containers).
+// One JSON line per figure on stdout; progress on stderr.
+// Usage: node dist/integration-tests/bench/cri-bench.js [--version 1.6|2.1] [--runs N] [--parallel N]
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { ContainerdInstance, type ContainerdVersion } from '../lib/containerd.js';
+import type { CriClient } from '../lib/cri.js';
+import { containerConfig, criStartOptions, podConfig, removePod, waitFor } from '../lib/cri-pods.js';
+import { emit, MIB, median, memAvailableBytes, note, round } from '../lib/bench-stats.js';
+import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG } from '../lib/template.js';
+
+const { values } = parseArgs({ options: { version: { type: 'string', default: '2.1' }, runs: { type: 'string', default: '10' }, parallel: { type: 'string', default: '50' } } });
+const version = values.version as ContainerdVersion;
+const runs = Number(values.runs);
+const parallel = Number(values.parallel);
+const HANDLERS = ['runc', 'stencil'] as const;
+const COMMAND = ['sh', '-c', 'echo started; exec sleep 100000'];
+
+/** A pod with one container, until the container has written its first line: ms, and the pod id. */
+async function startPod(cri: CriClient, handler: string, image: string, logRoot: string, name: string): Promise<{ ms: number; id: string }> {
+  const t0 = performance.now();
+  const config = podConfig(name, { logRoot });
+  const { podSandboxId } = await cri.runPodSandbox(config, handler);
+  const id = await cri.createContainer(podSandboxId, containerConfig('c', image, COMMAND), config);
+  await cri.startContainer(id);
+  const log = path.join(config.logDirectory!, 'c', '0.log');
+  await waitFor(`the first log line of pod ${name}`, async () => (fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('started') ? true : undefined), 300_000, 20);
+  return { ms: performance.now() - t0, id: podSandboxId };
+}
+
+async function main(): Promise<void> {
+  await ensureShimTemplate();
+  const c = await ContainerdInstance.start({ version, ...criStartOptions([...HANDLERS], { stencil: SHIM_TEMPLATE_CONFIG() }) });
+  const logRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'stencil-cri-bench-'));
+  try {
+    const image = await c.importCriImages();
+    const cri = c.cri();
+    // 1. one pod at a time
+    const samples: Record<string, number[]> = { runc: [], stencil: [] };
+    for (const h of HANDLERS) await removePod(cri, (await startPod(cri, h, image, logRoot, `warm-${h}`)).id);
+    for (let i = 0; i < runs; i++) {
+      for (const h of i % 2 ? [...HANDLERS].reverse() : HANDLERS) {
+        const { ms, id } = await startPod(cri, h, image, logRoot, `one-${h}-${i}`);
+        samples[h].push(ms);
+        await removePod(cri, id);
+      }
+      note(`run ${i + 1}/${runs}: runc ${round(samples.runc.at(-1)!)} ms, stencil ${round(samples.stencil.at(-1)!)} ms`);
+    }
+    const runc = median(samples.runc);
+    const stencil = median(samples.stencil);
+    emit({
+      figure: 'cri_pod_start_ms',
+      containerd: c.packageVersion,
+      what: 'RunPodSandbox + CreateContainer + StartContainer to the first log line, median',
+      runs,
+      runc_ms: round(runc),
+      stencil_template_ms: round(stencil),
+      ratio: round(stencil / runc, 2),
+      goal: '<= 1.5',
+      goal_met: stencil / runc <= 1.5,
+    });
+
+    // 2. many pods at once, per runtime
+    for (const h of HANDLERS) {
+      const before = memAvailableBytes();
+      const t0 = performance.now();
+      const results = await Promise.allSettled(Array.from({ length: parallel }, (_, i) => startPod(cri, h, image, logRoot, `many-${h}-${i}`)));
+      const totalMs = performance.now() - t0;
+      await new Promise((r) => setTimeout(r, 2000)); // let page cache and lazy allocations settle
+      const perPod = (before - memAvailableBytes()) / parallel;
+      const failures = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
+      for (const f of failures.slice(0, 3)) note(`${h}: a pod failed: ${String(f.reason).slice(0, 300)}`);
+      emit({
+        figure: 'cri_parallel_pods',
+        containerd: c.packageVersion,
+        runtime: h,
+        pods: parallel,
+        total_ms: round(totalMs),
+        failures: failures.length,
+        host_memory_per_pod_mib: round(perPod / MIB, 1),
+      });
+      const pods = await cri.listPodSandbox();
+      await Promise.all(pods.map((p) => removePod(cri, p.id).catch((err: Error) => note(`removing ${p.id}: ${err.message}`))));
+    }
+    const left = await c.waitNoLeaks(60_000);
+    if (left.length) throw new Error(`left behind:\n${left.join('\n')}`);
+  } finally {
+    await c.stop();
+    fs.rmSync(logRoot, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`cri-bench: ${(err as Error).stack ?? err}\n`);
+  process.exit(1);
+});
