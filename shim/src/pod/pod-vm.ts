@@ -303,14 +303,7 @@ export class PodVm implements Pod {
   }
 
   private bootError(message: string, cause?: unknown): PodVmError {
-    // A clone's console holds only what it printed since its restore: where its vCPUs went says more.
-    let stats = '';
-    try {
-      if (this.vm instanceof MicroVm && this.vm.state !== 'destroyed') stats = `; VM exits: ${JSON.stringify(this.vm.exitStats(4))}`;
-    } catch {
-      /* the VM is gone: nothing to add */
-    }
-    return new PodVmError('UNAVAILABLE', `pod ${this.id}: ${message}${stats}; guest console (last part):\n${this.consoleTail()}`, { cause });
+    return new PodVmError('UNAVAILABLE', `pod ${this.id}: ${message}; guest console (last part):\n${this.consoleTail()}`, { cause });
   }
 
   /** Connects to the agent, retrying while the guest boots. */
