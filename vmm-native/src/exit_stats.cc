@@ -65,7 +65,7 @@ void ExitStats::RecordConsoleOutput() {
   first_console_ms_ = Millis(Clock::now() - started_);
 }
 
-ExitStatsReport ExitStats::Report(size_t top_n, const std::vector<int>& vcpu_fds) const {
+ExitStatsReport ExitStats::Report(size_t top_n, const std::vector<int>& stats_fds) const {
   ExitStatsReport r;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -77,29 +77,30 @@ ExitStatsReport ExitStats::Report(size_t top_n, const std::vector<int>& vcpu_fds
     r.first_console_ms = first_console_ms_;
   }
   std::map<std::string, uint64_t> kvm;
-  for (int fd : vcpu_fds)
+  for (int fd : stats_fds)
     for (const auto& [name, value] : ReadKvmStats(fd)) kvm[name] += value;
   for (const auto& [name, value] : kvm)
     if (value) r.kvm_vcpu_stats.emplace_back(name, value);
   return r;
 }
 
-NamedCounts ReadKvmStats(int fd) {
-  UniqueFd stats(ioctl(fd, KVM_GET_STATS_FD, 0));
-  if (!stats.valid()) return {};
+UniqueFd OpenKvmStats(int kvm_object_fd) { return UniqueFd(ioctl(kvm_object_fd, KVM_GET_STATS_FD, 0)); }
+
+NamedCounts ReadKvmStats(int stats_fd) {
+  if (stats_fd < 0) return {};
   kvm_stats_header header{};
-  if (!ReadAt(stats.get(), &header, sizeof header, 0)) return {};
+  if (!ReadAt(stats_fd, &header, sizeof header, 0)) return {};
   // Each descriptor is followed by its name, name_size bytes (NUL-terminated).
   const size_t desc_size = sizeof(kvm_stats_desc) + header.name_size;
   std::vector<char> descs(desc_size * header.num_desc);
-  if (!ReadAt(stats.get(), descs.data(), descs.size(), header.desc_offset)) return {};
+  if (!ReadAt(stats_fd, descs.data(), descs.size(), header.desc_offset)) return {};
   NamedCounts out;
   for (uint32_t i = 0; i < header.num_desc; i++) {
     const auto* desc = reinterpret_cast<const kvm_stats_desc*>(descs.data() + i * desc_size);
     const uint32_t type = desc->flags & KVM_STATS_TYPE_MASK;
     if (desc->size != 1 || type > KVM_STATS_TYPE_PEAK) continue;  // histograms: not counters
     uint64_t value = 0;
-    if (!ReadAt(stats.get(), &value, sizeof value, uint64_t{header.data_offset} + desc->offset)) continue;
+    if (!ReadAt(stats_fd, &value, sizeof value, uint64_t{header.data_offset} + desc->offset)) continue;
     out.emplace_back(std::string(desc->name, strnlen(desc->name, header.name_size)), value);
   }
   return out;

@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "fd.h"
+
 struct kvm_run;
 
 namespace stencil {
@@ -45,8 +47,8 @@ class ExitStats {
   void MarkStarted();
   void RecordExit(const kvm_run& run);  // on the vCPU thread, after each successful KVM_RUN
   void RecordConsoleOutput();           // on every console write; only the first one is timed
-  // Reads KVM's statistics from the vCPU fds (still open) as well.
-  ExitStatsReport Report(size_t top_n, const std::vector<int>& vcpu_fds) const;
+  // Reads KVM's statistics from the vCPUs' stats fds (OpenKvmStats) as well.
+  ExitStatsReport Report(size_t top_n, const std::vector<int>& stats_fds) const;
 
  private:
   static double Millis(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
@@ -61,9 +63,12 @@ class ExitStats {
   double first_console_ms_ = -1;
 };
 
-// KVM's binary statistics of a vCPU or VM fd (KVM_GET_STATS_FD, Linux 5.14+): the single-value
-// counters by name. Empty when the kernel offers none.
-NamedCounts ReadKvmStats(int fd);
+// The binary statistics fd of a vCPU or VM fd (KVM_GET_STATS_FD, Linux 5.14+); invalid when the
+// kernel offers none. Open it before the vCPU runs: a vCPU ioctl waits for KVM_RUN to return, which a
+// spinning guest may never do, while reading the stats fd takes no vCPU lock.
+UniqueFd OpenKvmStats(int kvm_object_fd);
+// The single-value counters of a stats fd by name. Empty for an invalid fd.
+NamedCounts ReadKvmStats(int stats_fd);
 
 // A KVM_EXIT_* reason as a short name ("io", "mmio", "hlt", ...; "exit-<n>" for the rest).
 std::string KvmExitName(uint32_t reason);

@@ -130,6 +130,7 @@ void Vm::AdoptShell(VmShell shell) {
     auto v = std::make_unique<Vcpu>();
     v->index = i;
     v->fd = std::move(shell.vcpus[i].fd);
+    v->stats = OpenKvmStats(v->fd.get());
     v->run = std::exchange(shell.vcpus[i].run, nullptr);
     // KVM copies the registers into kvm_run at every exit (~100 bytes), so the exit trace has RIPs.
     if (CheckExtension(kvm_.get(), KVM_CAP_SYNC_REGS) & KVM_SYNC_X86_REGS) v->run->kvm_valid_regs = KVM_SYNC_X86_REGS;
@@ -318,9 +319,9 @@ void Vm::Stop() {
 }
 
 ExitStatsReport Vm::Stats(size_t top_n) const {
-  std::vector<int> vcpu_fds;
-  for (const auto& v : vcpus_) vcpu_fds.push_back(v->fd.get());
-  return exit_stats_.Report(top_n, vcpu_fds);
+  std::vector<int> stats_fds;
+  for (const auto& v : vcpus_) stats_fds.push_back(v->stats.get());
+  return exit_stats_.Report(top_n, stats_fds);
 }
 
 void Vm::SendConsoleInput(const uint8_t* data, size_t len) { serial_->QueueInput(data, len); }

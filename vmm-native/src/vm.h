@@ -115,6 +115,7 @@ class Vm {
   struct Vcpu {
     uint32_t index;
     UniqueFd fd;
+    UniqueFd stats;  // KVM's binary stats, readable while the vCPU runs (exit_stats.h)
     kvm_run* run = nullptr;
     std::thread thread;
     x86::ExitTrace trace;  // the last exits, for the report of a crash

@@ -81,7 +81,8 @@ TEST(ExitStats, TimesPhasesAndOnlyTheFirstConsoleByte) {
 
 TEST(ExitStats, KvmStatsOfANonKvmFdAreEmpty) {
   UniqueFd null(open("/dev/null", O_RDONLY | O_CLOEXEC));
-  EXPECT_TRUE(ReadKvmStats(null.get()).empty());
+  EXPECT_FALSE(OpenKvmStats(null.get()).valid());
+  EXPECT_TRUE(ReadKvmStats(OpenKvmStats(null.get()).get()).empty());
 }
 
 TEST(ExitStats, ReadsKvmBinaryStatsOfAVcpu) {
@@ -92,7 +93,9 @@ TEST(ExitStats, ReadsKvmBinaryStatsOfAVcpu) {
   UniqueFd vcpu(ioctl(vm.get(), KVM_CREATE_VCPU, 0));
   ASSERT_TRUE(vcpu.valid());
   if (ioctl(kvm.get(), KVM_CHECK_EXTENSION, KVM_CAP_BINARY_STATS_FD) <= 0) GTEST_SKIP() << "KVM without binary stats";
-  NamedCounts stats = ReadKvmStats(vcpu.get());
+  UniqueFd stats_fd = OpenKvmStats(vcpu.get());
+  ASSERT_TRUE(stats_fd.valid());
+  NamedCounts stats = ReadKvmStats(stats_fd.get());
   // Every KVM with binary stats has the generic vCPU counters; a fresh vCPU has not exited yet.
   auto exits = std::find_if(stats.begin(), stats.end(), [](const auto& p) { return p.first == "exits"; });
   ASSERT_NE(exits, stats.end());

@@ -303,7 +303,16 @@ export class PodVm implements Pod {
   }
 
   private bootError(message: string, cause?: unknown): PodVmError {
-    return new PodVmError('UNAVAILABLE', `pod ${this.id}: ${message}; guest console (last part):\n${this.consoleTail()}`, { cause });
+    // A clone's console holds only what it printed since its restore: where its vCPUs went says more.
+    // The stats are read from KVM's stats fds and the VMM's counters, never by a vCPU ioctl, so a
+    // vCPU that never leaves KVM_RUN cannot hold this up.
+    let stats = '';
+    try {
+      if (this.vm instanceof MicroVm && this.vm.state !== 'destroyed') stats = `; VM exits: ${JSON.stringify(this.vm.exitStats(4))}`;
+    } catch {
+      /* the VM is gone: nothing to add */
+    }
+    return new PodVmError('UNAVAILABLE', `pod ${this.id}: ${message}${stats}; guest console (last part):\n${this.consoleTail()}`, { cause });
   }
 
   /** Connects to the agent, retrying while the guest boots. */
