@@ -107,6 +107,8 @@ pid_t spawn_process(char **argv, const int fds[3]);
 // Applies SetupGuest's interfaces and routes with the guest's busybox `ip`: 0 or an error code,
 // *msg naming the step that failed and ip's own message.
 int guest_configure_network(const struct request *req, char **msg);
+// Writes SetupGuest's net.* sysctls to /proc/sys, each key and value checked first.
+int guest_apply_sysctls(const struct request *req, char **msg);
 
 // ---- guest setup (guest.c) ----
 void guest_init(void);

@@ -173,8 +173,11 @@ int guest_setup(const struct request *req, char **msg) {
     }
     log_msg(LOG_INFO, "mounted %s on %s (%s)", m->source, m->target, m->fstype);
   }
-  if (req->n_ifaces || req->n_routes) return guest_configure_network(req, msg);
-  return E_OK;
+  if (req->n_ifaces || req->n_routes) {
+    int rc = guest_configure_network(req, msg);
+    if (rc != E_OK) return rc;
+  }
+  return guest_apply_sysctls(req, msg);
 }
 
 uint32_t vsock_local_cid(void) {

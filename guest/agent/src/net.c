@@ -173,3 +173,54 @@ failed:
   free(why);
   return E_INTERNAL;
 }
+
+// The /proc/sys path of a net.* sysctl key: dots separate the levels (net.ipv4.ip_forward), unless
+// the key has slashes, which then do, as in sysctl(8) (net/ipv4/conf/eth0.100/rp_filter). NULL
+// when the key is not a plain net.* name: no empty, "." or ".." level, nothing but [A-Za-z0-9_.-/].
+static char *sysctl_path(const char *key) {
+  if (strlen(key) > 200 || !only(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-/", 200)) return NULL;
+  const bool slashes = strchr(key, '/') != NULL;
+  if (strncmp(key, slashes ? "net/" : "net.", 4) != 0) return NULL;
+  char *path = xasprintf("/proc/sys/%s", key);
+  char *rel = path + strlen("/proc/sys/");
+  if (!slashes)
+    for (char *c = rel; *c; c++)
+      if (*c == '.') *c = '/';
+  for (char *level = rel; level;) {
+    char *end = strchr(level, '/');
+    size_t n = end ? (size_t)(end - level) : strlen(level);
+    if (n == 0 || (n == 1 && level[0] == '.') || (n == 2 && level[0] == '.' && level[1] == '.')) {
+      free(path);
+      return NULL;
+    }
+    level = end ? end + 1 : NULL;
+  }
+  return path;
+}
+
+int guest_apply_sysctls(const struct request *req, char **msg) {
+  for (size_t i = 0; i < req->n_sysctls; i++) {
+    const char *key = req->sysctl_keys[i], *value = req->sysctl_values[i];
+    char *path = sysctl_path(key);
+    if (!path) {
+      *msg = xasprintf("SetupGuest: sysctl \"%s\" is not a net.* key", key);
+      return E_INVALID_ARGUMENT;
+    }
+    if (strlen(value) > 256 || strpbrk(value, "\n\r")) {
+      free(path);
+      *msg = xasprintf("SetupGuest: sysctl %s: the value is longer than 256 bytes or has a line break", key);
+      return E_INVALID_ARGUMENT;
+    }
+    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    ssize_t wrote = fd < 0 ? -1 : write(fd, value, strlen(value));
+    int e = errno;
+    if (fd >= 0) close(fd);
+    free(path);
+    if (wrote < 0) {
+      *msg = xasprintf("SetupGuest: sysctl %s = \"%s\": %s", key, value, strerror(e));
+      return e == ENOENT ? E_INVALID_ARGUMENT : E_INTERNAL;
+    }
+    log_msg(LOG_INFO, "sysctl %s = %s", key, value);
+  }
+  return E_OK;
+}

@@ -230,6 +230,28 @@ static int decode_route(const pb_field *f, struct route_req *rt, const char **er
   return 0;
 }
 
+// A map<string, string> entry: 1 key, 2 value.
+static int decode_string_pair(const pb_field *f, char **key, char **value, const char **err) {
+  if (f->wire_type != PB_LEN) {
+    *err = "map entry has the wrong wire type";
+    return -1;
+  }
+  *key = xstrdup("");
+  *value = xstrdup("");
+  pb_reader r = pb_reader_of(f->bytes, f->len);
+  pb_field g;
+  int rc;
+  while ((rc = pb_next(&r, &g)) > 0) {
+    char **field = g.field == 1 ? key : g.field == 2 ? value : NULL;
+    if (field && take_str(field, &g, err) < 0) return -1;
+  }
+  if (rc < 0) {
+    *err = "malformed protobuf in a map entry";
+    return -1;
+  }
+  return 0;
+}
+
 static int decode_setup_guest(const uint8_t *p, size_t n, struct request *req, const char **err) {
   pb_reader r = pb_reader_of(p, n);
   pb_field f;
@@ -264,6 +286,14 @@ static int decode_setup_guest(const uint8_t *p, size_t n, struct request *req, c
         memset(&req->routes[req->n_routes], 0, sizeof *req->routes);
         req->n_routes++;
         if (decode_route(&f, &req->routes[req->n_routes - 1], err) < 0) return -1;
+        break;
+      case 7:
+        req->sysctl_keys = xrealloc(req->sysctl_keys, (req->n_sysctls + 1) * sizeof *req->sysctl_keys);
+        req->sysctl_values = xrealloc(req->sysctl_values, (req->n_sysctls + 1) * sizeof *req->sysctl_values);
+        req->sysctl_keys[req->n_sysctls] = req->sysctl_values[req->n_sysctls] = NULL;
+        req->n_sysctls++;
+        if (decode_string_pair(&f, &req->sysctl_keys[req->n_sysctls - 1], &req->sysctl_values[req->n_sysctls - 1], err) < 0)
+          return -1;
         break;
     }
   }
@@ -396,6 +426,12 @@ void request_free(struct request *req) {
     free(req->routes[i].device);
   }
   free(req->routes);
+  for (size_t i = 0; i < req->n_sysctls; i++) {
+    free(req->sysctl_keys[i]);
+    free(req->sysctl_values[i]);
+  }
+  free(req->sysctl_keys);
+  free(req->sysctl_values);
   memset(req, 0, sizeof *req);
 }
 

@@ -100,6 +100,8 @@ struct request {
   size_t n_ifaces;
   struct route_req *routes;
   size_t n_routes;
+  char **sysctl_keys, **sysctl_values;  // SetupGuest's sysctls, in the order sent
+  size_t n_sysctls;
 };
 
 // 0 on success; -1 with *err naming the problem (a static string).

@@ -375,4 +375,26 @@ describe('containers (crun)', { skip: crunSkip }, () => {
     );
     await rejectsWith(client.setupGuest({ entropy: Buffer.alloc(5000) }), (e) => assert.equal(e.code, 'INVALID_ARGUMENT'));
   });
+
+  it('writes the pod\'s net.* sysctls in its network namespace, and refuses other keys naming them', async () => {
+    const read = (key: string) =>
+      spawnSync('nsenter', ['-t', String(agent.proc.pid), '-n', 'cat', `/proc/sys/${key}`], { encoding: 'utf8' }).stdout.trim();
+    const hostValue = fs.readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8').trim();
+    await client.setupGuest({ sysctls: { 'net.ipv4.ip_unprivileged_port_start': '0', 'net/ipv4/conf/lo/forwarding': '1' } });
+    assert.equal(read('net/ipv4/ip_unprivileged_port_start'), '0');
+    assert.equal(read('net/ipv4/conf/lo/forwarding'), '1');
+    assert.equal(fs.readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8').trim(), hostValue, 'the host\'s value changed');
+    const bad: Array<[Record<string, string>, RegExp]> = [
+      [{ 'kernel.hostname': 'x' }, /sysctl "kernel\.hostname" is not a net\.\* key/],
+      [{ 'net.ipv4..ip_forward': '1' }, /not a net\.\* key/],
+      [{ 'net/../kernel/hostname': 'x' }, /not a net\.\* key/],
+      [{ 'net.ipv4.ip_forward': '1\n' }, /net\.ipv4\.ip_forward: the value .* line break/],
+      [{ 'net.ipv4.no_such_knob': '1' }, /sysctl net\.ipv4\.no_such_knob = "1": No such file/],
+    ];
+    for (const [sysctls, message] of bad)
+      await rejectsWith(client.setupGuest({ sysctls }), (e) => {
+        assert.equal(e.code, 'INVALID_ARGUMENT', e.message);
+        assert.match(e.message, message);
+      });
+  });
 });

@@ -69,6 +69,8 @@ export interface SetupGuestRequest {
   /** The pod's NIC (network/pod-network.ts): MAC, MTU, addresses; then routes. */
   interfaces?: Array<{ name: string; mac: string; mtu: number; addresses: string[] }>;
   routes?: Array<{ destination: string; gateway: string; device: string }>;
+  /** net.* sysctls of the pod, written to the guest's /proc/sys after the network. */
+  sysctls?: Record<string, string>;
 }
 
 export interface PingResult {
@@ -287,6 +289,7 @@ export class AgentClient {
         mounts: (req.mounts ?? []).map((m) => ({ ...m, options: m.options ?? [] })),
         interfaces: req.interfaces ?? [],
         routes: req.routes ?? [],
+        sysctls: req.sysctls ?? {},
       },
       { rpc: 'SetupGuest' },
       opts,

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { guestSpec, hostVolumes } from './guest-spec.js';
+import { guestSpec, hostVolumes, podNetworkSysctls } from './guest-spec.js';
 
 // The shape of a CRI app container's spec (containerd 1.6/2.1): the pod's namespaces by path,
 // CRI's files and a volume as bind mounts of host paths.
@@ -52,6 +52,19 @@ describe('guest spec', () => {
     assert.equal(out.ociVersion, '1.1.0');
     assert.deepEqual(out.root, { path: '/run/stencil/shared/c1/rootfs' });
     assert.equal((spec.root as { path: string }).path, 'rootfs', 'the input is not changed');
+  });
+
+  it("moves the net.* sysctls of a pod netns joined by path to the VM, keeping the others in the spec", () => {
+    // containerd 2.x gives every sandbox this sysctl; crun would refuse it without a new netns.
+    const spec = criAppSpec();
+    (spec.linux as Record<string, unknown>).sysctl = { 'net.ipv4.ip_unprivileged_port_start': '0', 'kernel.shm_rmid_forced': '1', 'net/ipv4/conf/eth0.5/rp_filter': '2' };
+    assert.deepEqual(podNetworkSysctls(spec), { 'net.ipv4.ip_unprivileged_port_start': '0', 'net/ipv4/conf/eth0.5/rp_filter': '2' });
+    const out = guestSpec(spec, { rootfs: '/r', sandboxPid: 3, ociVersion: '1.1.0', volumes: new Map() });
+    assert.deepEqual((out.linux as { sysctl: unknown }).sysctl, { 'kernel.shm_rmid_forced': '1' });
+    // A container with a network namespace of its own (not the pod's) keeps its sysctls.
+    const own = { linux: { namespaces: [{ type: 'network' }], sysctl: { 'net.ipv4.ip_forward': '1' } } };
+    assert.deepEqual(podNetworkSysctls(own), {});
+    assert.deepEqual((guestSpec(own, { rootfs: '/r', ociVersion: '1.1.0', volumes: new Map() }).linux as { sysctl: unknown }).sysctl, { 'net.ipv4.ip_forward': '1' });
   });
 
   it('makes namespaces given by path new ones while the pod has no sandbox container', () => {

@@ -4,8 +4,10 @@
 // directories (CRI's /etc/hosts, resolv.conf, volumes). The guest gets:
 // - root.path: the rootfs under the pod's 9p share;
 // - namespaces: a network namespace with a path is dropped (the pod's containers share the VM's,
-//   which holds the pod's NIC); other namespaces with a path join the sandbox container's, by its
-//   guest pid, or, before any sandbox exists, are made new;
+//   which holds the pod's NIC), and with it the spec's net.* sysctls, which PodVm writes into the
+//   VM's network namespace instead (crun sets them only in a namespace it creates; containerd 2.x
+//   gives every pod net.ipv4.ip_unprivileged_port_start); other namespaces with a path join the
+//   sandbox container's, by its guest pid, or, before any sandbox exists, are made new;
 // - bind mounts of host paths: their sources become the shared copies under the pod's share
 //   (PodVm binds them there, read-only ones read-only on the host too); /dev/shm becomes a tmpfs
 //   of the guest's own (shared memory over 9p makes no sense).
@@ -58,6 +60,22 @@ export interface GuestSpecOptions {
   ociVersion: string;
 }
 
+/** Whether the spec joins a network namespace by path (CRI's pod netns), which the guest drops. */
+function joinsNetworkByPath(linux: Record<string, unknown> | undefined): boolean {
+  return !!linux && Array.isArray(linux.namespaces) && (linux.namespaces as OciNamespace[]).some((ns) => ns.type === 'network' && !!ns.path);
+}
+
+/** The spec's net.* sysctls that belong to the VM's network namespace (see guestSpec). */
+export function podNetworkSysctls(spec: Record<string, unknown>): Record<string, string> {
+  const linux = spec.linux as Record<string, unknown> | undefined;
+  if (!joinsNetworkByPath(linux) || typeof linux!.sysctl !== 'object' || linux!.sysctl === null) return {};
+  return Object.fromEntries(Object.entries(linux!.sysctl as Record<string, unknown>).filter(([k]) => isNetworkSysctl(k)).map(([k, v]) => [k, String(v)]));
+}
+
+function isNetworkSysctl(key: string): boolean {
+  return key.startsWith('net.') || key.startsWith('net/');
+}
+
 export function guestSpec(spec: Record<string, unknown>, o: GuestSpecOptions): Record<string, unknown> {
   const root = (spec.root ?? {}) as Record<string, unknown>;
   const out: Record<string, unknown> = { ...spec, ociVersion: o.ociVersion, root: { ...root, path: o.rootfs } };
@@ -71,6 +89,8 @@ export function guestSpec(spec: Record<string, unknown>, o: GuestSpecOptions): R
       else namespaces.push({ type: ns.type });
     }
     out.linux = { ...linux, namespaces };
+    if (joinsNetworkByPath(linux) && typeof linux.sysctl === 'object' && linux.sysctl !== null)
+      (out.linux as Record<string, unknown>).sysctl = Object.fromEntries(Object.entries(linux.sysctl).filter(([k]) => !isNetworkSysctl(k)));
   }
   if (Array.isArray(spec.mounts)) {
     out.mounts = (spec.mounts as OciMount[]).map((m, i) => {

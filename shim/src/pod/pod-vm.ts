@@ -30,7 +30,7 @@ import { podVmSpec, SHARE_TAG } from './vm-spec.js';
 import type { Logger } from '../util/log.js';
 import { bindMount, createShareView, makePrivate, mountsUnder, remountReadOnly, unmountAllUnder, unmountTree } from '../util/mounts.js';
 import { attachPodNetwork, type PodNetwork } from '../network/pod-network.js';
-import { guestSpec, hostVolumes } from './guest-spec.js';
+import { guestSpec, hostVolumes, podNetworkSysctls } from './guest-spec.js';
 import type { ContainerRequest, Pod, ProcessStdio } from './types.js';
 
 export { SHARE_TAG };
@@ -415,6 +415,8 @@ export class PodVm implements Pod {
       volumes,
     });
     try {
+      const sysctls = podNetworkSysctls(req.spec);
+      if (Object.keys(sysctls).length) await client.setupGuest({ sysctls });
       const pid = await client.createContainer(id, spec, req.stdio);
       if (this.sandboxPid === undefined && isSandbox(id, req.spec)) this.sandboxPid = pid;
       this.log?.info('container created', { container: id, pid, rootfs: req.rootfs });

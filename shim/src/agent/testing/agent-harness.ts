@@ -45,7 +45,7 @@ export async function startAgent(opts: { isolated?: boolean; extraArgs?: string[
   const socket = path.join(dir, 'agent.sock');
   const args = ['--unix', socket, '--state-dir', path.join(dir, 'state'), '--log-level', 'debug', ...(opts.extraArgs ?? [])];
   const proc = opts.isolated
-    ? spawn('unshare', ['--mount', '--uts', '--propagation', 'private', 'sh', '-c', ISOLATE, 'agent', bin, ...args], {
+    ? spawn('unshare', ['--mount', '--uts', '--net', '--propagation', 'private', 'sh', '-c', ISOLATE, 'agent', bin, ...args], {
         stdio: ['ignore', 'pipe', 'pipe'],
       })
     : spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
