@@ -1,6 +1,6 @@
-// Kubernetes-style pods through containerd's CRI (issue 11), on containerd 1.6 and 2.1, for each
-// runtime handler in $STENCIL_CRI_HANDLERS (default "runc", the reference; "stencil" adds
-// Stencil's shim): the calls kubelet makes (lib/cri.ts), the pod network (CNI bridge, portmap),
+// Kubernetes-style pods through containerd's CRI (issue 11), on the containerd versions in
+// $STENCIL_CRI_VERSIONS (default 1.6 and 2.1), for each runtime handler in $STENCIL_CRI_HANDLERS
+// (default "runc", the reference; "stencil" adds Stencil's shim): the calls kubelet makes (lib/cri.ts), the pod network (CNI bridge, portmap),
 // exec, logs, stop with a grace period, volumes, DNS, stats, 20 pods at once, and after each
 // scenario nothing left behind (leaks(): no shim, mount, netns, veth, CNI state, iptables rule).
 import assert from 'node:assert/strict';
@@ -9,13 +9,14 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { CONTAINERD_VERSIONS, ContainerdInstance } from '../lib/containerd.js';
+import { ContainerdInstance } from '../lib/containerd.js';
 import { CRI_TIMEOUT_SCALE, type CriClient } from '../lib/cri.js';
 import {
   bundleSpec,
   containerConfig,
   criHandlers,
   criStartOptions,
+  criVersions,
   execUntilOk,
   parseCriLog,
   podConfig,
@@ -64,7 +65,7 @@ function inSubnet(ip: string, subnet: string): boolean {
   return net.isIPv4(ip) && Math.floor(n(ip) / 2 ** (32 - Number(bits))) === Math.floor((n(base) & mask) / 2 ** (32 - Number(bits)));
 }
 
-for (const version of CONTAINERD_VERSIONS) {
+for (const version of criVersions()) {
   describe(`containerd ${version} CRI`, { skip: HOST_PROBLEM }, () => {
     let c: ContainerdInstance;
     let cri: CriClient;

@@ -5,7 +5,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { repoRoot } from '../../shim/src/util/paths.js';
-import { type ContainerdInstance, sleep } from './containerd.js';
+import { CONTAINERD_VERSIONS, type ContainerdInstance, type ContainerdVersion, sleep } from './containerd.js';
 import type { CriRuntime } from './cri-host.js';
 import { type ContainerConfig, type ContainerState, type CriClient, CRI_TIMEOUT_SCALE, type PodSandboxConfig } from './cri.js';
 
@@ -20,6 +20,14 @@ export function criHandlers(): string[] {
   const list = (process.env.STENCIL_CRI_HANDLERS ?? 'runc').split(',').map((h) => h.trim()).filter((h) => h !== '');
   for (const h of list) if (!(h in HANDLER_RUNTIMES)) throw new Error(`STENCIL_CRI_HANDLERS: unknown handler ${JSON.stringify(h)} (known: ${Object.keys(HANDLER_RUNTIMES).join(', ')})`);
   return list;
+}
+
+/** The containerd versions the CRI tests run: $STENCIL_CRI_VERSIONS (comma-separated), default all. */
+export function criVersions(): ContainerdVersion[] {
+  const all: readonly string[] = CONTAINERD_VERSIONS;
+  const list = (process.env.STENCIL_CRI_VERSIONS ?? all.join(',')).split(',').map((v) => v.trim()).filter((v) => v !== '');
+  for (const v of list) if (!all.includes(v)) throw new Error(`STENCIL_CRI_VERSIONS: unknown containerd version ${JSON.stringify(v)} (known: ${all.join(', ')})`);
+  return list as ContainerdVersion[];
 }
 
 /** ContainerdInstance.start() options that make `handlers` available through CRI. */
