@@ -63,13 +63,13 @@ describe('task service: the layers’ error codes reach containerd', () => {
   });
 
   /** The containerd.task.v3.Task definition over a service whose pod comes from `createPod`. */
-  function serve(createPod: () => Promise<Pod>): ServiceDefinition {
+  function serve(createPod: () => Promise<Pod>, onShutdown = () => undefined): ServiceDefinition {
     const service = new TaskService({
       namespace: 'test',
       createPod,
       events: { publish: () => undefined },
       logger: createLogger({ level: 'error' }),
-      onShutdown: () => undefined,
+      onShutdown,
     });
     services.push(service);
     return taskServiceDefinitions(service).find((d) => d.name === 'containerd.task.v3.Task')!;
@@ -121,6 +121,30 @@ describe('task service: the layers’ error codes reach containerd', () => {
     await failsWith(call(def, 'Kill', { id: 't1', signal: 9 }), Code.Internal, /crun kill failed/);
     // Pause needs a running init: Start failed, so the service itself refuses first.
     await failsWith(call(def, 'Pause', { id: 't1' }), Code.FailedPrecondition, /it is not running/);
+  });
+
+  it("a Delete of a task still being created (containerd's Create gave up) cancels it: Canceled, no container, and the deferred Shutdown then runs", async () => {
+    let bootPod!: (pod: Pod) => void;
+    const created: string[] = [];
+    let shutdowns = 0;
+    const def = serve(
+      () => new Promise<Pod>((resolve) => (bootPod = resolve)),
+      () => void shutdowns++,
+    );
+    const creating = call(def, 'Create', { id: 't3', bundle });
+    await new Promise((r) => setTimeout(r, 20)); // the create now waits for its pod's VM
+    const deleting = call(def, 'Delete', { id: 't3' });
+    await call(def, 'Shutdown', { id: 't3' }); // a create is still in flight: the shim stays
+    await new Promise((r) => setImmediate(r));
+    assert.equal(shutdowns, 0);
+    bootPod(scriptedPod({ createContainer: async (req) => (created.push(req.id), 1) }));
+    await failsWith(creating, Code.Canceled, /^task t3: create cancelled by a Delete of the task$/);
+    const response = def.methods.Delete.responseType.decode(await deleting) as unknown as { exitStatus: number };
+    assert.equal(response.exitStatus, 137);
+    assert.deepEqual(created, [], 'no container made for a cancelled create');
+    await new Promise((r) => setImmediate(r));
+    assert.equal(shutdowns, 1, 'the Shutdown that came during the create ran once it rolled back');
+    await failsWith(call(def, 'Delete', { id: 't3' }), Code.NotFound, /t3/);
   });
 
   it('a hypervisor state error from a pod call: FailedPrecondition', async () => {

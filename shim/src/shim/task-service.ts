@@ -78,7 +78,12 @@ const EXEC_EXIT_GRACE_MS = 5_000;
 export class TaskService implements TaskHandlerObject {
   private readonly tasks = new Map<string, Task>();
   /** Ids whose Create is in progress (duplicates are refused before any work). */
-  private readonly creating = new Set<string>();
+  /** Creates in flight. A Delete of one cancels it: containerd sends that when its Create call
+   * gave up (deadline, cancelled RunPodSandbox), and would otherwise never hear of the task the
+   * Create still makes (a VM pod and container nobody knows: a leak). */
+  private readonly creating = new Map<string, { cancelled: boolean; done: Promise<void> }>();
+  /** A Shutdown came while only cancelled creates were left: exit once they have rolled back. */
+  private shutdownAfterCancelledCreates = false;
   private pod?: Promise<Pod>;
   private shuttingDown = false;
   private readonly log: Logger;
@@ -99,9 +104,14 @@ export class TaskService implements TaskHandlerObject {
     if (req.checkpoint) throw new RpcError(Code.Unimplemented, `task ${id}: restoring from a checkpoint is not supported yet`);
     const bundle = req.bundle;
     if (!path.isAbsolute(bundle)) throw new RpcError(Code.InvalidArgument, `task ${id}: bundle path ${JSON.stringify(bundle)} is not absolute`);
-    this.creating.add(id);
+    let finished!: () => void;
+    const pending = { cancelled: false, done: new Promise<void>((resolve) => (finished = resolve)) };
+    this.creating.set(id, pending);
     this.options.onIdle?.(false);
     const undo: Array<() => Promise<unknown> | unknown> = [];
+    const stopIfCancelled = () => {
+      if (pending.cancelled) throw new RpcError(Code.Canceled, `task ${id}: create cancelled by a Delete of the task`);
+    };
     try {
       const spec = readSpec(bundle);
       const root = (spec.root ?? {}) as { path?: string };
@@ -116,6 +126,7 @@ export class TaskService implements TaskHandlerObject {
       init.io = await HostStdio.open(paths, { containerId: id, namespace: this.options.namespace }, this.log);
       undo.push(() => init.io?.close());
       const pod = await this.getPod(spec);
+      stopIfCancelled();
       await pod.createContainer({ id, spec, rootfs: rootfsDir, stdio: stdioMode(paths) }).catch((err) => {
         throw toRpcError(err, `create task ${id}`, Code.Internal);
       });
@@ -125,6 +136,7 @@ export class TaskService implements TaskHandlerObject {
           throw toRpcError(err, `attach the stdio of task ${id}`, Code.Internal);
         }),
       );
+      stopIfCancelled();
       init.pid = process.pid;
       const task: Task = { id, bundle, rootfsDir, mountedRootfs: mounts.length > 0, init, execs: new Map(), paused: false, oomKillsReported: 0 };
       this.tasks.set(id, task);
@@ -146,7 +158,9 @@ export class TaskService implements TaskHandlerObject {
       throw err;
     } finally {
       this.creating.delete(id);
+      finished();
       if (this.taskCount === 0) this.options.onIdle?.(true);
+      if (this.shutdownAfterCancelledCreates && this.taskCount === 0) void this.shutdown({ id: '', now: false });
     }
   }
 
@@ -213,6 +227,13 @@ export class TaskService implements TaskHandlerObject {
   }
 
   async delete(req: DeleteRequest): Promise<DeleteResponse> {
+    const creating = !req.execId && !this.tasks.has(req.id) ? this.creating.get(req.id) : undefined;
+    if (creating) {
+      this.log.warn('delete of a task still being created: cancelling the create', { id: req.id });
+      creating.cancelled = true;
+      await creating.done;
+      if (!this.tasks.has(req.id)) return { pid: 0, exitStatus: 128 + 9, exitedAt: new Date() };
+    }
     const task = this.task(req.id);
     const execId = req.execId;
     const pod = await this.getPod();
@@ -355,7 +376,10 @@ export class TaskService implements TaskHandlerObject {
   }
 
   async shutdown(req: ShutdownRequest): Promise<Empty> {
-    if (this.taskCount > 0 && !req.now) return {};
+    if (this.taskCount > 0 && !req.now) {
+      if (this.tasks.size === 0 && [...this.creating.values()].every((c) => c.cancelled)) this.shutdownAfterCancelledCreates = true;
+      return {};
+    }
     if (!this.shuttingDown) {
       this.shuttingDown = true;
       setImmediate(() => this.options.onShutdown());
