@@ -34,6 +34,11 @@ const HANDLERS = criHandlers();
 const HOST_PROBLEM = criHostProblem();
 if (HOST_PROBLEM) process.stdout.write(`# CRI tests skipped: ${HOST_PROBLEM}\n`);
 const SLEEP = ['sh', '-c', 'echo started; exec sleep 100000'];
+const MIB = 2 ** 20;
+/** A pod's resources (kubelet's sum of its one container's limits): half a CPU, 128 MiB. */
+const SIZED = { cpuPeriod: 100_000, cpuQuota: 50_000, memoryLimitInBytes: 128 * MIB };
+/** The VM Stencil gives such a pod: the default 1 vCPU and 256 MiB, plus ceil(0.5) vCPU and 128 MiB. */
+const SIZED_VM = { vcpus: 2, memoryBytes: 384 * MIB };
 /** A persistent TCP server answering every connection with `text` (busybox nc). */
 const serve = (port: number, text: string) => ['nc', '-ll', '-p', String(port), '-e', 'echo', text];
 
@@ -79,6 +84,8 @@ for (const version of criVersions()) {
       const configPaths: Record<string, string> = {};
       if (HANDLERS.includes('stencil')) {
         await ensureShimTemplate();
+        // The resources scenario's pods: a miss fails them, so passing proves the sized lookup.
+        await ensureShimTemplate(undefined, SIZED_VM);
         configPaths.stencil = SHIM_TEMPLATE_CONFIG();
       }
       c = await ContainerdInstance.start({ version, ...criStartOptions(HANDLERS, configPaths) });
@@ -306,7 +313,7 @@ for (const version of criVersions()) {
           assert.deepEqual(await leftovers(), []);
         });
 
-        it('volumes: a read-only hostPath, an emptyDir-like dir shared by two containers; CRI\'s /etc/hosts, hostname and resolv.conf', async () => {
+        it('volumes: a read-only hostPath, an emptyDir-like dir shared by two containers, /dev/termination-log; CRI\'s /etc/hosts, hostname and resolv.conf', async () => {
           const vol = fs.mkdtempSync(path.join(os.tmpdir(), 'stencil-cri-vol-'));
           try {
             const ro = path.join(vol, 'ro');
@@ -320,8 +327,12 @@ for (const version of criVersions()) {
               { containerPath: '/ro', hostPath: ro, readonly: true },
               { containerPath: '/shared', hostPath: shared },
             ];
+            // kubelet's termination message file: a host file of its own, bind-mounted writable.
+            const terminationLog = path.join(vol, 'termination-log');
+            fs.writeFileSync(terminationLog, '');
+            const writerMounts = [...mounts, { containerPath: '/dev/termination-log', hostPath: terminationLog }];
             const pod = await runPod(cri, handler, config, [
-              containerConfig('writer', image, ['sh', '-c', 'echo written-by-writer > /shared/note; exec sleep 100000'], { mounts }),
+              containerConfig('writer', image, ['sh', '-c', 'echo written-by-writer > /shared/note; exec sleep 100000'], { mounts: writerMounts }),
               containerConfig('reader', image, SLEEP, { mounts }),
             ]);
             const { writer, reader } = pod.containers;
@@ -336,6 +347,8 @@ for (const version of criVersions()) {
             assert.equal(await execUntilOk(cri, reader, 'cat /shared/note'), 'written-by-writer\n');
             assert.equal((await cri.execSync(reader, ['sh', '-c', 'echo back > /shared/reply'])).exitCode, 0);
             assert.equal(fs.readFileSync(path.join(shared, 'reply'), 'utf8'), 'back\n');
+            assert.equal((await cri.execSync(writer, ['sh', '-c', 'echo the-last-words > /dev/termination-log'])).exitCode, 0);
+            assert.equal(fs.readFileSync(terminationLog, 'utf8'), 'the-last-words\n');
 
             const resolv = (await cri.execSync(reader, ['cat', '/etc/resolv.conf'])).stdout.toString();
             assert.deepEqual(
@@ -371,6 +384,28 @@ for (const version of criVersions()) {
           assert.ok((stats.cpu?.timestamp ?? 0) > 0 && (stats.memory?.timestamp ?? 0) > 0);
           const listed = await cri.listContainerStats({ podSandboxId: pod.id });
           assert.deepEqual(listed.map((s) => s.attributes?.id), [id]);
+          await removePod(cri, pod.id);
+          assert.deepEqual(await leftovers(), []);
+        });
+
+        it("resources: the pod's sum reaches the runtime (a Stencil VM of that size, cloned from a template of it), the container's limits its cgroup", async () => {
+          const linux = { resources: SIZED, securityContext: { namespaceOptions: { network: 'POD' as const, pid: 'CONTAINER' as const, ipc: 'POD' as const } } };
+          const pod = await runPod(cri, handler, podConfig('sized', { logRoot, resources: SIZED }), [containerConfig('c', image, SLEEP, { linux })]);
+          const sandbox = bundleSpec(c, pod.id) as { annotations: Record<string, string> };
+          assert.equal(sandbox.annotations['io.kubernetes.cri.sandbox-memory'], String(128 * MIB));
+          assert.equal(sandbox.annotations['io.kubernetes.cri.sandbox-cpu-quota'], '50000');
+          const app = bundleSpec(c, pod.containers.c) as { linux: { resources: { memory: { limit: number }; cpu: { quota: number; period: number } } } };
+          assert.equal(app.linux.resources.memory.limit, 128 * MIB);
+          assert.deepEqual([app.linux.resources.cpu.quota, app.linux.resources.cpu.period], [50_000, 100_000]);
+          if (handler === 'stencil') {
+            const sh = async (cmd: string) => (await cri.execSync(pod.containers.c, ['sh', '-c', cmd])).stdout.toString().trim();
+            assert.equal(await sh('nproc'), String(SIZED_VM.vcpus), "the guest's CPUs");
+            const memTotalMiB = Number(/MemTotal:\s+(\d+) kB/.exec(await sh('cat /proc/meminfo'))![1]) / 1024;
+            // The kernel keeps its own image and reserved pages out of MemTotal.
+            assert.ok(memTotalMiB > 300 && memTotalMiB <= 384, `MemTotal ${memTotalMiB} MiB in a 384 MiB VM`);
+            const cg = 'p=$(cut -d: -f3 /proc/self/cgroup); cat /sys/fs/cgroup$p/memory.max /sys/fs/cgroup$p/cpu.max';
+            assert.deepEqual((await sh(cg)).split('\n'), [String(128 * MIB), '50000 100000'], "the guest cgroup's limits");
+          }
           await removePod(cri, pod.id);
           assert.deepEqual(await leftovers(), []);
         });

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { repoRoot } from '../../shim/src/util/paths.js';
 import { CONTAINERD_VERSIONS, type ContainerdInstance, type ContainerdVersion, sleep } from './containerd.js';
 import type { CriRuntime } from './cri-host.js';
-import { type ContainerConfig, type ContainerState, type CriClient, CRI_TIMEOUT_SCALE, type PodSandboxConfig } from './cri.js';
+import { type ContainerConfig, type ContainerState, type CriClient, CRI_TIMEOUT_SCALE, type LinuxResources, type PodSandboxConfig } from './cri.js';
 
 /** What each known CRI runtime handler is in containerd's CRI runtimes table (runc is built in). */
 const HANDLER_RUNTIMES: Record<string, string | undefined> = {
@@ -46,6 +46,8 @@ export interface PodOptions {
   hostname?: string;
   dnsConfig?: PodSandboxConfig['dnsConfig'];
   portMappings?: PodSandboxConfig['portMappings'];
+  /** The pod's resources (kubelet's sum of its containers'). */
+  resources?: LinuxResources;
 }
 
 /** A pod's config the way kubelet shapes it: metadata with a fresh uid, its log dir under logRoot. */
@@ -61,7 +63,7 @@ export function podConfig(name: string, o: PodOptions): PodSandboxConfig {
     portMappings: o.portMappings,
     labels: { 'io.kubernetes.pod.name': name, app: 'stencil-cri-test' },
     annotations: { 'stencil.test/pod': name },
-    linux: { securityContext: { namespaceOptions: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' } } },
+    linux: { securityContext: { namespaceOptions: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' } }, resources: o.resources },
   };
 }
 

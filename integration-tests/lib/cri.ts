@@ -53,7 +53,13 @@ export interface PodSandboxConfig {
   portMappings?: PortMapping[];
   labels?: KV;
   annotations?: KV;
-  linux?: { cgroupParent?: string; securityContext?: { namespaceOptions?: NamespaceOption; privileged?: boolean }; sysctls?: KV };
+  linux?: { cgroupParent?: string; securityContext?: { namespaceOptions?: NamespaceOption; privileged?: boolean }; sysctls?: KV; resources?: LinuxResources };
+}
+export interface LinuxResources {
+  cpuPeriod?: number;
+  cpuQuota?: number;
+  cpuShares?: number;
+  memoryLimitInBytes?: number;
 }
 export type NamespaceMode = 'POD' | 'CONTAINER' | 'NODE' | 'TARGET';
 export interface NamespaceOption {
@@ -83,7 +89,7 @@ export interface ContainerConfig {
   stdinOnce?: boolean;
   tty?: boolean;
   linux?: {
-    resources?: { cpuPeriod?: number; cpuQuota?: number; cpuShares?: number; memoryLimitInBytes?: number };
+    resources?: LinuxResources;
     securityContext?: { privileged?: boolean; readonlyRootfs?: boolean; namespaceOptions?: NamespaceOption };
   };
 }

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { buildPodTemplate } from '../../shim/src/factory/pod-template.js';
-import { podShapeFromConfig, templateSpecOfShape } from '../../shim/src/factory/pod-shape.js';
+import { type PodSize, podShapeFromConfig, templateSpecOfShape } from '../../shim/src/factory/pod-shape.js';
 import { templateVmProvider } from '../../shim/src/factory/template-provider.js';
 import { type TemplateRecord, TemplateStore } from '../../shim/src/factory/template-store.js';
 import { ensureTmpfs } from '../../shim/src/factory/tmpfs.js';
@@ -76,14 +76,14 @@ export function writeShimConfig(name: string, o: Parameters<typeof shimConfig>[0
 /** The default shim configuration for tests (templates on, a miss fails). */
 export const SHIM_TEMPLATE_CONFIG = () => writeShimConfig('shim-templates.toml');
 
-/** The pod shape the shim uses with the default [hypervisor] settings (shim/src/shim/pod-factory.ts). */
-export function shimPodShape(): PodVmShape {
-  return podShapeFromConfig(defaultConfig().hypervisor);
+/** The pod shape the shim uses with the default [hypervisor] settings (shim/src/shim/pod-factory.ts), at `size`. */
+export function shimPodShape(size: PodSize = {}): PodVmShape {
+  return podShapeFromConfig(defaultConfig().hypervisor, size);
 }
 
-/** The template the shim clones with the default configuration, in SHIM_TEMPLATE_DIR (a tmpfs). */
-export async function ensureShimTemplate(logger?: Logger): Promise<{ record: TemplateRecord; built: boolean; ms: number }> {
+/** The template the shim clones with the default configuration (pods of `size`), in SHIM_TEMPLATE_DIR (a tmpfs). */
+export async function ensureShimTemplate(logger?: Logger, size: PodSize = {}): Promise<{ record: TemplateRecord; built: boolean; ms: number }> {
   await ensureTmpfs(SHIM_TEMPLATE_DIR, 2 * 2 ** 30);
-  return ensureTemplate(new TemplateStore(SHIM_TEMPLATE_DIR), shimPodShape(), logger);
+  return ensureTemplate(new TemplateStore(SHIM_TEMPLATE_DIR), shimPodShape(size), logger);
 }
 
