@@ -20,6 +20,10 @@ export class TaskProcess {
   starting?: Promise<unknown>;
   /** The JSON OCI process (execs only). */
   spec?: Record<string, unknown>;
+  /** An exec's pty exists only once the agent started it (the init's from Create on). */
+  ptyReady = false;
+  /** The last ResizePty before that: containerd sends the client's size between Exec and Start. */
+  pendingSize?: { width: number; height: number };
   private readonly exited: Promise<ExitInfo>;
   private release!: (exit: ExitInfo) => void;
 

@@ -185,6 +185,27 @@ describe('TaskService with the agent on this host', { skip }, () => {
     await service.delete(request('Delete', { id: t.id, execId: '' }));
   });
 
+  it("gives an exec's terminal the size sent between Exec and Start (as containerd's CRI does for kubectl exec -t)", async () => {
+    const t = bundle(['sleep', '1000']);
+    await service.create(request('Create', { id: t.id, bundle: t.bundle, rootfs: [], ...t.paths, terminal: false }));
+    await service.start(request('Start', { id: t.id, execId: '' }));
+    const execOut = path.join(t.bundle, 'tty-stdout');
+    execFileSync('mkfifo', [execOut]);
+    const out = reader(execOut);
+    const spec = encodeJsonAny(OCI_PROCESS_TYPE_URL, { args: ['stty', 'size'], terminal: true, cwd: '/', env: ['PATH=/bin:/usr/bin'], user: { uid: 0, gid: 0 } });
+    await service.exec(request('Exec', { id: t.id, execId: 'tty', terminal: true, stdin: '', stdout: execOut, stderr: '', spec }));
+    await service.resizePty(request('ResizePty', { id: t.id, execId: 'tty', width: 91, height: 27 }));
+    const execWait = service.wait(request('Wait', { id: t.id, execId: 'tty' }));
+    await service.start(request('Start', { id: t.id, execId: 'tty' }));
+    assert.equal((await execWait).exitStatus, 0);
+    assert.equal(await out, '27 91\r\n');
+    await service.delete(request('Delete', { id: t.id, execId: 'tty' }));
+    const waited = service.wait(request('Wait', { id: t.id, execId: '' }));
+    await service.kill(request('Kill', { id: t.id, execId: '', signal: 9, all: false }));
+    await waited;
+    await service.delete(request('Delete', { id: t.id, execId: '' }));
+  });
+
   it('refuses bad requests with the codes containerd understands, and stays usable', async () => {
     await rejectsCode(service.create(request('Create', { id: '../x', bundle: dir, rootfs: [] })), Code.InvalidArgument);
     await rejectsCode(service.create(request('Create', { id: 'nobundle', bundle: path.join(dir, 'missing'), rootfs: [] })), Code.InvalidArgument);

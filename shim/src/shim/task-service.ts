@@ -192,9 +192,16 @@ export class TaskService implements TaskHandlerObject {
     if (task.init.status !== Status.Running) throw new RpcError(Code.FailedPrecondition, `cannot start ${exec.label}: the task is not running`);
     const pod = await this.getPod();
     const mode = stdioMode(exec.stdio);
-    await pod.execProcess(task.id, exec.execId, exec.spec ?? {}, mode).catch((err) => {
+    // A size that came before Start is the pty's from the first instruction on (OCI consoleSize);
+    // one that comes while the exec starts is applied right after.
+    const initial = exec.stdio.terminal ? exec.pendingSize : undefined;
+    const spec = initial ? { ...exec.spec, consoleSize: { height: initial.height, width: initial.width } } : (exec.spec ?? {});
+    await pod.execProcess(task.id, exec.execId, spec, mode).catch((err) => {
       throw toRpcError(err, `start ${exec.label}`, Code.Internal);
     });
+    exec.ptyReady = true;
+    if (exec.stdio.terminal && exec.pendingSize && exec.pendingSize !== initial)
+      await pod.resizePty(task.id, exec.execId, exec.pendingSize).catch((err) => this.log.warn('resize during start', { exec: exec.label, err: String(err) }));
     exec.io!.relay(
       await pod.attachStdio(task.id, exec.execId, mode).catch((err) => {
         throw toRpcError(err, `attach the stdio of ${exec.label}`, Code.Internal);
@@ -330,6 +337,11 @@ export class TaskService implements TaskHandlerObject {
     const task = this.task(req.id);
     const proc = this.process(task, req.execId);
     if (!proc.stdio.terminal) throw new RpcError(Code.FailedPrecondition, `${proc.label} has no terminal`);
+    if (proc.execId && !proc.ptyReady) {
+      // containerd's CRI (kubectl exec -t) sends the client's size before it starts the exec.
+      proc.pendingSize = { width: req.width, height: req.height };
+      return {};
+    }
     await (await this.getPod()).resizePty(task.id, proc.execId, { width: req.width, height: req.height }).catch((err) => {
       throw toRpcError(err, `resize the terminal of ${proc.label}`, Code.Internal);
     });
