@@ -251,7 +251,9 @@ for (const version of criVersions()) {
           assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/exec\//);
           const tty = await StreamSession.open(url);
           tty.resize(100, 30);
-          tty.write('stty size; tty; echo $((6 * 7)); exit 5\n');
+          // The resize (containerd -> ResizePty) and what we type (the stdin stream) take different
+          // paths and either may land first, as with a real kubectl: wait up to 10 s for the size.
+          tty.write('i=0; until [ "$(stty size)" = "30 100" ] || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; stty size; tty; echo $((6 * 7)); exit 5\n');
           const t = await tty.done();
           assert.equal(t.exitCode, 5, JSON.stringify(t.status));
           assert.match(t.stdout, /\r\n30 100\r\n\/dev\/pts\/\d+\r\n42\r\n/);
