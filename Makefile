@@ -106,7 +106,7 @@ lint: node_modules/.package-lock.json
 	node_modules/.bin/eslint .
 
 # The CRI scenarios with runc, the reference that proves the CRI harness, on this machine (no VM
-# needed; ~1 min for containerd 1.6 and 2.1). Stencil's run in integration-test (cri.test.ts).
+# needed; ~20 s for containerd 1.6 and 2.1). Stencil's run in integration-test (cri.test.ts).
 cri-reference-test: build-tests integration-deps
 	STENCIL_CRI_HANDLERS=runc node --test --test-concurrency=1 --test-reporter=spec dist/integration-tests/containerd/cri.test.js
 

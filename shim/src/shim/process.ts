@@ -22,7 +22,7 @@ export class TaskProcess {
   spec?: Record<string, unknown>;
   /** An exec's pty exists only once the agent started it (the init's from Create on). */
   ptyReady = false;
-  /** The last ResizePty before that: containerd sends the client's size between Exec and Start. */
+  /** The last ResizePty before that (the API allows one before Start; runc's shim drops it). */
   pendingSize?: { width: number; height: number };
   private readonly exited: Promise<ExitInfo>;
   private release!: (exit: ExitInfo) => void;

@@ -77,10 +77,11 @@ const EXEC_EXIT_GRACE_MS = 5_000;
 /** The Task RPCs, with requests as the transports decode them (every field present). */
 export class TaskService implements TaskHandlerObject {
   private readonly tasks = new Map<string, Task>();
-  /** Ids whose Create is in progress (duplicates are refused before any work). */
-  /** Creates in flight. A Delete of one cancels it: containerd sends that when its Create call
-   * gave up (deadline, cancelled RunPodSandbox), and would otherwise never hear of the task the
-   * Create still makes (a VM pod and container nobody knows: a leak). */
+  /**
+   * Creates in flight, by id (duplicates are refused before any work). A Delete of one cancels it:
+   * containerd sends that when its Create call gave up (deadline, cancelled RunPodSandbox), and
+   * would otherwise never hear of the task the Create still makes (a pod nobody knows: a leak).
+   */
   private readonly creating = new Map<string, { cancelled: boolean; done: Promise<void> }>();
   /** A Shutdown came while only cancelled creates were left: exit once they have rolled back. */
   private shutdownAfterCancelledCreates = false;
