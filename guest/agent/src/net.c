@@ -178,7 +178,7 @@ failed:
 // the key has slashes, which then do, as in sysctl(8) (net/ipv4/conf/eth0.100/rp_filter). NULL
 // when the key is not a plain net.* name: no empty, "." or ".." level, nothing but [A-Za-z0-9_.-/].
 static char *sysctl_path(const char *key) {
-  if (strlen(key) > 200 || !only(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-/", 200)) return NULL;
+  if (!only(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-/", 200)) return NULL;
   const bool slashes = strchr(key, '/') != NULL;
   if (strncmp(key, slashes ? "net/" : "net.", 4) != 0) return NULL;
   char *path = xasprintf("/proc/sys/%s", key);

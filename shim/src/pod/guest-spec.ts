@@ -65,15 +65,24 @@ function joinsNetworkByPath(linux: Record<string, unknown> | undefined): boolean
   return !!linux && Array.isArray(linux.namespaces) && (linux.namespaces as OciNamespace[]).some((ns) => ns.type === 'network' && !!ns.path);
 }
 
-/** The spec's net.* sysctls that belong to the VM's network namespace (see guestSpec). */
-export function podNetworkSysctls(spec: Record<string, unknown>): Record<string, string> {
-  const linux = spec.linux as Record<string, unknown> | undefined;
-  if (!joinsNetworkByPath(linux) || typeof linux!.sysctl !== 'object' || linux!.sysctl === null) return {};
-  return Object.fromEntries(Object.entries(linux!.sysctl as Record<string, unknown>).filter(([k]) => isNetworkSysctl(k)).map(([k, v]) => [k, String(v)]));
+/**
+ * The spec's sysctls split in two when it joins the pod's network namespace by path: the net.*
+ * ones, which belong to the VM's network namespace, and the rest. Undefined otherwise.
+ */
+function splitSysctls(linux: Record<string, unknown> | undefined): { pod: Record<string, string>; rest: Record<string, unknown> } | undefined {
+  if (!joinsNetworkByPath(linux) || typeof linux!.sysctl !== 'object' || linux!.sysctl === null) return undefined;
+  const pod: Record<string, string> = {};
+  const rest: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(linux!.sysctl as Record<string, unknown>)) {
+    if (key.startsWith('net.') || key.startsWith('net/')) pod[key] = String(value);
+    else rest[key] = value;
+  }
+  return { pod, rest };
 }
 
-function isNetworkSysctl(key: string): boolean {
-  return key.startsWith('net.') || key.startsWith('net/');
+/** The spec's net.* sysctls that belong to the VM's network namespace (see guestSpec). */
+export function podNetworkSysctls(spec: Record<string, unknown>): Record<string, string> {
+  return splitSysctls(spec.linux as Record<string, unknown> | undefined)?.pod ?? {};
 }
 
 export function guestSpec(spec: Record<string, unknown>, o: GuestSpecOptions): Record<string, unknown> {
@@ -88,9 +97,8 @@ export function guestSpec(spec: Record<string, unknown>, o: GuestSpecOptions): R
       else if (o.sandboxPid) namespaces.push({ type: ns.type, path: `/proc/${o.sandboxPid}/ns/${nsFile(ns.type)}` });
       else namespaces.push({ type: ns.type });
     }
-    out.linux = { ...linux, namespaces };
-    if (joinsNetworkByPath(linux) && typeof linux.sysctl === 'object' && linux.sysctl !== null)
-      (out.linux as Record<string, unknown>).sysctl = Object.fromEntries(Object.entries(linux.sysctl).filter(([k]) => !isNetworkSysctl(k)));
+    const sysctls = splitSysctls(linux);
+    out.linux = { ...linux, namespaces, ...(sysctls ? { sysctl: sysctls.rest } : {}) };
   }
   if (Array.isArray(spec.mounts)) {
     out.mounts = (spec.mounts as OciMount[]).map((m, i) => {

@@ -195,13 +195,13 @@ export class TaskService implements TaskHandlerObject {
     const mode = stdioMode(exec.stdio);
     // A size that came before Start is the pty's from the first instruction on (OCI consoleSize);
     // one that comes while the exec starts is applied right after.
-    const initial = exec.stdio.terminal ? exec.pendingSize : undefined;
+    const initial = exec.pendingSize; // only terminals get one (resizePty)
     const spec = initial ? { ...exec.spec, consoleSize: { height: initial.height, width: initial.width } } : (exec.spec ?? {});
     await pod.execProcess(task.id, exec.execId, spec, mode).catch((err) => {
       throw toRpcError(err, `start ${exec.label}`, Code.Internal);
     });
     exec.ptyReady = true;
-    if (exec.stdio.terminal && exec.pendingSize && exec.pendingSize !== initial)
+    if (exec.pendingSize && exec.pendingSize !== initial)
       await pod.resizePty(task.id, exec.execId, exec.pendingSize).catch((err) => this.log.warn('resize during start', { exec: exec.label, err: String(err) }));
     exec.io!.relay(
       await pod.attachStdio(task.id, exec.execId, mode).catch((err) => {
@@ -339,7 +339,7 @@ export class TaskService implements TaskHandlerObject {
     const proc = this.process(task, req.execId);
     if (!proc.stdio.terminal) throw new RpcError(Code.FailedPrecondition, `${proc.label} has no terminal`);
     if (proc.execId && !proc.ptyReady) {
-      // containerd's CRI (kubectl exec -t) sends the client's size before it starts the exec.
+      // The agent has no such exec before Start: keep the size for it (runc's shim drops it).
       proc.pendingSize = { width: req.width, height: req.height };
       return {};
     }
