@@ -20,6 +20,8 @@ const char* ErrorCodeName(ErrorCode code) {
     case ErrorCode::kState: return "ESTATE";
     case ErrorCode::kSnapshot: return "ESNAPSHOT";
     case ErrorCode::kHostCall: return "EHOST_CALL";
+    case ErrorCode::kMigration: return "EMIGRATION";
+    case ErrorCode::kCancelled: return "ECANCELLED";
   }
   return "EUNKNOWN";
 }

@@ -18,6 +18,8 @@ enum class ErrorCode {
   kState,             // operation not valid in the VM's current state
   kSnapshot,          // a snapshot is corrupt, truncated, of another version or does not match the VM
   kHostCall,          // a host system call outside KVM failed (mount, umount)
+  kMigration,         // a live migration failed: refused, cut off, corrupt stream, no convergence
+  kCancelled,         // an operation was cancelled by its caller (migrate_cancel)
 };
 
 const char* ErrorCodeName(ErrorCode code);

@@ -143,7 +143,32 @@ GuestMemory::~GuestMemory() {
   if (!path_.empty() && !keep_file_) unlink(path_.c_str());
 }
 
-uint8_t* GuestMemory::Translate(uint64_t addr, uint64_t len) const { return TranslateIn(regions_, addr, len); }
+uint8_t* GuestMemory::Translate(uint64_t addr, uint64_t len) const {
+  uint8_t* p = TranslateIn(regions_, addr, len);
+  if (p && tracking_.load(std::memory_order_acquire)) {
+    uint64_t offset = static_cast<uint64_t>(p - base_);
+    uint64_t last = (offset + (len ? len - 1 : 0)) / kPageSize;
+    for (uint64_t page = offset / kPageSize; page <= last; page++)
+      dirty_[page / 64].fetch_or(1ULL << (page % 64), std::memory_order_relaxed);
+  }
+  return p;
+}
+
+void GuestMemory::StartDirtyTracking() {
+  if (!dirty_) {
+    size_t words = DirtyBitmapWords(size_);
+    dirty_.reset(new std::atomic<uint64_t>[words]);
+    for (size_t i = 0; i < words; i++) dirty_[i].store(0, std::memory_order_relaxed);
+  }
+  tracking_.store(true, std::memory_order_release);
+}
+
+void GuestMemory::CollectDirty(std::vector<uint64_t>& bitmap) const {
+  if (!dirty_) return;
+  size_t words = DirtyBitmapWords(size_);
+  if (bitmap.size() < words) bitmap.resize(words, 0);
+  for (size_t i = 0; i < words; i++) bitmap[i] |= dirty_[i].exchange(0, std::memory_order_acq_rel);
+}
 
 void GuestMemory::Write(uint64_t addr, const void* data, uint64_t len) {
   uint8_t* p = Translate(addr, len);

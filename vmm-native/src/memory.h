@@ -4,8 +4,10 @@
 // a template by keeping the file. A clone maps a template's file MAP_PRIVATE, so pages stay
 // shared until the clone writes them (copy-on-write). Both use this one class.
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -72,7 +74,19 @@ class GuestMemory : public GuestMemoryAccess {
 
   // Host pointer for [addr, addr+len) if it lies entirely in one region, else nullptr.
   // All guest-controlled addresses go through here: nothing is ever dereferenced unchecked.
+  // While dirty tracking is on, the range's pages are marked dirty (see StartDirtyTracking).
   uint8_t* Translate(uint64_t addr, uint64_t len) const override;
+  // RAM by file offset, for receiving a migration stream: nullptr unless [offset, offset+len) is in RAM.
+  uint8_t* AtOffset(uint64_t offset, uint64_t len) { return offset <= size_ && len <= size_ - offset ? base_ + offset : nullptr; }
+
+  // Live migration: devices write guest RAM through host pointers, which KVM's dirty log never
+  // sees, so while tracking is on every Translate marks its pages (reads too: a device cannot say
+  // which ranges it will write, and a page sent twice costs less than one missed).
+  void StartDirtyTracking();
+  void StopDirtyTracking() { tracking_.store(false, std::memory_order_release); }
+  // ORs the pages marked since the last call into `bitmap` (bit i: the page at file offset
+  // i * 4096; sized by the caller to cover all of RAM) and clears the marks.
+  void CollectDirty(std::vector<uint64_t>& bitmap) const;
 
   // Copy helpers that throw VmmError naming the bad range (used while building boot state).
   void Write(uint64_t addr, const void* data, uint64_t len);
@@ -89,7 +103,15 @@ class GuestMemory : public GuestMemoryAccess {
   UniqueFd fd_;
   uint8_t* base_ = nullptr;  // one host mapping of the whole file
   std::vector<MemoryRegion> regions_;
+  // One bit per page, allocated at the first StartDirtyTracking and kept until destruction (a
+  // device thread may be inside Translate when tracking stops).
+  std::unique_ptr<std::atomic<uint64_t>[]> dirty_;
+  std::atomic<bool> tracking_{false};
 };
+
+constexpr uint64_t kGuestPageSize = 4096;
+// Words of a one-bit-per-page bitmap covering `bytes` of RAM.
+inline size_t DirtyBitmapWords(uint64_t bytes) { return static_cast<size_t>((bytes / kGuestPageSize + 63) / 64); }
 
 // Guest-physical regions of `size` bytes of RAM mapped at `base`: [0, hole) and [4 GiB, ...).
 std::vector<MemoryRegion> SplitAtMmioHole(uint64_t size, uint8_t* base);

@@ -307,6 +307,7 @@ void Vm::Resume() {
 }
 
 void Vm::Stop() {
+  SetThrottle(0);
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (exit_reason_ == ExitReason::kNone) exit_reason_ = ExitReason::kStopped, exit_detail_ = "stopped by the host";
@@ -367,6 +368,7 @@ void Vm::VcpuLoop(Vcpu& vcpu) {
       if (++parked_ == vcpus_.size() && pause_requested_ && !stop_) {
         devices_->QuiesceVirtio();  // nothing writes guest RAM while paused
         paused_ = true;
+        paused_cv_.notify_all();
         if (callbacks_.paused) callbacks_.paused();
       }
       resume_cv_.wait(lock, [&] { return !pause_requested_ || stop_; });
@@ -374,7 +376,10 @@ void Vm::VcpuLoop(Vcpu& vcpu) {
       continue;
     }
     if (ioctl(vcpu.fd.get(), KVM_RUN, 0) < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
+      if (errno == EINTR || errno == EAGAIN) {
+        if (throttle_percent_.load(std::memory_order_relaxed)) ThrottleSleep();
+        continue;
+      }
       Finish(ExitReason::kVmmError, WithErrno("KVM_RUN on vCPU " + std::to_string(vcpu.index)));
       break;
     }
@@ -390,6 +395,7 @@ void Vm::VcpuLoop(Vcpu& vcpu) {
   std::unique_lock<std::mutex> lock(mu_);
   if (--running_threads_ == 0) {
     finished_ = true;
+    paused_cv_.notify_all();
     ExitReason reason = exit_reason_;
     std::string detail = exit_detail_;
     lock.unlock();

@@ -4,6 +4,7 @@
 #include "kvm_headers.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <memory>
@@ -40,6 +41,8 @@ const char* ExitReasonName(ExitReason r);
 
 struct Snapshot;
 struct SnapshotBytes;
+struct SnapshotConfig;
+struct VmDescription;
 
 // Where a saved snapshot's RAM comes from (Vm::SaveSnapshot).
 enum class SnapshotMemory {
@@ -83,6 +86,10 @@ class Vm {
   // snapshot's vCPU count), RAM mapped copy-on-write from the snapshot's memory file, every
   // vCPU, VM and device state loaded. Nothing runs until Start.
   Vm(VmShell shell, const Snapshot& snapshot, const RestoreOptions& options, VmCallbacks callbacks);
+  // The same onto RAM that is already filled (a live migration's destination received it): the
+  // shell must not reserve memory; options' memory fields are ignored.
+  Vm(VmShell shell, const Snapshot& snapshot, const RestoreOptions& options, std::unique_ptr<GuestMemory> ram,
+     VmCallbacks callbacks);
   ~Vm();
   Vm(const Vm&) = delete;
   Vm& operator=(const Vm&) = delete;
@@ -107,6 +114,23 @@ class Vm {
   // Exit counts by reason, the `top_n` busiest ports and MMIO addresses, setup phase timings.
   ExitStatsReport Stats(size_t top_n) const;
 
+  // Live migration support (vm_migration.cc). The dirty log covers the guest's writes (KVM's
+  // log on every memory slot) and the devices' (GuestMemory's own marks).
+  // The configuration and device layout a destination checks before it accepts the VM.
+  VmDescription Describe();
+  void StartDirtyLog();
+  void StopDirtyLog();
+  // ORs the pages written since the last call (or StartDirtyLog) into `bitmap`, one bit per page
+  // in RAM-file order, and clears them.
+  void CollectDirtyPages(std::vector<uint64_t>& bitmap);
+  // Pauses (if not paused) and waits until every vCPU is parked and the devices are quiescent.
+  // False if the VM finished or `timeout` passed first.
+  bool PauseAndWait(std::chrono::milliseconds timeout);
+  bool paused();
+  // Slows the guest down so a migration can converge: every vCPU sleeps `percent` of each 10 ms
+  // (0: full speed). Cleared by Stop.
+  void SetThrottle(uint32_t percent);
+
   const GuestMemory& memory() const { return *memory_; }
   const std::string& cmdline() const { return cmdline_; }
   bool running() const { return started_ && !finished_; }
@@ -124,6 +148,7 @@ class Vm {
   void CreateVm();
   void AdoptShell(VmShell shell);
   Snapshot CaptureSnapshot();  // with mu_ held and the VM paused
+  SnapshotConfig CaptureConfig();  // the kernel and initrd hashed once, not on every save
   void SaveTemplate(const std::string& dir);  // kLinkTemplate, with mu_ held
   void SaveCopy(const std::string& dir);      // kCopy, with mu_ held
   void SetupMemorySlots();
@@ -134,6 +159,8 @@ class Vm {
   bool HandleExit(Vcpu& vcpu);  // false: the VM is finished
   void Finish(ExitReason reason, const std::string& detail);
   void KickAll();
+  void ThrottleLoop();
+  void ThrottleSleep();  // on a vCPU thread after a kick, while throttled
 
   VmConfig config_;
   VmCallbacks callbacks_;
@@ -151,12 +178,17 @@ class Vm {
   uint64_t entry_point_ = 0;
   std::vector<uint32_t> msr_indexes_;  // saveable MSRs, computed at the first snapshot
   std::string template_dir_;           // set once the VM has become a template
+  std::string kernel_sha256_, initrd_sha256_;  // CaptureConfig's, or the snapshot's for a restored VM
   ExitStats exit_stats_;
 
   std::mutex mu_;
   std::condition_variable resume_cv_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> pause_requested_{false};
+  std::condition_variable paused_cv_;  // PauseAndWait
+  std::atomic<uint32_t> throttle_percent_{0};
+  std::thread throttle_thread_;
+  bool dirty_log_ = false;
   uint32_t parked_ = 0;
   bool paused_ = false;  // every vCPU parked and the devices quiesced
   uint32_t running_threads_ = 0;

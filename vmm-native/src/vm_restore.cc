@@ -12,7 +12,7 @@ namespace stencil {
 namespace {
 
 // The snapshot's configuration with the caller's identity and host-side overrides applied.
-VmConfig RestoredConfig(const Snapshot& snapshot, const RestoreOptions& options) {
+VmConfig RestoredConfig(const Snapshot& snapshot, const RestoreOptions& options, bool ram_given) {
   VmConfig config = snapshot.config.vm;
   const std::string origin = options.origin.empty() ? options.snapshot_dir : options.origin;
   auto mismatch = [&](const std::string& what, uint64_t wanted, uint64_t saved) {
@@ -42,6 +42,7 @@ VmConfig RestoredConfig(const Snapshot& snapshot, const RestoreOptions& options)
   }
   config.memory.backing = MemoryBacking::kTmpfsFile;
   config.memory.keep_file = true;
+  if (ram_given) return config;  // the caller's RAM, already filled
   if (options.memory_path.empty()) {
     if (options.snapshot_dir.empty())
       throw VmmError(ErrorCode::kSnapshot, origin + " carries no guest RAM: the restore needs a memory file (memoryPath)");
@@ -68,26 +69,39 @@ VmConfig RestoredConfig(const Snapshot& snapshot, const RestoreOptions& options)
 }  // namespace
 
 Vm::Vm(VmShell shell, const Snapshot& snapshot, const RestoreOptions& options, VmCallbacks callbacks)
-    : config_(RestoredConfig(snapshot, options)), callbacks_(std::move(callbacks)) {
+    : Vm(std::move(shell), snapshot, options, nullptr, std::move(callbacks)) {}
+
+Vm::Vm(VmShell shell, const Snapshot& snapshot, const RestoreOptions& options, std::unique_ptr<GuestMemory> ram,
+       VmCallbacks callbacks)
+    : config_(RestoredConfig(snapshot, options, ram != nullptr)), callbacks_(std::move(callbacks)) {
   if (shell.vcpu_count() != config_.vcpus)
     throw VmmError(ErrorCode::kSnapshot, "VM shell has " + std::to_string(shell.vcpu_count()) + " vCPUs, the snapshot has " +
                                              std::to_string(config_.vcpus));
+  if (ram && shell.memory.base()) throw VmmError(ErrorCode::kInvalidArgument, "a VM shell with reserved RAM cannot take filled RAM");
+  if (ram && ram->size() != config_.memory.size)
+    throw VmmError(ErrorCode::kSnapshot, "received RAM has " + std::to_string(ram->size()) + " bytes, the snapshot has " +
+                                             std::to_string(config_.memory.size));
   AdoptShell(std::move(shell));
-  if (reserved_memory_.base()) {
+  if (ram) {
+    memory_ = std::move(ram);
+    SetupMemorySlots();
+  } else if (reserved_memory_.base()) {
     if (reserved_memory_.size() != config_.memory.size)
       throw VmmError(ErrorCode::kSnapshot, "VM shell reserved " + std::to_string(reserved_memory_.size()) +
                                                " bytes of RAM, the snapshot has " +
                                                std::to_string(config_.memory.size));
     config_.memory.fixed_address = reserved_memory_.base();
-  }
-  memory_ = std::make_unique<GuestMemory>(config_.memory);
-  if (reserved_memory_.base())
+    memory_ = std::make_unique<GuestMemory>(config_.memory);
     reserved_memory_.Release();  // RAM is mapped over the slots the shell registered
-  else
+  } else {
+    memory_ = std::make_unique<GuestMemory>(config_.memory);
     SetupMemorySlots();
+  }
   SetupDevices();
   devices_->CheckLayout(snapshot.layout);
   cmdline_ = snapshot.config.cmdline;
+  kernel_sha256_ = snapshot.config.kernel_sha256;
+  initrd_sha256_ = snapshot.config.initrd_sha256;
 
   // The irqchip first: device restore may raise interrupts (vsock's transport reset).
   snapshot.vm.Restore(vm_.get());

@@ -28,12 +28,22 @@ std::string RealPath(const std::string& path) {
 
 }  // namespace
 
+SnapshotConfig Vm::CaptureConfig() {
+  if (kernel_sha256_.empty()) {
+    kernel_sha256_ = Sha256FileHex(config_.kernel_path);
+    if (!config_.initrd_path.empty()) initrd_sha256_ = Sha256FileHex(config_.initrd_path);
+  }
+  SnapshotConfig c;
+  c.vm = config_;
+  c.cmdline = cmdline_;
+  c.kernel_sha256 = kernel_sha256_;
+  c.initrd_sha256 = initrd_sha256_;
+  return c;
+}
+
 Snapshot Vm::CaptureSnapshot() {
   Snapshot s;
-  s.config.vm = config_;
-  s.config.cmdline = cmdline_;
-  s.config.kernel_sha256 = Sha256FileHex(config_.kernel_path);
-  if (!config_.initrd_path.empty()) s.config.initrd_sha256 = Sha256FileHex(config_.initrd_path);
+  s.config = CaptureConfig();
   s.layout = devices_->layout();
   s.vm = x86::VmState::Save(vm_.get());
   if (msr_indexes_.empty()) msr_indexes_ = x86::SaveableMsrs(kvm_.get(), vcpus_.front()->fd.get());

@@ -4,6 +4,10 @@
 // emulates guest kernel mode but runs user mode natively). No exits, no interrupts (IF=0).
 #pragma once
 #include <elf.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
 
 #include <cstdint>
 #include <cstring>
@@ -11,12 +15,19 @@
 #include <string>
 #include <vector>
 
+#include "../src/error.h"
+#include "../src/kvm.h"
+
 namespace stencil::testing {
 
 constexpr uint64_t kCounterAddr = 0x200000;
 constexpr uint64_t kGuestLoadAddr = 0x100000;
+// The pattern variant also stores each new count in page (count & 0xff) of this 1 MiB range, so
+// it keeps 256 pages dirty and every page's value says which page it belongs in.
+constexpr uint64_t kPatternAddr = 0x201000;
+constexpr uint64_t kPatternPages = 256;
 
-inline std::vector<uint8_t> CounterGuestImage() {
+inline std::vector<uint8_t> CounterGuestImage(bool pattern = false) {
   std::vector<uint8_t> seg(0x500, 0x90);
   const uint8_t prologue[] = {
       0xb8, 0x00, 0x90, 0x00, 0x00,  // mov eax, 0x9000        (PML4)
@@ -44,8 +55,21 @@ inline std::vector<uint8_t> CounterGuestImage() {
   };
   const uint64_t gdt[] = {0, 0x00af9b000000ffffULL, 0x00cf93000000ffffULL, 0x00808b000000ffffULL,
                           0x00cff3000000ffffULL, 0x00affb000000ffffULL};
+  const uint8_t pattern_user[] = {
+      0xbb, 0x00, 0x00, 0x20, 0x00,              // mov ebx, kCounterAddr
+      0x48, 0xff, 0x03,                          // 1: inc qword [rbx]
+      0x48, 0x8b, 0x03,                          // mov rax, [rbx]
+      0x48, 0x89, 0xc1,                          // mov rcx, rax
+      0x81, 0xe1, 0xff, 0x00, 0x00, 0x00,        // and ecx, 0xff
+      0xc1, 0xe1, 0x0c,                          // shl ecx, 12
+      0x48, 0x89, 0x81, 0x00, 0x10, 0x20, 0x00,  // mov [rcx + kPatternAddr], rax
+      0xeb, 0xe5,                                // jmp 1b
+  };
   std::memcpy(seg.data(), prologue, sizeof prologue);
-  std::memcpy(seg.data() + 0x200, user, sizeof user);
+  if (pattern)
+    std::memcpy(seg.data() + 0x200, pattern_user, sizeof pattern_user);
+  else
+    std::memcpy(seg.data() + 0x200, user, sizeof user);
   std::memcpy(seg.data() + 0x400, gdt, sizeof gdt);
   uint16_t limit = sizeof gdt - 1;
   uint64_t base = kGuestLoadAddr + 0x400;
@@ -78,9 +102,34 @@ inline std::vector<uint8_t> CounterGuestImage() {
   return file;
 }
 
-inline void WriteCounterGuest(const std::string& path) {
-  std::vector<uint8_t> image = CounterGuestImage();
+inline void WriteCounterGuest(const std::string& path, bool pattern = false) {
+  std::vector<uint8_t> image = CounterGuestImage(pattern);
   std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(image.data()), image.size());
 }
+
+// A test on this machine's /dev/kvm (skipped without one) with a scratch directory on tmpfs
+// holding the counter guest as `kernel_`.
+class CounterGuestTest : public ::testing::Test {
+ protected:
+  CounterGuestTest(const char* name, bool pattern) : name_(name), pattern_(pattern) {}
+  void SetUp() override {
+    try {
+      OpenKvm();
+    } catch (const VmmError& e) {
+      GTEST_SKIP() << e.what();
+    }
+    std::string tmpl = "/dev/shm/stencil-" + name_ + "-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    kernel_ = dir_ + "/guest.elf";
+    WriteCounterGuest(kernel_, pattern_);
+  }
+  void TearDown() override {
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+  std::string name_;
+  bool pattern_;
+  std::string dir_, kernel_;
+};
 
 }  // namespace stencil::testing

@@ -57,23 +57,9 @@ bool WaitCounterAbove(const Vm& vm, uint64_t value) {
   return false;
 }
 
-class SnapshotKvm : public ::testing::Test {
+class SnapshotKvm : public stencil::testing::CounterGuestTest {
  protected:
-  void SetUp() override {
-    try {
-      OpenKvm();
-    } catch (const VmmError& e) {
-      GTEST_SKIP() << e.what();
-    }
-    char tmpl[] = "/dev/shm/stencil-snapshot-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    kernel_ = dir_ + "/guest.elf";
-    stencil::testing::WriteCounterGuest(kernel_);
-  }
-  void TearDown() override {
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
-  }
+  SnapshotKvm() : CounterGuestTest("snapshot-test", false) {}
   VmConfig Config(const std::string& ram_dir, const std::string& ram_name) {
     VmConfig c;
     c.vcpus = 1;
@@ -83,7 +69,6 @@ class SnapshotKvm : public ::testing::Test {
     c.kernel_path = kernel_;
     return c;
   }
-  std::string dir_, kernel_;
 };
 
 TEST_F(SnapshotKvm, PausedGuestStopsCountingAndResumes) {

@@ -18,39 +18,6 @@ namespace {
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kMaxRun = 1ULL << 20;  // write non-zero pages in runs of at most 1 MiB
 
-bool IsZeroPage(const uint8_t* p) {
-  const auto* words = reinterpret_cast<const uint64_t*>(p);
-  for (size_t i = 0; i < kPage / sizeof(uint64_t); i++)
-    if (words[i]) return false;
-  return true;
-}
-
-// The ranges of the backing file that hold data, as [start, end) pairs: SEEK_DATA/SEEK_HOLE on a
-// file whose pages are the guest's (shared mapping), or all of RAM for a copy-on-write clone
-// (its written pages are private to the mapping, invisible in the file).
-std::vector<std::pair<uint64_t, uint64_t>> DataExtents(const GuestMemory& memory) {
-  const uint64_t size = memory.size();
-  if (memory.copy_on_write()) return {{0, size}};
-  std::vector<std::pair<uint64_t, uint64_t>> extents;
-  uint64_t pos = 0;
-  while (pos < size) {
-    off_t data = lseek(memory.fd(), static_cast<off_t>(pos), SEEK_DATA);
-    if (data < 0) {
-      if (errno == ENXIO) break;  // no data past pos
-      if (errno == EINVAL) return {{pos, size}};  // no SEEK_DATA here: scan everything left
-      throw VmmError(ErrorCode::kSnapshot, WithErrno("finding guest RAM data (SEEK_DATA)"));
-    }
-    off_t hole = lseek(memory.fd(), data, SEEK_HOLE);
-    if (hole < 0) throw VmmError(ErrorCode::kSnapshot, WithErrno("finding guest RAM holes (SEEK_HOLE)"));
-    uint64_t start = static_cast<uint64_t>(data) & ~(kPage - 1);
-    uint64_t end = static_cast<uint64_t>(hole) < size ? static_cast<uint64_t>(hole) : size;
-    if (start >= end) break;
-    extents.emplace_back(start, end);
-    pos = end;
-  }
-  return extents;
-}
-
 void WriteAll(int fd, const uint8_t* data, uint64_t len, uint64_t offset, const std::string& path) {
   while (len > 0) {
     ssize_t n = pwrite(fd, data, len, static_cast<off_t>(offset));
@@ -60,7 +27,43 @@ void WriteAll(int fd, const uint8_t* data, uint64_t len, uint64_t offset, const 
   }
 }
 
+// The data ranges of guest RAM: its backing file's where the file's pages are the guest's
+// (shared mapping), all of RAM for a copy-on-write clone (its written pages are private to the
+// mapping, invisible in the file).
+std::vector<std::pair<uint64_t, uint64_t>> DataExtents(const GuestMemory& memory) {
+  if (memory.copy_on_write()) return {{0, memory.size()}};
+  return FileDataExtents(memory.fd(), memory.size());
+}
+
 }  // namespace
+
+bool IsZeroPage(const uint8_t* p) {
+  const auto* words = reinterpret_cast<const uint64_t*>(p);
+  for (size_t i = 0; i < kPage / sizeof(uint64_t); i++)
+    if (words[i]) return false;
+  return true;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> FileDataExtents(int fd, uint64_t size) {
+  std::vector<std::pair<uint64_t, uint64_t>> extents;
+  uint64_t pos = 0;
+  while (pos < size) {
+    off_t data = lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // no data past pos
+      if (errno == EINVAL) return {{pos, size}};  // no SEEK_DATA here: scan everything left
+      throw VmmError(ErrorCode::kSnapshot, WithErrno("finding guest RAM data (SEEK_DATA)"));
+    }
+    off_t hole = lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) throw VmmError(ErrorCode::kSnapshot, WithErrno("finding guest RAM holes (SEEK_HOLE)"));
+    uint64_t start = static_cast<uint64_t>(data) & ~(kPage - 1);
+    uint64_t end = static_cast<uint64_t>(hole) < size ? static_cast<uint64_t>(hole) : size;
+    if (start >= end) break;
+    extents.emplace_back(start, end);
+    pos = end;
+  }
+  return extents;
+}
 
 MemoryCopyStats CopyGuestMemory(const GuestMemory& memory, const std::string& path) {
   UniqueFd out(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));

@@ -6,6 +6,8 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace stencil {
 
@@ -15,6 +17,12 @@ struct MemoryCopyStats {
   uint64_t bytes_written = 0;  // non-zero pages written
   uint64_t bytes_scanned = 0;  // pages read (holes are neither read nor written)
 };
+
+// The ranges of a file that hold data, as [start, end) pairs page-aligned at the start and
+// clipped to `size` (SEEK_DATA/SEEK_HOLE; the whole range where the filesystem has no SEEK_DATA).
+// Holes read as zeros and are never touched: reading one through a shared mapping allocates it.
+std::vector<std::pair<uint64_t, uint64_t>> FileDataExtents(int fd, uint64_t size);
+bool IsZeroPage(const uint8_t* page);
 
 // Creates `path` (which must not exist), sized to all of guest RAM, writes the non-zero pages and
 // fsyncs it. The guest must be paused. On failure the file is removed and VmmError(kSnapshot)

@@ -59,4 +59,16 @@ std::string ToHex(const uint8_t* data, size_t size) {
   return s;
 }
 
+Sha256Stream::Sha256Stream() : ctx_(NewContext().release()) {}
+
+Sha256Stream::~Sha256Stream() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+
+void Sha256Stream::Update(const void* data, size_t size) { EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data, size); }
+
+Sha256Digest Sha256Stream::Finish() {
+  Sha256Digest d = stencil::Finish(static_cast<EVP_MD_CTX*>(ctx_));
+  EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr);
+  return d;
+}
+
 }  // namespace stencil

@@ -108,14 +108,29 @@ std::string RenderConfigJson(const SnapshotConfig& c, const std::vector<DeviceRe
   return j;
 }
 
+// The "config" and "devices" sections: what a snapshot's state and a migration header share.
+static void AddDescription(StateFile& file, const SnapshotConfig& c, const std::vector<DeviceRecord>& layout) {
+  ByteWriter config;
+  EncodeConfig(c, config);
+  file.Add("config", kSectionVersion, config.Take());
+  ByteWriter devices;
+  DeviceManager::EncodeLayout(layout, devices);
+  file.Add("devices", kSectionVersion, devices.Take());
+}
+
+static VmDescription ReadDescription(const StateFile& file) {
+  VmDescription d;
+  ByteReader config = file.Reader("config", kSectionVersion);
+  d.config = DecodeConfig(config);
+  ByteReader layout = file.Reader("devices", kSectionVersion);
+  d.layout = DeviceManager::DecodeLayout(layout);
+  layout.ExpectEnd();
+  return d;
+}
+
 StateFile EncodeSnapshot(const Snapshot& s) {
   StateFile file;
-  ByteWriter config;
-  EncodeConfig(s.config, config);
-  file.Add("config", kSectionVersion, config.Take());
-  ByteWriter layout;
-  DeviceManager::EncodeLayout(s.layout, layout);
-  file.Add("devices", kSectionVersion, layout.Take());
+  AddDescription(file, s.config, s.layout);
   ByteWriter vm;
   s.vm.Encode(vm);
   file.Add("vm", kSectionVersion, vm.Take());
@@ -131,11 +146,9 @@ StateFile EncodeSnapshot(const Snapshot& s) {
 
 Snapshot DecodeSnapshot(const StateFile& file) {
   Snapshot s;
-  ByteReader config = file.Reader("config", kSectionVersion);
-  s.config = DecodeConfig(config);
-  ByteReader layout = file.Reader("devices", kSectionVersion);
-  s.layout = DeviceManager::DecodeLayout(layout);
-  layout.ExpectEnd();
+  VmDescription description = ReadDescription(file);
+  s.config = std::move(description.config);
+  s.layout = std::move(description.layout);
   ByteReader vm = file.Reader("vm", kSectionVersion);
   s.vm = x86::VmState::Decode(vm);
   vm.ExpectEnd();
@@ -153,6 +166,20 @@ Snapshot DecodeSnapshot(const StateFile& file) {
                                              std::to_string(expected) + " expected for " + std::to_string(s.vcpus.size()) +
                                              " vCPUs and " + std::to_string(s.devices.size()) + " devices");
   return s;
+}
+
+std::vector<uint8_t> EncodeVmDescription(const VmDescription& d) {
+  StateFile file;
+  AddDescription(file, d.config, d.layout);
+  return file.Encode();
+}
+
+VmDescription DecodeVmDescription(const std::vector<uint8_t>& bytes, const std::string& origin) {
+  StateFile file = StateFile::Decode(bytes, origin);
+  VmDescription d = ReadDescription(file);
+  if (file.sections().size() != 2)
+    throw VmmError(ErrorCode::kSnapshot, origin + " has " + std::to_string(file.sections().size()) + " sections, 2 expected");
+  return d;
 }
 
 SnapshotBytes RenderSnapshot(const Snapshot& snapshot) {

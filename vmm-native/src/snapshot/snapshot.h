@@ -52,6 +52,16 @@ SnapshotBytes RenderSnapshot(const Snapshot& snapshot);
 Snapshot LoadSnapshot(const std::vector<uint8_t>& state, const std::string& config, const std::string& state_origin,
                       const std::string& config_origin);
 
+// What a VM is, without its state: the configuration and device layout a live migration's
+// destination checks before it takes anything (a state section pair of its own).
+struct VmDescription {
+  SnapshotConfig config;
+  std::vector<DeviceRecord> layout;
+};
+std::vector<uint8_t> EncodeVmDescription(const VmDescription& description);
+// Throws VmmError(kSnapshot) naming what is missing, truncated or of another version.
+VmDescription DecodeVmDescription(const std::vector<uint8_t>& bytes, const std::string& origin);
+
 // Writes dir/config then dir/state, each atomically; on failure neither is left behind.
 void WriteSnapshot(const std::string& dir, const Snapshot& snapshot);
 // Reads and checks dir/state and dir/config (see LoadSnapshot).

@@ -1,0 +1,92 @@
+// The live migration stream (version 1). Source to destination:
+//
+//   "STNCLIVE"  u32 version
+//   header:     u32 length + the VM's description (snapshot.h: configuration + device layout),
+//               u8 template flag [+ template RAM file path + its content SHA-256, hex]
+//   records:    'R' u64 RAM offset, u32 pages, the pages          (guest RAM, 4 KiB pages)
+//               'Z' u64 RAM offset, u32 pages                     (pages that are all zero)
+//               'S' u8 run state (1 running), u32 + state, u32 + config   (snapshot.h bytes)
+//               'E' SHA-256 of every byte before it
+//
+// Destination to source: after the header 'A' u8 flags (bit 0: the destination starts from the
+// same template, so pages a clone never wrote are not sent) or 'X' u32 + reason (refused);
+// after 'E' 'D' (the VM runs on the destination: the source may go) or 'F' u32 + reason.
+// All integers little-endian. Every length is bounded before anything is allocated.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../snapshot/sha256.h"
+#include "transport.h"
+
+namespace stencil {
+
+constexpr char kLiveMigrationMagic[8] = {'S', 'T', 'N', 'C', 'L', 'I', 'V', 'E'};
+constexpr uint32_t kLiveMigrationVersion = 1;
+constexpr uint32_t kMaxPagesPerRecord = 256;
+
+enum class StreamRecord : uint8_t { kRam = 'R', kZero = 'Z', kState = 'S', kEnd = 'E' };
+enum class StreamReply : uint8_t { kAccept = 'A', kRefuse = 'X', kDone = 'D', kFailed = 'F' };
+constexpr uint8_t kAcceptUsesTemplate = 1;
+
+struct StreamHeader {
+  uint32_t version = kLiveMigrationVersion;
+  std::vector<uint8_t> description;  // EncodeVmDescription
+  bool has_template = false;
+  std::string template_path;    // a hint where the destination may find it ...
+  std::string template_sha256;  // ... and what its content must hash to
+};
+
+// Sends records, hashing every byte for the end marker.
+class StreamWriter {
+ public:
+  explicit StreamWriter(MigrationChannel& channel) : channel_(channel) {}
+  void Header(const StreamHeader& header);
+  void Ram(uint64_t offset, const uint8_t* pages, uint32_t count);
+  void Zero(uint64_t offset, uint32_t count);
+  void State(bool running, const std::vector<uint8_t>& state, const std::string& config);
+  void End();
+
+ private:
+  void Put(const void* data, size_t len);
+  template <typename T>
+  void PutValue(T v) { Put(&v, sizeof v); }
+  MigrationChannel& channel_;
+  Sha256Stream hash_;
+  std::vector<uint8_t> scratch_;
+};
+
+// Reads what StreamWriter sent. Throws VmmError(kMigration) naming what is wrong: not a Stencil
+// stream, a version this build does not read, an unknown record, a bound exceeded, a checksum
+// that does not match, a stream cut short.
+class StreamReader {
+ public:
+  explicit StreamReader(MigrationChannel& channel) : channel_(channel) {}
+  StreamHeader Header();
+  StreamRecord NextRecord();
+  // After kRam/kZero: where and how many pages. Then for kRam, ReadPages into the destination.
+  void RunHeader(uint64_t memory_size, uint64_t* offset, uint32_t* count);
+  void ReadPages(uint8_t* out, uint32_t count);
+  void State(bool* running, std::vector<uint8_t>* state, std::string* config);
+  void End();  // checks the digest
+
+ private:
+  void Get(void* out, size_t len, const char* what);
+  template <typename T>
+  T GetValue(const char* what) {
+    T v;
+    Get(&v, sizeof v, what);
+    return v;
+  }
+  MigrationChannel& channel_;
+  Sha256Stream hash_;
+  uint64_t records_ = 0;
+};
+
+// The replies: one byte, and a reason for a refusal or failure.
+void SendReply(MigrationChannel& channel, StreamReply reply, const std::string& reason = "", uint8_t flags = 0);
+// Returns the reply; a refusal or failure becomes VmmError(kMigration) carrying the peer's reason.
+StreamReply ReadReply(MigrationChannel& channel, const char* stage, uint8_t* flags);
+
+}  // namespace stencil
