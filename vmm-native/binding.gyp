@@ -5,6 +5,7 @@
       "sources": [
         "src/addon.cc",
         "src/addon_host.cc",
+        "src/addon_migration.cc",
         "src/error.cc",
         "src/event_loop.cc",
         "src/exit_stats.cc",

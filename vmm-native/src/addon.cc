@@ -8,6 +8,7 @@
 #include <string>
 
 #include "error.h"
+#include "addon_migration.h"
 #include "addon_util.h"
 #include "kvm.h"
 #include "snapshot/snapshot.h"
@@ -15,7 +16,6 @@
 #include "vm.h"
 
 namespace stencil {
-namespace {
 
 // {restoreFrom: dir | restoreState: {state: Buffer, config: string}, memoryPath?, memoryShared?,
 // vsock?: {guestCid?, udsPath?}, shares?: [{tag, hostPath}], vcpus?, memoryBytes?}: everything
@@ -68,6 +68,8 @@ RestoreOptions ParseRestoreOptions(const Napi::Object& c) {
   return o;
 }
 
+namespace {
+
 // restoreState: {state: Buffer, config: string}, as saveState() returned them.
 Snapshot SnapshotFromObject(const Napi::Value& v) {
   if (!v.IsObject() || !v.As<Napi::Object>().Get("state").IsBuffer() || !v.As<Napi::Object>().Get("config").IsString())
@@ -99,7 +101,7 @@ class ConsoleBuffer {
   std::string data_;
 };
 
-enum class EventType { kConsole, kPaused, kExited };
+enum class EventType { kConsole, kPaused, kExited, kMigration };
 struct Event {
   EventType type;
   std::string reason, detail;
@@ -150,7 +152,11 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
                         InstanceMethod("sendConsoleInput", &NativeVm::SendConsoleInput),
                         InstanceMethod("saveSnapshot", &NativeVm::SaveSnapshot),
                         InstanceMethod("saveState", &NativeVm::SaveState),
-                        InstanceMethod("info", &NativeVm::Info), InstanceMethod("stats", &NativeVm::Stats)});
+                        InstanceMethod("info", &NativeVm::Info), InstanceMethod("stats", &NativeVm::Stats),
+                        InstanceMethod("migrate", &NativeVm::Migrate),
+                        InstanceMethod("migrateCancel", &NativeVm::MigrateCancel),
+                        InstanceMethod("migrationStats", &NativeVm::GetMigrationStats),
+                        InstanceMethod("setMigrationLimits", &NativeVm::SetMigrationLimits)});
   }
 
   // new NativeVm(config, onEvent(type, a, b)); config {restoreFrom: dir, ...} restores a snapshot.
@@ -162,6 +168,16 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
       return;
     }
     Napi::Object c = info[0].As<Napi::Object>();
+    if (c.Has("incoming")) {
+      // The VM a live migration brought: its state and filled RAM, on a new shell.
+      CreateVm(env, info[1].As<Napi::Function>(), [&](VmCallbacks cb) {
+        RestoreOptions options;
+        ReceivedVm received = TakeIncomingVm(c.Get("incoming"), &options);
+        return std::make_unique<Vm>(VmShell::Create(received.snapshot.config.vm.vcpus), received.snapshot, options,
+                                    std::move(received.ram), std::move(cb));
+      });
+      return;
+    }
     if (c.Has("restoreFrom") || c.Has("restoreState")) {
       NativeVmShell* ahead = nullptr;
       if (c.Has("shell") && c.Get("shell").IsObject() &&
@@ -283,6 +299,7 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
           break;
         }
         case EventType::kPaused: fn.Call({Napi::String::New(env, "paused")}); break;
+        case EventType::kMigration: fn.Call({Napi::String::New(env, "migration"), Napi::String::New(env, owned->reason)}); break;
         case EventType::kExited:
           fn.Call({Napi::String::New(env, "exited"), Napi::String::New(env, owned->reason),
                    Napi::String::New(env, owned->detail)});
@@ -294,16 +311,7 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
 
   template <typename F>
   Napi::Value Guard(const Napi::CallbackInfo& info, F f) {
-    if (!vm_) {
-      Napi::Error::New(info.Env(), "VM has been destroyed").ThrowAsJavaScriptException();
-      return info.Env().Undefined();
-    }
-    try {
-      f();
-    } catch (const VmmError& e) {
-      ToJsError(info.Env(), e).ThrowAsJavaScriptException();
-    }
-    return info.Env().Undefined();
+    return GuardedCall(info, vm_ != nullptr, "VM has been destroyed", f);
   }
 
   // start({paused}): a paused start parks the vCPUs before their first instruction ('paused' fires).
@@ -381,6 +389,38 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
     o.Set("kvmVcpuStats", named(r.kvm_vcpu_stats));
     return o;
   }
+  // migrate(uri, parameters): a live migration to tcp:HOST:PORT or unix:PATH, in the background;
+  // 'migration' events carry each status (setup, active, completed, failed, cancelled).
+  Napi::Value Migrate(const Napi::CallbackInfo& info) {
+    return Guard(info, [&] {
+      if (info.Length() < 1 || !info[0].IsString()) throw VmmError(ErrorCode::kInvalidArgument, "migrate(uri, parameters) expects a URI");
+      if (migration_ && !migration_->finished()) throw VmmError(ErrorCode::kState, "a migration of this VM is already running");
+      MigrationEndpoint to = ParseMigrationEndpoint(info[0].As<Napi::String>().Utf8Value());
+      MigrationParameters params = ParseMigrationParameters(info.Length() > 1 ? info[1] : info.Env().Undefined());
+      if (!vm_->running()) throw VmmError(ErrorCode::kState, "the VM is not running: only a started VM migrates");
+      migration_.reset();
+      migration_ = std::make_unique<MigrationSource>(*vm_, to, params, [this](MigrationStatus status) {
+        Post(Event{EventType::kMigration, MigrationStatusName(status), {}});
+      });
+      migration_->Start();
+    });
+  }
+  // true if cancelled (or nothing runs); false once the final state is on its way.
+  Napi::Value MigrateCancel(const Napi::CallbackInfo& info) {
+    bool cancelled = !migration_ || migration_->finished() || migration_->Cancel();
+    return Napi::Boolean::New(info.Env(), cancelled);
+  }
+  Napi::Value GetMigrationStats(const Napi::CallbackInfo& info) {
+    if (!migration_) return info.Env().Undefined();
+    return MigrationStatsToJs(info.Env(), migration_->Stats());
+  }
+  // setMigrationLimits({downtimeLimitMs, maxBandwidth}): for the running migration.
+  Napi::Value SetMigrationLimits(const Napi::CallbackInfo& info) {
+    return Guard(info, [&] {
+      MigrationParameters p = ParseMigrationParameters(info.Length() > 0 ? info[0] : info.Env().Undefined());
+      if (migration_) migration_->SetLimits(p.downtime_limit, p.max_bandwidth);
+    });
+  }
   // Stops the vCPUs, frees guest RAM (removing its tmpfs file) and closes every fd.
   Napi::Value Destroy(const Napi::CallbackInfo& info) {
     DestroyVm();
@@ -388,6 +428,7 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
   }
 
   void DestroyVm() {
+    migration_.reset();  // cancels and joins a running migration before its VM goes
     if (vm_) {
       vm_->Stop();
       vm_.reset();
@@ -399,6 +440,7 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
   }
 
   std::unique_ptr<Vm> vm_;
+  std::unique_ptr<MigrationSource> migration_;
   Napi::ThreadSafeFunction tsfn_;
   bool released_ = false;
   ConsoleBuffer console_;
@@ -425,6 +467,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(data);
   exports.Set("NativeVmShell", shell);
   exports.Set("probeKvm", Napi::Function::New(env, ProbeKvmJs));
+  exports.Set("NativeMigrationIncoming", InitMigrationIncoming(env));
   ExportHostCalls(env, exports);
   return exports;
 }

@@ -24,6 +24,22 @@ std::vector<std::string> StringArray(const Napi::Value& v, const char* what);
 // administered MAC when none is given). Throws VmmError naming the bad field.
 NetworkConfig ParseNetwork(const Napi::Value& v);
 
+// Runs f for a JS method of an object that may already be gone (`alive` false: throws `gone`);
+// a VmmError from f becomes a JS exception carrying its code.
+template <typename F>
+Napi::Value GuardedCall(const Napi::CallbackInfo& info, bool alive, const char* gone, F f) {
+  if (!alive) {
+    Napi::Error::New(info.Env(), gone).ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  try {
+    f();
+  } catch (const VmmError& e) {
+    ToJsError(info.Env(), e).ThrowAsJavaScriptException();
+  }
+  return info.Env().Undefined();
+}
+
 // mount, unmount, openTap (addon_host.cc).
 void ExportHostCalls(Napi::Env env, Napi::Object exports);
 

@@ -93,7 +93,7 @@ export const COMMANDS: CommandSpec[] = [
       'memory-dir': { type: 'string', describe: 'tmpfs directory for the RAM file (default: configuration, /dev/shm/stencil)' },
       name: { type: 'string' },
       qmp: { type: 'string', describe: 'serve QMP (QEMU Machine Protocol) on unix:PATH,server,nowait' },
-      incoming: { type: 'string', describe: 'restore instead of booting: file:DIR (a snapshot, runs at once) or defer (wait for QMP migrate-incoming)' },
+      incoming: { type: 'string', describe: 'restore instead of booting: file:DIR (a snapshot, runs at once), tcp:HOST:PORT or unix:PATH (wait for a live migration) or defer (wait for QMP migrate-incoming)' },
       'memory-path': { type: 'string', describe: "guest RAM file (QEMU memory-backend-file mem-path); kept after the VM ends" },
       'memory-share': { type: 'string', describe: 'on: map --memory-path shared (the file is the RAM); off (default): copy-on-write (restores only)' },
       'memory-readonly': { type: 'boolean', describe: 'open --memory-path read-only (QEMU readonly=on, rom=off); needs --memory-share off' },

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -27,6 +28,16 @@ const TICKING_COUNTER = [
 const ticks = (text: string) => [...text.matchAll(/t=([0-9a-f]{8})\n/g)].map((m) => parseInt(m[1], 16));
 const sha256 = (file: string) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** A TCP port on loopback nobody listens on right now. */
+const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
 
 /** A `stencil vm run` child process with its console collected. */
 class VmProcess {
@@ -57,8 +68,8 @@ class VmProcess {
     return Math.max(-1, ...ticks(this.stdout));
   }
 
-  kill(): void {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+  kill(signal: NodeJS.Signals = 'SIGKILL'): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
   }
 }
 
@@ -231,6 +242,97 @@ describe('stencil vm run --qmp (through socat)', () => {
     assert.equal(await wrong.exited, 0, wrong.stderr);
   });
 
+  it("moves a running VM live over unix: and then tcp: with StratoVirt's commands; the count goes on", async () => {
+    const ramFiles = () => fs.readdirSync(shm).filter((f) => f.endsWith('.ram'));
+    const ramBefore = ramFiles();
+    const sourceSocket = path.join(dir, 'live-source.sock');
+    const source = boot(sourceSocket);
+    const sq = await connect(sourceSocket);
+    await source.tickAbove(2);
+
+    const streamSocket = path.join(dir, 'live.migrate');
+    const destSocket = path.join(dir, 'live-dest.sock');
+    const dest = vm(['--incoming', `unix:${streamSocket}`, '--memory-dir', shm, '--qmp', `unix:${destSocket},server,nowait`]);
+    const dq = await connect(destSocket);
+    assert.equal(((await dq.ok('query-status')) as { status: string }).status, 'inmigrate');
+    await sq.ok('migrate', { uri: `unix:${streamSocket}` });
+    const info = await sq.waitMigration();
+    assert.equal(info.status, 'completed', JSON.stringify(info));
+    const ram = info.ram as Record<string, number>;
+    assert.equal(ram.total, 64 * 2 ** 20);
+    assert.ok(ram.transferred > 0 && ram.transferred < 8 * 2 ** 20, JSON.stringify(info));
+    assert.equal(typeof info.downtime, 'number');
+    assert.equal(((await sq.ok('query-status')) as { status: string }).status, 'postmigrate');
+    assert.deepEqual(
+      sq.events.filter((e) => e.event === 'MIGRATION').map((e) => e.data?.status),
+      ['setup', 'active', 'completed'],
+    );
+    await sleep(100);
+    const stoppedAt = source.lastTick();
+    const first = await dest.tickAbove(-1);
+    assert.ok(first > stoppedAt - 2 && first <= stoppedAt + 2, `the destination printed ${first} first, the source stopped at ${stoppedAt}`);
+    await dest.tickAbove(first + 2);
+    assert.equal(source.lastTick(), stoppedAt, 'the source ran on after the migration');
+    assert.equal(((await dq.ok('query-status')) as { status: string }).status, 'running');
+    assert.equal(((await dq.ok('query-migrate')) as { status: string }).status, 'completed');
+    assert.ok(!fs.existsSync(streamSocket), 'the incoming socket was left behind');
+
+    // On to a third process over tcp, without QMP there (vCPUs and size come from the stream).
+    const port = await freePort();
+    const third = vm(['--incoming', `tcp:127.0.0.1:${port}`, '--memory-dir', shm]);
+    await sleep(300);
+    await dq.ok('migrate-set-parameters', { 'downtime-limit': 100 });
+    assert.equal(((await dq.ok('query-migrate-parameters')) as Record<string, number>)['downtime-limit'], 100);
+    await dq.ok('migrate', { uri: `tcp:127.0.0.1:${port}` });
+    assert.equal((await dq.waitMigration()).status, 'completed');
+    await sleep(100);
+    const secondStop = dest.lastTick();
+    assert.ok((await third.tickAbove(secondStop)) <= secondStop + 3);
+
+    for (const [session, process] of [
+      [sq, source],
+      [dq, dest],
+    ] as const) {
+      await session.ok('quit');
+      assert.equal(await process.exited, 0, process.stderr);
+    }
+    third.kill('SIGTERM');
+    await third.exited;
+    assert.deepEqual(ramFiles(), ramBefore, 'RAM files were left behind');
+  });
+
+  it('cancels a live migration (the source runs on), and a destination refuses a VM of another size', async () => {
+    const sourceSocket = path.join(dir, 'cancel-source.sock');
+    const source = boot(sourceSocket);
+    const sq = await connect(sourceSocket);
+    await source.tickAbove(1);
+
+    const refusing = vm(['--incoming', `unix:${path.join(dir, 'refuse.migrate')}`, '--memory', '128M', '--memory-dir', shm]);
+    await sleep(300);
+    await sq.ok('migrate', { uri: `unix:${path.join(dir, 'refuse.migrate')}` });
+    const refused = await sq.waitMigration();
+    assert.equal(refused.status, 'failed');
+    assert.match(String(refused['error-desc']), /refused the migration: memory size differs: the stream's VM has 67108864 bytes, this destination was asked for 134217728/);
+    assert.equal(await refusing.exited, 1);
+    assert.match(refusing.stderr, /incoming migration failed: refused the incoming VM: memory size differs/);
+    assert.equal(((await sq.ok('query-status')) as { status: string }).status, 'running');
+
+    const slow = vm(['--incoming', `unix:${path.join(dir, 'slow.migrate')}`, '--memory-dir', shm]);
+    await sleep(300);
+    await sq.ok('migrate-set-parameters', { 'max-bandwidth': 16 * 1024 });
+    await sq.ok('migrate', { uri: `unix:${path.join(dir, 'slow.migrate')}` });
+    await sleep(500);
+    assert.equal(((await sq.ok('query-migrate')) as { status: string }).status, 'active');
+    await sq.ok('migrate_cancel');
+    assert.equal((await sq.waitMigration()).status, 'cancelled');
+    const after = source.lastTick();
+    await source.tickAbove(after + 1);
+    assert.equal(await slow.exited, 1);
+    assert.match(slow.stderr, /incoming migration failed: .*closed the connection/);
+    await sq.ok('quit');
+    assert.equal(await source.exited, 0, source.stderr);
+  });
+
   it('answers bad input with QMP errors and keeps serving', async () => {
     const socket = path.join(dir, 'bad.sock');
     const v = boot(socket);
@@ -239,7 +341,9 @@ describe('stencil vm run --qmp (through socat)', () => {
       [{ execute: 'no-such-command' }, 'CommandNotFound', /no-such-command has not been found/],
       [{ execute: 'migrate', arguments: { uri: 5 } }, 'GenericError', /Invalid parameter type for 'uri', expected: string/],
       [{ execute: 'migrate', arguments: {} }, 'GenericError', /Parameter 'uri' is missing/],
-      [{ execute: 'migrate', arguments: { uri: 'tcp:127.0.0.1:4444' } }, 'GenericError', /tcp: is not supported yet/],
+      [{ execute: 'migrate', arguments: { uri: 'tcp:host' } }, 'GenericError', /expected tcp:HOST:PORT/],
+      [{ execute: 'migrate-set-parameters', arguments: { 'downtime-limit': -1 } }, 'GenericError', /'downtime-limit' expects an integer in 0..2000000/],
+      [{ execute: 'migrate-set-parameters', arguments: { 'max-postcopy-bandwidth': 1 } }, 'GenericError', /'max-postcopy-bandwidth' is unexpected/],
       [{ execute: 'migrate', arguments: { uri: 'exec:cat >/dev/null' } }, 'GenericError', /x-ignore-shared/],
       [{ execute: 'migrate', arguments: { uri: 'file:relative' } }, 'GenericError', /absolute directory/],
       [{ execute: 'migrate-incoming', arguments: { uri: 'exec:cat /dev/null' } }, 'GenericError', /'-incoming' was not specified/],
@@ -264,7 +368,8 @@ describe('stencil vm run --qmp (through socat)', () => {
       [['--memory-path', ram, '--memory-share', 'on', '--memory-readonly'], /no writable RAM/],
       [['--memory-share', 'on'], /need --memory-path/],
       [['--incoming', 'defer'], /--incoming defer needs --qmp/],
-      [['--incoming', 'tcp:0:4444'], /expected file:\/ABSOLUTE\/DIR or defer/],
+      [['--incoming', 'rdma:0:4444'], /expected file:\/ABSOLUTE\/DIR, tcp:HOST:PORT, unix:PATH or defer/],
+      [['--incoming', 'tcp:nohost'], /--incoming tcp:nohost: .*expected tcp:HOST:PORT/],
       [['--qmp', 'unix:/tmp/x.sock,server'], /nowait/],
     ];
     for (const [args, message] of cases) {

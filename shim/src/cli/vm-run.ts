@@ -1,7 +1,8 @@
 // `stencil vm run`: boot a VM (or restore one) with its console on this terminal; exit when the
 // guest does, or on QMP `quit` (--qmp). Memory flags map one to one to QEMU's memory-backend-file
 // (mem-path=FILE -> --memory-path FILE, share=on|off -> --memory-share on|off, readonly=on ->
-// --memory-readonly), and --incoming to QEMU's -incoming (file:DIR, defer), see README.
+// --memory-readonly), and --incoming to QEMU's -incoming (file:DIR, tcp:HOST:PORT, unix:PATH,
+// defer), see README.
 import fs from 'node:fs';
 import path from 'node:path';
 import { loadConfig } from '../../../runtime-config/src/config.js';
@@ -9,7 +10,8 @@ import { parseSize } from '../../../runtime-config/src/size.js';
 import { DEFAULT_CMDLINE, MicroVm } from '../hypervisor/microvm.js';
 import type { ExitReason } from '../hypervisor/types.js';
 import { parseQmpChardev, type QmpHandle, serveQmp } from '../qmp/serve.js';
-import type { RestoreSource } from '../qmp/vm-monitor.js';
+import { type MigrationUri, parseMigrationUri } from '../qmp/vm-commands.js';
+import { MicroVmMonitor, type MonitorOptions, type RestoreSource } from '../qmp/vm-monitor.js';
 import { builtGuestArtifacts } from '../util/paths.js';
 import { createLogger } from '../util/log.js';
 
@@ -37,12 +39,19 @@ export interface VmRunEnd {
 /** Exit reasons that mean the guest (or a QMP client) ended the VM on purpose. */
 export const CLEAN_EXITS = new Set(['reboot', 'poweroff', 'quit']);
 
-type Incoming = { kind: 'defer' } | { kind: 'file'; dir: string };
+type Incoming = { kind: 'defer' } | { kind: 'file'; dir: string } | { kind: 'live'; uri: MigrationUri };
 
 function parseIncoming(value: string): Incoming {
   if (value === 'defer') return { kind: 'defer' };
   if (value.startsWith('file:') && path.isAbsolute(value.slice(5))) return { kind: 'file', dir: value.slice(5) };
-  throw new Error(`--incoming ${value}: expected file:/ABSOLUTE/DIR or defer (then migrate-incoming over QMP)`);
+  if (value.startsWith('tcp:') || value.startsWith('unix:')) {
+    try {
+      return { kind: 'live', uri: parseMigrationUri(value) };
+    } catch (err) {
+      throw new Error(`--incoming ${value}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  throw new Error(`--incoming ${value}: expected file:/ABSOLUTE/DIR, tcp:HOST:PORT, unix:PATH or defer (then migrate-incoming over QMP)`);
 }
 
 /** The RAM file flags, checked together: which combinations QEMU's file backend means and Stencil runs. */
@@ -71,6 +80,7 @@ export async function vmRun(opts: VmRunOptions): Promise<VmRunEnd> {
   const incoming = opts.incoming !== undefined ? parseIncoming(opts.incoming) : undefined;
   if (incoming?.kind === 'defer' && !qmp) throw new Error('--incoming defer needs --qmp: the state arrives with migrate-incoming');
   const memory = memoryBackend(opts, incoming !== undefined);
+  if (incoming?.kind === 'live' && memory.file) throw new Error('--memory-path does not apply to a live incoming migration: its RAM is created in --memory-dir');
   const memoryBytes = opts.memory !== undefined ? parseSize(opts.memory, '--memory') : undefined;
   const name = opts.name ?? `vm-${process.pid}`;
   // A restore takes vCPUs and memory size from the snapshot; given ones must match it.
@@ -82,6 +92,16 @@ export async function vmRun(opts: VmRunOptions): Promise<VmRunEnd> {
       vcpus: opts.vcpus,
       memoryBytes,
     });
+
+  // A live migration's RAM is created here; vCPUs and memory size come from the stream (given
+  // ones must match it).
+  const incomingOptions = () => {
+    const { hypervisor: cfg } = loadConfig({ path: opts.config }).config;
+    const memoryDir = opts.memoryDir ?? cfg.memoryDir;
+    fs.mkdirSync(memoryDir, { recursive: true, mode: 0o700 });
+    return { memoryDir, memoryName: `${name}.ram`, restore: { vcpus: opts.vcpus, memoryBytes } };
+  };
+  const restoreIncoming: MonitorOptions['restoreIncoming'] = (stream) => MicroVm.fromIncoming(name, stream);
 
   let vm: MicroVm | undefined;
   if (!incoming) vm = bootVm(opts, name, memoryBytes, memory.file);
@@ -96,22 +116,38 @@ export async function vmRun(opts: VmRunOptions): Promise<VmRunEnd> {
   const forwardInput = (data: Buffer) => current?.writeConsole(data);
   let handle: QmpHandle | undefined;
   const stopOnSignal = () => void (handle ? handle.monitor.shutDown() : current?.destroy());
+  // Without QMP, a live incoming migration that fails ends `vm run` with its error.
+  let incomingFailed: ((err: Error) => void) | undefined;
+  const incomingFailure = new Promise<never>((_, reject) => (incomingFailed = reject));
+  incomingFailure.catch(() => {});
+  const monitorOptions: MonitorOptions = {
+    restore,
+    onVm: attach,
+    incomingOptions,
+    restoreIncoming,
+    logger: createLogger({ level: process.env.STENCIL_LOG_LEVEL ?? 'warn' }),
+    onMigrationStatus: (status, error) => {
+      if (!qmp && incoming?.kind === 'live' && (status === 'failed' || status === 'cancelled')) {
+        incomingFailed!(new Error(`incoming migration ${status}${error ? `: ${error}` : ''}`));
+      }
+    },
+  };
   try {
     if (qmp) {
-      handle = await serveQmp(vm, qmp.path, {
-        restore,
-        onVm: attach,
-        logger: createLogger({ level: process.env.STENCIL_LOG_LEVEL ?? 'warn' }),
-      });
+      handle = await serveQmp(vm, qmp.path, monitorOptions);
+    } else if (incoming?.kind === 'live') {
+      const monitor = new MicroVmMonitor(undefined, monitorOptions);
+      handle = { monitor, ended: monitor.ended, close: async () => {} };
     } else {
       attach(vm!);
     }
+    if (incoming?.kind === 'live') handle!.monitor.migrateIncoming(incoming.uri, new Set());
     if (stdin.isTTY) stdin.setRawMode(true);
     stdin.on('data', forwardInput);
     process.once('SIGINT', stopOnSignal);
     process.once('SIGTERM', stopOnSignal);
     vm?.start();
-    const end = handle ? await handle.ended : { by: 'exit' as const, exit: await vm!.waitExit() };
+    const end = handle ? await Promise.race([handle.ended, incomingFailure]) : { by: 'exit' as const, exit: await vm!.waitExit() };
     if (end.by === 'quit') return { reason: 'quit', detail: 'QMP quit' };
     return (await current?.destroy()) ?? end.exit;
   } catch (err) {

@@ -17,6 +17,9 @@ export class MemoryBackingError extends VmError {}
 export class VmStateError extends VmError {}
 /** A snapshot is corrupt, truncated, of another version, or does not match the restoring VM. */
 export class SnapshotError extends VmError {}
+/** A live migration was refused, cut off, corrupt or could not converge. */
+export class MigrationError extends VmError {}
+export class CancelledError extends VmError {}
 
 type VmErrorClass = new (message: string, nativeCode: string, options?: ErrorOptions) => VmError;
 
@@ -30,6 +33,8 @@ const NATIVE: Record<string, { Class: VmErrorClass; code: ErrorCode }> = {
   ESTATE: { Class: VmStateError, code: ErrorCode.FailedPrecondition },
   // The snapshot is corrupt, truncated, of another format or does not fit the restoring VM.
   ESNAPSHOT: { Class: SnapshotError, code: ErrorCode.InvalidArgument },
+  EMIGRATION: { Class: MigrationError, code: ErrorCode.Unavailable },
+  ECANCELLED: { Class: CancelledError, code: ErrorCode.FailedPrecondition },
 };
 
 /** Re-throws an error from the native addon as the matching typed error. */

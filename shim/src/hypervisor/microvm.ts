@@ -2,7 +2,18 @@
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { fromNative, InvalidVmConfigError, VmStateError } from './errors.js';
-import { loadAddon, type NativeEvent, type NativeRestoreConfig, type NativeVm, type SavedVmState, type VmExitStats } from './native.js';
+import {
+  loadAddon,
+  type NativeEvent,
+  type NativeMigrationIncoming,
+  type NativeMigrationParameters,
+  type NativeMigrationStats,
+  type NativeMigrationStatus,
+  type NativeRestoreConfig,
+  type NativeVm,
+  type SavedVmState,
+  type VmExitStats,
+} from './native.js';
 import type { ExitReason, VirtualMachine, VmExit, VmProvider, VmSpec, VmState } from './types.js';
 
 /** Defaults a Kata/Firecracker user would expect: serial console, keyboard-controller reset. */
@@ -15,6 +26,8 @@ export class MicroVm implements VirtualMachine {
   private native: NativeVm | undefined;
   private current: VmState = 'created';
   private pauseWaiters: Array<() => void> = [];
+  /** Each status of an outgoing live migration, as it changes. */
+  onMigrationStatus?: (status: NativeMigrationStatus) => void;
   private readonly exited: Promise<VmExit>;
   private resolveExit!: (exit: VmExit) => void;
 
@@ -86,6 +99,15 @@ export class MicroVm implements VirtualMachine {
     return new MicroVm(name, (onEvent) => new NativeVm(config, onEvent), config.memoryShared ? config.memoryPath : undefined);
   }
 
+  /**
+   * The VM a finished incoming live migration received (NativeMigrationIncoming 'received'): its
+   * configuration and RAM come from the stream; 'created' until start().
+   */
+  static fromIncoming(name: string, incoming: NativeMigrationIncoming): MicroVm {
+    const { NativeVm } = loadAddon();
+    return new MicroVm(name, (onEvent) => new NativeVm({ incoming }, onEvent));
+  }
+
   get state(): VmState {
     return this.current;
   }
@@ -143,6 +165,33 @@ export class MicroVm implements VirtualMachine {
     this.current = 'running';
   }
 
+  /**
+   * Live migration to tcp:HOST:PORT or unix:PATH, in the background: RAM goes while the guest
+   * runs, then the VM pauses for the last round. On completion the VM stays paused (the
+   * destination runs it); on failure or cancel it runs on as before.
+   */
+  migrate(uri: string, parameters: NativeMigrationParameters = {}): void {
+    if (this.current !== 'running' && this.current !== 'paused') this.expect('running', 'migrate');
+    this.call((n) => n.migrate(uri, parameters));
+  }
+
+  /** True if cancelled (or none runs); false when too late: the final state is on its way. */
+  cancelMigration(): boolean {
+    let cancelled = true;
+    this.call((n) => (cancelled = n.migrateCancel()));
+    return cancelled;
+  }
+
+  migrationStats(): NativeMigrationStats | undefined {
+    let stats: NativeMigrationStats | undefined;
+    this.call((n) => (stats = n.migrationStats()));
+    return stats;
+  }
+
+  setMigrationLimits(limits: Pick<NativeMigrationParameters, 'downtimeLimitMs' | 'maxBandwidth'>): void {
+    this.call((n) => n.setMigrationLimits(limits));
+  }
+
   writeConsole(data: Buffer | string): void {
     this.call((n) => n.sendConsoleInput(Buffer.from(data)));
   }
@@ -181,6 +230,11 @@ export class MicroVm implements VirtualMachine {
       case 'paused':
         if (this.current === 'pausing') this.current = 'paused';
         for (const w of this.pauseWaiters.splice(0)) w();
+        break;
+      case 'migration':
+        // A completed migration leaves the source paused (its vCPUs parked for the last round).
+        if (a === 'completed' && this.current === 'running') this.current = 'paused';
+        this.onMigrationStatus?.(a as NativeMigrationStatus);
         break;
       case 'exited':
         if (this.current !== 'destroyed') this.current = 'exited';

@@ -39,6 +39,8 @@ export interface NativeRestoreConfig {
   /** A snapshot directory; or, instead, restoreState (then memoryPath is required). */
   restoreFrom?: string;
   restoreState?: SavedVmState;
+  /** Or the VM a finished incoming live migration received (its options apply). */
+  incoming?: NativeMigrationIncoming;
   /** RAM from this file instead of the snapshot's memory: mapped copy-on-write, or shared. */
   memoryPath?: string;
   /** Map memoryPath MAP_SHARED (the clone's writes land in the file); default copy-on-write. */
@@ -58,7 +60,89 @@ export interface NativeVmShell {
   readonly __brand?: 'NativeVmShell';
 }
 
-export type NativeEvent = 'console' | 'paused' | 'exited';
+export type NativeEvent = 'console' | 'paused' | 'exited' | 'migration';
+
+/** A live migration's tuning (vmm-native/src/migration/source.h); unset fields keep the defaults. */
+export interface NativeMigrationParameters {
+  /** The pause the final round may cost (default 50 ms). */
+  downtimeLimitMs?: number;
+  /** Bytes per second the stream may use; 0 (default): unlimited. */
+  maxBandwidth?: number;
+  /** Dirty-page rounds before throttling (or failing); default 30. */
+  maxRounds?: number;
+  /** Slow the guest down when rounds run out (QEMU's auto-converge); else fail. Default on. */
+  throttle?: boolean;
+  throttleInitial?: number;
+  throttleIncrement?: number;
+}
+
+export type NativeMigrationStatus = 'none' | 'setup' | 'active' | 'completed' | 'failed' | 'cancelled';
+
+export interface NativeMigrationStats {
+  status: NativeMigrationStatus;
+  error: string;
+  ramTotal: number;
+  transferred: number;
+  /** Dirty bytes at the last count. */
+  remaining: number;
+  pagesSent: number;
+  zeroPages: number;
+  /** Dirty-page rounds after the first pass. */
+  rounds: number;
+  /** Bytes per second the guest dirtied in the last round. */
+  dirtyRate: number;
+  /** Bytes per second the link carried in the last round. */
+  bandwidth: number;
+  expectedDowntimeMs: number;
+  /** From the pause to the destination running (-1 until completed). */
+  downtimeMs: number;
+  setupTimeMs: number;
+  totalTimeMs: number;
+  throttlePercent: number;
+  /** The destination had the clone's template: pages the clone never wrote stayed home. */
+  templateShared: boolean;
+}
+
+export type NativeIncomingEvent = 'accepted' | 'received' | 'finished';
+
+export interface NativeIncomingStats {
+  status: NativeMigrationStatus;
+  error: string;
+  peer: string;
+  received: number;
+  pages: number;
+  zeroPages: number;
+  templateShared: boolean;
+  /** The stream is complete and verified: a NativeVm may be built from it ({incoming}). */
+  stateReady: boolean;
+  /** The source VM was running (not paused) when it stopped: the destination runs it on. */
+  sourceRunning: boolean;
+}
+
+/** The listening end of a live migration (vmm-native/src/migration/destination.h). */
+export interface NativeMigrationIncoming {
+  start(): void;
+  cancel(): void;
+  /** The VM built from this stream runs: tells the source, which then lets its VM go. */
+  complete(): void;
+  /** The VM could not be built or started: tells the source, which resumes its VM. */
+  fail(reason: string): void;
+  stats(): NativeIncomingStats;
+  /** The bound TCP port (useful with port 0). */
+  port(): number;
+  /** Stops listening and drops whatever was received and not taken. */
+  close(): void;
+}
+
+export interface NativeIncomingOptions {
+  /** Where new guest RAM is created, and its file name (removed with the VM). */
+  memoryDir: string;
+  memoryName: string;
+  /** Start from the source clone's template when this host has the same one (default true). */
+  useTemplate?: boolean;
+  /** What the stream's VM must match (vcpus, memoryBytes) and this host's wiring for it. */
+  restore?: Pick<NativeRestoreConfig, 'vcpus' | 'memoryBytes' | 'vsock' | 'shares' | 'net'>;
+}
 
 export interface NativeVm {
   /** paused: the vCPUs park before their first instruction ('paused' fires); resume() runs them. */
@@ -78,6 +162,13 @@ export interface NativeVm {
   /** A paused VM's state and config without RAM; the VM stays paused and may resume. */
   saveState(): SavedVmState;
   info(): { cmdline: string; memoryPath: string; memoryBytes: number };
+  /** A live migration to tcp:HOST:PORT or unix:PATH in the background ('migration' events). */
+  migrate(uri: string, parameters?: NativeMigrationParameters): void;
+  /** True if cancelled (or none runs); false once the final state is on its way. */
+  migrateCancel(): boolean;
+  migrationStats(): NativeMigrationStats | undefined;
+  /** Changes the running migration's downtime budget and bandwidth cap. */
+  setMigrationLimits(limits: Pick<NativeMigrationParameters, 'downtimeLimitMs' | 'maxBandwidth'>): void;
   stats(topN?: number): VmExitStats;
 }
 
@@ -108,6 +199,7 @@ export interface KvmProbeResult {
 interface Addon {
   NativeVm: new (config: NativeVmConfig | NativeRestoreConfig, onEvent: (type: NativeEvent, a?: unknown, b?: unknown) => void) => NativeVm;
   NativeVmShell: new (vcpus: number, memoryBytes: number) => NativeVmShell;
+  NativeMigrationIncoming: new (uri: string, options: NativeIncomingOptions, onEvent: (event: NativeIncomingEvent) => void) => NativeMigrationIncoming;
   probeKvm(): KvmProbeResult;
   /** mount(2): flags by mount(8)'s names (bind, rec, remount, ro, private, shared, slave, ...). */
   mount(request: { source: string; target: string; fstype: string; flags: string[]; data: string }): void;

@@ -14,6 +14,8 @@ import {
   type MigrationUri,
   type MonitoredVm,
   type RunState,
+  DEFAULT_MIGRATION_PARAMETERS,
+  type MigrationParameters,
   parseMigrationUri,
   vmCommands,
 } from './vm-commands.js';
@@ -61,6 +63,14 @@ class RecordingVm implements MonitoredVm {
   }
   migrationInfo() {
     return this.migration;
+  }
+  parameters: MigrationParameters = { ...DEFAULT_MIGRATION_PARAMETERS };
+  setMigrationParameters(parameters: Partial<MigrationParameters>) {
+    this.calls.push('set-parameters');
+    this.parameters = { ...this.parameters, ...parameters };
+  }
+  migrationParameters() {
+    return this.parameters;
   }
 }
 
@@ -214,7 +224,10 @@ describe('QMP server', () => {
     const c = await open();
     assert.deepEqual(await c.call('query-migrate'), { return: {} });
     assert.deepEqual(await c.call('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] }), { return: {} });
-    assert.deepEqual((await c.call('query-migrate-capabilities')).return, [{ capability: 'x-ignore-shared', state: true }]);
+    assert.deepEqual((await c.call('query-migrate-capabilities')).return, [
+      { capability: 'x-ignore-shared', state: true },
+      { capability: 'auto-converge', state: false },
+    ]);
     const bad = await c.call('migrate-set-capabilities', { capabilities: [{ capability: 'postcopy-ram', state: true }] });
     assert.deepEqual(bad.error, { class: 'GenericError', desc: "Parameter 'capability' does not accept value 'postcopy-ram'" });
     assert.deepEqual(await c.call('migrate', { uri: 'exec:cat>/tmp/state' }), { return: {} });

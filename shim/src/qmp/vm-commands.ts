@@ -19,7 +19,51 @@ export interface MigrationInfo {
   /** Bytes of state (and RAM, when it is sent) written so far. */
   transferredBytes?: number;
   errorDesc?: string;
+  /** Live migration (tcp:, unix:) only. */
+  expectedDowntimeMs?: number;
+  setupTimeMs?: number;
+  throttlePercent?: number;
+  ram?: {
+    total: number;
+    remaining: number;
+    /** Pages sent in full and as zero runs (QEMU's normal and duplicate). */
+    normalPages: number;
+    zeroPages: number;
+    /** Bytes per second: what the guest dirtied, what the link carried, in the last round. */
+    dirtyRate: number;
+    bandwidth: number;
+    rounds: number;
+  };
 }
+
+/** Live migration tuning, with QEMU's parameter names in the QMP commands. */
+export interface MigrationParameters {
+  /** QEMU downtime-limit (ms). */
+  downtimeLimitMs: number;
+  /** QEMU max-bandwidth (bytes per second); 0: unlimited. */
+  maxBandwidth: number;
+  /** QEMU cpu-throttle-initial / cpu-throttle-increment (percent), with auto-converge. */
+  throttleInitial: number;
+  throttleIncrement: number;
+  /** Stencil's x-max-rounds: dirty-page rounds before auto-converge throttles (or the migration fails). */
+  maxRounds: number;
+}
+
+export const DEFAULT_MIGRATION_PARAMETERS: MigrationParameters = {
+  downtimeLimitMs: 50,
+  maxBandwidth: 0,
+  throttleInitial: 20,
+  throttleIncrement: 10,
+  maxRounds: 30,
+};
+
+const PARAMETER_NAMES: Record<string, { key: keyof MigrationParameters; max: number }> = {
+  'downtime-limit': { key: 'downtimeLimitMs', max: 2_000_000 },
+  'max-bandwidth': { key: 'maxBandwidth', max: Number.MAX_SAFE_INTEGER },
+  'cpu-throttle-initial': { key: 'throttleInitial', max: 99 },
+  'cpu-throttle-increment': { key: 'throttleIncrement', max: 99 },
+  'x-max-rounds': { key: 'maxRounds', max: 100_000 },
+};
 
 /** Where a snapshot or migration stream goes to or comes from (`migrate`'s `uri`). */
 export type MigrationUri =
@@ -28,7 +72,8 @@ export type MigrationUri =
   | { kind: 'tcp'; host: string; port: number }
   | { kind: 'unix'; path: string };
 
-export const MIGRATION_CAPABILITIES = ['x-ignore-shared'] as const;
+/** x-ignore-shared: RAM stays in the shared file (exec:); auto-converge: throttle a guest that outruns the link. */
+export const MIGRATION_CAPABILITIES = ['x-ignore-shared', 'auto-converge'] as const;
 export type MigrationCapability = (typeof MIGRATION_CAPABILITIES)[number];
 
 export interface MonitoredVm {
@@ -43,6 +88,9 @@ export interface MonitoredVm {
   migrateIncoming(uri: MigrationUri, capabilities: ReadonlySet<MigrationCapability>): void;
   cancelMigration(): void;
   migrationInfo(): MigrationInfo | undefined;
+  /** Parameters for the next live migration; the downtime limit and bandwidth cap also apply to a running one. */
+  setMigrationParameters(parameters: Partial<MigrationParameters>): void;
+  migrationParameters(): MigrationParameters;
 }
 
 export function parseMigrationUri(uri: string): MigrationUri {
@@ -78,9 +126,39 @@ function queryMigrateReply(info: MigrationInfo | undefined): object {
   const reply: Record<string, unknown> = { status: info.status };
   if (info.totalTimeMs !== undefined) reply['total-time'] = Math.round(info.totalTimeMs);
   if (info.downtimeMs !== undefined) reply.downtime = Math.round(info.downtimeMs);
-  if (info.transferredBytes !== undefined) reply.ram = { transferred: info.transferredBytes };
+  if (info.expectedDowntimeMs !== undefined) reply['expected-downtime'] = Math.round(info.expectedDowntimeMs);
+  if (info.setupTimeMs !== undefined) reply['setup-time'] = Math.round(info.setupTimeMs);
+  if (info.throttlePercent) reply['cpu-throttle-percentage'] = info.throttlePercent;
+  if (info.ram) {
+    reply.ram = {
+      transferred: info.transferredBytes ?? 0,
+      remaining: info.ram.remaining,
+      total: info.ram.total,
+      duplicate: info.ram.zeroPages,
+      normal: info.ram.normalPages,
+      'normal-bytes': info.ram.normalPages * 4096,
+      'dirty-pages-rate': Math.round(info.ram.dirtyRate / 4096),
+      mbps: Math.round((info.ram.bandwidth * 8) / 1e6),
+      'dirty-sync-count': info.ram.rounds,
+      'page-size': 4096,
+    };
+  } else if (info.transferredBytes !== undefined) {
+    reply.ram = { transferred: info.transferredBytes };
+  }
   if (info.errorDesc !== undefined) reply['error-desc'] = info.errorDesc;
   return reply;
+}
+
+function parseMigrationParameters(args: Record<string, unknown>): Partial<MigrationParameters> {
+  const out: Partial<MigrationParameters> = {};
+  for (const [name, value] of Object.entries(args)) {
+    const spec = PARAMETER_NAMES[name];
+    if (typeof value !== 'number' || value < 0 || value > spec.max) {
+      throw new QmpError('GenericError', `Parameter '${name}' expects an integer in 0..${spec.max}`);
+    }
+    out[spec.key] = value;
+  }
+  return out;
 }
 
 /** The command table for one VM. Capabilities set by migrate-set-capabilities live per VM. */
@@ -163,6 +241,22 @@ export function vmCommands(vm: MonitoredVm): Record<string, QmpCommand> {
       },
     },
     migrate_cancel: { run: () => vm.cancelMigration() },
+    'migrate-set-parameters': {
+      args: Object.fromEntries(Object.keys(PARAMETER_NAMES).map((name) => [name, { type: 'integer' as const, optional: true }])),
+      run: (args) => vm.setMigrationParameters(parseMigrationParameters(args)),
+    },
+    'query-migrate-parameters': {
+      run: () => {
+        const p = vm.migrationParameters();
+        return {
+          'downtime-limit': p.downtimeLimitMs,
+          'max-bandwidth': p.maxBandwidth,
+          'cpu-throttle-initial': p.throttleInitial,
+          'cpu-throttle-increment': p.throttleIncrement,
+          'x-max-rounds': p.maxRounds,
+        };
+      },
+    },
     'query-migrate': { run: () => queryMigrateReply(vm.migrationInfo()) },
   };
 }

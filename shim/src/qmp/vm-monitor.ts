@@ -1,24 +1,33 @@
 // A MicroVm behind QMP: the MonitoredVm that vm-commands.ts drives, with QEMU's run states,
-// STOP/RESUME/SHUTDOWN events, and migration to and from file:DIR (a snapshot directory, RAM
-// copied: the VM may run on) and exec:CMD (migration-stream.ts: state without RAM, which stays in
-// the shared memory file, QEMU's x-ignore-shared templating). A monitor may start without a VM
-// (`--incoming defer`): migrate-incoming then builds it with the caller's restore function.
+// STOP/RESUME/SHUTDOWN/MIGRATION events, and migration to and from file:DIR (a snapshot directory,
+// RAM copied: the VM may run on), exec:CMD (migration-stream.ts: state without RAM, which stays in
+// the shared memory file, QEMU's x-ignore-shared templating) and tcp:/unix: (live migration in the
+// VMM, vmm-native/src/migration: RAM sent while the guest runs). A monitor may start without a VM
+// (`--incoming`): migrate-incoming then builds it with the caller's restore functions.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { MicroVm } from '../hypervisor/microvm.js';
-import type { SavedVmState } from '../hypervisor/native.js';
+import {
+  loadAddon,
+  type NativeIncomingOptions,
+  type NativeMigrationIncoming,
+  type NativeMigrationStatus,
+  type SavedVmState,
+} from '../hypervisor/native.js';
 import type { VmExit } from '../hypervisor/types.js';
 import type { Logger } from '../util/log.js';
 import { execSink, execSource } from './exec-channel.js';
 import { decodeMigrationStream, encodeMigrationStream, type SavedRunState } from './migration-stream.js';
 import { QmpError } from './protocol.js';
-import type {
-  MigrationCapability,
-  MigrationInfo,
-  MigrationStatus,
-  MigrationUri,
-  MonitoredVm,
-  RunState,
+import {
+  DEFAULT_MIGRATION_PARAMETERS,
+  type MigrationCapability,
+  type MigrationInfo,
+  type MigrationParameters,
+  type MigrationStatus,
+  type MigrationUri,
+  type MonitoredVm,
+  type RunState,
 } from './vm-commands.js';
 
 /** An incoming migration stream larger than this is refused (it holds state, never RAM). */
@@ -33,6 +42,12 @@ export interface MonitorOptions {
   restore?: (source: RestoreSource) => MicroVm;
   /** Called with each VM the monitor builds (an incoming one), before it starts. */
   onVm?: (vm: MicroVm) => void;
+  /** For a live incoming migration (tcp:, unix:): where its RAM goes and what it must match ... */
+  incomingOptions?: () => NativeIncomingOptions;
+  /** ... and the VM built from what arrived (not started). */
+  restoreIncoming?: (incoming: NativeMigrationIncoming) => MicroVm;
+  /** Every migration status change, with the error of a failed one. */
+  onMigrationStatus?: (status: MigrationStatus, error?: string) => void;
 }
 
 /** How the monitored VM ended: by `quit`, or on its own (the guest or the host ended it). */
@@ -48,10 +63,13 @@ interface Migration {
   transferredBytes?: number;
   errorDesc?: string;
   abort: AbortController;
+  /** A live migration: the VM sending (its VMM keeps the statistics) ... */
+  source?: MicroVm;
+  /** ... or the listening end receiving. */
+  incoming?: NativeMigrationIncoming;
 }
 
-const notSupported = (uri: MigrationUri) =>
-  new QmpError('GenericError', `migration over ${uri.kind}: is not supported yet (use file:DIR or exec:CMD)`);
+const liveUri = (uri: MigrationUri) => (uri.kind === 'tcp' ? `tcp:${uri.host.includes(':') ? `[${uri.host}]` : uri.host}:${uri.port}` : `unix:${(uri as { path: string }).path}`);
 
 export class MicroVmMonitor implements MonitoredVm {
   private vm?: MicroVm;
@@ -61,6 +79,7 @@ export class MicroVmMonitor implements MonitoredVm {
   private autostart = true;
   private postMigrate = false;
   private ending = false;
+  private parameters: MigrationParameters = { ...DEFAULT_MIGRATION_PARAMETERS };
   private emit: EventSink = () => {};
   private resolveEnd!: (end: MonitorEnd) => void;
   readonly ended: Promise<MonitorEnd> = new Promise((resolve) => (this.resolveEnd = resolve));
@@ -134,7 +153,11 @@ export class MicroVmMonitor implements MonitoredVm {
       throw new QmpError('GenericError', `cannot migrate a VM that is ${this.runState()}`);
     }
     const ignoreShared = capabilities.has('x-ignore-shared');
-    if (uri.kind === 'tcp' || uri.kind === 'unix') throw notSupported(uri);
+    if (uri.kind === 'tcp' || uri.kind === 'unix') {
+      if (ignoreShared) throw new QmpError('GenericError', 'x-ignore-shared is for exec: (state only); a live migration over tcp:/unix: sends RAM');
+      this.runLive(vm, uri, capabilities.has('auto-converge'));
+      return;
+    }
     if (uri.kind === 'file' && ignoreShared) {
       throw new QmpError('GenericError', 'x-ignore-shared with file: is not supported: file:DIR always holds a copy of guest RAM; use exec:CMD to send the state alone');
     }
@@ -150,7 +173,10 @@ export class MicroVmMonitor implements MonitoredVm {
 
   migrateIncoming(uri: MigrationUri, capabilities: ReadonlySet<MigrationCapability>): void {
     if (this.vm || !this.incoming) throw new QmpError('GenericError', "'-incoming' was not specified on the command line");
-    if (uri.kind === 'tcp' || uri.kind === 'unix') throw notSupported(uri);
+    if (uri.kind === 'tcp' || uri.kind === 'unix') {
+      this.runIncomingLive(uri);
+      return;
+    }
     if (uri.kind === 'exec' && !capabilities.has('x-ignore-shared')) {
       throw new QmpError('GenericError', 'an exec: stream carries no guest RAM: set the x-ignore-shared capability and give the RAM file with --memory-path');
     }
@@ -161,13 +187,51 @@ export class MicroVmMonitor implements MonitoredVm {
   cancelMigration(): void {
     const m = this.migration;
     if (!m || (m.status !== 'setup' && m.status !== 'active')) return;
-    m.status = 'cancelling';
+    // Too late once the final state is on its way: the destination may already run the VM.
+    if (m.source && !m.source.cancelMigration()) return;
+    m.incoming?.cancel();
+    this.setStatus(m, 'cancelling');
     m.abort.abort();
+  }
+
+  setMigrationParameters(parameters: Partial<MigrationParameters>): void {
+    this.parameters = { ...this.parameters, ...parameters };
+    const source = this.migrationRunning() ? this.migration?.source : undefined;
+    source?.setMigrationLimits({ downtimeLimitMs: this.parameters.downtimeLimitMs, maxBandwidth: this.parameters.maxBandwidth });
+  }
+
+  migrationParameters(): MigrationParameters {
+    return { ...this.parameters };
   }
 
   migrationInfo(): MigrationInfo | undefined {
     const m = this.migration;
     if (!m) return undefined;
+    const live = m.source?.state !== 'destroyed' ? m.source?.migrationStats() : undefined;
+    if (live) {
+      return {
+        status: m.status,
+        totalTimeMs: live.totalTimeMs,
+        downtimeMs: live.downtimeMs >= 0 ? live.downtimeMs : undefined,
+        expectedDowntimeMs: live.expectedDowntimeMs >= 0 ? live.expectedDowntimeMs : undefined,
+        setupTimeMs: live.setupTimeMs >= 0 ? live.setupTimeMs : undefined,
+        throttlePercent: live.throttlePercent,
+        transferredBytes: live.transferred,
+        errorDesc: m.errorDesc,
+        ram: {
+          total: live.ramTotal,
+          remaining: live.remaining,
+          normalPages: live.pagesSent,
+          zeroPages: live.zeroPages,
+          dirtyRate: live.dirtyRate,
+          bandwidth: live.bandwidth,
+          rounds: live.rounds,
+        },
+      };
+    }
+    if (m.incoming && m.status !== 'completed' && m.status !== 'failed' && m.status !== 'cancelled') {
+      m.transferredBytes = m.incoming.stats().received;
+    }
     return {
       status: m.status,
       totalTimeMs: (m.endedAt ?? Date.now()) - m.startedAt,
@@ -182,6 +246,8 @@ export class MicroVmMonitor implements MonitoredVm {
     if (this.ending) return;
     this.ending = true;
     this.migration?.abort.abort();
+    if (this.migrationRunning()) this.migration?.source?.cancelMigration();
+    this.migration?.incoming?.close();
     this.emit('SHUTDOWN', { guest: false, reason: 'host-qmp-quit' });
     try {
       await this.vm?.destroy();
@@ -198,6 +264,7 @@ export class MicroVmMonitor implements MonitoredVm {
   private begin(): Migration {
     const migration: Migration = { status: 'setup', startedAt: Date.now(), abort: new AbortController() };
     this.migration = migration;
+    this.emit('MIGRATION', { status: 'setup' });
     return migration;
   }
 
@@ -214,12 +281,101 @@ export class MicroVmMonitor implements MonitoredVm {
   }
 
   private fail(migration: Migration, err: unknown): void {
-    migration.endedAt = Date.now();
-    migration.status = migration.abort.signal.aborted ? 'cancelled' : 'failed';
-    if (migration.status === 'failed') {
+    const status = migration.abort.signal.aborted ? 'cancelled' : 'failed';
+    if (status === 'failed') {
       migration.errorDesc = (err as Error).message;
       this.options.logger?.warn('QMP migration failed', { error: migration.errorDesc });
     }
+    this.setStatus(migration, status);
+  }
+
+  private setStatus(migration: Migration, status: MigrationStatus): void {
+    if (migration.status === status) return;
+    migration.status = status;
+    if (status === 'completed' || status === 'failed' || status === 'cancelled') migration.endedAt ??= Date.now();
+    this.emit('MIGRATION', { status });
+    this.options.onMigrationStatus?.(status, migration.errorDesc);
+  }
+
+  /** tcp:/unix: outgoing: the VMM sends RAM while the guest runs, then pauses it for the last round. */
+  private runLive(vm: MicroVm, uri: MigrationUri, autoConverge: boolean): void {
+    const migration = this.begin();
+    migration.source = vm;
+    const wasRunning = vm.state === 'running';
+    vm.onMigrationStatus = (status: NativeMigrationStatus) => {
+      if (migration !== this.migration) return;
+      if (status === 'failed') {
+        migration.errorDesc = vm.migrationStats()?.error;
+        this.options.logger?.warn('QMP live migration failed', { error: migration.errorDesc });
+      }
+      if (status === 'completed') {
+        this.postMigrate = true;  // QEMU leaves a migrated source paused
+        if (wasRunning) this.emit('STOP');
+      }
+      if (status !== 'none') this.setStatus(migration, status);
+    };
+    const p = this.parameters;
+    try {
+      vm.migrate(liveUri(uri), {
+        downtimeLimitMs: p.downtimeLimitMs,
+        maxBandwidth: p.maxBandwidth,
+        maxRounds: p.maxRounds,
+        throttle: autoConverge,
+        throttleInitial: p.throttleInitial,
+        throttleIncrement: p.throttleIncrement,
+      });
+    } catch (err) {
+      this.fail(migration, err);
+      throw new QmpError('GenericError', (err as Error).message);
+    }
+  }
+
+  /** tcp:/unix: incoming: listen, receive, build and start the VM, then tell the source. */
+  private runIncomingLive(uri: MigrationUri): void {
+    const { incomingOptions, restoreIncoming } = this.options;
+    if (!incomingOptions || !restoreIncoming) throw new QmpError('GenericError', 'this monitor cannot receive a live migration');
+    const migration = this.begin();
+    let incoming: NativeMigrationIncoming;
+    const onEvent = (event: string) => {
+      if (event === 'accepted') this.setStatus(migration, 'active');
+      else if (event === 'received') this.adoptIncoming(incoming, migration);
+      else if (event === 'finished') {
+        const stats = incoming.stats();
+        migration.transferredBytes = stats.received;
+        if (stats.status === 'failed' && migration.status !== 'failed') this.fail(migration, new Error(stats.error));
+        else if (stats.status === 'cancelled') this.setStatus(migration, 'cancelled');
+        incoming.close();
+      }
+    };
+    try {
+      const { NativeMigrationIncoming } = loadAddon();
+      incoming = new NativeMigrationIncoming(liveUri(uri), incomingOptions(), onEvent);
+      migration.incoming = incoming;
+      incoming.start();
+    } catch (err) {
+      this.fail(migration, err);
+      throw new QmpError('GenericError', (err as Error).message);
+    }
+  }
+
+  private adoptIncoming(incoming: NativeMigrationIncoming, migration: Migration): void {
+    if (this.ending) return incoming.fail('the destination is shutting down');
+    const run = incoming.stats().sourceRunning && this.autostart;
+    let vm: MicroVm;
+    try {
+      vm = this.options.restoreIncoming!(incoming);
+    } catch (err) {
+      incoming.fail(`building the VM: ${(err as Error).message}`);
+      this.fail(migration, err);
+      return;
+    }
+    this.incoming = false;
+    this.adopt(vm);
+    vm.start({ paused: !run });
+    incoming.complete();
+    migration.transferredBytes = incoming.stats().received;
+    this.setStatus(migration, 'completed');
+    if (run) this.emit('RESUME');
   }
 
   private async runOutgoing(vm: MicroVm, uri: MigrationUri, migration: Migration): Promise<void> {
@@ -232,7 +388,7 @@ export class MicroVmMonitor implements MonitoredVm {
         await vm.whenPaused();  // a paused start (a clone) whose vCPUs are still parking
       }
       if (migration.abort.signal.aborted) throw new Error('cancelled');
-      migration.status = 'active';
+      this.setStatus(migration, 'active');
       const pausedAt = Date.now();
       if (uri.kind === 'file') {
         vm.saveSnapshotCopy(uri.dir);
@@ -244,8 +400,7 @@ export class MicroVmMonitor implements MonitoredVm {
         migration.transferredBytes = stream.length;
       }
       migration.downtimeMs = Date.now() - pausedAt;
-      migration.endedAt = Date.now();
-      migration.status = 'completed';
+      this.setStatus(migration, 'completed');
       this.postMigrate = true;  // QEMU leaves a migrated source paused
     } catch (err) {
       this.fail(migration, err);
@@ -259,7 +414,7 @@ export class MicroVmMonitor implements MonitoredVm {
 
   private async runIncoming(uri: MigrationUri, migration: Migration): Promise<void> {
     try {
-      migration.status = 'active';
+      this.setStatus(migration, 'active');
       let source: RestoreSource;
       let runState: SavedRunState = 'running';  // a snapshot directory resumes at once (StratoVirt)
       if (uri.kind === 'file') {
@@ -277,8 +432,7 @@ export class MicroVmMonitor implements MonitoredVm {
       this.adopt(vm);
       const run = runState === 'running' && this.autostart;
       vm.start({ paused: !run });
-      migration.endedAt = Date.now();
-      migration.status = 'completed';
+      this.setStatus(migration, 'completed');
       if (run) this.emit('RESUME');
     } catch (err) {
       this.fail(migration, err);

@@ -234,6 +234,7 @@ void MigrationIncoming::Run() {
       std::lock_guard<std::mutex> lock(mu_);
       received_ = ReceivedVm{std::move(snapshot), std::move(ram), running};
       stats_.state_ready = true;
+      stats_.source_running = running;
     }
     if (on_event_) on_event_(Event::kReceived);
 

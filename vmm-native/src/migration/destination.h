@@ -37,6 +37,7 @@ struct IncomingStats {
   uint64_t zero_pages = 0;
   bool template_shared = false;
   bool state_ready = false;  // the stream is complete and verified: Take() may be called
+  bool source_running = false;  // the source VM was running (not paused) when it stopped
 };
 
 struct ReceivedVm {

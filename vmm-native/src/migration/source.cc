@@ -15,7 +15,7 @@ using Clock = std::chrono::steady_clock;
 
 int64_t MsSince(Clock::time_point t) { return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count(); }
 
-constexpr auto kConnectTimeout = std::chrono::seconds(10);
+constexpr auto kConnectTimeout = std::chrono::seconds(3);  // a destination still starting
 constexpr auto kPauseTimeout = std::chrono::seconds(10);
 constexpr auto kReplyTimeout = std::chrono::seconds(60);
 // Rounds allowed on top of max_rounds once the throttle is at its highest.
