@@ -2,6 +2,8 @@
 // per-slot log, the devices' through GuestMemory's marks), a pause it can wait for, and a
 // throttle that slows the guest down when it dirties RAM faster than the link carries it.
 #include <pthread.h>
+
+#include <algorithm>
 #include <signal.h>
 #include <sys/ioctl.h>
 
@@ -14,7 +16,7 @@ namespace stencil {
 
 namespace {
 
-constexpr auto kThrottlePeriod = std::chrono::milliseconds(10);
+constexpr auto kThrottlePeriod = std::chrono::microseconds(10000);
 
 }  // namespace
 
@@ -115,7 +117,8 @@ void Vm::ThrottleLoop() {
   // A vCPU that never exits (a guest spinning in user mode) only sleeps when kicked: kick every
   // vCPU once a period; each then sleeps its share of the period before entering the guest again.
   while (uint32_t percent = throttle_percent_.load()) {
-    std::this_thread::sleep_for(kThrottlePeriod * (100 - percent) / 100);
+    // (Never a busy loop: it would starve the vCPUs of the lock they park with.)
+    std::this_thread::sleep_for(std::max(kThrottlePeriod * (100 - percent) / 100, std::chrono::microseconds(100)));
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_ || !started_) continue;
     for (auto& v : vcpus_)

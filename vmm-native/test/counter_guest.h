@@ -27,7 +27,9 @@ constexpr uint64_t kGuestLoadAddr = 0x100000;
 constexpr uint64_t kPatternAddr = 0x201000;
 constexpr uint64_t kPatternPages = 256;
 
-inline std::vector<uint8_t> CounterGuestImage(bool pattern = false) {
+// pace_cycles > 0 (with pattern): one count and pattern write per pace_cycles TSC cycles at most,
+// so the guest dirties pages at a fixed rate that a throttled vCPU cannot keep up.
+inline std::vector<uint8_t> CounterGuestImage(bool pattern = false, uint32_t pace_cycles = 0) {
   std::vector<uint8_t> seg(0x500, 0x90);
   const uint8_t prologue[] = {
       0xb8, 0x00, 0x90, 0x00, 0x00,  // mov eax, 0x9000        (PML4)
@@ -65,8 +67,28 @@ inline std::vector<uint8_t> CounterGuestImage(bool pattern = false) {
       0x48, 0x89, 0x81, 0x00, 0x10, 0x20, 0x00,  // mov [rcx + kPatternAddr], rax
       0xeb, 0xe5,                                // jmp 1b
   };
+  uint8_t paced_user[] = {
+      0xbb, 0x00, 0x00, 0x20, 0x00,              // mov ebx, kCounterAddr
+      0x0f, 0x31,                                // 1: rdtsc
+      0x48, 0xc1, 0xe2, 0x20,                    // shl rdx, 32
+      0x48, 0x09, 0xd0,                          // or rax, rdx
+      0x48, 0x3b, 0x43, 0x08,                    // cmp rax, [rbx + 8]   (the next write's TSC)
+      0x72, 0xf1,                                // jb 1b
+      0x48, 0x05, 0, 0, 0, 0,                    // add rax, pace_cycles
+      0x48, 0x89, 0x43, 0x08,                    // mov [rbx + 8], rax
+      0x48, 0xff, 0x03,                          // inc qword [rbx]
+      0x48, 0x8b, 0x03,                          // mov rax, [rbx]
+      0x48, 0x89, 0xc1,                          // mov rcx, rax
+      0x81, 0xe1, 0xff, 0x00, 0x00, 0x00,        // and ecx, 0xff
+      0xc1, 0xe1, 0x0c,                          // shl ecx, 12
+      0x48, 0x89, 0x81, 0x00, 0x10, 0x20, 0x00,  // mov [rcx + kPatternAddr], rax
+      0xeb, 0xcc,                                // jmp 1b
+  };
+  std::memcpy(paced_user + 22, &pace_cycles, 4);
   std::memcpy(seg.data(), prologue, sizeof prologue);
-  if (pattern)
+  if (pattern && pace_cycles)
+    std::memcpy(seg.data() + 0x200, paced_user, sizeof paced_user);
+  else if (pattern)
     std::memcpy(seg.data() + 0x200, pattern_user, sizeof pattern_user);
   else
     std::memcpy(seg.data() + 0x200, user, sizeof user);
@@ -102,8 +124,8 @@ inline std::vector<uint8_t> CounterGuestImage(bool pattern = false) {
   return file;
 }
 
-inline void WriteCounterGuest(const std::string& path, bool pattern = false) {
-  std::vector<uint8_t> image = CounterGuestImage(pattern);
+inline void WriteCounterGuest(const std::string& path, bool pattern = false, uint32_t pace_cycles = 0) {
+  std::vector<uint8_t> image = CounterGuestImage(pattern, pace_cycles);
   std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(image.data()), image.size());
 }
 

@@ -78,7 +78,7 @@ class Signal {
 class MigrationKvm : public tg::CounterGuestTest {
  protected:
   MigrationKvm() : CounterGuestTest("migration-test", true) {}
-  std::unique_ptr<Vm> StartSource(VmCallbacks cb = {}) {
+  std::unique_ptr<Vm> StartSource(VmCallbacks cb = {}, uint64_t min_count = 100000) {
     VmConfig c;
     c.vcpus = 1;
     c.memory.size = 64ULL << 20;
@@ -87,7 +87,7 @@ class MigrationKvm : public tg::CounterGuestTest {
     c.kernel_path = kernel_;
     auto vm = std::make_unique<Vm>(c, std::move(cb));
     vm->Start();
-    EXPECT_TRUE(WaitCounterAbove(*vm, 100000)) << "the CPL3 guest never counted";
+    EXPECT_TRUE(WaitCounterAbove(*vm, min_count)) << "the CPL3 guest never counted";
     return vm;
   }
   IncomingOptions Incoming() {
@@ -250,6 +250,32 @@ TEST_F(MigrationKvm, TooSlowALinkFailsWithoutThrottle) {
   EXPECT_EQ(out.vm, nullptr);
   EXPECT_TRUE(WaitCounterAbove(*source, Load(*source, tg::kCounterAddr)));
   EXPECT_EQ(PatternProblem(*source), "");
+}
+
+TEST_F(MigrationKvm, AGuestOutrunningTheLinkConvergesWhenThrottled) {
+  // ~2000 page writes a second (pace from the TSC) against a 1 MiB/s link (256 pages a second):
+  // rounds never shrink until the throttle slows the vCPU below the link's rate.
+  uint64_t tsc_hz = 2'000'000'000;
+  if (FILE* f = fopen("/proc/cpuinfo", "r")) {
+    char line[256];
+    double mhz = 0;
+    while (fgets(line, sizeof line, f))
+      if (sscanf(line, "cpu MHz : %lf", &mhz) == 1) break;
+    fclose(f);
+    if (mhz > 100) tsc_hz = static_cast<uint64_t>(mhz * 1e6);
+  }
+  tg::WriteCounterGuest(kernel_, true, static_cast<uint32_t>(tsc_hz / 2000));
+  auto source = StartSource({}, 500);
+  MigrationParameters params;
+  params.max_bandwidth = 1 << 20;
+  params.max_rounds = 3;
+  params.throttle = true;
+  params.throttle_initial = 50;
+  params.throttle_increment = 20;
+  Outcome out = Migrate(*source, "unix:" + dir_ + "/m.sock", params);
+  ExpectMoved(*source, out.source, out.vm.get());
+  EXPECT_GT(out.source.rounds, 3u) << "it converged before the throttle was needed";
+  EXPECT_EQ(out.source.throttle_percent, 0u) << "the throttle must be off after the migration";
 }
 
 TEST_F(MigrationKvm, CloneMovesWithoutItsTemplatePagesWhenTheDestinationHasTheTemplate) {
