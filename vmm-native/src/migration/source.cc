@@ -180,7 +180,7 @@ void MigrationSource::Run() {
     const bool was_running = !vm_.paused();
     if (!vm_.PauseAndWait(kPauseTimeout)) throw VmmError(ErrorCode::kMigration, "the VM did not pause for the final round (it has stopped?)");
     paused_by_us = was_running;
-    std::fill(pages.begin(), pages.end(), 0);
+    // `pages` still holds the last count's pages, not yet sent: add what was dirtied since.
     vm_.CollectDirtyPages(pages);
     send(pages, false);
     SnapshotBytes state = vm_.SaveState();
