@@ -6,15 +6,15 @@
 // shared/reference/measurements.md (template: stop, migrate-set-capabilities x-ignore-shared,
 // migrate "exec:cat>STATE"; clone: -incoming defer, the same capability, migrate-incoming
 // "exec:cat STATE", wait for completion, cont).
-import { type ChildProcessByStdio, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import { DEFAULT_CMDLINE, MicroVm } from '../../shim/src/hypervisor/microvm.js';
 import { builtGuestArtifacts, repoRoot } from '../../shim/src/util/paths.js';
 import { median, MIB, note, round } from '../lib/bench-stats.js';
-import { ConsoleCapture, guestParams, guestSpec, withTimeout } from '../lib/guest.js';
+import { ConsoleCapture, guestParams, guestSpec } from '../lib/guest.js';
 import { QmpClient } from '../lib/qmp-client.js';
+import { guestBzImage, VmmProcess } from '../lib/vmm-process.js';
 
 const MEMORY_MIB = 256;
 const TIMEOUT_MS = 180_000;
@@ -22,60 +22,6 @@ const GOAL_SPEEDUP = 5;
 const GUEST_SCRIPT = `echo "stencil-clone-bench $((6 * 7))"; i=0; while true; do echo "tick $i"; i=$((i+1)); sleep 0.05; done`;
 const TICK = /tick (\d+)\r?\n/;
 const CMDLINE = [DEFAULT_CMDLINE, ...guestParams(GUEST_SCRIPT)].join(' ');
-
-function bzImage(): string {
-  const { bzImage } = JSON.parse(fs.readFileSync(path.join(repoRoot(), 'build', 'guest.json'), 'utf8')) as { bzImage?: string };
-  if (!bzImage) throw new Error('build/guest.json has no bzImage (run make guest)');
-  return bzImage;
-}
-
-/** Collects a child's stdout+stderr; resolves waiters on a pattern. */
-class ProcessOutput {
-  text = '';
-  private waiters: Array<{ re: RegExp; resolve: (m: RegExpMatchArray) => void }> = [];
-  constructor(child: ChildProcessByStdio<null, Readable, Readable>) {
-    const on = (d: Buffer) => {
-      this.text += d.toString('latin1');
-      this.waiters = this.waiters.filter((w) => {
-        const m = this.text.match(w.re);
-        if (m) w.resolve(m);
-        return !m;
-      });
-    };
-    child.stdout.on('data', on);
-    child.stderr.on('data', on);
-  }
-  waitFor(re: RegExp, exited: Promise<string>, what: string): Promise<RegExpMatchArray> {
-    const m = this.text.match(re);
-    if (m) return Promise.resolve(m);
-    const found = new Promise<RegExpMatchArray>((resolve) => this.waiters.push({ re, resolve }));
-    const died = exited.then((how) => {
-      throw new Error(`${what}: the process exited (${how}) first; output:\n${this.text.slice(-2000)}`);
-    });
-    return withTimeout(Promise.race([found, died]), TIMEOUT_MS, `${what}: ${re} never appeared; output:\n${this.text.slice(-2000)}`);
-  }
-}
-
-interface Qemu {
-  child: ChildProcessByStdio<null, Readable, Readable>;
-  out: ProcessOutput;
-  exited: Promise<string>;
-  qmpSocket: string;
-}
-
-function spawnQemu(args: string[], qmpSocket: string): Qemu {
-  fs.rmSync(qmpSocket, { force: true });
-  const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise<string>((resolve) => child.once('exit', (code, signal) => resolve(String(signal ?? code))));
-  child.once('error', () => undefined);  // reported through `exited`
-  return { child, out: new ProcessOutput(child), exited, qmpSocket };
-}
-
-async function killQemu(q: Qemu): Promise<void> {
-  if (q.child.exitCode === null && q.child.signalCode === null) q.child.kill('SIGKILL');
-  await q.exited;
-  fs.rmSync(q.qmpSocket, { force: true });
-}
 
 export class QemuCloneBench {
   readonly ramFile: string;
@@ -97,7 +43,7 @@ export class QemuCloneBench {
       '-object', `memory-backend-file,id=pc.ram,size=${MEMORY_MIB}M,mem-path=${this.ramFile},share=${role === 'template' ? 'on' : 'off'}`,
       '-enable-kvm', '-cpu', 'host', '-smp', '1', '-m', `${MEMORY_MIB}M`,
       '-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-serial', 'stdio',
-      '-kernel', bzImage(), '-initrd', initrd, '-append', CMDLINE,
+      '-kernel', guestBzImage(), '-initrd', initrd, '-append', CMDLINE,
       '-qmp', `unix:${this.qmpSocket},server=on,wait=off`,
       ...(role === 'clone' ? ['-incoming', 'defer'] : []),
     ];
@@ -105,10 +51,10 @@ export class QemuCloneBench {
 
   /** Boots the template, lets it tick, stops it and saves its device state next to its RAM file. */
   async makeTemplate(): Promise<void> {
-    const q = spawnQemu(this.args('template'), this.qmpSocket);
+    const q = new VmmProcess('qemu-system-x86_64', this.args('template'), [this.qmpSocket]);
     let qmp: QmpClient | undefined;
     try {
-      await q.out.waitFor(/tick 5\r?\n/, q.exited, 'QEMU template');
+      await q.waitFor(/tick 5\r?\n/, 'QEMU template', TIMEOUT_MS);
       qmp = await QmpClient.connect(this.qmpSocket);
       const t0 = performance.now();
       await qmp.execute('stop');
@@ -124,14 +70,14 @@ export class QemuCloneBench {
       this.lastTemplateTick = Math.max(...[...q.out.text.matchAll(/tick (\d+)\r?\n/g)].map((m) => Number(m[1])));
     } finally {
       qmp?.close();
-      await killQemu(q);
+      await q.kill();
     }
   }
 
   /** Spawn -> the clone's first `tick` line, in ms. */
   async clone(): Promise<{ ms: number; tick: number }> {
     const t0 = performance.now();
-    const q = spawnQemu(this.args('clone'), this.qmpSocket);
+    const q = new VmmProcess('qemu-system-x86_64', this.args('clone'), [this.qmpSocket]);
     let qmp: QmpClient | undefined;
     try {
       qmp = await QmpClient.connect(this.qmpSocket);
@@ -144,11 +90,11 @@ export class QemuCloneBench {
         await new Promise((r) => setTimeout(r, 2));
       }
       await qmp.execute('cont');
-      const m = await q.out.waitFor(TICK, q.exited, 'QEMU clone');
+      const m = await q.waitFor(TICK, 'QEMU clone', TIMEOUT_MS);
       return { ms: performance.now() - t0, tick: Number(m[1]) };
     } finally {
       qmp?.close();
-      await killQemu(q);
+      await q.kill();
     }
   }
 }
@@ -161,7 +107,7 @@ export class StencilCloneBench {
   constructor(readonly dir: string) {}
 
   spec() {
-    return { ...guestSpec(undefined, { memoryBytes: MEMORY_MIB * MIB }), kernel: bzImage(), cmdline: CMDLINE, memoryDir: this.dir };
+    return { ...guestSpec(undefined, { memoryBytes: MEMORY_MIB * MIB }), kernel: guestBzImage(), cmdline: CMDLINE, memoryDir: this.dir };
   }
 
   async makeTemplate(): Promise<void> {
