@@ -2,6 +2,7 @@
 // guest can lie to the device.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -147,4 +148,43 @@ TEST(Virtqueue, NoInterruptFlagIsHonoured) {
   EXPECT_TRUE(h.q.NeedsInterrupt(h.mem));
   h.mem.Put<uint16_t>(kAvail, 1);
   EXPECT_FALSE(h.q.NeedsInterrupt(h.mem));
+}
+
+// A live migration marks guest pages dirty when devices translate them: a buffer the device
+// writes after Pop must be translated again when it is returned, or a page sent in between
+// would reach the destination without those writes.
+TEST(Virtqueue, PushUsedTranslatesTheChainsWritableBuffersAgain) {
+  struct RecordingMemory : FakeMemory {
+    using FakeMemory::FakeMemory;
+    uint8_t* Translate(uint64_t addr, uint64_t len) const override {
+      if (recording) seen.emplace_back(addr, len);
+      return FakeMemory::Translate(addr, len);
+    }
+    bool recording = false;
+    mutable std::vector<std::pair<uint64_t, uint64_t>> seen;
+  };
+  RecordingMemory mem{0x10000};
+  Virtqueue q{kSize};
+  FakeDriverQueue drv{mem, q, kSize};
+  drv.Desc(0, kData, 4, /*NEXT*/ 1, 1);
+  drv.Desc(1, kData + 0x100, 16, /*WRITE|NEXT*/ 3, 2);
+  drv.Desc(2, kData + 0x2000, 32, /*WRITE*/ 2, 0);
+  drv.Publish(0);
+  auto chain = q.Pop(mem);
+  ASSERT_TRUE(chain.has_value());
+  mem.recording = true;  // as if dirty tracking started now, with the chain in flight
+  q.PushUsed(mem, chain->head, 48);
+  auto saw = [&](uint64_t addr, uint64_t len) {
+    return std::find(mem.seen.begin(), mem.seen.end(), std::make_pair(addr, len)) != mem.seen.end();
+  };
+  EXPECT_TRUE(saw(kData + 0x100, 16));
+  EXPECT_TRUE(saw(kData + 0x2000, 32));
+  EXPECT_FALSE(saw(kData, 4)) << "a readable buffer is never written by the device";
+  // Once used, the chain is forgotten: a second PushUsed of the head marks nothing of it.
+  mem.seen.clear();
+  drv.Publish(0);
+  auto again = q.Pop(mem);
+  ASSERT_TRUE(again.has_value());
+  q.PushUsed(mem, again->head, 0);
+  EXPECT_TRUE(saw(kData + 0x100, 16)) << "the new chain's buffers are marked once more";
 }

@@ -110,6 +110,7 @@ std::optional<DescriptorChain> Virtqueue::Pop(const GuestMemoryAccess& mem) {
   if (head >= size_) throw VirtqueueError("descriptor index " + std::to_string(head) + " >= queue size");
 
   DescriptorChain chain{head, {}, {}};
+  std::vector<std::pair<uint64_t, uint32_t>> writable_ranges;
   uint16_t index = head;
   for (uint32_t count = 0;; count++) {
     if (count >= size_) throw VirtqueueError("descriptor chain longer than the queue (a loop?)");
@@ -120,6 +121,7 @@ std::optional<DescriptorChain> Virtqueue::Pop(const GuestMemoryAccess& mem) {
       throw VirtqueueError("buffer " + Hex(d.addr) + "+" + std::to_string(d.len) + " is outside RAM");
     if (d.flags & kDescFWrite) {
       chain.writable.push_back({p, d.len});
+      if (d.len) writable_ranges.emplace_back(d.addr, d.len);
     } else {
       if (!chain.writable.empty()) throw VirtqueueError("device-readable descriptor after a writable one");
       chain.readable.push_back({p, d.len});
@@ -129,10 +131,16 @@ std::optional<DescriptorChain> Virtqueue::Pop(const GuestMemoryAccess& mem) {
     index = d.next;
   }
   next_avail_++;
+  if (inflight_writable_.size() < size_) inflight_writable_.resize(size_);
+  inflight_writable_[head] = std::move(writable_ranges);
   return chain;
 }
 
 void Virtqueue::PushUsed(const GuestMemoryAccess& mem, uint16_t head, uint32_t written) {
+  if (head < inflight_writable_.size()) {
+    for (const auto& [addr, len] : inflight_writable_[head]) mem.Translate(addr, len);
+    inflight_writable_[head].clear();
+  }
   uint64_t elem = used_addr + 4 + uint64_t(next_used_ % size_) * 8;
   Store<uint32_t>(mem, elem, head, "used.ring id");
   Store<uint32_t>(mem, elem + 4, written, "used.ring len");
@@ -152,6 +160,7 @@ void Virtqueue::Reset() {
   ready_ = false;
   desc_addr = avail_addr = used_addr = 0;
   next_avail_ = next_used_ = 0;
+  inflight_writable_.clear();
 }
 
 }  // namespace stencil

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "../memory.h"
@@ -54,7 +55,10 @@ class Virtqueue {
   // Next available chain, or nullopt if the driver has published nothing new.
   // Throws VirtqueueError on a malformed chain.
   std::optional<DescriptorChain> Pop(const GuestMemoryAccess& mem);
-  // Return a chain to the driver with `written` bytes placed in its writable buffers.
+  // Return a chain to the driver with `written` bytes placed in its writable buffers. Their guest
+  // ranges are translated once more here: a device may write a buffer long after Pop (a 9p reply,
+  // a block read), and a live migration's dirty tracking marks pages when they are translated, so
+  // this marks what the device wrote after the writes, never only before them.
   void PushUsed(const GuestMemoryAccess& mem, uint16_t head, uint32_t written);
   // Whether the driver wants an interrupt now (VIRTQ_AVAIL_F_NO_INTERRUPT clear).
   bool NeedsInterrupt(const GuestMemoryAccess& mem) const;
@@ -70,6 +74,8 @@ class Virtqueue {
   bool ready_ = false;
   uint16_t next_avail_ = 0;  // free-running, wraps at 2^16 like the ring indexes
   uint16_t next_used_ = 0;
+  // The writable guest ranges of each chain popped and not yet used, by head index.
+  std::vector<std::vector<std::pair<uint64_t, uint32_t>>> inflight_writable_;
 };
 
 }  // namespace stencil
