@@ -290,6 +290,55 @@ for (const version of CONTAINERD_VERSIONS) {
       await noLeaks();
     });
 
+    it('checkpoint and restore (ctr c checkpoint --task, ctr c restore --live): the restored container counts on from its saved memory', async () => {
+      const id = 'ckpt';
+      const ref = `stencil.test/checkpoint-${version}:1`;
+      try {
+        // The count lives in the shell's memory; the file only shows it (replaced by a rename).
+        const r = await run(['-d', image, id, 'sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > /tmp/c.new; mv /tmp/c.new /tmp/c; sleep 0.1; done']);
+        assert.equal(r.code, 0, r.stderr);
+        const counter = async () => {
+          const file = `/proc/${await taskPid(id)}/root${path.join(c.state, 'io.containerd.runtime.v2.task', c.namespace, id, 'rootfs', 'tmp', 'c')}`;
+          try {
+            return Number(fs.readFileSync(file, 'utf8'));
+          } catch {
+            return 0;  // not written yet, or the task is between shims
+          }
+        };
+        const countAbove = async (min: number) => {
+          for (let i = 0; i < 300; i++) {
+            const n = await counter();
+            if (n > min) return n;
+            await sleep(200);
+          }
+          assert.fail(`the counter never went above ${min}`);
+        };
+        await countAbove(5);
+        const cp = await c.ctr(['containers', 'checkpoint', '--task', id, ref]);
+        assert.equal(cp.code, 0, cp.stderr);
+        const afterCheckpoint = await counter();
+        // The checkpointed task runs on (no --exit), paused only while the VM was saved.
+        await countAbove(afterCheckpoint);
+        await killAndRemove(id);
+
+        const restore = await c.ctr(['containers', 'restore', '--live', id, ref]);
+        assert.equal(restore.code, 0, restore.stderr);
+        assert.equal(await taskStatus(id), 'RUNNING');
+        // A fresh rootfs (no --rw): the first count the restored shell writes comes from its memory.
+        const first = await countAbove(0);
+        process.stdout.write(`# checkpoint at count ${afterCheckpoint}, the restored container's first count ${first}\n`);
+        assert.ok(first > afterCheckpoint - 20 && first <= afterCheckpoint + 20, `the restored container wrote ${first} first; it was at ${afterCheckpoint} at the checkpoint`);
+        await countAbove(first);
+        await killAndRemove(id);
+        assert.ok(events.taskEvents(id).some((e) => e.topic === '/tasks/checkpointed'), 'no TaskCheckpointed event');
+        assert.equal((await c.ctr(['images', 'rm', ref])).code, 0);
+      } finally {
+        await cleanupTask(id);
+        await c.ctr(['images', 'rm', ref]);
+      }
+      await noLeaks();
+    });
+
     it('ctr run -t gives a working terminal', async () => {
       // `script` gives ctr a pty; the shell in the VM answers through it.
       const ctr = c.ctrCommand(['run', '--rm', '-t', '--runtime', RUNTIME, image, 'tty1', 'sh']);

@@ -21,17 +21,18 @@ import path from 'node:path';
 import type { AgentClient, ContainerStats, PingResult, ProcessExit, StdioMode } from '../agent/client.js';
 import { AgentCallError } from '../agent/errors.js';
 import { DEFAULT_AGENT_PORT } from '../agent/vsock.js';
-import type { ErrorCode } from '../../../common/src/errors.js';
 import { bootMicroVm, MicroVm } from '../hypervisor/microvm.js';
 import { type QmpHandle, serveQmp } from '../qmp/serve.js';
 import type { VirtualMachine, VmExit, VmProvider } from '../hypervisor/types.js';
 import { AgentWaitError, waitForAgent } from './agent-wait.js';
 import { podVmSpec, SHARE_TAG } from './vm-spec.js';
 import type { Logger } from '../util/log.js';
-import { bindMount, createShareView, makePrivate, mountsUnder, remountReadOnly, unmountAllUnder, unmountTree } from '../util/mounts.js';
+import { createShareView, unmountAllUnder } from '../util/mounts.js';
 import { attachPodNetwork, type PodNetwork } from '../network/pod-network.js';
-import { guestSpec, hostVolumes, podNetworkSysctls } from './guest-spec.js';
-import type { ContainerRequest, Pod, ProcessStdio } from './types.js';
+import { ContainerFiles } from './container-files.js';
+import { PodVmError, validateId } from './pod-errors.js';
+import { guestSpec, podNetworkSysctls } from './guest-spec.js';
+import type { ContainerRequest, Pod, PodRestore, ProcessStdio } from './types.js';
 
 export { SHARE_TAG };
 /** Where the guest mounts the shared directory. */
@@ -45,7 +46,6 @@ export const DEFAULT_AGENT_TIMEOUT_MS = 180_000;
 export const DEFAULT_CALL_TIMEOUT_MS = 60_000;
 const CONSOLE_TAIL_BYTES = 64 * 1024;
 const MAX_POD_ID = 128;
-const MAX_CONTAINER_ID = 64;  // the agent's limit
 const MAX_UNIX_PATH = 107;    // sun_path holds 108 bytes with the NUL
 const ENTROPY_BYTES = 256;
 
@@ -81,31 +81,15 @@ export interface PodVmOptions {
    * joined to the VM's NIC (network/pod-network.ts). None: the NIC stays on no wire.
    */
   networkNamespace?: string;
+  /**
+   * Instead of a new VM, the one a checkpoint saved (checkpoint.ts): its container's files are
+   * shared again at the same guest paths before it runs on, and the container is thawed if the
+   * checkpoint froze it.
+   */
+  restore?: PodRestore;
 }
 
-export class PodVmError extends Error {
-  override name = 'PodVmError';
-  constructor(readonly code: ErrorCode, message: string, options?: ErrorOptions) {
-    super(message, options);
-  }
-}
-
-const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
-
-/** Throws unless `id` is usable as a single path component and a VM name. */
-export function validateId(kind: 'pod' | 'container', id: unknown, max: number): void {
-  const bad = (why: string) => new PodVmError('INVALID_ARGUMENT', `invalid ${kind} id ${JSON.stringify(id)}: ${why}`);
-  if (typeof id !== 'string' || id === '') throw bad('it is empty');
-  if (id.length > max) throw bad(`it is ${id.length} characters long; at most ${max}`);
-  if (id.includes('/')) throw bad("it contains '/'");
-  if (id.includes('..')) throw bad("it contains '..'");
-  if (!ID_RE.test(id)) throw bad('it must start with a letter or digit and contain only [A-Za-z0-9_.-]');
-}
-
-/** Container ids name the rootfs mount and go to the agent, which takes at most 64 characters. */
-export function validateContainerId(id: unknown): void {
-  validateId('container', id, MAX_CONTAINER_ID);
-}
+export { PodVmError, validateContainerId, validateId } from './pod-errors.js';
 
 function validateOptions(o: PodVmOptions): void {
   const bad = (msg: string) => new PodVmError('INVALID_ARGUMENT', `pod ${o.id}: ${msg}`);
@@ -177,10 +161,8 @@ export class PodVm implements Pod {
   private consoleChunks: Buffer[] = [];
   private consoleBytes = 0;
   private consoleLine = '';
-  /** Containers whose rootfs is mounted (or being mounted) under mountsDir. */
-  private readonly containers = new Set<string>();
-  /** Rootfs mounts under way; teardown waits for them. */
-  private readonly mounting = new Set<Promise<void>>();
+  /** Containers' rootfs and volumes, bound where the guest sees them. */
+  private readonly files: ContainerFiles;
   private readonly log: Logger | undefined;
   private network: PodNetwork | undefined;
   /** The guest pid of the sandbox container (CRI's pause), whose namespaces the others join. */
@@ -196,6 +178,7 @@ export class PodVm implements Pod {
     this.guestCid = options.guestCid ?? crypto.randomInt(MIN_GUEST_CID, MAX_GUEST_CID + 1);
     this.agentPort = options.agentPort ?? DEFAULT_AGENT_PORT;
     this.log = options.logger?.child({ pod: options.id });
+    this.files = new ContainerFiles(this.id, this.mountsDir, this.sharedDir, GUEST_SHARED_DIR, () => this.stopping !== undefined);
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
   }
 
@@ -214,6 +197,27 @@ export class PodVm implements Pod {
       );
       throw err;
     }
+  }
+
+  /**
+   * Saves the whole VM, RAM included, into `dir` (which must not exist or be empty): vCPUs pause
+   * for the copy and run on afterwards. A template clone's RAM is copied in full (sparsely).
+   */
+  async checkpoint(dir: string): Promise<void> {
+    const vm = this.vm;
+    if (!(vm instanceof MicroVm)) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id}: only Stencil's own VMM saves checkpoints`);
+    this.agent();  // refuses a pod that is shut down or whose VM has ended
+    const wasRunning = vm.state === 'running';
+    if (wasRunning) await vm.pause();
+    try {
+      vm.saveSnapshotCopy(dir);
+    } catch (err) {
+      throw new PodVmError('INTERNAL', `pod ${this.id}: cannot save the VM into ${dir}: ${(err as Error).message}`, { cause: err });
+    } finally {
+      const state: string = vm.state;  // read afresh after the await
+      if (wasRunning && state === 'paused') vm.resume();
+    }
+    this.log?.info('pod VM checkpointed', { dir });
   }
 
   /** The last ~64 KiB of the guest console. */
@@ -242,16 +246,28 @@ export class PodVm implements Pod {
         throw new PodVmError('INTERNAL', `pod ${this.id}: cannot attach the pod network: ${(err as Error).message}`, { cause: err });
       }
     }
-    const spec = podVmSpec(o, {
-      name: o.id,
-      memoryDir: o.memoryDir,
-      memoryBacking: o.memoryBacking,
-      sharedDir: this.sharedDir,
-      vsockPath: this.vsockPath,
-      guestCid: this.guestCid,
-      net: this.network ? { mac: this.network.guestInterface.mac, backendFd: this.network.tapFd } : undefined,
-    });
-    this.vm = await (o.vmProvider ?? bootMicroVm)(spec);
+    const net = this.network ? { mac: this.network.guestInterface.mac, backendFd: this.network.tapFd } : undefined;
+    if (o.restore) {
+      // The container's files go back where the guest had them before a single instruction runs.
+      await this.files.share(o.restore.container);
+      this.vm = MicroVm.restore(o.id, {
+        restoreFrom: o.restore.vmDir,
+        vsock: { guestCid: this.guestCid, udsPath: this.vsockPath },
+        shares: [{ tag: SHARE_TAG, hostPath: this.sharedDir }],
+        net,
+      });
+    } else {
+      const spec = podVmSpec(o, {
+        name: o.id,
+        memoryDir: o.memoryDir,
+        memoryBacking: o.memoryBacking,
+        sharedDir: this.sharedDir,
+        vsockPath: this.vsockPath,
+        guestCid: this.guestCid,
+        net,
+      });
+      this.vm = await (o.vmProvider ?? bootMicroVm)(spec);
+    }
     this.vm.console.on('data', (chunk: Buffer) => this.onConsole(chunk));
     if (this.vm instanceof MicroVm) this.monitor = await serveQmp(this.vm, this.qmpPath, { logger: this.log });
     void this.vm.waitExit().then((exit) => this.onVmExit(exit));
@@ -262,6 +278,13 @@ export class PodVm implements Pod {
     let ping;
     try {
       ping = await this.client.ping();
+      if (o.restore) {
+        // The guest's clock stopped at the checkpoint; its container runs on (thawed if frozen).
+        await this.client.setupGuest({ time: new Date(), entropy: crypto.randomBytes(ENTROPY_BYTES) });
+        if (o.restore.paused) await this.client.resumeContainer(o.restore.container.id);
+        this.log?.info('pod VM restored from a checkpoint', { ms: Date.now() - t0, container: o.restore.container.id });
+        return;
+      }
       await this.client.setupGuest({
         time: new Date(),
         hostname: o.id.slice(0, 63),
@@ -353,61 +376,8 @@ export class PodVm implements Pod {
   async createContainer(req: ContainerRequest): Promise<number> {
     const client = this.agent();
     const id = req.id;
-    validateContainerId(id);
-    if (this.containers.has(id)) throw new PodVmError('ALREADY_EXISTS', `pod ${this.id}: container ${id} already exists`);
-    if (typeof req.spec !== 'object' || req.spec === null || Array.isArray(req.spec))
-      throw new PodVmError('INVALID_ARGUMENT', `pod ${this.id}: the OCI spec of container ${id} is not a JSON object`);
-    let st: fs.Stats;
-    try {
-      st = fs.statSync(req.rootfs);
-    } catch (err) {
-      throw new PodVmError('INVALID_ARGUMENT', `pod ${this.id}: rootfs ${req.rootfs} of container ${id} does not exist: ${(err as Error).message}`);
-    }
-    if (!st.isDirectory()) throw new PodVmError('INVALID_ARGUMENT', `pod ${this.id}: rootfs ${req.rootfs} of container ${id} is not a directory`);
-
-    this.containers.add(id);
-    const hostRootfs = path.join(this.mountsDir, id, 'rootfs');
-    const viewRootfs = path.join(this.sharedDir, id, 'rootfs');
+    const volumes = await this.files.share(req);
     const guestRootfs = path.posix.join(GUEST_SHARED_DIR, id, 'rootfs');
-    const volumes = new Map<number, string>();
-    const mounting = (async () => {
-      fs.mkdirSync(hostRootfs, { recursive: true, mode: 0o755 });
-      await bindMount(req.rootfs, hostRootfs);
-      if (!mountsUnder(viewRootfs).includes(viewRootfs)) throw new Error(`the mount did not propagate to ${viewRootfs}`);
-      await makePrivate(viewRootfs);
-      // Host files and directories the container binds (CRI's /etc/hosts, volumes): shared the
-      // same way, each under volumes/<index in spec.mounts>.
-      for (const v of hostVolumes(req.spec)) {
-        const name = path.join('volumes', String(v.index));
-        const host = path.join(this.mountsDir, id, name);
-        const view = path.join(this.sharedDir, id, name);
-        let isDir: boolean;
-        try {
-          isDir = fs.statSync(v.source).isDirectory();
-        } catch (err) {
-          throw new Error(`the source ${v.source} of mount ${v.destination} cannot be shared: ${(err as Error).message}`, { cause: err });
-        }
-        fs.mkdirSync(path.dirname(host), { recursive: true, mode: 0o755 });
-        if (isDir) fs.mkdirSync(host, { mode: 0o755 });
-        else fs.writeFileSync(host, '', { mode: 0o644, flag: 'wx' });
-        await bindMount(v.source, host);
-        // Read-only on the host too: the VMM's 9p server then refuses every write.
-        if (v.readOnly) await remountReadOnly(host);
-        if (!mountsUnder(view).includes(view)) throw new Error(`the mount of ${v.source} did not propagate to ${view}`);
-        await makePrivate(view);
-        volumes.set(v.index, path.posix.join(GUEST_SHARED_DIR, id, name));
-      }
-      if (this.stopping) throw new Error('the pod is shutting down');
-    })();
-    this.mounting.add(mounting);
-    try {
-      await mounting;
-    } catch (err) {
-      await this.releaseRootfs(id).catch(() => undefined);
-      throw new PodVmError('INTERNAL', `pod ${this.id}: cannot share the rootfs of container ${id}: ${(err as Error).message}`, { cause: err });
-    } finally {
-      this.mounting.delete(mounting);
-    }
     const spec = guestSpec(req.spec, {
       rootfs: guestRootfs,
       ociVersion: String(guestOciVersion(req.spec.ociVersion)),
@@ -422,7 +392,7 @@ export class PodVm implements Pod {
       this.log?.info('container created', { container: id, pid, rootfs: req.rootfs });
       return pid;
     } catch (err) {
-      await this.releaseRootfs(id).catch((e: Error) => this.log?.warn('cannot unshare a rootfs', { container: id, error: e.message }));
+      await this.files.release(id).catch((e: Error) => this.log?.warn('cannot unshare a rootfs', { container: id, error: e.message }));
       throw err;
     }
   }
@@ -433,35 +403,11 @@ export class PodVm implements Pod {
       await client.deleteContainer(containerId);
     } catch (err) {
       // The agent does not know it (any more): what is left on this side goes anyway.
-      if (err instanceof AgentCallError && err.code === 'NOT_FOUND' && this.containers.has(containerId)) await this.releaseRootfs(containerId);
+      if (err instanceof AgentCallError && err.code === 'NOT_FOUND' && this.files.has(containerId)) await this.files.release(containerId);
       throw err;
     }
-    await this.releaseRootfs(containerId);
+    await this.files.release(containerId);
     this.log?.info('container deleted', { container: containerId });
-  }
-
-  /** Unmounts a container's rootfs (its view first) and removes its mount point. */
-  private async releaseRootfs(containerId: string): Promise<void> {
-    if (!this.containers.has(containerId)) return;
-    const dir = path.join(this.mountsDir, containerId);
-    for (const m of [path.join(this.sharedDir, containerId, 'rootfs'), path.join(dir, 'rootfs')]) {
-      if (mountsUnder(m).includes(m)) await unmountTree(m);
-    }
-    const left = [...(await unmountAllUnder(path.join(this.sharedDir, containerId))), ...(await unmountAllUnder(dir))];
-    if (left.length) throw new PodVmError('INTERNAL', `pod ${this.id}: cannot unmount the rootfs of container ${containerId}: ${left.join('; ')}`);
-    // Only empty directories and the empty files volumes were bound on go: nothing can be removed
-    // through a mount by mistake.
-    const volumesDir = path.join(dir, 'volumes');
-    if (fs.existsSync(volumesDir)) {
-      for (const entry of fs.readdirSync(volumesDir, { withFileTypes: true })) {
-        const p = path.join(volumesDir, entry.name);
-        if (entry.isDirectory()) fs.rmdirSync(p);
-        else if (fs.statSync(p).size === 0) fs.unlinkSync(p);
-      }
-      fs.rmdirSync(volumesDir);
-    }
-    for (const d of [path.join(dir, 'rootfs'), dir]) if (fs.existsSync(d)) fs.rmdirSync(d);
-    this.containers.delete(containerId);
   }
 
   async startContainer(containerId: string): Promise<number> {
@@ -532,9 +478,9 @@ export class PodVm implements Pod {
     }
     await this.lateConnect;  // ends at once now that the VM's vsock socket is gone
     await this.network?.detach().catch((err: Error) => problems.push(`detaching the pod network: ${err.message}`));
-    await Promise.allSettled([...this.mounting]);
-    for (const id of [...this.containers]) {
-      await this.releaseRootfs(id).catch((err: Error) => problems.push(err.message));
+    await this.files.settled();
+    for (const id of this.files.ids()) {
+      await this.files.release(id).catch((err: Error) => problems.push(err.message));
     }
     // Anything else mounted below the state directory (there should be nothing): detach it, and
     // never remove files through a mount that is still there.

@@ -22,6 +22,14 @@ export interface ContainerRequest {
   stdio: StdioMode;
 }
 
+/** A pod taken up again from a checkpoint (pod/checkpoint.ts): its saved VM and its one container. */
+export interface PodRestore {
+  vmDir: string;
+  container: ContainerRequest;
+  /** The container was frozen when the checkpoint was taken: thaw it. */
+  paused: boolean;
+}
+
 export interface Pod {
   readonly id: string;
   /** Creates the container; its init process waits for startContainer. Returns the init pid. */
@@ -46,6 +54,8 @@ export interface Pod {
   deleteProcess(containerId: string, execId: string): Promise<void>;
   /** Kills every process of the container, forgets it and stops sharing its rootfs. */
   deleteContainer(containerId: string): Promise<void>;
+  /** Saves the whole VM, RAM included, into `dir` (absent or empty); the pod runs on. */
+  checkpoint(dir: string): Promise<void>;
   /** Resolves if the VM ends on its own (crash, poweroff); the reason is in the message. */
   readonly ended: Promise<string>;
   /** Stops the VM and frees every resource (RAM file, sockets, mounts). Idempotent. */

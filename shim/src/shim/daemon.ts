@@ -50,8 +50,9 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
     namespace: flags.namespace,
     logger,
     events,
-    createPod: ({ spec }) =>
+    createPod: ({ spec, restore }) =>
       bootPod({
+        restore,
         vmName: address.podVmName(key),
         stateDir: address.podStateDir(config.runtime.stateDir, key),
         hypervisor: config.hypervisor,

@@ -6,7 +6,7 @@ import { podShapeFromConfig, podSizeForSandbox } from '../factory/pod-shape.js';
 import { templateVmProvider } from '../factory/template-provider.js';
 import { TemplateStore } from '../factory/template-store.js';
 import { PodVm } from '../pod/pod-vm.js';
-import type { Pod } from '../pod/types.js';
+import type { Pod, PodRestore } from '../pod/types.js';
 import type { Logger } from '../util/log.js';
 
 export interface PodBootOptions {
@@ -19,6 +19,8 @@ export interface PodBootOptions {
   networkNamespace?: string;
   /** The first container's OCI annotations (CRI's sandbox resources size the VM). */
   annotations?: Record<string, string>;
+  /** The VM of a checkpoint instead of a new one (PodVmOptions.restore). */
+  restore?: PodRestore;
   logger: Logger;
 }
 
@@ -37,6 +39,7 @@ export async function bootPod(options: PodBootOptions): Promise<Pod> {
     memoryBacking: hv.memoryBacking,
     logger: options.logger,
     networkNamespace: options.networkNamespace,
+    restore: options.restore,
     vmProvider: options.factory.enabled
       ? templateVmProvider({ store: new TemplateStore(options.factory.templateDir), onMiss: options.factory.onMiss, logger: options.logger })
       : undefined,

@@ -37,6 +37,7 @@ function scriptedPod(overrides: Partial<Pod>): Pod {
     updateContainer: unscripted,
     deleteProcess: unscripted,
     deleteContainer: async () => undefined,
+    checkpoint: unscripted,
     ended: new Promise(() => undefined),
     shutdown: async () => undefined,
     ...overrides,

@@ -36,6 +36,7 @@ function hostAgentPod(client: AgentClient): Pod {
     deleteProcess: (id, execId) => client.deleteProcess(id, execId),
     deleteContainer: (id) => client.deleteContainer(id),
     updateContainer: (id, resources) => client.updateContainer(id, resources),
+    checkpoint: () => Promise.reject(new Error('no VM to save: the agent runs on this host')),
     ended: new Promise(() => undefined),
     shutdown: async () => client.close(),
   };
@@ -214,7 +215,14 @@ describe('TaskService with the agent on this host', { skip }, () => {
     await service.create(request('Create', { id: t.id, bundle: t.bundle, rootfs: [], ...t.paths, terminal: false }));
     await rejectsCode(service.create(request('Create', { id: t.id, bundle: t.bundle, rootfs: [], ...t.paths })), Code.AlreadyExists);
     await rejectsCode(service.exec(request('Exec', { id: t.id, execId: 'bad', spec: { typeUrl: OCI_PROCESS_TYPE_URL, value: Buffer.from('{nope') } })), Code.InvalidArgument);
-    await rejectsCode(service.checkpoint(request('Checkpoint', { id: t.id })), Code.Unimplemented);
+    // A task not yet started cannot be checkpointed; a restore needs a checkpoint written by Stencil.
+    await rejectsCode(service.checkpoint(request('Checkpoint', { id: t.id, path: path.join(dir, 'cp') })), Code.FailedPrecondition);
+    fs.mkdirSync(path.join(dir, 'not-a-checkpoint'));
+    const restored = bundle(['true']);
+    await rejectsCode(
+      service.create(request('Create', { id: restored.id, bundle: restored.bundle, rootfs: [], ...restored.paths, checkpoint: path.join(dir, 'not-a-checkpoint') })),
+      Code.InvalidArgument,
+    );
     // Deleting a created (never started) task is allowed.
     await service.delete(request('Delete', { id: t.id, execId: '' }));
     assert.equal(service.taskCount, 0);

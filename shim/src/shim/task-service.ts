@@ -6,7 +6,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../util/log.js';
-import type { Pod } from '../pod/types.js';
+import type { Pod, PodRestore, ProcessStdio, StdioMode } from '../pod/types.js';
+import { CHECKPOINT_VM_DIR, type CheckpointInfo, readCheckpointInfo, writeCheckpointInfo } from '../pod/checkpoint.js';
+import { checkpointExitRequested } from './checkpoint-options.js';
 import { Code, RpcError, toRpcError } from '../rpc/errors.js';
 import { type ExitInfo, Status, TaskProcess } from './process.js';
 import { mountRootfs, unmountAll } from './rootfs.js';
@@ -49,7 +51,7 @@ export interface TaskServiceOptions {
   namespace: string;
   /** Boots the pod's VM; called once, on the first Create. */
   /** Starts the pod's VM for its first container (whose OCI spec names the pod's network namespace, if any). */
-  createPod: (first: { spec: Record<string, unknown> }) => Promise<Pod>;
+  createPod: (first: { spec: Record<string, unknown>; restore?: PodRestore }) => Promise<Pod>;
   events: EventSink;
   logger: Logger;
   /** Called (once) after a Shutdown found no tasks left. */
@@ -69,6 +71,8 @@ interface Task {
   paused: boolean;
   /** OOM kills in the container's cgroup already announced with TaskOOM. */
   oomKillsReported: number;
+  /** Taken up again from a checkpoint: its init runs from Create on, Start only reports it. */
+  restored: boolean;
 }
 
 /** How long an exited init waits for its execs' exits to be reported first. */
@@ -102,7 +106,7 @@ export class TaskService implements TaskHandlerObject {
   async create(req: CreateTaskRequest): Promise<CreateTaskResponse> {
     const id = validateId(req.id, 'id');
     if (this.tasks.has(id) || this.creating.has(id)) throw new RpcError(Code.AlreadyExists, `task ${id} already exists`);
-    if (req.checkpoint) throw new RpcError(Code.Unimplemented, `task ${id}: restoring from a checkpoint is not supported yet`);
+    const checkpoint = req.checkpoint ? this.readCheckpoint(id, req.checkpoint) : undefined;
     const bundle = req.bundle;
     if (!path.isAbsolute(bundle)) throw new RpcError(Code.InvalidArgument, `task ${id}: bundle path ${JSON.stringify(bundle)} is not absolute`);
     let finished!: () => void;
@@ -126,20 +130,35 @@ export class TaskService implements TaskHandlerObject {
       const init = new TaskProcess(id, '', paths);
       init.io = await HostStdio.open(paths, { containerId: id, namespace: this.options.namespace }, this.log);
       undo.push(() => init.io?.close());
-      const pod = await this.getPod(spec);
+      const container = { id, spec, rootfs: rootfsDir, stdio: stdioMode(paths) };
+      if (checkpoint && this.pod) throw new RpcError(Code.FailedPrecondition, `task ${id}: a checkpoint restores a whole pod, and this shim already runs one`);
+      const restore = checkpoint && { vmDir: path.join(req.checkpoint, CHECKPOINT_VM_DIR), container, paused: checkpoint.paused };
+      const pod = await this.getPod(spec, restore);
       stopIfCancelled();
-      await pod.createContainer({ id, spec, rootfs: rootfsDir, stdio: stdioMode(paths) }).catch((err) => {
-        throw toRpcError(err, `create task ${id}`, Code.Internal);
-      });
+      if (!restore) {
+        await pod.createContainer(container).catch((err) => {
+          throw toRpcError(err, `create task ${id}`, Code.Internal);
+        });
+      }
       undo.push(() => pod.deleteContainer(id));
       init.io.relay(
-        await pod.attachStdio(id, '', stdioMode(paths)).catch((err) => {
+        await this.attachInitStdio(pod, id, stdioMode(paths), restore !== undefined).catch((err) => {
           throw toRpcError(err, `attach the stdio of task ${id}`, Code.Internal);
         }),
       );
       stopIfCancelled();
       init.pid = process.pid;
-      const task: Task = { id, bundle, rootfsDir, mountedRootfs: mounts.length > 0, init, execs: new Map(), paused: false, oomKillsReported: 0 };
+      const task: Task = {
+        id,
+        bundle,
+        rootfsDir,
+        mountedRootfs: mounts.length > 0,
+        init,
+        execs: new Map(),
+        paused: false,
+        oomKillsReported: 0,
+        restored: restore !== undefined,
+      };
       this.tasks.set(id, task);
       // The init exists (waiting for Start) and can already be killed: watch it from now on.
       this.watchExit(task, init);
@@ -148,10 +167,10 @@ export class TaskService implements TaskHandlerObject {
         bundle,
         rootfs: mounts,
         io: { stdin: paths.stdin, stdout: paths.stdout, stderr: paths.stderr, terminal: paths.terminal },
-        checkpoint: '',
+        checkpoint: req.checkpoint ?? '',
         pid: init.pid,
       });
-      this.log.info('task created', { id, bundle });
+      this.log.info(restore ? 'task restored from a checkpoint' : 'task created', { id, bundle, checkpoint: req.checkpoint || undefined });
       return { pid: init.pid };
     } catch (err) {
       this.log.warn('create failed', { id, err: String(err) });
@@ -181,9 +200,11 @@ export class TaskService implements TaskHandlerObject {
 
   private async startInit(task: Task): Promise<StartResponse> {
     const pod = await this.getPod();
-    await pod.startContainer(task.id).catch((err) => {
-      throw toRpcError(err, `start task ${task.id}`, Code.Internal);
-    });
+    if (!task.restored) {
+      await pod.startContainer(task.id).catch((err) => {
+        throw toRpcError(err, `start task ${task.id}`, Code.Internal);
+      });
+    }
     if (task.init.status === Status.Created) task.init.status = Status.Running;
     this.publish('/tasks/start', 'TaskStart', { containerId: task.id, pid: task.init.pid });
     return { pid: task.init.pid };
@@ -298,8 +319,59 @@ export class TaskService implements TaskHandlerObject {
     return {};
   }
 
+  /**
+   * Saves the task's whole pod VM, RAM included, into req.path (containerd stores that directory
+   * as the checkpoint): its processes keep their memory and run on from there after a Create
+   * with this checkpoint. A pod of one container only: the VM holds every container of the pod.
+   */
   async checkpoint(req: CheckpointTaskRequest): Promise<Empty> {
-    throw new RpcError(Code.Unimplemented, `checkpoint of task ${req.id}: not supported by Stencil yet (VM templates will provide it)`);
+    const task = this.task(req.id);
+    if (task.init.status !== Status.Running) throw new RpcError(Code.FailedPrecondition, `cannot checkpoint task ${task.id}: it is not running`);
+    if (this.tasks.size > 1) {
+      throw new RpcError(Code.FailedPrecondition, `cannot checkpoint task ${task.id}: its pod VM runs ${this.tasks.size} containers, and a checkpoint saves the whole VM`);
+    }
+    if (!path.isAbsolute(req.path)) throw new RpcError(Code.InvalidArgument, `checkpoint of task ${task.id}: path ${JSON.stringify(req.path)} is not absolute`);
+    const pod = await this.getPod();
+    fs.mkdirSync(req.path, { recursive: true, mode: 0o700 });
+    await pod.checkpoint(path.join(req.path, CHECKPOINT_VM_DIR)).catch((err) => {
+      throw toRpcError(err, `checkpoint task ${task.id}`, Code.Internal);
+    });
+    writeCheckpointInfo(req.path, { containerId: task.id, paused: task.paused, terminal: task.init.stdio.terminal });
+    this.publish('/tasks/checkpointed', 'TaskCheckpointed', { containerId: task.id, checkpoint: req.path });
+    if (checkpointExitRequested(req.options)) {
+      await pod.signalProcess(task.id, '', 9, true).catch((err) => {
+        throw toRpcError(err, `stop task ${task.id} after its checkpoint`, Code.Internal);
+      });
+    }
+    this.log.info('task checkpointed', { id: task.id, path: req.path });
+    return {};
+  }
+
+  /**
+   * The init's stdio streams. A restored container's stdin may have been closed before its
+   * checkpoint (ctr closes it once its input ends): its output is attached again all the same.
+   */
+  private async attachInitStdio(pod: Pod, id: string, mode: StdioMode, restored: boolean): Promise<ProcessStdio> {
+    try {
+      return await pod.attachStdio(id, '', mode);
+    } catch (err) {
+      if (!restored || !mode.stdin || (err as { code?: unknown }).code !== 'FAILED_PRECONDITION') throw err;
+      this.log.info('restored task: its stdin was closed before the checkpoint; attaching its output only', { id });
+      return pod.attachStdio(id, '', { ...mode, stdin: false });
+    }
+  }
+
+  private readCheckpoint(id: string, dir: string): CheckpointInfo {
+    let info: CheckpointInfo;
+    try {
+      info = readCheckpointInfo(dir);
+    } catch (err) {
+      throw new RpcError(Code.InvalidArgument, `task ${id}: ${(err as Error).message}`);
+    }
+    if (info.containerId !== id) {
+      throw new RpcError(Code.InvalidArgument, `task ${id}: checkpoint ${dir} holds container ${info.containerId}: restore it under that id (the guest knows it by it)`);
+    }
+    return info;
   }
 
   async kill(req: KillRequest): Promise<Empty> {
@@ -414,9 +486,9 @@ export class TaskService implements TaskHandlerObject {
 
   // ---- internals ----
 
-  private getPod(firstSpec: Record<string, unknown> = {}): Promise<Pod> {
+  private getPod(firstSpec: Record<string, unknown> = {}, restore?: PodRestore): Promise<Pod> {
     if (!this.pod) {
-      const booting = this.options.createPod({ spec: firstSpec });
+      const booting = this.options.createPod({ spec: firstSpec, restore });
       this.pod = booting;
       booting.then(
         (pod) => pod.ended.then((why) => this.podEnded(why)),
