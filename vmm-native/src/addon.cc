@@ -173,8 +173,7 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
       CreateVm(env, info[1].As<Napi::Function>(), [&](VmCallbacks cb) {
         RestoreOptions options;
         ReceivedVm received = TakeIncomingVm(c.Get("incoming"), &options);
-        return std::make_unique<Vm>(VmShell::Create(received.snapshot.config.vm.vcpus), received.snapshot, options,
-                                    std::move(received.ram), std::move(cb));
+        return std::make_unique<Vm>(std::move(received.shell), received.snapshot, options, std::move(received.ram), std::move(cb));
       });
       return;
     }

@@ -81,10 +81,13 @@ Vm::Vm(VmShell shell, const Snapshot& snapshot, const RestoreOptions& options, s
   if (ram && ram->size() != config_.memory.size)
     throw VmmError(ErrorCode::kSnapshot, "received RAM has " + std::to_string(ram->size()) + " bytes, the snapshot has " +
                                              std::to_string(config_.memory.size));
+  if (ram && shell.ram_slots_base && shell.ram_slots_base != ram->base())
+    throw VmmError(ErrorCode::kInvalidArgument, "the VM shell's RAM slots point elsewhere than the received RAM");
+  const bool slots_ready = ram && shell.ram_slots_base;
   AdoptShell(std::move(shell));
   if (ram) {
     memory_ = std::move(ram);
-    SetupMemorySlots();
+    if (!slots_ready) SetupMemorySlots();
   } else if (reserved_memory_.base()) {
     if (reserved_memory_.size() != config_.memory.size)
       throw VmmError(ErrorCode::kSnapshot, "VM shell reserved " + std::to_string(reserved_memory_.size()) +

@@ -40,6 +40,7 @@ VmShell& VmShell::operator=(VmShell&& other) noexcept {
   vcpus = std::move(other.vcpus);
   other.vcpus.clear();
   memory = std::move(other.memory);
+  ram_slots_base = std::exchange(other.ram_slots_base, nullptr);
   return *this;
 }
 
@@ -92,6 +93,7 @@ VmShell VmShell::Create(uint32_t vcpu_count, uint64_t memory_bytes) {
       if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0)
         throw VmmError(ErrorCode::kKvm, WithErrno("KVM_SET_USER_MEMORY_REGION for slot " + std::to_string(region.slot)));
     }
+    shell.ram_slots_base = shell.memory.base();
   }
   return shell;
 }

@@ -55,6 +55,8 @@ class VmShell {
   int run_mmap_size = 0;
   std::vector<ShellVcpu> vcpus;  // whoever takes a vCPU's run mapping sets `run` to nullptr
   MemoryReservation memory;  // registered with KVM as guest RAM; empty unless requested
+  // Where the registered RAM slots point, also after the reservation was handed to mapped RAM.
+  uint8_t* ram_slots_base = nullptr;
 };
 
 }  // namespace stencil

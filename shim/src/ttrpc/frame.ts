@@ -62,4 +62,9 @@ export class FrameDecoder {
   get pendingBytes(): number {
     return this.frames.pendingBytes;
   }
+
+  /** The incomplete frame's bytes, for another decoder to go on from (LengthPrefixedDecoder.takePending). */
+  takePending(): Buffer {
+    return this.frames.takePending();
+  }
 }

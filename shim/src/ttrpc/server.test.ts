@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -273,5 +274,63 @@ describe('TtrpcServer shutdown', () => {
     await server.close();
     assert.equal(netServer.listening, false);
     fs.rmSync(dir, { recursive: true, force: true });
+  });
+});
+
+describe('TtrpcServer hand-over to another process (pod migration)', () => {
+  it("passes the listening socket and a connection with a pending Wait; the other process answers it and serves on", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ttrpc-test-'));
+    const socketPath = path.join(dir, 's.sock');
+    const server = new TtrpcServer();
+    server.addService(
+      taskService({
+        Wait: async () => new Promise(() => undefined),
+        State: async (req: { id: string }) => ({ id: req.id, pid: process.pid }),
+      }),
+    );
+    const listening = await server.listen(socketPath);
+    const child = fork(path.join(import.meta.dirname, 'testing', 'handover-child.js'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const messages: Array<{ kind: string; of?: string }> = [];
+    const next = (kind: string, of?: string) =>
+      new Promise<void>((resolve) => {
+        const check = () => messages.some((m) => m.kind === kind && m.of === of) && resolve();
+        child.on('message', check);
+        check();
+      });
+    child.on('message', (m: { kind: string; of?: string }) => messages.push(m));
+    const client = await TtrpcClient.connect(socketPath);
+    try {
+      await next('ready');
+      const state = async (c: TtrpcClient) => (await c.invoke<{ pid: number }>(TASK_SERVICE_V2, 'State', State.req, { id: 'x' }, State.res)).pid;
+      assert.equal(await state(client), process.pid);
+      const waited = client.invoke<{ exitStatus: number }>(TASK_SERVICE_V2, 'Wait', Wait.req, { id: 'seven' }, Wait.res);
+      await new Promise((r) => setTimeout(r, 50));
+      const options = { parked: (_s: string, m: string) => m === 'Wait', stays: () => false, timeoutMs: 2000 };
+      await server.quiesce(options);
+      // A call made now waits in the socket for the other process.
+      const during = client.invoke<{ pid: number }>(TASK_SERVICE_V2, 'State', State.req, { id: 'during' }, State.res);
+      child.send({ kind: 'server' }, listening);
+      await next('ack', 'server');
+      // Closing it here would unlink the socket file (libuv does for the process that bound it):
+      // connections this process still accepts go to the other one as they are.
+      listening.removeAllListeners('connection');
+      listening.on('connection', (socket) => child.send({ kind: 'connection', state: { lastStreamId: 0, requests: [], unread: '' } }, socket));
+      for (const { socket, state: handover } of server.takeConnections(options)) {
+        child.send({ kind: 'connection', state: handover }, socket);
+        await next('ack', 'connection');
+      }
+      assert.equal((await waited).exitStatus, 7, 'the parked Wait was answered by the other process');
+      assert.equal((await during).pid, child.pid);
+      assert.equal(await state(client), child.pid);
+      const fresh = await TtrpcClient.connect(socketPath);
+      assert.equal(await state(fresh), child.pid, 'new connections go to the other process');
+      await fresh.close();
+    } finally {
+      await client.close();
+      await server.close();
+      child.send({ kind: 'exit' });
+      await new Promise((resolve) => child.once('exit', resolve));
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -8,6 +8,10 @@
 // request's timeout_nano aborts the handler's signal and answers DEADLINE_EXCEEDED.
 // Unlike Go's server, peer credentials (SO_PEERCRED) are not checked: the socket's 0600 mode
 // and directory are the access control.
+// A pod migration hands the server's connections to another process (quiesce, takeConnections,
+// adopt): reading
+// stops, calls in progress finish, and the requests left unanswered (containerd's Wait) go along
+// to be run again there, so containerd's connection and its pending calls survive the move.
 import fs from 'node:fs';
 import net from 'node:net';
 import type { Logger } from '../util/log.js';
@@ -20,6 +24,25 @@ export interface TtrpcServerOptions {
   logger?: Logger;
 }
 
+/** What another process needs to serve a connection on (TtrpcServer.takeConnections, TtrpcServer.adopt). */
+export interface ConnectionHandover {
+  /** The last stream id the client used: the next must be larger. */
+  lastStreamId: number;
+  /** Requests read and not answered, in order: frame data, base64 (the state travels as JSON). */
+  requests: Array<{ streamId: number; data: string }>;
+  /** Bytes of a request not complete yet, base64. */
+  unread: string;
+}
+
+export interface HandOverOptions {
+  /** Calls that may stay unanswered: their requests go along (containerd's Wait). */
+  parked(service: string, method: string): boolean;
+  /** Calls whose connection stays here (the call asking for the hand-over). */
+  stays(service: string, method: string): boolean;
+  /** How long the other calls in progress may take to finish. */
+  timeoutMs: number;
+}
+
 /** Why a handler's signal was aborted: the reason is an RpcError with one of these codes. */
 const CLOSED_REASON = () => new RpcError(Code.Canceled, 'ttrpc: connection closed');
 
@@ -29,6 +52,7 @@ export class TtrpcServer {
   private readonly servers = new Set<net.Server>();
   private readonly logger?: Logger;
   private closing = false;
+  private handingOver = false;
 
   constructor(options: TtrpcServerOptions = {}) {
     this.logger = options.logger;
@@ -68,14 +92,61 @@ export class TtrpcServer {
   }
 
   /** Serves one already-connected socket (also used by tests). */
-  accept(socket: net.Socket): void {
+  accept(socket: net.Socket, handedOver?: ConnectionHandover): void {
     if (this.closing) {
       socket.destroy();
       return;
     }
-    const conn = new ServerConnection(socket, this.services, this.logger);
+    const conn = new ServerConnection(socket, this.services, this.logger, this.handingOver);
     this.connections.add(conn);
     socket.once('close', () => this.connections.delete(conn));
+    if (handedOver) conn.resumeFrom(handedOver);
+  }
+
+  /** Serves a connection another process handed over (its socket and takeConnections' state for it). */
+  adopt(socket: net.Socket, state: ConnectionHandover): void {
+    this.accept(socket, state);
+  }
+
+  /**
+   * First step of handing the connections to another process: reading stops (also on
+   * connections accepted from now on) and the calls in progress finish, except those that may
+   * stay unanswered (`parked`). Connections with a call that `stays` are served on. On a
+   * timeout everything is served again and this throws.
+   */
+  async quiesce(options: HandOverOptions): Promise<void> {
+    this.handingOver = true;
+    for (const c of this.connections) if (!c.hasCall(options.stays)) c.stopReading();
+    // Data already read reaches the decoders on the next turn of the event loop.
+    await new Promise((resolve) => setImmediate(resolve));
+    for (const deadline = Date.now() + options.timeoutMs; ; await new Promise((resolve) => setTimeout(resolve, 20))) {
+      const busy = [...this.connections].find((c) => !c.hasCall(options.stays) && c.hasCall((s, m) => !options.parked(s, m)));
+      if (!busy) return;
+      if (Date.now() > deadline) {
+        this.resumeServing();
+        throw new Error(`ttrpc: calls still in progress after ${options.timeoutMs} ms: ${busy.describeCalls()}`);
+      }
+    }
+  }
+
+  /**
+   * Second step (after quiesce): the connections and their states, no longer served here; their
+   * sockets are the caller's to pass on. Calls still waiting here are dropped unanswered: their
+   * requests are in the state, to be run again by whoever adopts it.
+   */
+  takeConnections(options: Pick<HandOverOptions, 'stays'>): Array<{ socket: net.Socket; state: ConnectionHandover }> {
+    const moving = [...this.connections].filter((c) => !c.hasCall(options.stays));
+    const states = moving.map((c) => ({ conn: c, state: c.handoverState() }));
+    return states.map(({ conn, state }) => {
+      this.connections.delete(conn);
+      return { socket: conn.detach(), state };
+    });
+  }
+
+  /** After a failed hand-over: read and answer again. */
+  resumeServing(): void {
+    this.handingOver = false;
+    for (const c of this.connections) c.resumeReading();
   }
 
   get connectionCount(): number {
@@ -97,10 +168,25 @@ export class TtrpcServer {
   }
 }
 
+interface ActiveCall {
+  controller: AbortController;
+  service: string;
+  method: string;
+  data: Buffer;
+}
+
+/** libuv's handle of a net.Socket: reading stops and starts there, whatever the stream's mode. */
+type SocketHandle = { readStop(): number; readStart(): number };
+const handleOf = (socket: net.Socket) => (socket as unknown as { _handle?: SocketHandle | null })._handle ?? undefined;
+
 class ServerConnection {
   private readonly decoder = new FrameDecoder();
   /** Calls in progress, by stream id. */
-  private readonly active = new Map<number, AbortController>();
+  private readonly active = new Map<number, ActiveCall>();
+  /** Requests read while reading stops for a hand-over: they go along unanswered. */
+  private readonly held: Array<{ streamId: number; data: Buffer }> = [];
+  private holding = false;
+  private detached = false;
   private lastStreamId = 0;
   readonly closed: Promise<void>;
 
@@ -108,6 +194,7 @@ class ServerConnection {
     private readonly socket: net.Socket,
     private readonly services: Map<string, ServiceDefinition>,
     private readonly logger?: Logger,
+    handingOver = false,
   ) {
     this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
     socket.on('data', (chunk: Buffer) => {
@@ -115,9 +202,56 @@ class ServerConnection {
     });
     socket.on('error', (err) => this.logger?.debug('ttrpc connection error', { error: err.message }));
     socket.once('close', () => {
-      for (const controller of this.active.values()) controller.abort(CLOSED_REASON());
+      if (this.detached) return;  // its calls live on in the process that took it
+      for (const call of this.active.values()) call.controller.abort(CLOSED_REASON());
       this.active.clear();
     });
+    if (handingOver) this.stopReading();
+  }
+
+  hasCall(match: (service: string, method: string) => boolean): boolean {
+    return [...this.active.values()].some((c) => match(c.service, c.method));
+  }
+
+  describeCalls(): string {
+    return [...this.active.values()].map((c) => `${c.service}/${c.method}`).join(', ');
+  }
+
+  stopReading(): void {
+    this.holding = true;
+    handleOf(this.socket)?.readStop();
+  }
+
+  resumeReading(): void {
+    this.holding = false;
+    for (const { streamId, data } of this.held.splice(0)) this.handle(streamId, data);
+    handleOf(this.socket)?.readStart();
+  }
+
+  /** Goes on from another process's hand-over: its unanswered requests run here now. */
+  resumeFrom(state: ConnectionHandover): void {
+    this.lastStreamId = state.lastStreamId;
+    handleOf(this.socket)?.readStart();  // in case whoever passed the socket had stopped it
+    if (state.unread) for (const item of this.decoder.push(Buffer.from(state.unread, 'base64'))) this.onFrame(item);
+    for (const r of state.requests) this.handle(r.streamId, Buffer.from(r.data, 'base64'));
+  }
+
+  /** No longer served here (after handoverState): calls still waiting are dropped unanswered. */
+  detach(): net.Socket {
+    this.detached = true;
+    for (const call of this.active.values()) call.controller.abort(CLOSED_REASON());
+    this.active.clear();
+    return this.socket;
+  }
+
+  handoverState(): ConnectionHandover {
+    const parked = [...this.active.entries()].map(([streamId, c]) => ({ streamId, data: c.data }));
+    const requests = [...parked, ...this.held.splice(0)].sort((a, b) => a.streamId - b.streamId);
+    return {
+      lastStreamId: this.lastStreamId,
+      requests: requests.map((r) => ({ streamId: r.streamId, data: r.data.toString('base64') })),
+      unread: this.decoder.takePending().toString('base64'),
+    };
   }
 
   close(): void {
@@ -148,7 +282,8 @@ class ServerConnection {
       return;
     }
     this.lastStreamId = id;
-    this.handle(id, frame.data);
+    if (this.holding) this.held.push({ streamId: id, data: frame.data });
+    else this.handle(id, frame.data);
   }
 
   private handle(id: number, data: Buffer): void {
@@ -165,7 +300,7 @@ class ServerConnection {
       return;
     }
     const controller = new AbortController();
-    this.active.set(id, controller);
+    this.active.set(id, { controller, service: request.service, method: request.method, data });
     let timer: NodeJS.Timeout | undefined;
     if (request.timeoutNano > 0) {
       const ms = Math.max(1, Math.ceil(request.timeoutNano / 1e6));
@@ -208,7 +343,7 @@ class ServerConnection {
   }
 
   private reply(id: number, response: Uint8Array): void {
-    if (this.socket.destroyed || !this.socket.writable) return;
+    if (this.detached || this.socket.destroyed || !this.socket.writable) return;
     this.socket.write(encodeFrame(id, MessageType.Response, response));
   }
 }

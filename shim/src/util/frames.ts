@@ -57,6 +57,18 @@ export class LengthPrefixedDecoder {
     return this.buffered;
   }
 
+  /**
+   * Hands over the bytes of the incomplete frame (another decoder goes on from them) and empties
+   * this one. Refused in the middle of skipping an oversized frame, whose rest would be misread.
+   */
+  takePending(): Buffer {
+    if (this.skipping) throw new Error(`the stream is inside an oversized frame (${this.skipping} bytes still to skip)`);
+    const out = Buffer.concat(this.chunks);
+    this.chunks = [];
+    this.buffered = 0;
+    return out;
+  }
+
   private peek(n: number): Buffer {
     if (this.chunks[0].length < n) this.chunks = [Buffer.concat(this.chunks)];
     return this.chunks[0].subarray(0, n);

@@ -175,7 +175,12 @@ void MigrationIncoming::Run() {
     } else {
       memory.directory = options_.memory_dir, memory.name = options_.memory_name, memory.sharing = MemorySharing::kShared;
     }
+    // The VM's KVM shell with its RAM slots is made now, while the source still runs the guest:
+    // creating vCPUs and registering slots (an SRCU grace period each) stays out of the downtime.
+    VmShell shell = VmShell::Create(description.config.vm.vcpus, memory.size);
+    memory.fixed_address = shell.memory.base();
     auto ram = std::make_unique<GuestMemory>(memory);
+    shell.memory.Release();  // the RAM mapping now owns the reserved range
     SendReply(*channel, StreamReply::kAccept, "", use_template ? kAcceptUsesTemplate : 0);
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -232,7 +237,7 @@ void MigrationIncoming::Run() {
       throw VmmError(ErrorCode::kMigration, "migration stream: the final VM state describes another VM than its header");
     {
       std::lock_guard<std::mutex> lock(mu_);
-      received_ = ReceivedVm{std::move(snapshot), std::move(ram), running};
+      received_ = ReceivedVm{std::move(snapshot), std::move(shell), std::move(ram), running};
       stats_.state_ready = true;
       stats_.source_running = running;
     }

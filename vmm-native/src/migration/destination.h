@@ -42,6 +42,8 @@ struct IncomingStats {
 
 struct ReceivedVm {
   Snapshot snapshot;
+  // Made while the RAM streamed in (KVM VM, vCPUs, RAM slots over `ram`): off the downtime path.
+  VmShell shell;
   std::unique_ptr<GuestMemory> ram;
   bool running = false;  // the source VM was running (else paused) when it stopped
 };
