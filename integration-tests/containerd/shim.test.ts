@@ -339,6 +339,68 @@ for (const version of CONTAINERD_VERSIONS) {
       await noLeaks();
     });
 
+    it('stencil pod migrate: a running container moves to a new shim daemon; its output goes on, Kill reaches it, its exit code arrives, nothing leaks', async () => {
+      const id = 'mig';
+      const dir = fs.mkdtempSync('/tmp/stencil-pod-migrate-');
+      // ctr in the foreground, as a user runs it: its stdout FIFO and its Wait are what must survive.
+      const ctr = c.ctrCommand(['run', '--runtime', RUNTIME, image, id, 'sh', '-c', "trap 'echo bye; exit 7' TERM; i=0; while true; do i=$((i+1)); echo n$i; sleep 0.2; done"]);
+      const child = spawn(ctr.file, ctr.args, { env: ctr.env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+      const lines = () => out.split('\n').filter((l) => /^n\d+$/.test(l)).map((l) => Number(l.slice(1)));
+      const countAbove = async (min: number) => {
+        for (let i = 0; i < 600; i++) {
+          const n = lines().at(-1) ?? 0;
+          if (n > min) return n;
+          await sleep(100);
+        }
+        assert.fail(`the output never went above n${min}: ${JSON.stringify(out.slice(-300))} ${err}`);
+      };
+      try {
+        await countAbove(3);
+        const oldShim = Number(await taskPid(id));
+        assert.ok(oldShim > 0 && fs.existsSync(`/proc/${oldShim}`), `no shim pid for ${id}`);
+        const migrate = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+          const p = spawn(path.join(repoRoot(), 'bin', 'stencil'), ['pod', 'migrate', id, '--to', `unix:${path.join(dir, 'vm.sock')}`, '--namespace', c.namespace, '--address', c.address, '--json']);
+          let so = '';
+          let se = '';
+          p.stdout.on('data', (d: Buffer) => (so += d.toString()));
+          p.stderr.on('data', (d: Buffer) => (se += d.toString()));
+          p.once('exit', (code) => resolve({ code, stdout: so, stderr: se }));
+        });
+        assert.equal(migrate.code, 0, `stencil pod migrate failed: ${migrate.stderr}${c.logTail(60)}`);
+        const moved = JSON.parse(migrate.stdout) as { pid: number; downtimeMs: number; totalTimeMs: number; transferredBytes: number };
+        process.stdout.write(`# pod migrate: ${migrate.stdout.trim()} (at n${lines().at(-1)})\n`);
+        assert.notEqual(moved.pid, oldShim);
+        for (let i = 0; i < 100 && fs.existsSync(`/proc/${oldShim}`); i++) await sleep(100);
+        assert.equal(fs.existsSync(`/proc/${oldShim}`), false, 'the old shim daemon is still there');
+        assert.ok(fs.existsSync(`/proc/${moved.pid}`), 'the new shim daemon is not running');
+        assert.equal(await taskStatus(id), 'RUNNING');
+        assert.equal(Number(await taskPid(id)), moved.pid, "containerd's State is answered by the new daemon");
+        // The output goes on through the new daemon, then a Kill through containerd reaches the container.
+        await countAbove((lines().at(-1) ?? 0) + 5);
+        assert.equal((await c.ctr(['task', 'kill', '-s', 'SIGTERM', id])).code, 0);
+        assert.equal(await exited, 7, `ctr run's exit status; stderr: ${err}`);
+        const seen = lines();
+        assert.deepEqual(seen, seen.map((_, i) => i + 1), 'the output has gaps or repeats');
+        assert.match(out, /bye\n$/);
+        assert.deepEqual(
+          (await taskTopics(id)).filter((t) => t !== '/tasks/delete'),
+          ['/tasks/create', '/tasks/start', '/tasks/exit'],
+          'one exit, the real one',
+        );
+        assert.equal((await c.ctr(['containers', 'rm', id])).code, 0);
+      } finally {
+        if (child.exitCode === null) child.kill('SIGKILL');
+        await cleanupTask(id);
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+      await noLeaks();
+    });
+
     it('ctr run -t gives a working terminal', async () => {
       // `script` gives ctr a pty; the shell in the VM answers through it.
       const ctr = c.ctrCommand(['run', '--rm', '-t', '--runtime', RUNTIME, image, 'tty1', 'sh']);

@@ -132,6 +132,8 @@ class Vm {
   void SetThrottle(uint32_t percent);
 
   const GuestMemory& memory() const { return *memory_; }
+  // Its virtio-net device has a backend (a tap): a migration's destination must give it one too.
+  bool nic_wired() const { return config_.net.enabled && config_.net.backend_fd >= 0; }
   const std::string& cmdline() const { return cmdline_; }
   bool running() const { return started_ && !finished_; }
 

@@ -31,7 +31,7 @@ void Append(std::vector<uint8_t>& out, T v) {
   out.insert(out.end(), p, p + sizeof v);
 }
 
-std::vector<uint8_t> Header(uint32_t version = kLiveMigrationVersion, uint64_t memory = kRam) {
+std::vector<uint8_t> Header(uint32_t version = kLiveMigrationVersion, uint64_t memory = kRam, uint8_t flags = 0) {
   VmDescription d;
   d.config.vm.vcpus = 1;
   d.config.vm.memory.size = memory;
@@ -41,7 +41,7 @@ std::vector<uint8_t> Header(uint32_t version = kLiveMigrationVersion, uint64_t m
   Append<uint32_t>(out, version);
   Append<uint32_t>(out, static_cast<uint32_t>(description.size()));
   out.insert(out.end(), description.begin(), description.end());
-  out.push_back(0);  // no template
+  out.push_back(flags);  // 0: no template, no wired NIC
   return out;
 }
 
@@ -119,6 +119,17 @@ TEST_F(MigrationStream, MissingKernelDoesNotMatterButATooSmallMemoryDoes) {
   // 1 MiB of RAM is below the VMM's minimum: refused when the RAM is created, nothing left.
   auto [error, reply] = Feed(Header(kLiveMigrationVersion, 1 << 20));
   EXPECT_NE(error.find("below the minimum of 16 MiB"), std::string::npos) << error;
+  EXPECT_FALSE(RamFileLeft());
+}
+
+TEST_F(MigrationStream, AWiredNicNeedsATapAndUnknownHeaderFlagsAreRefused) {
+  auto [error, reply] = Feed(Header(kLiveMigrationVersion, kRam, kHeaderNicWired));
+  EXPECT_NE(error.find("device virtio-net: the VM's network interface has a tap at the source and this destination was given none"),
+            std::string::npos)
+      << error;
+  EXPECT_EQ(reply.substr(0, 1), "X");
+  std::tie(error, reply) = Feed(Header(kLiveMigrationVersion, kRam, 0x80));
+  EXPECT_NE(error.find("header flags 128 (unknown bits set)"), std::string::npos) << error;
   EXPECT_FALSE(RamFileLeft());
 }
 

@@ -94,6 +94,8 @@ int stream_attach(struct conn *c, const struct hello *h, char **msg);
 void stream_update(struct stream *s);
 // The attached connection is going away (closed by the host or the agent).
 void stream_detach(struct stream *s);
+// Lets go of the stream's connection without ending the stream (a DETACH frame).
+void stream_release(struct stream *s);
 // A stdin frame arrived on the attached connection.
 void stream_input(struct stream *s, int kind, const uint8_t *p, size_t n);
 void reap_children(void);

@@ -247,6 +247,13 @@ static void on_frame(struct conn *c, int kind, const uint8_t *p, size_t n) {
     request_free(&req);
     return;
   }
+  if (kind == FK_DETACH) {
+    // Let go of the stream, not ending it: output stays in the pipe (after the DETACH answer,
+    // which follows every byte read so far); stdin gets no EOF.
+    if (c->stream) stream_release(c->stream);
+    if (c->role != ROLE_STDIN) frame_put(&c->wbuf, FK_DETACH, NULL, 0);
+    return;
+  }
   if (c->role == ROLE_STDIN) {
     if (kind != FK_DATA && kind != FK_EOF) {
       log_msg(LOG_INFO, "connection %llu: ignoring frame kind %d on a stdin stream", (unsigned long long)c->id, kind);

@@ -16,7 +16,7 @@
 #define FRAME_HEADER 5
 #define MAX_FRAME_PAYLOAD (4u << 20)
 
-enum frame_kind { FK_HELLO = 1, FK_HELLO_REPLY = 2, FK_REQUEST = 3, FK_RESPONSE = 4, FK_DATA = 5, FK_EOF = 6 };
+enum frame_kind { FK_HELLO = 1, FK_HELLO_REPLY = 2, FK_REQUEST = 3, FK_RESPONSE = 4, FK_DATA = 5, FK_EOF = 6, FK_DETACH = 7 };
 enum role { ROLE_CONTROL = 1, ROLE_STDIN = 2, ROLE_STDOUT = 3, ROLE_STDERR = 4 };
 enum err_code {
   E_OK = 0,

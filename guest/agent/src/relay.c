@@ -138,6 +138,11 @@ void stream_detach(struct stream *s) {
   }
 }
 
+void stream_release(struct stream *s) {
+  unlink_conn(s);
+  stream_update(s);  // an output pipe is no longer read; pending stdin still goes in
+}
+
 int stream_attach(struct conn *conn, const struct hello *h, char **msg) {
   static const char *const names[] = {"stdin", "stdout", "stderr"};
   struct container *c = find_container(h->container_id);

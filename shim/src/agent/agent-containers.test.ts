@@ -12,6 +12,7 @@ import { finished } from 'node:stream/promises';
 import { after, before, describe, it } from 'node:test';
 import { isRoot, readAll, rejectsWith, type RunningAgent, startAgent } from './testing/agent-harness.js';
 import type { AgentClient } from './client.js';
+import type { AgentInputStream, AgentOutputStream } from './stdio.js';
 import { haveStaticBusybox, makeBusyboxRootfs, ociProcess, ociSpec } from './testing/busybox-oci.js';
 
 /**
@@ -104,6 +105,33 @@ describe('containers (crun)', { skip: crunSkip }, () => {
     const expected = Array.from({ length: 2000 }, (_, i) => `${i + 1}\n`).join('');
     assert.equal((await readAll(stdout!)).toString(), expected);
     assert.equal((await readAll(stderr!)).toString(), 'tail\n');
+    await client.deleteContainer(id);
+  });
+
+  it('DETACH lets go of stdio without losing a byte or ending it: output goes on over a new attach, stdin stays open', async () => {
+    const id = newId();
+    await client.createContainer(id, spec(['sh', '-c', 'read a; seq 1 200000; read b; echo "got $b"']), { stdin: true, stdout: true });
+    const first = await client.attachStdio(id, '', { stdin: true, stdout: true });
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    first.stdout!.on('data', (d: Buffer) => {
+      chunks.push(d);
+      bytes += d.length;
+    });
+    await client.startContainer(id);
+    first.stdin!.write('go\n');
+    for (let i = 0; i < 500 && bytes < 100_000; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(bytes >= 100_000, `only ${bytes} bytes of output arrived`);
+    // Mid-flood: the first attach ends after the last byte the agent read; the rest waits in the pipe.
+    await Promise.all([(first.stdin as AgentInputStream).detach(), (first.stdout as AgentOutputStream).detach()]);
+    await finished(first.stdout!);
+    const second = await client.attachStdio(id, '', { stdin: true, stdout: true });
+    const rest = readAll(second.stdout!);
+    second.stdin!.end('more\n');
+    assert.equal((await client.waitProcess(id, '', { timeoutMs: 60_000 })).exitStatus, 0);
+    const expected = Array.from({ length: 200000 }, (_, i) => `${i + 1}\n`).join('') + 'got more\n';
+    const all = Buffer.concat([...chunks, await rest]).toString();
+    assert.ok(all === expected, `output differs after the re-attach (${all.length} bytes, ${expected.length} expected)`);
     await client.deleteContainer(id);
   });
 

@@ -14,6 +14,8 @@ export enum FrameKind {
   Response = 4,
   Data = 5,
   Eof = 6,
+  /** Lets go of a stdio stream without ending it (proto/agent.proto: DETACH). */
+  Detach = 7,
 }
 
 export interface Frame {

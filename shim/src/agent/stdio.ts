@@ -9,6 +9,8 @@ import { DATA_CHUNK, encodeFrame, type Frame, type FrameDecoder, FrameKind } fro
 
 export class AgentOutputStream extends Readable {
   private gotEof = false;
+  private detaching?: Promise<void>;
+  private detached?: () => void;
 
   /** `socket` is paused, past the hello; `leftover` are frames that arrived with the reply. */
   constructor(
@@ -28,6 +30,22 @@ export class AgentOutputStream extends Readable {
 
   override _read(): void {
     if (!this.gotEof) this.socket.resume();
+  }
+
+  /**
+   * Lets go of the process's output without ending it (a DETACH frame): this stream ends after
+   * the last byte the agent read; what the process writes later waits in its pipe for the next
+   * attach (from another shim daemon, after a pod migration).
+   */
+  detach(): Promise<void> {
+    if (this.gotEof || this.destroyed) return Promise.resolve();
+    this.detaching ??= new Promise<void>((resolve) => {
+      this.detached = resolve;
+      this.once('close', resolve);
+      this.socket.write(encodeFrame(FrameKind.Detach));
+      this.socket.resume();
+    });
+    return this.detaching;
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
@@ -50,8 +68,9 @@ export class AgentOutputStream extends Readable {
     if (this.gotEof || this.destroyed) return;
     if (frame.kind === FrameKind.Data) {
       if (!this.push(frame.payload)) this.socket.pause();
-    } else if (frame.kind === FrameKind.Eof) {
+    } else if (frame.kind === FrameKind.Eof || (frame.kind === FrameKind.Detach && this.detached)) {
       this.gotEof = true;
+      this.detached?.();
       this.push(null);
       // Nothing else comes or goes on this connection: close it both ways (not relying on the
       // transport to pass a half-close on).
@@ -100,6 +119,18 @@ export class AgentInputStream extends Writable {
     const onClose = () => done(new AgentConnectionError('UNAVAILABLE', `${this.ctx.rpc} connection closed`, this.ctx));
     this.socket.on('drain', onDrain);
     this.socket.on('close', onClose);
+  }
+
+  /** Lets go of the process's stdin without closing it (a DETACH frame; what was written still goes in). */
+  detach(): Promise<void> {
+    if (this.destroyed || this.ending) return Promise.resolve();
+    this.ending = true;
+    return new Promise((resolve) =>
+      this.socket.end(encodeFrame(FrameKind.Detach), () => {
+        this.destroy();
+        resolve();
+      }),
+    );
   }
 
   /** end(): an EOF frame, which closes the process's stdin once everything before it is in. */

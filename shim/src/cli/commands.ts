@@ -43,6 +43,7 @@ export const GROUPS: Record<string, string> = {
   vm: 'run and inspect single VMs',
   pool: "the configuration's pod templates: make them, see how they are used, remove them all",
   template: 'single pod templates',
+  pod: "pods that containerd runs with Stencil's shim",
 };
 
 const configOption: OptionSpec = { type: 'string', describe: 'configuration.toml (default: $STENCIL_CONFIG, /etc/stencil/configuration.toml)' };
@@ -179,6 +180,28 @@ export const COMMANDS: CommandSpec[] = [
       const key = String(argv.key);
       const live = await removeTemplate(openPool(argv.config as string | undefined), key);
       process.stdout.write(`removed template ${key}${keptBy(live)}\n`);
+      return 0;
+    },
+  },
+  {
+    path: ['pod', 'migrate'],
+    describe: "move a running pod's VM, containers running, to a new shim daemon on this host (it then serves containerd in the old one's place)",
+    positionals: [{ name: 'pod', describe: "the pod: CRI's sandbox id, or the container id of a pod run by ctr" }],
+    options: {
+      to: { type: 'string', describe: 'where the new daemon receives the VM: unix:PATH or tcp:HOST:PORT (loopback)' },
+      namespace: { type: 'string', describe: "the pod's containerd namespace", defaultValue: async () => 'default' },
+      address: { type: 'string', describe: "containerd's socket", defaultValue: async () => '/run/containerd/containerd.sock' },
+      json: jsonOption,
+    },
+    async run(argv) {
+      if (!argv.to) throw new CliError('--to unix:PATH or --to tcp:HOST:PORT is required');
+      const { migratePod } = await import('./pod.js');
+      const r = await migratePod({ pod: String(argv.pod), to: String(argv.to), namespace: String(argv.namespace), address: String(argv.address) });
+      process.stdout.write(
+        argv.json
+          ? JSON.stringify(r) + '\n'
+          : `pod ${argv.pod} migrated: new shim daemon pid ${r.pid}, total ${r.totalTimeMs} ms, downtime ${r.downtimeMs} ms, ${r.transferredBytes} bytes sent\n`,
+      );
       return 0;
     },
   },

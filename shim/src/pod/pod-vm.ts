@@ -32,7 +32,9 @@ import { attachPodNetwork, type PodNetwork } from '../network/pod-network.js';
 import { ContainerFiles } from './container-files.js';
 import { PodVmError, validateId } from './pod-errors.js';
 import { guestSpec, podNetworkSysctls } from './guest-spec.js';
-import type { ContainerRequest, Pod, PodRestore, ProcessStdio } from './types.js';
+import type { ContainerRequest, Pod, PodIncoming, PodMigrationStats, PodRestore, ProcessStdio } from './types.js';
+import { type ArrivedVm, receiveVm } from './vm-incoming.js';
+import { type MigrationStatus, parseMigrationUri } from '../qmp/vm-commands.js';
 
 export { SHARE_TAG };
 /** Where the guest mounts the shared directory. */
@@ -87,6 +89,8 @@ export interface PodVmOptions {
    * checkpoint froze it.
    */
   restore?: PodRestore;
+  /** Instead of a new VM, the running one another shim daemon migrates here (pod/vm-incoming.ts). */
+  incoming?: PodIncoming;
 }
 
 export { PodVmError, validateContainerId, validateId } from './pod-errors.js';
@@ -167,6 +171,8 @@ export class PodVm implements Pod {
   private network: PodNetwork | undefined;
   /** The guest pid of the sandbox container (CRI's pause), whose namespaces the others join. */
   private sandboxPid: number | undefined;
+  /** Told of the QMP monitor's migration states while migrate() waits. */
+  private onMigrationStatus: ((status: MigrationStatus, error?: string) => void) | undefined;
 
   private constructor(private readonly options: PodVmOptions) {
     this.id = options.id;
@@ -220,6 +226,37 @@ export class PodVm implements Pod {
     this.log?.info('pod VM checkpointed', { dir });
   }
 
+  async migrate(to: string): Promise<PodMigrationStats> {
+    const monitor = this.monitor?.monitor;
+    if (!(this.vm instanceof MicroVm) || !monitor) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id}: only Stencil's own VMM migrates`);
+    // The tap lives in the pod's network namespace with tc redirects to this VM's queues: moving
+    // it between daemons is not built yet.
+    if (this.network) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id}: a pod with CNI networking cannot migrate yet`);
+    if (this.onMigrationStatus) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id}: a migration is already running`);
+    this.agent();  // refuses a pod that is shut down or whose VM has ended
+    let uri;
+    try {
+      uri = parseMigrationUri(to);
+    } catch (err) {
+      throw new PodVmError('INVALID_ARGUMENT', `pod ${this.id}: ${(err as Error).message}`);
+    }
+    if (uri.kind !== 'unix' && uri.kind !== 'tcp') throw new PodVmError('INVALID_ARGUMENT', `pod ${this.id}: a pod migrates over tcp: or unix:, not ${to}`);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.onMigrationStatus = (status, error) => {
+          if (status === 'completed') resolve();
+          else if (status === 'failed' || status === 'cancelled') reject(new PodVmError('INTERNAL', `pod ${this.id}: migration to ${to} ${status}${error ? `: ${error}` : ''}`));
+        };
+        monitor.migrate(uri, new Set());
+      });
+    } finally {
+      this.onMigrationStatus = undefined;
+    }
+    const info = monitor.migrationInfo();
+    this.log?.info('pod VM migrated away', { to, info });
+    return { totalTimeMs: info?.totalTimeMs ?? 0, downtimeMs: info?.downtimeMs ?? 0, transferredBytes: info?.transferredBytes ?? 0 };
+  }
+
   /** The last ~64 KiB of the guest console. */
   consoleTail(): string {
     return Buffer.concat(this.consoleChunks).toString('latin1').replace(/\r/g, '');
@@ -247,7 +284,18 @@ export class PodVm implements Pod {
       }
     }
     const net = this.network ? { mac: this.network.guestInterface.mac, backendFd: this.network.tapFd } : undefined;
-    if (o.restore) {
+    let arrived: ArrivedVm | undefined;
+    if (o.incoming) {
+      for (const container of o.incoming.containers) await this.files.share(container);
+      arrived = await receiveVm({
+        name: o.id,
+        uri: o.incoming.uri,
+        memoryDir: o.memoryDir,
+        restore: { vsock: { guestCid: this.guestCid, udsPath: this.vsockPath }, shares: [{ tag: SHARE_TAG, hostPath: this.sharedDir }], net },
+        onListening: o.incoming.onListening,
+      });
+      this.vm = arrived.vm;
+    } else if (o.restore) {
       // The container's files go back where the guest had them before a single instruction runs.
       await this.files.share(o.restore.container);
       this.vm = MicroVm.restore(o.id, {
@@ -269,15 +317,29 @@ export class PodVm implements Pod {
       this.vm = await (o.vmProvider ?? bootMicroVm)(spec);
     }
     this.vm.console.on('data', (chunk: Buffer) => this.onConsole(chunk));
-    if (this.vm instanceof MicroVm) this.monitor = await serveQmp(this.vm, this.qmpPath, { logger: this.log });
+    if (this.vm instanceof MicroVm) {
+      this.monitor = await serveQmp(this.vm, this.qmpPath, { logger: this.log, onMigrationStatus: (s, e) => this.onMigrationStatus?.(s, e) }).catch(
+        (err: Error) => {
+          arrived?.fail(`serving its QMP monitor: ${err.message}`);
+          throw err;
+        },
+      );
+    }
     void this.vm.waitExit().then((exit) => this.onVmExit(exit));
     this.log?.info('starting the pod VM', { vcpus: o.vcpus, memoryBytes: o.memoryBytes, cid: this.guestCid, cmdline: this.vm.cmdline });
     const t0 = Date.now();
     this.vm.start();
+    arrived?.complete();
     this.client = await this.connectAgent(o.agentTimeoutMs ?? DEFAULT_AGENT_TIMEOUT_MS);
     let ping;
     try {
       ping = await this.client.ping();
+      if (o.incoming) {
+        // The guest's clock stood still while the VM moved; its containers run on.
+        await this.client.setupGuest({ time: new Date(), entropy: crypto.randomBytes(ENTROPY_BYTES) });
+        this.log?.info('pod VM migrated here', { ms: Date.now() - t0, containers: o.incoming.containers.map((c) => c.id) });
+        return;
+      }
       if (o.restore) {
         // The guest's clock stopped at the checkpoint; its container runs on (thawed if frozen).
         await this.client.setupGuest({ time: new Date(), entropy: crypto.randomBytes(ENTROPY_BYTES) });

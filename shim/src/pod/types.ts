@@ -30,6 +30,23 @@ export interface PodRestore {
   paused: boolean;
 }
 
+/** A pod whose running VM arrives from another shim daemon by live migration (pod/vm-incoming.ts). */
+export interface PodIncoming {
+  /** tcp:HOST:PORT or unix:PATH. */
+  uri: string;
+  /** The pod's containers: their files are shared again at the same guest paths. */
+  containers: ContainerRequest[];
+  /** The endpoint listens: the source may send. */
+  onListening(): void;
+}
+
+/** What a pod migration measured (the VM's live migration, as query-migrate reports it). */
+export interface PodMigrationStats {
+  totalTimeMs: number;
+  downtimeMs: number;
+  transferredBytes: number;
+}
+
 export interface Pod {
   readonly id: string;
   /** Creates the container; its init process waits for startContainer. Returns the init pid. */
@@ -55,6 +72,11 @@ export interface Pod {
   /** Kills every process of the container, forgets it and stops sharing its rootfs. */
   deleteContainer(containerId: string): Promise<void>;
   /** Saves the whole VM, RAM included, into `dir` (absent or empty); the pod runs on. */
+  /**
+   * Live-migrates the pod's VM to a destination daemon listening at `to`. On success the VM here
+   * is stopped for good (shutdown() releases it); on failure it runs on.
+   */
+  migrate?(to: string): Promise<PodMigrationStats>;
   checkpoint(dir: string): Promise<void>;
   /** Resolves if the VM ends on its own (crash, poweroff); the reason is in the message. */
   readonly ended: Promise<string>;

@@ -6,9 +6,13 @@
 // passes it down (or, run by hand, the daemon binds it before loading the rest of the shim);
 // connections arriving meanwhile are held paused and served, over ttrpc or gRPC (grpc-js gets them
 // through its connection injector), once the task service is up.
+//
+// A daemon may also be the destination of a pod migration (pod-migration.ts): spawned by the pod's
+// current daemon with STENCIL_SHIM_INCOMING set, it receives the VM, the tasks and, last, the
+// shim socket and containerd's connections.
 import fs from 'node:fs';
 import net from 'node:net';
-import type { ShimFlags } from './flags.js';
+import { INCOMING_ENV, type ShimFlags } from './flags.js';
 
 /**
  * With no task for this long, the daemon exits: a `start` whose Create never came, or a connection
@@ -21,9 +25,11 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
   // stderr is the bundle's `log` FIFO; containerd restarts break it: never die of EPIPE.
   process.stderr.on('error', () => undefined);
   process.stdout.on('error', () => undefined);
-  const early = await listenEarly(flags.socket, flags.socketFd);
+  const incoming = process.env[INCOMING_ENV];
+  delete process.env[INCOMING_ENV];
+  const early = incoming ? undefined : await listenEarly(flags.socket, flags.socketFd);
 
-  const [{ loadConfig }, { createLogger }, address, { bootPod }, { TaskService }, { EventPublisher }, { networkNamespaceOf }] = await Promise.all([
+  const [{ loadConfig }, { createLogger }, address, { bootPod }, { TaskService }, { EventPublisher }, { networkNamespaceOf }, migration] = await Promise.all([
     import('../../../runtime-config/src/config.js'),
     import('../util/log.js'),
     import('./address.js'),
@@ -31,6 +37,7 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
     import('./task-service.js'),
     import('../containerd/events.js'),
     import('../network/pod-network.js'),
+    import('./pod-migration.js'),
   ]);
   const { config, source } = loadConfig({ path: flags.config });
   const logger = createLogger({ level: flags.debug ? 'debug' : config.runtime.logLevel, stream: process.stderr, json: true }).child({
@@ -38,9 +45,18 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
     namespace: flags.namespace,
     pod: flags.id,
   });
-  logger.info('shim daemon starting', { pid: process.pid, protocol: flags.protocol, config: source, socket: flags.socket });
+  logger.info('shim daemon starting', { pid: process.pid, protocol: flags.protocol, config: source, socket: flags.socket, incoming });
 
   const key = address.podKey(flags.address, flags.namespace, address.groupId(bundle, flags.id));
+  // A migrated pod's VM, state and RAM file get names of their own: the source's are still in use.
+  const generation = incoming ? `-m${process.pid}` : '';
+  const podBootOptions = () => ({
+    vmName: address.podVmName(key) + generation,
+    stateDir: address.podStateDir(config.runtime.stateDir, key) + generation,
+    hypervisor: config.hypervisor,
+    factory: config.factory,
+    logger,
+  });
   const events = new EventPublisher({ address: process.env.TTRPC_ADDRESS ?? `${flags.address}.ttrpc`, namespace: flags.namespace, logger });
   let closeServer: (() => Promise<void>) | undefined;
   let exiting = false;
@@ -52,14 +68,10 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
     events,
     createPod: ({ spec, restore }) =>
       bootPod({
+        ...podBootOptions(),
         restore,
-        vmName: address.podVmName(key),
-        stateDir: address.podStateDir(config.runtime.stateDir, key),
-        hypervisor: config.hypervisor,
-        factory: config.factory,
         networkNamespace: networkNamespaceOf(spec),
         annotations: (spec.annotations ?? {}) as Record<string, string>,
-        logger,
       }),
     onShutdown: () => void exit('shutdown requested'),
     onIdle: (idle) => {
@@ -67,6 +79,18 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
       if (idle) idleTimer = setTimeout(() => void exit(`no tasks for ${IDLE_EXIT_MS / 1000} s`), IDLE_EXIT_MS);
     },
   });
+
+  let listening = early?.server;
+  /** After a pod migration handed everything to another daemon: the socket and the pod are its. */
+  function exitAfterHandOver(): void {
+    exiting = true;
+    logger.info('shim daemon exiting', { why: 'the pod migrated to another shim daemon' });
+    void events.close().finally(() => {
+      logger.on('finish', () => process.exit(0));
+      logger.end();
+      setTimeout(() => process.exit(0), 500);
+    });
+  }
 
   async function exit(why: string): Promise<void> {
     if (exiting) return;
@@ -104,6 +128,7 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
   const definitions = taskServiceDefinitions(service);
   let accept: (socket: net.Socket) => void;
   let closeTransport: () => Promise<void>;
+  let ttrpcServer: import('../ttrpc/server.js').TtrpcServer | undefined;
   if (flags.protocol === 'grpc') {
     const { GrpcServer } = await import('../rpc/grpc-server.js');
     const grpc = new GrpcServer({ logger });
@@ -113,21 +138,53 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
   } else {
     const { TtrpcServer } = await import('../ttrpc/server.js');
     const ttrpc = new TtrpcServer({ logger });
+    ttrpcServer = ttrpc;
     for (const def of definitions) ttrpc.addService(def);
+    const { podAdminDefinition } = await import('./admin-api.js');
+    ttrpc.addService(
+      podAdminDefinition({
+        migrate: (req) =>
+          migration.migratePodOut({ service, ttrpc, listening: listening!, logger, exitAfterHandOver }, req.to),
+      }),
+    );
     accept = (socket) => ttrpc.accept(socket);
     closeTransport = () => ttrpc.close();
   }
   // server.close() completes only once every connection is gone, which the transport's close() does.
   closeServer = async () => {
-    await Promise.all([new Promise<void>((resolve) => early.server.close(() => resolve())), closeTransport()]);
+    const server = listening;
+    await Promise.all([server ? new Promise<void>((resolve) => server.close(() => resolve())) : undefined, closeTransport()]);
   };
   const serveOne = (socket: net.Socket) => {
     accept(socket);
     socket.resume();
   };
-  early.server.removeAllListeners('connection');
-  early.server.on('connection', serveOne);
-  early.held.splice(0).forEach(serveOne);
+  if (incoming) {
+    if (!ttrpcServer) throw new Error('a pod migration needs the ttrpc transport');
+    const ttrpc = ttrpcServer;
+    migration.receivePodMigration({
+      service,
+      ttrpc,
+      logger,
+      receivePod: (tasks, onListening) =>
+        bootPod({ ...podBootOptions(), incoming: { uri: incoming, containers: migration.containersOf(tasks), onListening } }),
+      serveListening: (server) => {
+        listening = server;
+        server.on('connection', (socket: net.Socket) => ttrpc.accept(socket));
+      },
+      abandon: (why) => {
+        // The source still serves the pod and its socket; the containers' rootfs mounts are its.
+        logger.error('pod migration abandoned here', { why });
+        service.releaseMigrated();
+        void service.close().finally(() => process.exit(1));
+      },
+    });
+    return;
+  }
+  const held = early!;
+  held.server.removeAllListeners('connection');
+  held.server.on('connection', serveOne);
+  held.held.splice(0).forEach(serveOne);
   idleTimer = setTimeout(() => void exit(`no task created within ${IDLE_EXIT_MS / 1000} s`), IDLE_EXIT_MS);
 }
 

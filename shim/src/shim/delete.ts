@@ -33,8 +33,8 @@ export async function deleteTask(flags: ShimFlags, bundle: string): Promise<Dele
   }
   const config = configOrDefaults(flags.config);
   const key = podKey(flags.address, flags.namespace, group);
-  const stateDir = podStateDir(config.runtime.stateDir, key);
-  if (fs.existsSync(stateDir)) {
+  // The pod's own, and those of daemons it migrated to (named <name>-m<pid>, pod-migration.ts).
+  for (const stateDir of withMigrated(podStateDir(config.runtime.stateDir, key), '')) {
     for (const mount of mountsUnder(stateDir)) result.removed.push(`mount ${mount}`);
     await unmountAll(stateDir).catch(() => undefined);
     // Never remove recursively through something still mounted (a container's rootfs).
@@ -43,8 +43,7 @@ export async function deleteTask(flags: ShimFlags, bundle: string): Promise<Dele
       result.removed.push(stateDir);
     }
   }
-  const ram = path.join(config.hypervisor.memoryDir, `${podVmName(key)}.ram`);
-  if (fs.existsSync(ram)) {
+  for (const ram of withMigrated(path.join(config.hypervisor.memoryDir, podVmName(key)), '.ram')) {
     fs.rmSync(ram, { force: true });
     result.removed.push(ram);
   }
@@ -53,6 +52,21 @@ export async function deleteTask(flags: ShimFlags, bundle: string): Promise<Dele
     result.removed.push(sock);
   }
   return result;
+}
+
+/** `base + suffix` and `base-m<pid> + suffix`, those that exist. */
+function withMigrated(base: string, suffix: string): string[] {
+  const dir = path.dirname(base);
+  const name = path.basename(base);
+  let entries: string[];
+  try {
+    entries = fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const migrated = (e: string) =>
+    e.startsWith(`${name}-m`) && e.endsWith(suffix) && /^\d+$/.test(e.slice(name.length + 2, e.length - suffix.length));
+  return entries.filter((e) => e === name + suffix || migrated(e)).map((e) => path.join(dir, e));
 }
 
 function configOrDefaults(file: string): StencilConfig {

@@ -6,6 +6,9 @@ import parse from 'yargs-parser';
 
 export type Action = 'start' | 'delete' | 'serve' | 'info';
 
+/** Set for a `serve` daemon spawned as a pod migration's destination: where its VM arrives (pod-migration.ts). */
+export const INCOMING_ENV = 'STENCIL_SHIM_INCOMING';
+
 export interface ShimFlags {
   action: Action;
   namespace: string;

@@ -6,7 +6,7 @@ import { podShapeFromConfig, podSizeForSandbox } from '../factory/pod-shape.js';
 import { templateVmProvider } from '../factory/template-provider.js';
 import { TemplateStore } from '../factory/template-store.js';
 import { PodVm } from '../pod/pod-vm.js';
-import type { Pod, PodRestore } from '../pod/types.js';
+import type { Pod, PodIncoming, PodRestore } from '../pod/types.js';
 import type { Logger } from '../util/log.js';
 
 export interface PodBootOptions {
@@ -21,6 +21,8 @@ export interface PodBootOptions {
   annotations?: Record<string, string>;
   /** The VM of a checkpoint instead of a new one (PodVmOptions.restore). */
   restore?: PodRestore;
+  /** The running VM another shim daemon migrates here (PodVmOptions.incoming). */
+  incoming?: PodIncoming;
   logger: Logger;
 }
 
@@ -40,6 +42,7 @@ export async function bootPod(options: PodBootOptions): Promise<Pod> {
     logger: options.logger,
     networkNamespace: options.networkNamespace,
     restore: options.restore,
+    incoming: options.incoming,
     vmProvider: options.factory.enabled
       ? templateVmProvider({ store: new TemplateStore(options.factory.templateDir), onMiss: options.factory.onMiss, logger: options.logger })
       : undefined,

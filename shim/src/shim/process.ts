@@ -53,3 +53,19 @@ export class TaskProcess {
     return this.exited;
   }
 }
+
+/** A container as the task service tracks it: its init, its execs, where its files are. */
+export interface Task {
+  id: string;
+  bundle: string;
+  rootfsDir: string;
+  /** Whether the shim mounted rootfsDir (and must unmount it). */
+  mountedRootfs: boolean;
+  init: TaskProcess;
+  execs: Map<string, TaskProcess>;
+  paused: boolean;
+  /** OOM kills in the container's cgroup already announced with TaskOOM. */
+  oomKillsReported: number;
+  /** Taken up again from a checkpoint: its init runs from Create on, Start only reports it. */
+  restored: boolean;
+}

@@ -36,6 +36,8 @@ export class HostStdio {
   private outputs: { stdout?: Writable; stderr?: Writable } = {};
   private logger?: ChildProcess;
   private relays: Promise<unknown>[] = [];
+  /** The pod's ends of the streams relayed now. */
+  private podStreams?: ProcessStdio;
 
   private constructor(
     readonly paths: StdioPaths,
@@ -68,6 +70,7 @@ export class HostStdio {
 
   /** Connects the pod's streams of the process to the host ends. */
   relay(pod: ProcessStdio): void {
+    this.podStreams = pod;
     if (this.stdin && pod.stdin) {
       this.podStdin = pod.stdin;
       this.stdin.once('end', () => (this.stdinEnded = true));
@@ -94,6 +97,21 @@ export class HostStdio {
     });
     from.pipe(to, { end: false });
     this.relays.push(done.then(() => flushed(to)));
+  }
+
+  /**
+   * Lets go of the pod's streams without ending them (a pod migration): everything the agent read
+   * reaches the host ends, later output waits in the guest for the next relay(); stdin stays open.
+   */
+  async detachFromPod(): Promise<void> {
+    const pod = this.podStreams;
+    this.podStreams = undefined;
+    if (!pod) return;
+    if (this.stdin && pod.stdin) this.stdin.unpipe(pod.stdin);
+    this.podStdin = undefined;
+    type Detachable = { detach?: () => Promise<void> };
+    await Promise.all([pod.stdin, pod.stdout, pod.stderr].map((s) => (s as Detachable | undefined)?.detach?.()));
+    await Promise.all(this.relays);
   }
 
   /** Resolves when all output has been handed to the readers, or after DRAIN_LIMIT_MS. */

@@ -6,11 +6,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../util/log.js';
-import type { Pod, PodRestore, ProcessStdio, StdioMode } from '../pod/types.js';
+import type { Pod, PodRestore } from '../pod/types.js';
 import { CHECKPOINT_VM_DIR, type CheckpointInfo, readCheckpointInfo, writeCheckpointInfo } from '../pod/checkpoint.js';
 import { checkpointExitRequested } from './checkpoint-options.js';
 import { Code, RpcError, toRpcError } from '../rpc/errors.js';
-import { type ExitInfo, Status, TaskProcess } from './process.js';
+import { type ExitInfo, Status, type Task, TaskProcess } from './process.js';
+import { adoptTask, attachInitStdio, type MigratingTask, reattachStdio, tasksForMigration } from './task-migration.js';
 import { mountRootfs, unmountAll } from './rootfs.js';
 import { HostStdio, type StdioPaths, stdioMode } from './stdio.js';
 import { validateId } from './errors.js';
@@ -60,21 +61,6 @@ export interface TaskServiceOptions {
   onIdle?: (idle: boolean) => void;
 }
 
-interface Task {
-  id: string;
-  bundle: string;
-  rootfsDir: string;
-  /** Whether the shim mounted rootfsDir (and must unmount it). */
-  mountedRootfs: boolean;
-  init: TaskProcess;
-  execs: Map<string, TaskProcess>;
-  paused: boolean;
-  /** OOM kills in the container's cgroup already announced with TaskOOM. */
-  oomKillsReported: number;
-  /** Taken up again from a checkpoint: its init runs from Create on, Start only reports it. */
-  restored: boolean;
-}
-
 /** How long an exited init waits for its execs' exits to be reported first. */
 const EXEC_EXIT_GRACE_MS = 5_000;
 
@@ -91,6 +77,8 @@ export class TaskService implements TaskHandlerObject {
   private shutdownAfterCancelledCreates = false;
   private pod?: Promise<Pod>;
   private shuttingDown = false;
+  /** The tasks went to another daemon with the pod's VM: nothing more is reported or torn down here. */
+  private migratedAway = false;
   private readonly log: Logger;
 
   constructor(private readonly options: TaskServiceOptions) {
@@ -142,7 +130,7 @@ export class TaskService implements TaskHandlerObject {
       }
       undo.push(() => pod.deleteContainer(id));
       init.io.relay(
-        await this.attachInitStdio(pod, id, stdioMode(paths), restore !== undefined).catch((err) => {
+        await attachInitStdio(pod, id, stdioMode(paths), restore !== undefined, this.log).catch((err) => {
           throw toRpcError(err, `attach the stdio of task ${id}`, Code.Internal);
         }),
       );
@@ -347,20 +335,6 @@ export class TaskService implements TaskHandlerObject {
     return {};
   }
 
-  /**
-   * The init's stdio streams. A restored container's stdin may have been closed before its
-   * checkpoint (ctr closes it once its input ends): its output is attached again all the same.
-   */
-  private async attachInitStdio(pod: Pod, id: string, mode: StdioMode, restored: boolean): Promise<ProcessStdio> {
-    try {
-      return await pod.attachStdio(id, '', mode);
-    } catch (err) {
-      if (!restored || !mode.stdin || (err as { code?: unknown }).code !== 'FAILED_PRECONDITION') throw err;
-      this.log.info('restored task: its stdin was closed before the checkpoint; attaching its output only', { id });
-      return pod.attachStdio(id, '', { ...mode, stdin: false });
-    }
-  }
-
   private readCheckpoint(id: string, dir: string): CheckpointInfo {
     let info: CheckpointInfo;
     try {
@@ -472,6 +446,49 @@ export class TaskService implements TaskHandlerObject {
     return {};
   }
 
+  /** Pod migration, source side: the tasks as they go (task-migration.ts), or why they cannot. */
+  migratingTasks(): MigratingTask[] {
+    return tasksForMigration(this.tasks.values(), this.creating.size);
+  }
+
+  /** The pod's VM if one runs (or boots), for a pod migration. */
+  currentPod(): Promise<Pod> | undefined {
+    return this.pod;
+  }
+
+  /**
+   * Pod migration: every init's stdio let go of without loss (hold) before the VM moves, or
+   * attached again (release) when it stays here after all.
+   */
+  async holdStdio(hold: boolean): Promise<void> {
+    const pod = await this.getPod();
+    for (const t of this.tasks.values()) await (hold ? t.init.io?.detachFromPod() : reattachStdio(pod, t, this.log));
+  }
+
+  get isMigratedAway(): boolean {
+    return this.migratedAway;
+  }
+
+  /** The tasks run in another daemon now: their ends here (the VM's connections closing) are not exits. */
+  releaseMigrated(): void {
+    this.migratedAway = true;
+    for (const task of this.tasks.values()) task.init.io?.close();
+    this.tasks.clear();
+  }
+
+  /** Pod migration, destination side: the tasks of the pod whose VM arrived, as they run in it. */
+  async adoptMigrated(pod: Pod, tasks: MigratingTask[]): Promise<void> {
+    if (this.pod || this.tasks.size) throw new RpcError(Code.FailedPrecondition, 'this shim already runs a pod');
+    this.pod = Promise.resolve(pod);
+    void pod.ended.then((why) => this.podEnded(why));
+    for (const migrating of tasks) {
+      const task = await adoptTask(pod, migrating, this.options.namespace, this.log);
+      this.tasks.set(task.id, task);
+      this.watchExit(task, task.init);
+    }
+    this.options.onIdle?.(this.tasks.size === 0);
+  }
+
   /** Stops the pod's VM (daemon exit). */
   async close(): Promise<void> {
     for (const task of this.tasks.values()) {
@@ -505,6 +522,7 @@ export class TaskService implements TaskHandlerObject {
 
   /** The VM is gone: every process still running has exited with 255 (as Kata reports it). */
   private podEnded(why: string): void {
+    if (this.migratedAway) return;
     this.log.error('pod VM ended', { why });
     for (const task of this.tasks.values()) {
       for (const exec of task.execs.values()) if (!exec.exit && exec.status !== Status.Created) this.finishProcess(task, exec, { exitStatus: 255, exitedAt: new Date() });
@@ -526,7 +544,7 @@ export class TaskService implements TaskHandlerObject {
           this.finishProcess(task, proc, { exitStatus: exit.exitStatus, exitedAt: exit.exitedAt });
         },
         (err) => {
-          if (proc.exit) return;
+          if (proc.exit || this.migratedAway) return;
           this.log.error('lost track of a process', { process: proc.label, err: String(err) });
           this.finishProcess(task, proc, { exitStatus: 255, exitedAt: new Date() });
         },
@@ -554,7 +572,7 @@ export class TaskService implements TaskHandlerObject {
   }
 
   private finishProcess(task: Task, proc: TaskProcess, exit: ExitInfo): void {
-    if (proc.exit) return;
+    if (proc.exit || this.migratedAway) return;
     proc.io?.close();
     if (proc === task.init) task.paused = false;
     proc.markExited(exit);

@@ -288,7 +288,13 @@ describe('TtrpcServer hand-over to another process (pod migration)', () => {
         State: async (req: { id: string }) => ({ id: req.id, pid: process.pid }),
       }),
     );
-    const listening = await server.listen(socketPath);
+    // As the shim daemon's: a connection accepted there is not read until served (it may be passed on).
+    const listening = net.createServer({ pauseOnConnect: true });
+    await new Promise<void>((resolve) => listening.listen(socketPath, resolve));
+    listening.on('connection', (socket: net.Socket) => {
+      server.accept(socket);
+      socket.resume();
+    });
     const child = fork(path.join(import.meta.dirname, 'testing', 'handover-child.js'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     const messages: Array<{ kind: string; of?: string }> = [];
     const next = (kind: string, of?: string) =>
@@ -328,6 +334,7 @@ describe('TtrpcServer hand-over to another process (pod migration)', () => {
     } finally {
       await client.close();
       await server.close();
+      listening.close();
       child.send({ kind: 'exit' });
       await new Promise((resolve) => child.once('exit', resolve));
       fs.rmSync(dir, { recursive: true, force: true });

@@ -121,8 +121,8 @@ std::string MigrationIncoming::CheckHeader(const StreamHeader& header, const VmD
   if (vm.vsock.guest_cid && r.vsock_uds_path.empty() && LiveUnixSocket(vm.vsock.uds_path))
     return "device vsock: its socket " + vm.vsock.uds_path +
            " is in use here (by the source?): give the destination its own vsock socket path";
-  if (vm.net.enabled && r.net_backend_fd < 0)
-    return "device virtio-net: the VM has a network interface and this destination was given no tap for it";
+  if (header.nic_wired && r.net_backend_fd < 0)
+    return "device virtio-net: the VM's network interface has a tap at the source and this destination was given none";
   *use_template = false;
   if (header.has_template && options_.use_template) {
     struct stat st;

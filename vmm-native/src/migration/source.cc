@@ -103,6 +103,7 @@ void MigrationSource::Run() {
 
     StreamHeader header;
     header.description = EncodeVmDescription(vm_.Describe());
+    header.nic_wired = vm_.nic_wired();
     const GuestMemory& memory = vm_.memory();
     if (memory.copy_on_write()) {
       header.has_template = true;

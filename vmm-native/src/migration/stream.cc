@@ -28,7 +28,7 @@ void StreamWriter::Header(const StreamHeader& h) {
   PutValue<uint32_t>(h.version);
   PutValue<uint32_t>(static_cast<uint32_t>(h.description.size()));
   Put(h.description.data(), h.description.size());
-  PutValue<uint8_t>(h.has_template ? 1 : 0);
+  PutValue<uint8_t>((h.has_template ? kHeaderHasTemplate : 0) | (h.nic_wired ? kHeaderNicWired : 0));
   if (h.has_template) {
     for (const std::string* s : {&h.template_path, &h.template_sha256}) {
       PutValue<uint32_t>(static_cast<uint32_t>(s->size()));
@@ -89,9 +89,10 @@ StreamHeader StreamReader::Header() {
   if (len == 0 || len > kMaxDescription) throw Corrupt("VM description of " + std::to_string(len) + " bytes (limit " + std::to_string(kMaxDescription) + ")");
   h.description.resize(len);
   Get(h.description.data(), len, "the VM description");
-  uint8_t flag = GetValue<uint8_t>("the template flag");
-  if (flag > 1) throw Corrupt("template flag " + std::to_string(flag) + " (0 or 1 expected)");
-  h.has_template = flag == 1;
+  uint8_t flags = GetValue<uint8_t>("the header flags");
+  if (flags & ~(kHeaderHasTemplate | kHeaderNicWired)) throw Corrupt("header flags " + std::to_string(flags) + " (unknown bits set)");
+  h.has_template = flags & kHeaderHasTemplate;
+  h.nic_wired = flags & kHeaderNicWired;
   if (h.has_template) {
     for (std::string* s : {&h.template_path, &h.template_sha256}) {
       uint32_t n = GetValue<uint32_t>("the template identity's length");

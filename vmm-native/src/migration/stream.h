@@ -29,10 +29,14 @@ constexpr uint32_t kMaxPagesPerRecord = 256;
 enum class StreamRecord : uint8_t { kRam = 'R', kZero = 'Z', kState = 'S', kEnd = 'E' };
 enum class StreamReply : uint8_t { kAccept = 'A', kRefuse = 'X', kDone = 'D', kFailed = 'F' };
 constexpr uint8_t kAcceptUsesTemplate = 1;
+// Header flags.
+constexpr uint8_t kHeaderHasTemplate = 1;
+constexpr uint8_t kHeaderNicWired = 2;  // the source's NIC has a backend: the destination must give it one
 
 struct StreamHeader {
   uint32_t version = kLiveMigrationVersion;
   std::vector<uint8_t> description;  // EncodeVmDescription
+  bool nic_wired = false;
   bool has_template = false;
   std::string template_path;    // a hint where the destination may find it ...
   std::string template_sha256;  // ... and what its content must hash to

@@ -1,0 +1,33 @@
+// Stencil's PodAdmin service (proto/stencil/shim/v1/admin.proto): served by the shim daemon on its
+// socket next to the task service, called by `stencil pod ...`.
+import type protobuf from 'protobufjs';
+import { loadProtoFiles } from '../util/proto.js';
+import { type CallContext, type ServiceDefinition, serviceDefinition } from '../rpc/service.js';
+
+export const POD_ADMIN_SERVICE = 'stencil.shim.v1.PodAdmin';
+
+export interface MigratePodRequest {
+  to: string;
+}
+
+export interface MigratePodResponse {
+  pid: number;
+  totalTimeMs: number;
+  downtimeMs: number;
+  transferredBytes: number;
+}
+
+export interface PodAdminHandlers {
+  migrate(req: MigratePodRequest, ctx: CallContext): Promise<MigratePodResponse>;
+}
+
+let root: protobuf.Root | undefined;
+
+export function podAdminService(): protobuf.Service {
+  root ??= loadProtoFiles(['stencil/shim/v1/admin.proto']);
+  return root.lookupService(POD_ADMIN_SERVICE);
+}
+
+export function podAdminDefinition(handlers: PodAdminHandlers): ServiceDefinition {
+  return serviceDefinition(podAdminService(), { Migrate: (req, ctx) => handlers.migrate(req as MigratePodRequest, ctx) });
+}
