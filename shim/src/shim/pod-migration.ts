@@ -132,6 +132,8 @@ export async function migratePodOut(d: SourceDaemon, to: string): Promise<Migrat
   } catch (err) {
     log.error(migrated ? 'pod migration failed after the VM moved' : 'pod migration failed; the pod runs on here', { err: String(err) });
     if (stdioHeld && !migrated) await d.service.holdStdio(false).catch((e: Error) => log.error('re-attaching stdio', { err: e.message }));
+    // The VM left and the new daemon did not take the pod up: its processes are gone, say so.
+    if (migrated && !d.service.isMigratedAway) d.service.podLost(`pod migration to ${to} failed after the VM moved: ${(err as Error).message}`);
     if (servingStopped && !d.service.isMigratedAway) d.ttrpc.resumeServing();
     if (child.exitCode === null) child.kill('SIGKILL');
     throw err instanceof RpcError ? err : new RpcError(Code.Internal, `pod migration to ${to}: ${(err as Error).message}`);

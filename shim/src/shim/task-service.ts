@@ -465,6 +465,11 @@ export class TaskService implements TaskHandlerObject {
     for (const t of this.tasks.values()) await (hold ? t.init.io?.detachFromPod() : reattachStdio(pod, t, this.log));
   }
 
+  /** The pod's VM is gone for good (a migration that failed after it moved): every process has exited. */
+  podLost(why: string): void {
+    this.podEnded(why);
+  }
+
   get isMigratedAway(): boolean {
     return this.migratedAway;
   }

@@ -139,6 +139,7 @@ std::string MigrationIncoming::CheckHeader(const StreamHeader& header, const VmD
 
 void MigrationIncoming::Run() {
   std::unique_ptr<MigrationChannel> channel;
+  bool refused = false;  // the source was told why ('X') and went: no failure reply follows
   try {
     std::string peer;
     UniqueFd socket = listener_.Accept(cancel_, &peer);
@@ -156,12 +157,14 @@ void MigrationIncoming::Run() {
       header = reader.Header();
       description = DecodeVmDescription(header.description, "the migration stream's VM description");
     } catch (const VmmError& e) {
+      refused = true;
       SendReply(*channel, StreamReply::kRefuse, e.what());
       throw;
     }
     bool use_template = false;
     std::string refusal = CheckHeader(header, description, &use_template);
     if (!refusal.empty()) {
+      refused = true;
       SendReply(*channel, StreamReply::kRefuse, refusal);
       throw VmmError(ErrorCode::kMigration, "refused the incoming VM: " + refusal);
     }
@@ -261,7 +264,7 @@ void MigrationIncoming::Run() {
     }
   } catch (const std::exception& e) {
     bool cancelled = cancel_.cancelled();
-    if (channel && !cancelled) {
+    if (channel && !cancelled && !refused) {
       try {
         SendReply(*channel, StreamReply::kFailed, e.what());
       } catch (const VmmError&) {
