@@ -339,7 +339,7 @@ for (const version of CONTAINERD_VERSIONS) {
       await noLeaks();
     });
 
-    it('stencil pod migrate: a running container moves to a new shim daemon; its output goes on, Kill reaches it, its exit code arrives, nothing leaks', async () => {
+    it('stencil pod migrate: a refused move leaves the pod running; then the running container moves to a new shim daemon, its output goes on, Kill reaches it, its exit code arrives, nothing leaks', async () => {
       const id = 'mig';
       const dir = fs.mkdtempSync('/tmp/stencil-pod-migrate-');
       // ctr in the foreground, as a user runs it: its stdout FIFO and its Wait are what must survive.
@@ -363,14 +363,22 @@ for (const version of CONTAINERD_VERSIONS) {
         await countAbove(3);
         const oldShim = Number(await taskPid(id));
         assert.ok(oldShim > 0 && fs.existsSync(`/proc/${oldShim}`), `no shim pid for ${id}`);
-        const migrate = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-          const p = spawn(path.join(repoRoot(), 'bin', 'stencil'), ['pod', 'migrate', id, '--to', `unix:${path.join(dir, 'vm.sock')}`, '--namespace', c.namespace, '--address', c.address, '--json']);
-          let so = '';
-          let se = '';
-          p.stdout.on('data', (d: Buffer) => (so += d.toString()));
-          p.stderr.on('data', (d: Buffer) => (se += d.toString()));
-          p.once('exit', (code) => resolve({ code, stdout: so, stderr: se }));
-        });
+        const podMigrate = (to: string) =>
+          new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+            const p = spawn(path.join(repoRoot(), 'bin', 'stencil'), ['pod', 'migrate', id, '--to', to, '--namespace', c.namespace, '--address', c.address, '--json']);
+            let so = '';
+            let se = '';
+            p.stdout.on('data', (d: Buffer) => (so += d.toString()));
+            p.stderr.on('data', (d: Buffer) => (se += d.toString()));
+            p.once('exit', (code) => resolve({ code, stdout: so, stderr: se }));
+          });
+        // A destination that cannot take the pod: refused with the reason, the pod runs on where it was.
+        const refused = await podMigrate(`file:${dir}`);
+        assert.notEqual(refused.code, 0, refused.stdout);
+        assert.match(refused.stderr, /arrives over tcp: or unix:, not file:/);
+        assert.equal(Number(await taskPid(id)), oldShim);
+        await countAbove((lines().at(-1) ?? 0) + 2);
+        const migrate = await podMigrate(`unix:${path.join(dir, 'vm.sock')}`);
         assert.equal(migrate.code, 0, `stencil pod migrate failed: ${migrate.stderr}${c.logTail(60)}`);
         const moved = JSON.parse(migrate.stdout) as { pid: number; downtimeMs: number; totalTimeMs: number; transferredBytes: number };
         process.stdout.write(`# pod migrate: ${migrate.stdout.trim()} (at n${lines().at(-1)})\n`);

@@ -104,6 +104,9 @@ export async function migratePodOut(d: SourceDaemon, to: string): Promise<Migrat
     await d.service.holdStdio(true);
     stdioHeld = true;
     const adopted = nextMessage(child, 'adopted');
+    // Awaited below; a failure the new daemon reports meanwhile must not go unhandled (that
+    // would end this daemon, and the pod with it).
+    adopted.catch(() => undefined);
     const stats = await pod.migrate(to);
     migrated = true;
     await adopted;
