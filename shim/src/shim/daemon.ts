@@ -85,11 +85,20 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
   function exitAfterHandOver(): void {
     exiting = true;
     logger.info('shim daemon exiting', { why: 'the pod migrated to another shim daemon' });
-    void events.close().finally(() => {
-      logger.on('finish', () => process.exit(0));
+    void events.close().finally(() => void flushLogsAndExit());
+  }
+
+  /** Exits 0 once the logger has written everything out (at most 500 ms later). */
+  async function flushLogsAndExit(): Promise<never> {
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, 500);
+      logger.on('finish', () => {
+        clearTimeout(t);
+        resolve();
+      });
       logger.end();
-      setTimeout(() => process.exit(0), 500);
     });
+    process.exit(0);
   }
 
   async function exit(why: string): Promise<void> {
@@ -106,15 +115,7 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
     }
     fs.rmSync(flags.socket, { force: true });
     clearTimeout(force);
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, 500);
-      logger.on('finish', () => {
-        clearTimeout(t);
-        resolve();
-      });
-      logger.end();
-    });
-    process.exit(0);
+    await flushLogsAndExit();
   }
 
   process.on('SIGTERM', () => void exit('SIGTERM'));
