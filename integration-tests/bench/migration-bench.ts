@@ -275,7 +275,8 @@ async function migrateTo(vmm: Vmm, guest: GuestKind, source: Vm, dest: Vm, trans
     const status = async (vm: Vm) => JSON.stringify(await vm.qmp.execute('query-status').catch((e: Error) => e.message));
     throw new Error(`${err.message}\nthe last tick when the source said completed: ${lastAtCompletion}; the source's last tick now: ${ticks(source.proc, dest.proc).at(-1)?.n}; ` +
       `query-status: source ${await status(source)}, destination ${await status(dest)}; query-migrate on the destination: ${JSON.stringify(await dest.qmp.execute('query-migrate').catch((e: Error) => e.message))}; ` +
-      `the destination's threads' CPU ms over 1 s: ${JSON.stringify(await threadCpuMs(dest.proc.child.pid))}`, { cause: err });
+      `the destination's threads' CPU ms over 1 s: ${JSON.stringify(await threadCpuMs(dest.proc.child.pid))}` +
+      (vmm === 'stencil' ? `; its exit stats: ${JSON.stringify(await dest.qmp.execute('x-query-exit-stats').catch((e: Error) => e.message))}` : ''), { cause: err });
   });
   await sleep(AFTER_SWITCH_MS + 100);
   const all = ticks(source.proc, dest.proc);

@@ -52,6 +52,17 @@ void AppendRam(std::vector<uint8_t>& out, uint64_t offset, uint8_t fill) {
   out.insert(out.end(), 4096, fill);
 }
 
+// A state record: running, 4 zero bytes of state, config "{}".
+void AppendState(std::vector<uint8_t>& out) {
+  out.push_back('S');
+  out.push_back(1);
+  Append<uint32_t>(out, 4);
+  Append<uint32_t>(out, 0);
+  Append<uint32_t>(out, 2);
+  out.push_back('{');
+  out.push_back('}');
+}
+
 class MigrationStream : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -146,13 +157,7 @@ TEST_F(MigrationStream, TruncatedStreamFailsAndDiscardsTheRam) {
 TEST_F(MigrationStream, CorruptedPageFailsTheChecksum) {
   std::vector<uint8_t> bytes = Header();
   AppendRam(bytes, 8192, 0x22);
-  bytes.push_back('S');
-  bytes.push_back(1);
-  Append<uint32_t>(bytes, 4);
-  Append<uint32_t>(bytes, 0);
-  Append<uint32_t>(bytes, 2);
-  bytes.push_back('{');
-  bytes.push_back('}');
+  AppendState(bytes);
   bytes.push_back('E');
   Sha256Digest digest = Sha256(bytes.data(), bytes.size());
   bytes[bytes.size() - 100] ^= 1;  // one bit flipped in transit, inside the page
@@ -173,6 +178,24 @@ TEST_F(MigrationStream, PagesOutsideRamAndUnknownRecordsAreNamed) {
   bytes.push_back('Q');
   std::tie(error, reply) = Feed(bytes);
   EXPECT_NE(error.find("unknown record type 0x51"), std::string::npos) << error;
+  EXPECT_FALSE(RamFileLeft());
+}
+
+TEST_F(MigrationStream, ASyncIsAnsweredAfterTheRecordsBeforeItAndNotAfterTheState) {
+  // Accepted with the sync bit; each sync answered in order; a sync after the state is refused.
+  std::vector<uint8_t> bytes = Header();
+  AppendRam(bytes, 0, 0x44);
+  bytes.push_back('Y');
+  AppendRam(bytes, 4096, 0x45);
+  bytes.push_back('Y');
+  AppendState(bytes);
+  bytes.push_back('Y');
+  auto [error, reply] = Feed(bytes);
+  ASSERT_GE(reply.size(), 4u) << reply;
+  EXPECT_EQ(reply[0], 'A');
+  EXPECT_TRUE(reply[1] & kAcceptAnswersSync);
+  EXPECT_EQ(reply.substr(2, 3), "YYF") << "two syncs answered, then the failure";
+  EXPECT_NE(error.find("a sync after the VM state"), std::string::npos) << error;
   EXPECT_FALSE(RamFileLeft());
 }
 

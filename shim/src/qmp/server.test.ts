@@ -5,6 +5,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, beforeEach, describe, it } from 'node:test';
+import type { VmExitStats } from '../hypervisor/native.js';
 import { createLogger } from '../util/log.js';
 import { QmpError } from './protocol.js';
 import { MAX_REQUEST_BYTES, QmpServer } from './server.js';
@@ -72,6 +73,10 @@ class RecordingVm implements MonitoredVm {
   migrationParameters() {
     return this.parameters;
   }
+  exitStats(): VmExitStats | undefined {
+    return this.stats;
+  }
+  stats?: VmExitStats;
 }
 
 /** A client reading CRLF-separated JSON messages. */
@@ -166,6 +171,15 @@ describe('QMP server', () => {
     });
     assert.deepEqual(await c.call('qmp_capabilities'), { return: {} });
     assert.equal(((await c.call('qmp_capabilities')).error as { class: string }).class, 'CommandNotFound');
+  });
+
+  it('x-query-exit-stats returns the VMM counters, and a clear error before there is a VM', async () => {
+    const c = await open();
+    assert.deepEqual(await c.call('x-query-exit-stats'), {
+      error: { class: 'GenericError', desc: 'no VM yet (waiting for an incoming migration)' },
+    });
+    vm.stats = { exitsByReason: { io: 3 }, topIoPorts: [{ port: 0x3f8, exits: 3 }], topMmio: [], setupPhasesMs: {}, firstConsoleMs: 5, kvmVcpuStats: { exits: 9 } };
+    assert.deepEqual(await c.call('x-query-exit-stats'), { return: vm.stats });
   });
 
   it('stop/cont change the state and echo ids of any JSON type', async () => {

@@ -1,6 +1,7 @@
 // The QMP commands Stencil serves for a VM, with QEMU's names, arguments and replies, over the
 // MonitoredVm interface that the VM runtime implements (run state, stop/cont, snapshot and
 // migration). Events (STOP, RESUME, SHUTDOWN) are the runtime's to emit, through QmpServer.emit.
+import type { VmExitStats } from '../hypervisor/native.js';
 import { QmpError } from './protocol.js';
 import type { QmpCommand } from './server.js';
 
@@ -91,6 +92,8 @@ export interface MonitoredVm {
   /** Parameters for the next live migration; the downtime limit and bandwidth cap also apply to a running one. */
   setMigrationParameters(parameters: Partial<MigrationParameters>): void;
   migrationParameters(): MigrationParameters;
+  /** Where the VM's time went (VM exits, KVM's counters); undefined before a VM exists. */
+  exitStats(): VmExitStats | undefined;
 }
 
 export function parseMigrationUri(uri: string): MigrationUri {
@@ -258,5 +261,14 @@ export function vmCommands(vm: MonitoredVm): Record<string, QmpCommand> {
       },
     },
     'query-migrate': { run: () => queryMigrateReply(vm.migrationInfo()) },
+    // Stencil's own (x-): the VMM's exit counts and KVM's per-vCPU counters, for a guest that
+    // spins or stalls (QEMU answers similar questions with query-stats).
+    'x-query-exit-stats': {
+      run: () => {
+        const stats = vm.exitStats();
+        if (!stats) throw new QmpError('GenericError', 'no VM yet (waiting for an incoming migration)');
+        return stats;
+      },
+    },
   };
 }

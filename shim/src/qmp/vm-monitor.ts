@@ -13,6 +13,7 @@ import {
   type NativeMigrationIncoming,
   type NativeMigrationStatus,
   type SavedVmState,
+  type VmExitStats,
 } from '../hypervisor/native.js';
 import type { VmExit } from '../hypervisor/types.js';
 import type { Logger } from '../util/log.js';
@@ -202,6 +203,11 @@ export class MicroVmMonitor implements MonitoredVm {
 
   migrationParameters(): MigrationParameters {
     return { ...this.parameters };
+  }
+
+  exitStats(): VmExitStats | undefined {
+    const vm = this.vm;
+    return vm && vm.state !== 'destroyed' ? vm.exitStats(10) : undefined;
   }
 
   migrationInfo(): MigrationInfo | undefined {

@@ -184,7 +184,7 @@ void MigrationIncoming::Run() {
     memory.fixed_address = shell.memory.base();
     auto ram = std::make_unique<GuestMemory>(memory);
     shell.memory.Release();  // the RAM mapping now owns the reserved range
-    SendReply(*channel, StreamReply::kAccept, "", use_template ? kAcceptUsesTemplate : 0);
+    SendReply(*channel, StreamReply::kAccept, "", kAcceptAnswersSync | (use_template ? kAcceptUsesTemplate : 0));
     {
       std::lock_guard<std::mutex> lock(mu_);
       stats_.template_shared = use_template;
@@ -224,6 +224,10 @@ void MigrationIncoming::Run() {
           if (have_state) throw VmmError(ErrorCode::kMigration, "migration stream: a second VM state");
           reader.State(&running, &state, &config);
           have_state = true;
+          break;
+        case StreamRecord::kSync:
+          if (have_state) throw VmmError(ErrorCode::kMigration, "migration stream: a sync after the VM state");
+          SendReply(*channel, StreamReply::kSynced);
           break;
         case StreamRecord::kEnd:
           if (!have_state) throw VmmError(ErrorCode::kMigration, "migration stream: the end marker came before the VM state");

@@ -112,7 +112,8 @@ void MigrationSource::Run() {
     }
     writer.Header(header);
     uint8_t flags = 0;
-    ReadReply(channel, "the destination's answer to the stream header", &flags);
+    ReadReply(channel, "the destination's answer to the stream header", StreamReply::kAccept, &flags);
+    const bool sync = flags & kAcceptAnswersSync;
     const RamBaseline baseline = (flags & kAcceptUsesTemplate) && header.has_template ? RamBaseline::kTemplate : RamBaseline::kZero;
 
     vm_.StartDirtyLog();
@@ -120,14 +121,21 @@ void MigrationSource::Run() {
     Update([&](MigrationStats& s) { s.setup_time_ms = MsSince(started_), s.template_shared = baseline == RamBaseline::kTemplate; });
     SetStatus(MigrationStatus::kActive);
 
-    // Sends a bitmap's pages, measuring the link while the cap (which may change) paces it.
+    // Sends a bitmap's pages, measuring the link while the cap (which may change) paces it. A
+    // pre-copy round ends with a sync: the time until the destination has it all is the link's
+    // real speed, and the pause that may follow finds no earlier round still queued in the
+    // socket buffers (on TCP they hold megabytes, which would all drain inside the downtime).
     uint64_t bandwidth = 0;
-    auto send = [&](const std::vector<uint64_t>& pages, bool skip_zero) {
+    auto send = [&](const std::vector<uint64_t>& pages, bool skip_zero, bool round_trip) {
       channel.SetBandwidthLimit(max_bandwidth_.load());
       uint64_t before = channel.bytes_written();
       auto t = Clock::now();
       RamSendStats sent;
       SendPages(writer, memory, pages, skip_zero, cancel_, &sent);
+      if (round_trip && sync) {
+        writer.Sync();
+        ReadReply(channel, "the destination to take in a round of RAM", StreamReply::kSynced);
+      }
       double seconds = std::chrono::duration<double>(Clock::now() - t).count();
       uint64_t bytes = channel.bytes_written() - before;
       if (bytes >= (1 << 20) && seconds > 0) bandwidth = static_cast<uint64_t>(bytes / seconds);
@@ -140,7 +148,7 @@ void MigrationSource::Run() {
     std::vector<uint64_t> pages = FirstPassPages(memory, baseline);
     Update([&](MigrationStats& s) { s.remaining = CountPages(pages) * kGuestPageSize; });
     auto last_sync = Clock::now();
-    send(pages, baseline == RamBaseline::kZero);
+    send(pages, baseline == RamBaseline::kZero, true);
 
     uint32_t throttle = 0;
     for (uint32_t round = 1;; round++) {
@@ -173,7 +181,7 @@ void MigrationSource::Run() {
         vm_.SetThrottle(throttle);
         Update([&](MigrationStats& s) { s.throttle_percent = throttle; });
       }
-      send(pages, false);
+      send(pages, false, true);
     }
 
     // Stop and copy: what the guest dirtied last, then the VM's state.
@@ -183,7 +191,7 @@ void MigrationSource::Run() {
     paused_by_us = was_running;
     // `pages` still holds the last count's pages, not yet sent: add what was dirtied since.
     vm_.CollectDirtyPages(pages);
-    send(pages, false);
+    send(pages, false, false);
     SnapshotBytes state = vm_.SaveState();
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -192,7 +200,7 @@ void MigrationSource::Run() {
     }
     writer.State(was_running, state.state, state.config);
     writer.End();
-    ReadReply(channel, "the destination to start the VM", &flags);
+    ReadReply(channel, "the destination to start the VM", StreamReply::kDone);
     vm_.StopDirtyLog();
     vm_.SetThrottle(0);
     Update([&](MigrationStats& s) {

@@ -62,6 +62,8 @@ void StreamWriter::State(bool running, const std::vector<uint8_t>& state, const 
   Put(config.data(), config.size());
 }
 
+void StreamWriter::Sync() { PutValue<uint8_t>(static_cast<uint8_t>(StreamRecord::kSync)); }
+
 void StreamWriter::End() {
   PutValue<uint8_t>(static_cast<uint8_t>(StreamRecord::kEnd));
   Sha256Digest digest = hash_.Finish();
@@ -112,6 +114,7 @@ StreamRecord StreamReader::NextRecord() {
     case StreamRecord::kRam:
     case StreamRecord::kZero:
     case StreamRecord::kState:
+    case StreamRecord::kSync:
     case StreamRecord::kEnd:
       records_++;
       return static_cast<StreamRecord>(type);
@@ -166,26 +169,26 @@ void SendReply(MigrationChannel& channel, StreamReply reply, const std::string& 
   channel.Write(out.data(), out.size());
 }
 
-StreamReply ReadReply(MigrationChannel& channel, const char* stage, uint8_t* flags) {
+void ReadReply(MigrationChannel& channel, const char* stage, StreamReply expected, uint8_t* flags) {
   uint8_t type = 0;
   channel.Read(&type, 1, stage);
-  switch (static_cast<StreamReply>(type)) {
-    case StreamReply::kAccept:
-      channel.Read(flags, 1, stage);
-      return StreamReply::kAccept;
-    case StreamReply::kDone: return StreamReply::kDone;
-    case StreamReply::kRefuse:
-    case StreamReply::kFailed: {
-      uint32_t n = 0;
-      channel.Read(&n, 4, stage);
-      if (n > kMaxText) throw VmmError(ErrorCode::kMigration, "the destination's reply has a reason of " + std::to_string(n) + " bytes");
-      std::string reason(n, '\0');
-      channel.Read(reason.data(), n, stage);
-      throw VmmError(ErrorCode::kMigration, std::string(type == 'X' ? "the destination refused the migration: "
-                                                                    : "the destination failed: ") + reason);
-    }
+  if (type == static_cast<uint8_t>(StreamReply::kRefuse) || type == static_cast<uint8_t>(StreamReply::kFailed)) {
+    uint32_t n = 0;
+    channel.Read(&n, 4, stage);
+    if (n > kMaxText) throw VmmError(ErrorCode::kMigration, "the destination's reply has a reason of " + std::to_string(n) + " bytes");
+    std::string reason(n, '\0');
+    channel.Read(reason.data(), n, stage);
+    throw VmmError(ErrorCode::kMigration, std::string(type == 'X' ? "the destination refused the migration: "
+                                                                  : "the destination failed: ") + reason);
   }
-  throw VmmError(ErrorCode::kMigration, std::string("unknown reply ") + Hex(type) + " from the destination while waiting for " + stage);
+  if (type != static_cast<uint8_t>(expected))
+    throw VmmError(ErrorCode::kMigration, std::string("unexpected reply ") + Hex(type) + " from the destination while waiting for " + stage +
+                                              " (expected '" + static_cast<char>(expected) + "')");
+  if (expected == StreamReply::kAccept) {
+    uint8_t f = 0;
+    channel.Read(&f, 1, stage);
+    if (flags) *flags = f;
+  }
 }
 
 }  // namespace stencil

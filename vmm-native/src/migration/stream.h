@@ -6,11 +6,17 @@
 //   records:    'R' u64 RAM offset, u32 pages, the pages          (guest RAM, 4 KiB pages)
 //               'Z' u64 RAM offset, u32 pages                     (pages that are all zero)
 //               'S' u8 run state (1 running), u32 + state, u32 + config   (snapshot.h bytes)
+//               'Y'                                               (sync: only to a destination
+//                                                                  that accepted with bit 1)
 //               'E' SHA-256 of every byte before it
 //
 // Destination to source: after the header 'A' u8 flags (bit 0: the destination starts from the
-// same template, so pages a clone never wrote are not sent) or 'X' u32 + reason (refused);
+// same template, so pages a clone never wrote are not sent; bit 1: it answers sync records) or
+// 'X' u32 + reason (refused); after each 'Y', 'Y' once it has consumed every byte before it;
 // after 'E' 'D' (the VM runs on the destination: the source may go) or 'F' u32 + reason.
+// A sync closes each pre-copy round: the source then knows the round arrived (its bandwidth
+// figure includes the drain of the socket buffers, megabytes on TCP) and pauses the guest with
+// nothing queued ahead of the last pages.
 // All integers little-endian. Every length is bounded before anything is allocated.
 #pragma once
 #include <cstdint>
@@ -26,9 +32,11 @@ constexpr char kLiveMigrationMagic[8] = {'S', 'T', 'N', 'C', 'L', 'I', 'V', 'E'}
 constexpr uint32_t kLiveMigrationVersion = 1;
 constexpr uint32_t kMaxPagesPerRecord = 256;
 
-enum class StreamRecord : uint8_t { kRam = 'R', kZero = 'Z', kState = 'S', kEnd = 'E' };
-enum class StreamReply : uint8_t { kAccept = 'A', kRefuse = 'X', kDone = 'D', kFailed = 'F' };
+enum class StreamRecord : uint8_t { kRam = 'R', kZero = 'Z', kState = 'S', kSync = 'Y', kEnd = 'E' };
+enum class StreamReply : uint8_t { kAccept = 'A', kRefuse = 'X', kSynced = 'Y', kDone = 'D', kFailed = 'F' };
+// Accept flags.
 constexpr uint8_t kAcceptUsesTemplate = 1;
+constexpr uint8_t kAcceptAnswersSync = 2;
 // Header flags.
 constexpr uint8_t kHeaderHasTemplate = 1;
 constexpr uint8_t kHeaderNicWired = 2;  // the source's NIC has a backend: the destination must give it one
@@ -50,6 +58,7 @@ class StreamWriter {
   void Ram(uint64_t offset, const uint8_t* pages, uint32_t count);
   void Zero(uint64_t offset, uint32_t count);
   void State(bool running, const std::vector<uint8_t>& state, const std::string& config);
+  void Sync();
   void End();
 
  private:
@@ -90,7 +99,8 @@ class StreamReader {
 
 // The replies: one byte, and a reason for a refusal or failure.
 void SendReply(MigrationChannel& channel, StreamReply reply, const std::string& reason = "", uint8_t flags = 0);
-// Returns the reply; a refusal or failure becomes VmmError(kMigration) carrying the peer's reason.
-StreamReply ReadReply(MigrationChannel& channel, const char* stage, uint8_t* flags);
+// Reads the reply `expected` (the accept flags into *flags); a refusal or failure becomes
+// VmmError(kMigration) carrying the peer's reason, any other reply a protocol error.
+void ReadReply(MigrationChannel& channel, const char* stage, StreamReply expected, uint8_t* flags = nullptr);
 
 }  // namespace stencil
