@@ -161,6 +161,14 @@ async function threadCpuMs(pid: number | undefined): Promise<Record<string, numb
   }
 }
 
+/** A silent Stencil VM's exit counts, then (paused) its vCPUs' registers. */
+async function stencilExitStats(vm: Vm): Promise<string> {
+  const query = async () => JSON.stringify(await vm.qmp.execute('x-query-exit-stats').catch((e: Error) => e.message));
+  const running = await query();
+  await vm.qmp.execute('stop').catch(() => undefined);
+  return `${running} | ${await query()}`;
+}
+
 /** MiB/s the guest's dirtier wrote, from its `d N` lines (10 runs of 5 MiB each) in [from, to]. */
 function guestWriteRate(proc: VmmProcess, from: number, to: number): number | undefined {
   const marks: Array<{ n: number; at: number }> = [];
@@ -276,7 +284,7 @@ async function migrateTo(vmm: Vmm, guest: GuestKind, source: Vm, dest: Vm, trans
     throw new Error(`${err.message}\nthe last tick when the source said completed: ${lastAtCompletion}; the source's last tick now: ${ticks(source.proc, dest.proc).at(-1)?.n}; ` +
       `query-status: source ${await status(source)}, destination ${await status(dest)}; query-migrate on the destination: ${JSON.stringify(await dest.qmp.execute('query-migrate').catch((e: Error) => e.message))}; ` +
       `the destination's threads' CPU ms over 1 s: ${JSON.stringify(await threadCpuMs(dest.proc.child.pid))}` +
-      (vmm === 'stencil' ? `; its exit stats: ${JSON.stringify(await dest.qmp.execute('x-query-exit-stats').catch((e: Error) => e.message))}` : ''), { cause: err });
+      (vmm === 'stencil' ? `; its exit stats, then paused: ${await stencilExitStats(dest)}` : ''), { cause: err });
   });
   await sleep(AFTER_SWITCH_MS + 100);
   const all = ticks(source.proc, dest.proc);

@@ -386,6 +386,11 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
     o.Set("setupPhasesMs", named(r.setup_phases_ms));
     o.Set("firstConsoleMs", Napi::Number::New(env, r.first_console_ms));
     o.Set("kvmVcpuStats", named(r.kvm_vcpu_stats));
+    if (!r.paused_vcpus.empty()) {
+      Napi::Array vcpus = Napi::Array::New(env, r.paused_vcpus.size());
+      for (size_t i = 0; i < r.paused_vcpus.size(); i++) vcpus.Set(static_cast<uint32_t>(i), r.paused_vcpus[i]);
+      o.Set("pausedVcpus", vcpus);
+    }
     return o;
   }
   // migrate(uri, parameters): a live migration to tcp:HOST:PORT or unix:PATH, in the background;

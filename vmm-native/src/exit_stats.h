@@ -30,6 +30,7 @@ struct ExitStatsReport {
   std::vector<std::pair<std::string, double>> setup_phases_ms;  // VMM setup before Start, in order
   double first_console_ms = -1;  // Start to the guest's first console byte; -1: none yet
   NamedCounts kvm_vcpu_stats;    // KVM's binary statistics, summed over the vCPUs, non-zero ones
+  std::vector<std::string> paused_vcpus;  // a paused VM's vCPU states (registers, pending events)
 };
 
 class ExitStats {

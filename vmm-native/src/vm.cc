@@ -319,10 +319,38 @@ void Vm::Stop() {
     if (v->thread.joinable()) v->thread.join();
 }
 
-ExitStatsReport Vm::Stats(size_t top_n) const {
+ExitStatsReport Vm::Stats(size_t top_n) {
   std::vector<int> stats_fds;
   for (const auto& v : vcpus_) stats_fds.push_back(v->stats.get());
-  return exit_stats_.Report(top_n, stats_fds);
+  ExitStatsReport report = exit_stats_.Report(top_n, stats_fds);
+  // Only parked vCPUs: reading a running one's registers waits for its next exit, which a guest
+  // looping inside KVM (a fault it keeps taking) never makes.
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!paused_) return report;
+  for (const auto& v : vcpus_) {
+    std::string text = "vCPU " + std::to_string(v->index) + ": " + x86::DescribeParkedVcpu(v->fd.get());
+    // The instruction bytes at RIP, through the guest's own page tables.
+    kvm_regs regs{};
+    kvm_translation tr{};
+    if (ioctl(v->fd.get(), KVM_GET_REGS, &regs) == 0 && (tr.linear_address = regs.rip, ioctl(v->fd.get(), KVM_TRANSLATE, &tr) == 0) &&
+        tr.valid) {
+      uint8_t code[16];
+      text += "; rip -> gpa " + Hex(tr.physical_address);
+      if (const uint8_t* at = memory_->Translate(tr.physical_address, sizeof code)) {
+        std::memcpy(code, at, sizeof code);
+        text += ", code";
+        for (uint8_t b : code) {
+          char byte[4];
+          snprintf(byte, sizeof byte, " %02x", b);
+          text += byte;
+        }
+      }
+    } else {
+      text += "; rip has no guest-physical translation";
+    }
+    report.paused_vcpus.push_back(text);
+  }
+  return report;
 }
 
 void Vm::SendConsoleInput(const uint8_t* data, size_t len) { serial_->QueueInput(data, len); }

@@ -112,7 +112,8 @@ class Vm {
   void Stop();          // stops and joins the vCPU threads (exited fires if it had not)
   void SendConsoleInput(const uint8_t* data, size_t len);
   // Exit counts by reason, the `top_n` busiest ports and MMIO addresses, setup phase timings.
-  ExitStatsReport Stats(size_t top_n) const;
+  // Exit counts; a paused VM's vCPU registers too.
+  ExitStatsReport Stats(size_t top_n);
 
   // Live migration support (vm_migration.cc). The dirty log covers the guest's writes (KVM's
   // log on every memory slot) and the devices' (GuestMemory's own marks).

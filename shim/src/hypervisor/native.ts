@@ -185,6 +185,8 @@ export interface VmExitStats {
   firstConsoleMs: number;
   /** KVM's own per-vCPU counters summed over the vCPUs (all exits, halt_exits, io_exits, ...); non-zero ones. */
   kvmVcpuStats: Record<string, number>;
+  /** A paused VM's vCPUs: registers and the events KVM holds for each. */
+  pausedVcpus?: string[];
 }
 
 export interface KvmProbeResult {
