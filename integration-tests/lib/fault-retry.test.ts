@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { exactNamePattern, failedTests, retryable } from './fault-retry.js';
+
+const FAULT = 'the VM of pod pod-d3f ended on its own: triple-fault (vCPU 0 triple-faulted (KVM_EXIT_SHUTDOWN); vCPU state: rip=0xfff0';
+
+function failure(name: string, error: string, failureType = 'testCodeFailure', indent = '    '): string {
+  return [
+    `${indent}# Subtest: ${name}`,
+    `${indent}not ok 2 - ${name}`,
+    `${indent}  ---`,
+    `${indent}  duration_ms: 9500.5`,
+    `${indent}  location: '/repo/dist/integration-tests/containerd/shim.test.js:270:3'`,
+    `${indent}  failureType: '${failureType}'`,
+    `${indent}  error: |-`,
+    `${indent}    ${error}`,
+    `${indent}  code: 'ERR_ASSERTION'`,
+    `${indent}  ...`,
+  ].join('\n');
+}
+
+function report(...tests: string[]): string {
+  return [
+    'TAP version 13',
+    '# Subtest: containerd 2.1 with the Stencil shim',
+    '    # Subtest: passes',
+    '    ok 1 - passes',
+    '      ---',
+    '      duration_ms: 1',
+    '      ...',
+    ...tests,
+    '    1..3',
+    'not ok 1 - containerd 2.1 with the Stencil shim',
+    '  ---',
+    "  type: 'suite'",
+    "  location: '/repo/dist/integration-tests/containerd/shim.test.js:20:1'",
+    "  failureType: 'subtestsFailed'",
+    "  error: '1 subtest failed'",
+    '  ...',
+    '# fail 1',
+  ].join('\n');
+}
+
+describe('the emulated-host fault retry', () => {
+  it('finds the failed tests (not their suites), with file and error, and unescapes TAP names', () => {
+    const found = failedTests(report(failure('checkpoint \\# 1 (ctr c restore)', FAULT)));
+    assert.equal(found.length, 1);
+    assert.equal(found[0].name, 'checkpoint # 1 (ctr c restore)');
+    assert.equal(found[0].file, '/repo/dist/integration-tests/containerd/shim.test.js');
+    assert.match(found[0].detail, /KVM_EXIT_SHUTDOWN/);
+  });
+
+  it('retries only when every failure is a test that failed with the guest fault', () => {
+    assert.equal(retryable(failedTests(report(failure('a', FAULT), failure('b', FAULT)))).length, 2);
+    assert.deepEqual(retryable(failedTests(report(failure('a', FAULT), failure('b', 'expected 7, got 1')))), []);
+    assert.deepEqual(retryable(failedTests(report(failure('a', 'exit code 1 !== 0')))), []);
+    assert.deepEqual(retryable(failedTests(report(failure('a', FAULT, 'hookFailure')))), []);
+    assert.deepEqual(retryable(failedTests(report(failure('a', 'guest said: triple-fault handling is fine')))), []);
+    assert.deepEqual(retryable([]), []);
+  });
+
+  it('builds a name pattern that matches that name exactly', () => {
+    const name = 'checkpoint and restore (ctr c checkpoint --task, ctr c restore --live): the restored container counts on [1/2]?';
+    const re = new RegExp(exactNamePattern(name));
+    assert.ok(re.test(name));
+    assert.ok(!re.test(`${name} too`));
+    assert.ok(!re.test(name.replace('(', '')));
+  });
+});

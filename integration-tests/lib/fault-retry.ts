@@ -1,0 +1,58 @@
+// The one retry the integration tests allow: in the emulated host only, a test that failed because
+// a guest triple-faulted, the fault QEMU 7.2's TCG causes in nested guests whose RAM is shared
+// (QEMU's own guests with shared RAM fail the same way there: integration-tests/README.md, "Long-
+// running guests in the emulated host"). Everything else fails at once. This module reads the
+// TAP report of a `node --test` run and picks the failed tests a retry may cover.
+
+/** What the VMM reports for a guest that triple-faulted (vmm-native/src/vm.cc, HandleExit). */
+export const EMULATED_HOST_FAULT = /triple-fault \(vCPU \d+ triple-faulted \(KVM_EXIT_SHUTDOWN\)/;
+
+export interface FailedTest {
+  name: string;
+  /** The compiled test file, from the report's location. */
+  file: string;
+  failureType: string;
+  /** The YAML diagnostics block as reported (the error text included). */
+  detail: string;
+}
+
+function unescapeTapName(name: string): string {
+  return name.replace(/\\([\\#])/g, '$1');
+}
+
+/** Failed tests themselves, not the suites failing because of them. */
+export function failedTests(tap: string): FailedTest[] {
+  const lines = tap.split('\n');
+  const out: FailedTest[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const m = /^(\s*)not ok \d+ - (.*?)(?: # .*)?$/.exec(lines[i]);
+    if (!m) continue;
+    const indent = m[1];
+    const block: string[] = [];
+    if (lines[i + 1]?.trimEnd() === `${indent}  ---`) {
+      for (i += 2; i < lines.length && lines[i].trimEnd() !== `${indent}  ...`; i++) block.push(lines[i]);
+    }
+    const detail = block.join('\n');
+    const failureType = /failureType: '([^']*)'/.exec(detail)?.[1] ?? '';
+    if (failureType === 'subtestsFailed') continue;
+    const location = /location: '([^']*?):\d+:\d+'/.exec(detail)?.[1] ?? '';
+    out.push({ name: unescapeTapName(m[2]), file: location, failureType, detail });
+  }
+  return out;
+}
+
+/**
+ * The failures one retry may cover: all of them, when each is a test (not a hook or a whole file)
+ * whose error is the emulated host's guest fault; otherwise none (a real failure among them must
+ * not be hidden behind a rerun of the others).
+ */
+export function retryable(failures: FailedTest[]): FailedTest[] {
+  if (!failures.length) return [];
+  const ok = failures.every((f) => f.failureType === 'testCodeFailure' && f.file && EMULATED_HOST_FAULT.test(f.detail));
+  return ok ? failures : [];
+}
+
+/** A --test-name-pattern that matches exactly this name. */
+export function exactNamePattern(name: string): string {
+  return `^${name.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}$`;
+}
