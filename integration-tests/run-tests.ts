@@ -40,7 +40,7 @@ function main(): number {
       retries++;
       const fault = /triple-fault \(vCPU[^;]*/.exec(test.detail)?.[0] ?? 'triple-fault';
       console.log(`# EMULATED-HOST FAULT RETRY: '${test.name}' (${path.basename(test.file)}) failed with ${fault}: ` +
-        'the emulated host corrupts nested guests whose RAM is shared (integration-tests/README.md); running it once more');
+        'the emulated host (QEMU TCG) corrupts nested guests (integration-tests/README.md); running it once more');
       const retryTap = path.join(dir, `integration-retry-${retries}.tap`);
       const ok = rerunPassed(runNodeTest([test.file], retryTap, [`--test-name-pattern=${exactNamePattern(test.name)}`]), retryTap);
       console.log(`# EMULATED-HOST FAULT RETRY: '${test.name}' ${ok ? 'passed' : 'FAILED again'} on its retry`);

@@ -2,8 +2,7 @@
 // Stencil and by QEMU with anonymous RAM and with shared file-backed RAM (/dev/shm, as Stencil's
 // tmpfs RAM). Prints per guest whether it survived and how far it ticked, then one JSON line per
 // kind. Written to tell a VMM bug from a host bug: in the emulated host (QEMU TCG, nested KVM)
-// long-running guests whose RAM is a shared tmpfs mapping triple-fault or stall in a #PF loop,
-// under Stencil and under QEMU alike, while QEMU's anonymous-RAM guests run on
+// long-running guests triple-fault or stall in a #PF loop under Stencil and under QEMU alike
 // (integration-tests/README.md, "Long-running guests in the emulated host").
 //   integration-tests/run-vm node dist/integration-tests/bench/run-soak.js [--seconds 100] [--each 2] [--kinds stencil,qemu-anon,qemu-shm]
 import fs from 'node:fs';
@@ -50,12 +49,13 @@ async function main(): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
   const results = guests.map((g) => {
     const text = g.proc.out.text;
-    const ticks = [...text.matchAll(/(?:^|\n)t (\d+)\r?\n/g)];
+    const ticks = [...text.matchAll(/^t (\d+)\r?$/gm)];
     const lastTickAt = [...g.proc.out.stdout].reverse().find((c) => /t \d+\r?\n/.test(c.text))?.at ?? 0;
     const stalled = !g.exited && performance.now() - lastTickAt > STALL_MS;
     const exit = /VM exited: (\S+)/.exec(text)?.[1] ?? (g.exited ? 'exited' : undefined);
     const survived = !g.exited && !stalled;
-    note(`${g.kind}: ${survived ? 'running' : g.exited ? `ended (${exit})` : 'stalled'}, last tick ${ticks.at(-1)?.[1] ?? 'none'}`);
+    const said = survived ? '' : `; last output: ${JSON.stringify(text.split('\n').filter((l) => !/^t \d+\r?$/.test(l)).slice(-3).join(' | ').slice(-400))}`;
+    note(`${g.kind}: ${survived ? 'running' : g.exited ? `ended (${exit})` : 'stalled'}, last tick ${ticks.at(-1)?.[1] ?? 'none'}${said}`);
     return { kind: g.kind, survived, ended: g.exited, stalled, exit, ticks: ticks.length };
   });
   for (const g of guests) {

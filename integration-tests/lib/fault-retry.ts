@@ -1,7 +1,7 @@
 // The one retry the integration tests allow: in the emulated host only, a test that failed because
-// a guest triple-faulted, the fault QEMU 7.2's TCG causes in nested guests whose RAM is shared
-// (QEMU's own guests with shared RAM fail the same way there: integration-tests/README.md, "Long-
-// running guests in the emulated host"). Everything else fails at once. This module reads the
+// a guest triple-faulted, the fault QEMU 7.2's TCG causes in nested guests (QEMU's own guests fail
+// the same way there: integration-tests/README.md, "Long-running guests in the emulated host").
+// Everything else fails at once. This module reads the
 // TAP report of a `node --test` run and picks the failed tests a retry may cover.
 
 /** What the VMM reports for a guest that triple-faulted (vmm-native/src/vm.cc, HandleExit). */
