@@ -11,6 +11,7 @@
         "src/exit_stats.cc",
         "src/host/mount.cc",
         "src/host/tap.cc",
+        "src/host/port_forward.cc",
         "src/kvm.cc",
         "src/memory.cc",
         "src/vm.cc",

@@ -202,15 +202,15 @@ for (const version of criVersions()) {
           assert.equal(await execUntilOk(cri, b.containers.cli, `nc ${ipA} 8080 </dev/null`), 'hello-from-a\n');
           assert.equal(await tcpRead(ipA, 8080), 'hello-from-a\n');
           // PortForward (kubectl port-forward's path): the stream server dials localhost:8080 inside
-          // pod A's netns. A Stencil pod's processes are in its VM, not in that namespace, whose
-          // loopback never reaches the guest (Kata's tc redirect model has the same limit).
-          if (handler === 'stencil') {
-            t.diagnostic('PortForward not tried: containerd dials localhost in the host-side pod netns, which a VM pod does not listen in');
-          } else {
-            const pf = await StreamSession.open(`${await cri.portForward(a.id, [8080])}?port=8080`, 10_000, { portForward: true });
-            await pf.ended(10_000 * CRI_TIMEOUT_SCALE);
-            assert.deepEqual([pf.received(0), pf.received(1)], ['hello-from-a\n', '']);
-          }
+          // pod A's netns. For a VM pod the shim redirects that into the guest
+          // (shim/src/network/port-forward.ts); a port nothing listens on is reset.
+          const pf = await StreamSession.open(`${await cri.portForward(a.id, [8080])}?port=8080`, 10_000, { portForward: true });
+          await pf.ended(10_000 * CRI_TIMEOUT_SCALE);
+          assert.deepEqual([pf.received(0), pf.received(1)], ['hello-from-a\n', '']);
+          const closed = await StreamSession.open(`${await cri.portForward(a.id, [8081])}?port=8081`, 10_000, { portForward: true });
+          await closed.ended(10_000 * CRI_TIMEOUT_SCALE);
+          assert.equal(closed.received(0), '', 'no data from a port nothing listens on');
+          assert.notEqual(closed.received(1), '', "containerd reports the failed connection on the port's error channel");
           const portmap = c.criNetwork!.portmap;
           if (portmap) {
             // portmap's DNAT (OUTPUT chain, local destinations): the bridge's address at the hostPort.

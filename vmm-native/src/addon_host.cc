@@ -1,5 +1,5 @@
 // Node-API binding of the host calls the shim makes without a VM: mount(2)/umount2(2) for its
-// host-side mounts and tap creation in a pod's network namespace.
+// host-side mounts, tap creation in a pod's network namespace, and the sockets of port forwarding.
 #include <fcntl.h>
 #include <napi.h>
 
@@ -11,6 +11,7 @@
 
 #include "addon_util.h"
 #include "host/mount.h"
+#include "host/port_forward.h"
 #include "host/tap.h"
 
 namespace stencil {
@@ -135,12 +136,56 @@ Napi::Value OpenTapJs(const Napi::CallbackInfo& info) {
   }
 }
 
+// listenOnLoopback({netns?, port?}) -> {fd, port}: a listening TCP socket on 127.0.0.1 in the
+// pod's network namespace (host/port_forward.h). The fd is the caller's (Node's server takes it).
+Napi::Value ListenOnLoopbackJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    if (!info[0].IsObject()) throw VmmError(ErrorCode::kInvalidArgument, "listenOnLoopback: expected {netns?, port?}");
+    Napi::Object o = info[0].As<Napi::Object>();
+    std::string netns;
+    if (o.Has("netns") && !o.Get("netns").IsUndefined()) {
+      if (!o.Get("netns").IsString()) throw VmmError(ErrorCode::kInvalidArgument, "listenOnLoopback: netns must be a path");
+      netns = o.Get("netns").As<Napi::String>().Utf8Value();
+    }
+    uint64_t port = 0;
+    if (o.Has("port") && !o.Get("port").IsUndefined()) ReadWholeNumber(o.Get("port"), "listenOnLoopback: port", 65535.0, &port);
+    LoopbackListener l = ListenOnLoopback(netns, static_cast<uint16_t>(port));
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("port", Napi::Number::New(env, l.port));
+    out.Set("fd", Napi::Number::New(env, l.fd.release()));
+    return out;
+  } catch (const VmmError& e) {
+    ToJsError(env, e).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+}
+
+// originalDestination(fd) -> {address, port}: where a redirected connection was headed.
+Napi::Value OriginalDestinationJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    uint64_t fd = 0;
+    ReadWholeNumber(info[0], "originalDestination: fd", 2147483647.0, &fd);
+    Ipv4Endpoint e = OriginalDestination(static_cast<int>(fd));
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("address", Napi::String::New(env, e.address));
+    out.Set("port", Napi::Number::New(env, e.port));
+    return out;
+  } catch (const VmmError& e) {
+    ToJsError(env, e).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+}
+
 }  // namespace
 
 void ExportHostCalls(Napi::Env env, Napi::Object exports) {
   exports.Set("mount", Napi::Function::New(env, MountJs));
   exports.Set("unmount", Napi::Function::New(env, UnmountJs));
   exports.Set("openTap", Napi::Function::New(env, OpenTapJs));
+  exports.Set("listenOnLoopback", Napi::Function::New(env, ListenOnLoopbackJs));
+  exports.Set("originalDestination", Napi::Function::New(env, OriginalDestinationJs));
 }
 
 }  // namespace stencil

@@ -46,6 +46,7 @@ void defer_free(void (*fn)(void *), void *p);
 
 // ---- connections (main.c) ----
 struct stream;
+struct port_fwd;
 
 struct conn {
   struct handler h;
@@ -55,6 +56,7 @@ struct conn {
   bool read_eof;
   buf_t rbuf, wbuf;
   struct stream *stream;  // stdio roles: the attached stream (NULL once finished)
+  struct port_fwd *fwd;   // ROLE_PORT: the forwarded TCP connection
   struct conn *next;
 };
 
@@ -104,6 +106,18 @@ void containers_shutdown(void);
 
 // Forks and execs argv[0] with fds as its 0, 1, 2, in a new session with default signals (crun.c).
 pid_t spawn_process(char **argv, const int fds[3]);
+
+// ---- port forwarding (port.c) ----
+// A PORT connection's hello: connects to 127.0.0.1:h->port and answers the hello once connected.
+void port_open(struct conn *c, const struct hello *h);
+// A DATA or EOF frame from the host.
+void port_input(struct port_fwd *f, int kind, const uint8_t *p, size_t n);
+// True while the host's frames must wait (connecting, or earlier data not yet in the socket).
+bool port_blocked(const struct conn *c);
+// Re-evaluates what the socket waits for (e.g. once the connection has room for more output).
+void port_update(struct port_fwd *f);
+// The connection is going away: the TCP connection goes with it.
+void port_conn_gone(struct port_fwd *f);
 
 // ---- pod network (net.c) ----
 // Applies SetupGuest's interfaces and routes with the guest's busybox `ip`: 0 or an error code,

@@ -139,6 +139,11 @@ void conn_close(struct conn *c) {
     c->stream = NULL;
     stream_detach(s);
   }
+  if (c->fwd) {
+    struct port_fwd *f = c->fwd;
+    c->fwd = NULL;
+    port_conn_gone(f);
+  }
   for (struct conn **pp = &conns; *pp; pp = &(*pp)->next) {
     if (*pp == c) {
       *pp = c->next;
@@ -149,14 +154,15 @@ void conn_close(struct conn *c) {
   defer_free(conn_free, c);
 }
 
-static bool stdin_blocked(const struct conn *c) {
-  return c->role == ROLE_STDIN && c->stream && buf_pending(&c->stream->pending) > 0;
+// The host's next frames must wait: the pipe or socket they go to has not taken the last ones.
+static bool input_blocked(const struct conn *c) {
+  return (c->role == ROLE_STDIN && c->stream && buf_pending(&c->stream->pending) > 0) || port_blocked(c);
 }
 
 void conn_update(struct conn *c) {
   if (c->dead) return;
   uint32_t want = 0;
-  if (!c->read_eof && buf_pending(&c->wbuf) < CONTROL_WBUF_LIMIT && !stdin_blocked(c)) want |= EPOLLIN;
+  if (!c->read_eof && buf_pending(&c->wbuf) < CONTROL_WBUF_LIMIT && !input_blocked(c)) want |= EPOLLIN;
   if (buf_pending(&c->wbuf)) want |= EPOLLOUT;
   watch(&c->h, want);
 }
@@ -176,6 +182,7 @@ void conn_flush(struct conn *c) {
   }
   // An output stream waits for room on its connection before reading its pipe again.
   if (c->stream && c->stream->kind != S_STDIN) stream_update(c->stream);
+  if (c->fwd) port_update(c->fwd);
   conn_update(c);
 }
 
@@ -211,6 +218,8 @@ static void on_hello(struct conn *c, const uint8_t *p, size_t n) {
       // Output that waited in the pipe can flow now that the reply is queued before it.
       stream_update(c->stream);
     }
+  } else if (h.role == ROLE_PORT) {
+    port_open(c, &h);  // answers the hello itself, once connected
   } else {
     char *msg = xasprintf("unknown role %d", h.role);
     hello_reply_frame(&c->wbuf, E_INVALID_ARGUMENT, msg);
@@ -247,6 +256,14 @@ static void on_frame(struct conn *c, int kind, const uint8_t *p, size_t n) {
     request_free(&req);
     return;
   }
+  if (c->role == ROLE_PORT) {
+    if (kind != FK_DATA && kind != FK_EOF) {
+      log_msg(LOG_INFO, "connection %llu: ignoring frame kind %d on a port connection", (unsigned long long)c->id, kind);
+      return;
+    }
+    if (c->fwd) port_input(c->fwd, kind, p, n);
+    return;
+  }
   if (kind == FK_DETACH) {
     // Let go of the stream, not ending it: output stays in the pipe (after the DETACH answer,
     // which follows every byte read so far); stdin gets no EOF.
@@ -267,7 +284,7 @@ static void on_frame(struct conn *c, int kind, const uint8_t *p, size_t n) {
 }
 
 void conn_process(struct conn *c) {
-  while (!c->dead && !stdin_blocked(c) && buf_pending(&c->rbuf) >= FRAME_HEADER) {
+  while (!c->dead && !input_blocked(c) && buf_pending(&c->rbuf) >= FRAME_HEADER) {
     const uint8_t *h = buf_head(&c->rbuf);
     uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
     int kind = h[4];
@@ -288,7 +305,7 @@ void conn_process(struct conn *c) {
     buf_consume(&c->rbuf, FRAME_HEADER + (size_t)len);
   }
   if (c->dead) return;
-  if (c->read_eof && !stdin_blocked(c)) {
+  if (c->read_eof && !input_blocked(c)) {
     // Everything the host sent has been handled: a stdin stream sees its EOF now.
     if (c->stream && c->stream->kind == S_STDIN) stream_input(c->stream, FK_EOF, NULL, 0);
     // The host has closed the connection: push out what is queued (best effort) and go.

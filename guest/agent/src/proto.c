@@ -87,6 +87,10 @@ int hello_decode(const uint8_t *p, size_t n, struct hello *h, const char **err) 
       case 4:
         if (take_str(&h->exec_id, &f, err) < 0) return -1;
         break;
+      case 5:
+        if (take_varint(&v, &f, err) < 0) return -1;
+        h->port = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+        break;
       default:
         break;  // proto3: unknown fields are ignored (forward compatibility)
     }

@@ -17,7 +17,7 @@
 #define MAX_FRAME_PAYLOAD (4u << 20)
 
 enum frame_kind { FK_HELLO = 1, FK_HELLO_REPLY = 2, FK_REQUEST = 3, FK_RESPONSE = 4, FK_DATA = 5, FK_EOF = 6, FK_DETACH = 7 };
-enum role { ROLE_CONTROL = 1, ROLE_STDIN = 2, ROLE_STDOUT = 3, ROLE_STDERR = 4 };
+enum role { ROLE_CONTROL = 1, ROLE_STDIN = 2, ROLE_STDOUT = 3, ROLE_STDERR = 4, ROLE_PORT = 5 };
 enum err_code {
   E_OK = 0,
   E_INVALID_ARGUMENT = 1,
@@ -56,6 +56,7 @@ struct hello {
   int role;
   char *container_id;
   char *exec_id;
+  uint32_t port;  // ROLE_PORT: the guest TCP port
 };
 
 struct stdio_mode {

@@ -5,7 +5,7 @@
 // (`() => connectVsock(udsPath, 1024)`) and over a plain Unix socket in tests.
 import net from 'node:net';
 import os from 'node:os';
-import type { Readable, Writable } from 'node:stream';
+import type { Duplex, Readable, Writable } from 'node:stream';
 import type { Logger } from '../util/log.js';
 import {
   AgentCallError,
@@ -24,6 +24,7 @@ import {
   Role,
   type WireError,
 } from './protocol.js';
+import { AgentPortStream } from './port-stream.js';
 import { AgentInputStream, AgentOutputStream } from './stdio.js';
 
 /** Opens a new stream connection to the agent (for the control channel and every stdio stream). */
@@ -154,7 +155,7 @@ const num = (v: unknown): number => Number(v ?? 0);
  */
 async function openConnection(
   connect: AgentConnector,
-  hello: { role: Role; containerId?: string; execId?: string },
+  hello: { role: Role; containerId?: string; execId?: string; port?: number },
   ctx: AgentErrorContext,
   timeoutMs: number,
 ): Promise<Opened> {
@@ -219,7 +220,7 @@ async function openConnection(
     s.write(
       encodeFrame(
         FrameKind.Hello,
-        encodeMessage(Hello, { version: PROTOCOL_VERSION, role: hello.role, containerId: hello.containerId ?? '', execId: hello.execId ?? '' }),
+        encodeMessage(Hello, { version: PROTOCOL_VERSION, role: hello.role, containerId: hello.containerId ?? '', execId: hello.execId ?? '', port: hello.port ?? 0 }),
       ),
     );
     return await Promise.race([reply, timeout]);
@@ -433,6 +434,18 @@ export class AgentClient {
     }
     const [stdin, stdout, stderr] = opened.map((r) => (r as PromiseFulfilledResult<unknown>).value);
     return { stdin: stdin as Writable | undefined, stdout: stdout as Readable | undefined, stderr: stderr as Readable | undefined };
+  }
+
+  // ---- port forwarding ----
+
+  /**
+   * A TCP connection to `port` on the guest's 127.0.0.1 (the pod's network namespace). Rejects
+   * with NOT_FOUND when nothing listens there.
+   */
+  async openPort(port: number): Promise<Duplex> {
+    const ctx = { rpc: `PortForward(${port})` };
+    const { socket, decoder, leftover } = await openConnection(this.options.connect, { role: Role.Port, port }, ctx, this.connectTimeoutMs);
+    return new AgentPortStream(socket, decoder, leftover, ctx);
   }
 
   // ---- plumbing ----

@@ -55,3 +55,15 @@ export class FrameDecoder {
     return this.frames.pendingBytes;
   }
 }
+
+/** Feeds a chunk to `decoder` and hands on each frame it completes; a framing error goes to `fail`. */
+export function forEachFrame(decoder: FrameDecoder, chunk: Buffer, onFrame: (frame: Frame) => void, fail: (message: string, cause: unknown) => void): void {
+  let frames: Frame[];
+  try {
+    frames = decoder.push(chunk);
+  } catch (err) {
+    fail((err as Error).message, err);
+    return;
+  }
+  for (const frame of frames) onFrame(frame);
+}

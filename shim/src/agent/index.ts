@@ -1,4 +1,5 @@
-// The guest agent's client side: see client.ts (calls), stdio.ts (streams), vsock.ts (transport).
+// The guest agent's client side: see client.ts (calls), stdio.ts (streams), port-stream.ts
+// (forwarded TCP connections), vsock.ts (transport).
 export * from './client.js';
 export * from './errors.js';
 export { connectUnix, connectVsock, DEFAULT_AGENT_PORT, VsockConnectError } from './vsock.js';

@@ -12,6 +12,8 @@ export enum Role {
   Stdin = 2,
   Stdout = 3,
   Stderr = 4,
+  /** A TCP connection to a port on the guest's 127.0.0.1 (port forwarding). */
+  Port = 5,
 }
 
 export interface AgentTypes {

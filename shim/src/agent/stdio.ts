@@ -5,7 +5,7 @@
 import type net from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { AgentConnectionError, type AgentErrorContext } from './errors.js';
-import { DATA_CHUNK, encodeFrame, type Frame, type FrameDecoder, FrameKind } from './framing.js';
+import { DATA_CHUNK, encodeFrame, type Frame, type FrameDecoder, FrameKind, forEachFrame } from './framing.js';
 
 export class AgentOutputStream extends Readable {
   private gotEof = false;
@@ -15,12 +15,12 @@ export class AgentOutputStream extends Readable {
   /** `socket` is paused, past the hello; `leftover` are frames that arrived with the reply. */
   constructor(
     private readonly socket: net.Socket,
-    private readonly decoder: FrameDecoder,
+    decoder: FrameDecoder,
     leftover: Frame[],
     private readonly ctx: AgentErrorContext,
   ) {
     super({ highWaterMark: 64 * 1024 });
-    socket.on('data', (chunk: Buffer) => this.onChunk(chunk));
+    socket.on('data', (chunk: Buffer) => forEachFrame(decoder, chunk, (f) => this.onFrame(f), (m, cause) => this.fail(m, cause)));
     socket.on('error', (err) => this.fail(`${ctx.rpc} connection failed: ${err.message}`, err));
     socket.on('close', () => {
       if (!this.gotEof) this.fail(`${ctx.rpc} connection closed before EOF`);
@@ -53,17 +53,6 @@ export class AgentOutputStream extends Readable {
     callback(err);
   }
 
-  private onChunk(chunk: Buffer): void {
-    let frames: Frame[];
-    try {
-      frames = this.decoder.push(chunk);
-    } catch (err) {
-      this.fail((err as Error).message, err);
-      return;
-    }
-    for (const frame of frames) this.onFrame(frame);
-  }
-
   private onFrame(frame: Frame): void {
     if (this.gotEof || this.destroyed) return;
     if (frame.kind === FrameKind.Data) {
@@ -84,6 +73,30 @@ export class AgentOutputStream extends Readable {
   }
 }
 
+/**
+ * Sends `chunk` as DATA frames; calls back once the socket has room again (so a Writable over it
+ * completes writes only as fast as the agent takes them), or with an error if it closes first.
+ */
+export function writeDataFrames(socket: net.Socket, chunk: Buffer, ctx: AgentErrorContext, callback: (error?: Error | null) => void): void {
+  let ok = true;
+  for (let off = 0; off < chunk.length; off += DATA_CHUNK) {
+    ok = socket.write(encodeFrame(FrameKind.Data, chunk.subarray(off, off + DATA_CHUNK)));
+  }
+  if (ok) {
+    callback();
+    return;
+  }
+  const done = (err?: Error) => {
+    socket.off('drain', onDrain);
+    socket.off('close', onClose);
+    callback(err);
+  };
+  const onDrain = () => done();
+  const onClose = () => done(new AgentConnectionError('UNAVAILABLE', `${ctx.rpc} connection closed`, ctx));
+  socket.on('drain', onDrain);
+  socket.on('close', onClose);
+}
+
 export class AgentInputStream extends Writable {
   private ending = false;
 
@@ -102,23 +115,7 @@ export class AgentInputStream extends Writable {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    let ok = true;
-    for (let off = 0; off < chunk.length; off += DATA_CHUNK) {
-      ok = this.socket.write(encodeFrame(FrameKind.Data, chunk.subarray(off, off + DATA_CHUNK)));
-    }
-    if (ok) {
-      callback();
-      return;
-    }
-    const done = (err?: Error) => {
-      this.socket.off('drain', onDrain);
-      this.socket.off('close', onClose);
-      callback(err);
-    };
-    const onDrain = () => done();
-    const onClose = () => done(new AgentConnectionError('UNAVAILABLE', `${this.ctx.rpc} connection closed`, this.ctx));
-    this.socket.on('drain', onDrain);
-    this.socket.on('close', onClose);
+    writeDataFrames(this.socket, chunk, this.ctx, callback);
   }
 
   /** Lets go of the process's stdin without closing it (a DETACH frame; what was written still goes in). */

@@ -209,6 +209,10 @@ interface Addon {
   unmount(target: string, flags: string[]): void;
   /** A tap (vnet header, up) in `netns` (a path; default: the caller's): its fd, the caller's to close. */
   openTap(options: { name: string; netns?: string; mtu?: number }): number;
+  /** A listening TCP socket on 127.0.0.1 (`port` 0 or absent: any free one) in `netns`: its fd, the caller's. */
+  listenOnLoopback(options: { netns?: string; port?: number }): { fd: number; port: number };
+  /** Where a connection accepted on `fd` was headed before an iptables REDIRECT/DNAT (SO_ORIGINAL_DST). */
+  originalDestination(fd: number): { address: string; port: number };
 }
 
 let addon: Addon | undefined;

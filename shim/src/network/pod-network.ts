@@ -70,7 +70,8 @@ interface IpRoute {
   scope?: string;
 }
 
-function inNetns(netns: string, args: string[]): Promise<string> {
+/** Runs a command (found on PATH) in the network namespace at `netns`; resolves with its stdout. */
+export function inNetns(netns: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(NSENTER, [`--net=${netns}`, ...args], { timeout: COMMAND_TIMEOUT_MS }, (err, stdout, stderr) => {
       if (!err) return resolve(String(stdout));

@@ -29,6 +29,7 @@ import { podVmSpec, SHARE_TAG } from './vm-spec.js';
 import type { Logger } from '../util/log.js';
 import { createShareView, unmountAllUnder } from '../util/mounts.js';
 import { attachPodNetwork, type PodNetwork } from '../network/pod-network.js';
+import { forwardPodPorts, type PortForwarder } from '../network/port-forward.js';
 import { ContainerFiles } from './container-files.js';
 import { PodVmError, validateId } from './pod-errors.js';
 import { guestSpec, podNetworkSysctls } from './guest-spec.js';
@@ -169,6 +170,8 @@ export class PodVm implements Pod {
   private readonly files: ContainerFiles;
   private readonly log: Logger | undefined;
   private network: PodNetwork | undefined;
+  /** CRI PortForward into the guest, set up beside the pod's start (not on its path). */
+  private portForwarder: Promise<PortForwarder | undefined> | undefined;
   /** The guest pid of the sandbox container (CRI's pause), whose namespaces the others join. */
   private sandboxPid: number | undefined;
   /** Told of the QMP monitor's migration states while migrate() waits. */
@@ -281,6 +284,13 @@ export class PodVm implements Pod {
         this.network = await attachPodNetwork(o.networkNamespace, this.log);
       } catch (err) {
         throw new PodVmError('INTERNAL', `pod ${this.id}: cannot attach the pod network: ${(err as Error).message}`, { cause: err });
+      }
+      if (this.network) {
+        const netns = this.network.netns;
+        this.portForwarder = forwardPodPorts(netns, (port) => this.agent().openPort(port), this.log).catch((err: Error) => {
+          this.log?.warn('PortForward will not reach this pod', { netns, error: err.message });
+          return undefined;
+        });
       }
     }
     const net = this.network ? { mac: this.network.guestInterface.mac, backendFd: this.network.tapFd } : undefined;
@@ -539,6 +549,7 @@ export class PodVm implements Pod {
       }
     }
     await this.lateConnect;  // ends at once now that the VM's vsock socket is gone
+    await (await this.portForwarder)?.close().catch((err: Error) => problems.push(`stopping port forwarding: ${err.message}`));
     await this.network?.detach().catch((err: Error) => problems.push(`detaching the pod network: ${err.message}`));
     await this.files.settled();
     for (const id of this.files.ids()) {

@@ -3,16 +3,13 @@
 #include <fcntl.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
-#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
-#include <exception>
-#include <thread>
-
 #include "../error.h"
+#include "netns.h"
 
 namespace stencil {
 
@@ -59,25 +56,7 @@ UniqueFd OpenTap(const TapOptions& o) {
     throw VmmError(ErrorCode::kInvalidArgument,
                    "tap interface name '" + o.name + "' must be 1 to " + std::to_string(IFNAMSIZ - 1) + " bytes without '/'");
   std::string what = "tap " + o.name + (o.netns_path.empty() ? "" : " in network namespace " + o.netns_path);
-  if (o.netns_path.empty()) return OpenTapHere(o, what);
-
-  UniqueFd ns(open(o.netns_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!ns.valid()) throw VmmError(ErrorCode::kHostCall, WithErrno(what + ": open the namespace"));
-  // setns moves only the calling thread; this thread ends right after, so no other code ever
-  // runs in the pod's namespace. The fd it opens belongs to the process.
-  UniqueFd result;
-  std::exception_ptr error;
-  std::thread worker([&] {
-    try {
-      if (setns(ns.get(), CLONE_NEWNET) < 0) throw VmmError(ErrorCode::kHostCall, WithErrno(what + ": setns"));
-      result = OpenTapHere(o, what);
-    } catch (...) {
-      error = std::current_exception();
-    }
-  });
-  worker.join();
-  if (error) std::rethrow_exception(error);
-  return result;
+  return RunInNetns(o.netns_path, what, [&] { return OpenTapHere(o, what); });
 }
 
 }  // namespace stencil
