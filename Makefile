@@ -13,7 +13,7 @@ PRODUCT_TS := $(shell find common/src shim/src runtime-config/src -name '*.ts' -
 TS_SOURCES := $(shell find common/src shim/src runtime-config/src integration-tests -name '*.ts' 2>/dev/null)
 NATIVE_SOURCES := $(shell find vmm-native/src -name '*.cc' -o -name '*.h') vmm-native/binding.gyp
 
-.PHONY: all deps build build-tests guest install lint test unit-test harness-test integration-deps integration-test cri-reference-test cri-test demo bench clean
+.PHONY: all deps build build-tests guest install lint test unit-test harness-test integration-deps integration-test cri-reference-test cri-test demo bench fuzz fuzz-smoke clean
 
 all: build guest
 
@@ -115,7 +115,15 @@ lint: node_modules/.package-lock.json
 cri-reference-test: build-tests integration-deps
 	STENCIL_CRI_HANDLERS=runc node --test --test-concurrency=1 --test-reporter=spec dist/integration-tests/containerd/cri.test.js
 
-test: lint unit-test harness-test cri-reference-test integration-test
+# Fuzzing (scripts/fuzz.sh): libFuzzer targets under ASan + UBSan and the TypeScript decoders'
+# properties. `make fuzz` runs 2 M inputs per target (FUZZ_RUNS; ~15-30 min in all); `make test`
+# a 5-second smoke run of each from its seed corpus (plus ~4 min to build them the first time).
+fuzz: build-tests
+	scripts/fuzz.sh
+fuzz-smoke: build-tests
+	scripts/fuzz.sh --smoke
+
+test: lint unit-test fuzz-smoke harness-test cri-reference-test integration-test
 
 # The CRI scenarios (containerd/cri.test.ts) on both containerd versions: runc, the reference, on
 # this machine; Stencil's handler where run-vm puts VMs (each VM pod ~20-40 s in the emulated host,

@@ -5,79 +5,15 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, beforeEach, describe, it } from 'node:test';
-import type { VmExitStats } from '../hypervisor/native.js';
 import { createLogger } from '../util/log.js';
 import { QmpError } from './protocol.js';
 import { MAX_REQUEST_BYTES, QmpServer } from './server.js';
-import {
-  type MigrationCapability,
-  type MigrationInfo,
-  type MigrationUri,
-  type MonitoredVm,
-  type RunState,
-  DEFAULT_MIGRATION_PARAMETERS,
-  type MigrationParameters,
-  parseMigrationUri,
-  vmCommands,
-} from './vm-commands.js';
+import { RecordingVm } from './testing/recording-vm.js';
+import { parseMigrationUri, vmCommands } from './vm-commands.js';
 
 const logger = createLogger({ level: 'error' });
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stencil-qmp-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
-
-/** A VM whose state changes as the commands ask, recording every call. */
-class RecordingVm implements MonitoredVm {
-  state: RunState = 'running';
-  calls: string[] = [];
-  migration?: MigrationInfo;
-  lastUri?: MigrationUri;
-  lastCapabilities?: ReadonlySet<MigrationCapability>;
-  runState() {
-    return this.state;
-  }
-  async stop() {
-    this.calls.push('stop');
-    this.state = 'paused';
-  }
-  async cont() {
-    this.calls.push('cont');
-    this.state = 'running';
-  }
-  quit() {
-    this.calls.push('quit');
-  }
-  migrate(uri: MigrationUri, capabilities: ReadonlySet<MigrationCapability>) {
-    this.calls.push('migrate');
-    this.lastUri = uri;
-    this.lastCapabilities = capabilities;
-    this.migration = { status: 'active' };
-  }
-  migrateIncoming(uri: MigrationUri, capabilities: ReadonlySet<MigrationCapability>) {
-    this.calls.push('migrate-incoming');
-    this.lastUri = uri;
-    this.lastCapabilities = capabilities;
-    this.migration = { status: 'active' };
-  }
-  cancelMigration() {
-    this.calls.push('cancel');
-    if (this.migration) this.migration = { status: 'cancelled' };
-  }
-  migrationInfo() {
-    return this.migration;
-  }
-  parameters: MigrationParameters = { ...DEFAULT_MIGRATION_PARAMETERS };
-  setMigrationParameters(parameters: Partial<MigrationParameters>) {
-    this.calls.push('set-parameters');
-    this.parameters = { ...this.parameters, ...parameters };
-  }
-  migrationParameters() {
-    return this.parameters;
-  }
-  exitStats(): VmExitStats | undefined {
-    return this.stats;
-  }
-  stats?: VmExitStats;
-}
 
 /** A client reading CRLF-separated JSON messages. */
 class Client {

@@ -9,11 +9,6 @@ namespace stencil {
 
 namespace {
 
-// Every section's payload layout; a state of another version is refused by name.
-// 2: virtio-vsock saves its next host port (clones never reuse the template's).
-// 3: the configuration records the virtio-net interface.
-constexpr uint32_t kSectionVersion = 3;
-
 void EncodeConfig(const SnapshotConfig& c, ByteWriter& w) {
   w.U32(c.vm.vcpus);
   w.U64(c.vm.memory.size);
@@ -112,17 +107,17 @@ std::string RenderConfigJson(const SnapshotConfig& c, const std::vector<DeviceRe
 static void AddDescription(StateFile& file, const SnapshotConfig& c, const std::vector<DeviceRecord>& layout) {
   ByteWriter config;
   EncodeConfig(c, config);
-  file.Add("config", kSectionVersion, config.Take());
+  file.Add("config", kSnapshotSectionVersion, config.Take());
   ByteWriter devices;
   DeviceManager::EncodeLayout(layout, devices);
-  file.Add("devices", kSectionVersion, devices.Take());
+  file.Add("devices", kSnapshotSectionVersion, devices.Take());
 }
 
 static VmDescription ReadDescription(const StateFile& file) {
   VmDescription d;
-  ByteReader config = file.Reader("config", kSectionVersion);
+  ByteReader config = file.Reader("config", kSnapshotSectionVersion);
   d.config = DecodeConfig(config);
-  ByteReader layout = file.Reader("devices", kSectionVersion);
+  ByteReader layout = file.Reader("devices", kSnapshotSectionVersion);
   d.layout = DeviceManager::DecodeLayout(layout);
   layout.ExpectEnd();
   return d;
@@ -133,14 +128,14 @@ StateFile EncodeSnapshot(const Snapshot& s) {
   AddDescription(file, s.config, s.layout);
   ByteWriter vm;
   s.vm.Encode(vm);
-  file.Add("vm", kSectionVersion, vm.Take());
+  file.Add("vm", kSnapshotSectionVersion, vm.Take());
   for (size_t i = 0; i < s.vcpus.size(); i++) {
     ByteWriter w;
     s.vcpus[i].Encode(w);
-    file.Add("vcpu." + std::to_string(i), kSectionVersion, w.Take());
+    file.Add("vcpu." + std::to_string(i), kSnapshotSectionVersion, w.Take());
   }
   for (size_t i = 0; i < s.devices.size(); i++)
-    file.Add("device." + std::to_string(i), kSectionVersion, s.devices[i]);
+    file.Add("device." + std::to_string(i), kSnapshotSectionVersion, s.devices[i]);
   return file;
 }
 
@@ -149,17 +144,17 @@ Snapshot DecodeSnapshot(const StateFile& file) {
   VmDescription description = ReadDescription(file);
   s.config = std::move(description.config);
   s.layout = std::move(description.layout);
-  ByteReader vm = file.Reader("vm", kSectionVersion);
+  ByteReader vm = file.Reader("vm", kSnapshotSectionVersion);
   s.vm = x86::VmState::Decode(vm);
   vm.ExpectEnd();
   if (s.config.vm.vcpus == 0 || s.config.vm.vcpus > 1024)
     throw VmmError(ErrorCode::kSnapshot, "state config has " + std::to_string(s.config.vm.vcpus) + " vCPUs");
   for (uint32_t i = 0; i < s.config.vm.vcpus; i++) {
-    ByteReader r = file.Reader("vcpu." + std::to_string(i), kSectionVersion);
+    ByteReader r = file.Reader("vcpu." + std::to_string(i), kSnapshotSectionVersion);
     s.vcpus.push_back(x86::VcpuState::Decode(r));
     r.ExpectEnd();
   }
-  for (size_t i = 0; i < s.layout.size(); i++) s.devices.push_back(file.Get("device." + std::to_string(i), kSectionVersion).payload);
+  for (size_t i = 0; i < s.layout.size(); i++) s.devices.push_back(file.Get("device." + std::to_string(i), kSnapshotSectionVersion).payload);
   size_t expected = 3 + s.vcpus.size() + s.devices.size();
   if (file.sections().size() != expected)
     throw VmmError(ErrorCode::kSnapshot, "state has " + std::to_string(file.sections().size()) + " sections, " +

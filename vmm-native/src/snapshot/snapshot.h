@@ -20,6 +20,11 @@ constexpr const char* kSnapshotStateFile = "state";
 constexpr const char* kSnapshotConfigFile = "config";
 constexpr const char* kSnapshotMemoryFile = "memory";
 
+// Every section's payload layout; a state of another version is refused by name.
+// 2: virtio-vsock saves its next host port (clones never reuse the template's).
+// 3: the configuration records the virtio-net interface.
+constexpr uint32_t kSnapshotSectionVersion = 3;
+
 struct SnapshotConfig {
   VmConfig vm;              // as the VM was created (memory: only the size matters)
   std::string cmdline;      // the full command line the guest booted with
