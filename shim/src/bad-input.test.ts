@@ -1,5 +1,6 @@
 // Bad input at every layer that ends in the VMM, as one table: the runtime configuration (TOML),
-// migration URIs, QMP requests and arguments, and the VM configuration the addon checks. Each row
+// a pod's annotations, migration URIs, QMP requests and arguments, and the VM configuration the
+// addon checks. Each row
 // is refused with the layer's own error, and the message names what is wrong (the field, key or
 // value), so a user can fix it without reading the code. Each layer's own tests cover more.
 import assert from 'node:assert/strict';
@@ -7,9 +8,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ConfigError, parseConfig } from '../../runtime-config/src/config.js';
+import { ConfigError, type HypervisorConfig, parseConfig } from '../../runtime-config/src/config.js';
+import { podSizeForSandbox, SANDBOX_CPU_QUOTA, SANDBOX_MEMORY, TEMPLATE_ANNOTATION, templatesAllowed } from './factory/pod-shape.js';
 import { InvalidVmConfigError, KernelImageError, MemoryBackingError } from './hypervisor/errors.js';
 import { MicroVm } from './hypervisor/microvm.js';
+import { PodVmError } from './pod/pod-vm.js';
 import { tinyElfKernel } from './hypervisor/testing/tiny-kernel.js';
 import type { VmSpec } from './hypervisor/types.js';
 import { checkArguments, parseRequest, QmpError } from './qmp/protocol.js';
@@ -26,6 +29,16 @@ interface BadInput {
 }
 
 const config = (toml: string, names: RegExp): BadInput => ({ input: toml.replace(/\n/g, ' | '), run: () => parseConfig(toml, 'bad.toml'), error: ConfigError, names });
+
+const annotations = (a: Record<string, string>, names: RegExp): BadInput => ({
+  input: `pod annotations ${JSON.stringify(a)}`,
+  run: () => {
+    templatesAllowed(a);
+    return podSizeForSandbox({ defaultVcpus: 1, defaultMemory: 256 << 20 } as HypervisorConfig, a);
+  },
+  error: PodVmError,
+  names,
+});
 
 const uri = (text: string, names: RegExp): BadInput => ({ input: `migration URI ${JSON.stringify(text)}`, run: () => parseMigrationUri(text), error: QmpError, names });
 
@@ -99,6 +112,10 @@ describe('bad input is refused, naming what is wrong', () => {
     config('hypervisor = 3', /hypervisor/),
     config('debug = true', /debug/),
     config('[hypervisor\ndefault_vcpus = 1', /bad\.toml:1:/),
+    // A pod's annotations (CRI's sandbox sizing, Stencil's template opt-out).
+    annotations({ [TEMPLATE_ANNOTATION]: 'maybe' }, /io\.stencil\.template must be "on" or "off", got "maybe"/),
+    annotations({ [SANDBOX_MEMORY]: '1Gi' }, /io\.kubernetes\.cri\.sandbox-memory must be an integer/),
+    annotations({ [SANDBOX_CPU_QUOTA]: '1.5' }, /io\.kubernetes\.cri\.sandbox-cpu-quota must be an integer/),
     // Migration URIs (QMP migrate / migrate-incoming, `stencil vm run --incoming`, `stencil migrate`).
     uri('file:relative/dir', /file: needs an absolute directory/),
     uri('exec:', /exec: needs a command/),

@@ -8,7 +8,16 @@ import { defaultConfig, type HypervisorConfig } from '../../../runtime-config/sr
 import { bootPod } from '../shim/pod-factory.js';
 import { createLogger } from '../util/log.js';
 import { builtGuestArtifacts } from '../util/paths.js';
-import { podShapeFromConfig, podSizeForSandbox, SANDBOX_CPU_PERIOD, SANDBOX_CPU_QUOTA, SANDBOX_MEMORY, templateSpecOfShape } from './pod-shape.js';
+import {
+  podShapeFromConfig,
+  podSizeForSandbox,
+  SANDBOX_CPU_PERIOD,
+  SANDBOX_CPU_QUOTA,
+  SANDBOX_MEMORY,
+  TEMPLATE_ANNOTATION,
+  templateSpecOfShape,
+  templatesAllowed,
+} from './pod-shape.js';
 import { TemplateMissError } from './template-provider.js';
 import { TemplateStore } from './template-store.js';
 
@@ -51,6 +60,14 @@ describe('podShapeFromConfig', () => {
     const boot = (n: number) => bootPod({ vmName: `shape-${n}`, stateDir: path.join(dir, `pod-${n}`), hypervisor: hv, factory, logger: createLogger({ level: 'error' }) });
     await assert.rejects(boot(1), TemplateMissError);
     assert.equal(store.misses(), 1);
+    // A pod annotated off never looks a template up: it boots (and fails here on the test's
+    // kernel, which is no kernel), though on_miss is "fail" and the store has none.
+    const privatePod = bootPod({
+      vmName: 'shape-private', stateDir: path.join(dir, 'pod-private'), hypervisor: hv, factory,
+      annotations: { [TEMPLATE_ANNOTATION]: 'off' }, logger: createLogger({ level: 'error' }),
+    });
+    await assert.rejects(privatePod, (err: Error) => !(err instanceof TemplateMissError));
+    assert.equal(store.misses(), 1, 'no template was looked up');
     // Files that are no snapshot: the restore fails, but only a template that matched gets that far.
     const { record } = await store.create(templateSpecOfShape(podShapeFromConfig(hv)), async (d) => {
       for (const f of ['memory', 'state', 'config']) fs.writeFileSync(path.join(d, f), 'not a snapshot');
@@ -77,5 +94,15 @@ describe('pod size from CRI sandbox annotations', () => {
   });
   it('refuses a value that is not an integer, naming the annotation', () => {
     assert.throws(() => podSizeForSandbox(hv, { [SANDBOX_MEMORY]: '1Gi' }), /io\.kubernetes\.cri\.sandbox-memory must be an integer/);
+  });
+});
+
+describe('io.stencil.template: a pod kept off templates', () => {
+  it('allows templates unless the annotation says off; refuses other values by name', () => {
+    assert.equal(templatesAllowed({}), true);
+    assert.equal(templatesAllowed({ [TEMPLATE_ANNOTATION]: 'on' }), true);
+    assert.equal(templatesAllowed({ [TEMPLATE_ANNOTATION]: 'off' }), false);
+    for (const bad of ['no', 'OFF', 'false', '0'])
+      assert.throws(() => templatesAllowed({ [TEMPLATE_ANNOTATION]: bad }), new RegExp(`io\\.stencil\\.template must be "on" or "off", got "${bad}"`));
   });
 });

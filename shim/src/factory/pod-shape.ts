@@ -59,6 +59,23 @@ export function podSizeForSandbox(hv: HypervisorConfig, annotations: Record<stri
   return size;
 }
 
+/**
+ * The pod annotation that keeps a pod off templates: `off` boots the pod's VM on its own, sharing
+ * no RAM page with any other pod (templates share the pages a clone has not written, which opens
+ * the shared-page timing side channel of the CVE-2015-2877 class between pods of one template);
+ * `on` or none follows [factory]. Kubernetes passes it once containerd's runtime lists it in
+ * `pod_annotations`; `ctr run --annotation io.stencil.template=off` sets it directly.
+ */
+export const TEMPLATE_ANNOTATION = 'io.stencil.template';
+
+/** Whether the pod may be cloned from a template; a value other than on/off is an error naming it. */
+export function templatesAllowed(annotations: Record<string, string> = {}): boolean {
+  const v = annotations[TEMPLATE_ANNOTATION];
+  if (v === undefined || v === '' || v === 'on') return true;
+  if (v === 'off') return false;
+  throw new PodVmError('INVALID_ARGUMENT', `annotation ${TEMPLATE_ANNOTATION} must be "on" or "off", got ${JSON.stringify(v)}`);
+}
+
 /** The template a pod of `shape` looks up: host-side paths play no part in it, so any will do. */
 export function templateSpecOfShape(shape: PodVmShape): TemplateSpec {
   const anywhere = os.tmpdir();

@@ -2,7 +2,7 @@
 // implementation): cloned from a matching template when [factory] is enabled, else booted.
 import fs from 'node:fs';
 import type { FactoryConfig, HypervisorConfig } from '../../../runtime-config/src/config.js';
-import { podShapeFromConfig, podSizeForSandbox } from '../factory/pod-shape.js';
+import { podShapeFromConfig, podSizeForSandbox, TEMPLATE_ANNOTATION, templatesAllowed } from '../factory/pod-shape.js';
 import { templateVmProvider } from '../factory/template-provider.js';
 import { TemplateStore } from '../factory/template-store.js';
 import { PodVm } from '../pod/pod-vm.js';
@@ -30,6 +30,8 @@ export async function bootPod(options: PodBootOptions): Promise<Pod> {
   const { hypervisor: hv } = options;
   // The one shape function `stencil pool init` uses too: its templates are the ones looked up here.
   const shape = podShapeFromConfig(hv, podSizeForSandbox(hv, options.annotations));
+  const fromTemplate = options.factory.enabled && templatesAllowed(options.annotations);
+  if (options.factory.enabled && !fromTemplate) options.logger.info(`${TEMPLATE_ANNOTATION}=off: the pod's VM boots on its own, sharing no template pages`);
   // Like Kata's state dirs: created on first use (the tmpfs under it is the host's /dev/shm).
   if (hv.memoryBacking === 'tmpfs') fs.mkdirSync(hv.memoryDir, { recursive: true, mode: 0o700 });
   const started = Date.now();
@@ -43,7 +45,7 @@ export async function bootPod(options: PodBootOptions): Promise<Pod> {
     networkNamespace: options.networkNamespace,
     restore: options.restore,
     incoming: options.incoming,
-    vmProvider: options.factory.enabled
+    vmProvider: fromTemplate
       ? templateVmProvider({ store: new TemplateStore(options.factory.templateDir), onMiss: options.factory.onMiss, logger: options.logger })
       : undefined,
   });
