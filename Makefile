@@ -116,7 +116,7 @@ cri-reference-test: build-tests integration-deps
 	STENCIL_CRI_HANDLERS=runc node --test --test-concurrency=1 --test-reporter=spec dist/integration-tests/containerd/cri.test.js
 
 # Fuzzing (scripts/fuzz.sh): libFuzzer targets under ASan + UBSan and the TypeScript decoders'
-# properties. `make fuzz` runs 2 M inputs per target (FUZZ_RUNS; ~15-30 min in all); `make test`
+# properties. `make fuzz` runs 2 M inputs per target (FUZZ_RUNS; ~30 min in all); `make test`
 # a 5-second smoke run of each from its seed corpus (plus ~4 min to build them the first time).
 fuzz: build-tests
 	scripts/fuzz.sh

@@ -163,11 +163,14 @@ void EventLoop::RunOnce(int timeout_ms) {
   int n = epoll_wait(epoll_.get(), events, kMaxEvents, TimeoutFor(timeout_ms));
   if (n < 0 && errno != EINTR) throw VmmError(ErrorCode::kState, WithErrno("epoll_wait"));
   for (int i = 0; i < n; i++) {
-    if (events[i].data.u64 == kWakeToken) {
+    // A copy: epoll_event is packed on x86-64, so its u64 is misaligned and must not be bound to
+    // the reference find() takes (UBSan reported it under the vsock fuzz target).
+    const uint64_t token = events[i].data.u64;
+    if (token == kWakeToken) {
       DrainWakeups();
       continue;
     }
-    auto it = registrations_.find(events[i].data.u64);
+    auto it = registrations_.find(token);
     if (it == registrations_.end()) continue;  // removed by an earlier callback in this batch
     std::shared_ptr<Registration> reg = it->second;  // keeps the callback alive if it removes itself
     reg->cb(events[i].events);

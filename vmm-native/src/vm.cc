@@ -328,12 +328,18 @@ ExitStatsReport Vm::Stats(size_t top_n) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!paused_) return report;
   for (const auto& v : vcpus_) {
-    std::string text = "vCPU " + std::to_string(v->index) + ": " + x86::DescribeParkedVcpu(v->fd.get());
-    // The instruction bytes at RIP, through the guest's own page tables.
+    std::string text = "vCPU " + std::to_string(v->index) + ": ";
     kvm_regs regs{};
+    kvm_sregs sregs{};
+    if (!x86::ReadVcpuRegisters(v->fd.get(), &regs, &sregs)) {
+      report.paused_vcpus.push_back(text + "registers unreadable");
+      continue;
+    }
+    text += x86::DescribeParkedVcpu(v->fd.get(), regs, sregs);
+    // The instruction bytes at RIP, through the guest's own page tables.
     kvm_translation tr{};
-    if (ioctl(v->fd.get(), KVM_GET_REGS, &regs) == 0 && (tr.linear_address = regs.rip, ioctl(v->fd.get(), KVM_TRANSLATE, &tr) == 0) &&
-        tr.valid) {
+    tr.linear_address = regs.rip;
+    if (ioctl(v->fd.get(), KVM_TRANSLATE, &tr) == 0 && tr.valid) {
       uint8_t code[16];
       text += "; rip -> gpa " + Hex(tr.physical_address);
       if (const uint8_t* at = memory_->Translate(tr.physical_address, sizeof code)) {

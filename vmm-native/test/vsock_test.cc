@@ -1,12 +1,18 @@
-// virtio-vsock pure logic: header encoding and validation (every way a guest can lie), the
-// CONNECT line, and the connection state machine with its credit accounting. The device with real
-// queues and Unix sockets is tested in vsock_device_test.cc.
+// virtio-vsock logic: header encoding and validation (every way a guest can lie), the CONNECT
+// line, the connection state machine with its credit accounting, and the muxer's rx filling.
+// The device with real queues and Unix sockets is tested in vsock_device_test.cc.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "../src/event_loop.h"
 #include "../src/virtio/vsock/connection.h"
 #include "../src/virtio/vsock/muxer.h"
 #include "../src/virtio/vsock/packet.h"
@@ -444,4 +450,48 @@ TEST(VsockConnection, CountersWrapAround) {
   upd.fwd_cnt = 1;  // one byte more than was ever sent
   c.OnGuestPacket(upd, nullptr);
   EXPECT_EQ(c.state(), Connection::State::kClosed);
+}
+
+// --- the muxer ----------------------------------------------------------------------------------
+
+// A guest that offers only header-sized rx buffers while a connection has data for it: FillRx
+// returns at once (it once looped forever there, re-queueing the connection it could not serve),
+// and the data goes out in the next buffer that has room.
+TEST(VsockMuxer, HeaderOnlyRxBufferWithDataPendingReturnsAndTheDataWaits) {
+  char tmpl[] = "/tmp/stencil-muxer-test-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  std::string uds = std::string(tmpl) + "/v.sock";
+  int service = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s_1024", uds.c_str());
+  ASSERT_EQ(bind(service, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  ASSERT_EQ(listen(service, 4), 0);
+  {
+    EventLoop loop;
+    MuxerOptions options;
+    options.uds_path = uds;
+    Muxer muxer(loop, kGuestCid, options, -1, [] {});
+    muxer.OnGuestPacket(GuestHeader(kOpRequest, 5000, 1024), nullptr);
+    int host = accept4(service, nullptr, nullptr, SOCK_CLOEXEC);
+    ASSERT_GE(host, 0);
+    for (int i = 0; i < 10; i++) loop.RunOnce(10);  // the connect completes
+    std::vector<uint8_t> rx(kHeaderSize + 4096);
+    DescriptorChain big{0, {}, {{rx.data(), static_cast<uint32_t>(rx.size())}}};
+    ASSERT_GT(muxer.FillRx(big, RxPayloadCapacity(big)), 0u);
+    EXPECT_EQ(DecodeHeader(rx.data()).op, kOpResponse);
+    ASSERT_EQ(write(host, "data", 4), 4);
+    for (int i = 0; i < 10 && !muxer.HasRxWork(); i++) loop.RunOnce(10);
+    ASSERT_TRUE(muxer.HasRxWork());
+    DescriptorChain header_only{0, {}, {{rx.data(), kHeaderSize}}};
+    EXPECT_EQ(muxer.FillRx(header_only, RxPayloadCapacity(header_only)), 0u);
+    EXPECT_TRUE(muxer.HasRxWork()) << "the data still waits for the guest";
+    uint32_t n = muxer.FillRx(big, RxPayloadCapacity(big));
+    ASSERT_EQ(n, kHeaderSize + 4);
+    EXPECT_EQ(DecodeHeader(rx.data()).op, kOpRw);
+    EXPECT_EQ(std::string(reinterpret_cast<char*>(rx.data() + kHeaderSize), 4), "data");
+    close(host);
+  }
+  close(service);
+  std::system((std::string("rm -rf ") + tmpl).c_str());
 }

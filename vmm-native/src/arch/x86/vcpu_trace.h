@@ -101,15 +101,17 @@ inline std::string DescribeVcpuState(const kvm_regs& r, const kvm_sregs& s) {
   return out;
 }
 
-// A parked vCPU: its registers and the events KVM holds for it (an exception or interrupt being
-// delivered, NMI), for a guest that stalls without exiting.
-inline std::string DescribeParkedVcpu(int vcpu_fd) {
-  kvm_regs regs{};
-  kvm_sregs sregs{};
+// Reads a vCPU's general and special registers; false if KVM refuses. Only for a vCPU that is
+// parked or has just exited: on a running one the ioctls wait for its next exit.
+inline bool ReadVcpuRegisters(int vcpu_fd, kvm_regs* regs, kvm_sregs* sregs) {
+  return ioctl(vcpu_fd, KVM_GET_REGS, regs) == 0 && ioctl(vcpu_fd, KVM_GET_SREGS, sregs) == 0;
+}
+
+// A parked vCPU (registers read by the caller) and the events KVM holds for it (an exception or
+// interrupt being delivered, NMI), for a guest that stalls without exiting.
+inline std::string DescribeParkedVcpu(int vcpu_fd, const kvm_regs& regs, const kvm_sregs& sregs) {
   kvm_vcpu_events events{};
-  if (ioctl(vcpu_fd, KVM_GET_REGS, &regs) != 0 || ioctl(vcpu_fd, KVM_GET_SREGS, &sregs) != 0 ||
-      ioctl(vcpu_fd, KVM_GET_VCPU_EVENTS, &events) != 0)
-    return "registers unreadable";
+  if (ioctl(vcpu_fd, KVM_GET_VCPU_EVENTS, &events) != 0) return DescribeVcpuState(regs, sregs) + "; events unreadable";
   char buf[256];
   snprintf(buf, sizeof buf, "; exception injected=%u pending=%u nr=%u error_code=0x%x; interrupt injected=%u nr=%u shadow=%u; nmi injected=%u pending=%u",
            events.exception.injected, events.exception.pending, events.exception.nr, events.exception.error_code,
@@ -117,13 +119,11 @@ inline std::string DescribeParkedVcpu(int vcpu_fd) {
   return DescribeVcpuState(regs, sregs) + buf;
 }
 
-// The crash report of one vCPU: its state (read with KVM_GET_REGS/SREGS) and its exit trace.
+// The crash report of one vCPU: its state and its exit trace.
 inline std::string DumpVcpu(int vcpu_fd, const ExitTrace& trace) {
   kvm_regs regs{};
   kvm_sregs sregs{};
-  std::string state = ioctl(vcpu_fd, KVM_GET_REGS, &regs) == 0 && ioctl(vcpu_fd, KVM_GET_SREGS, &sregs) == 0
-                          ? DescribeVcpuState(regs, sregs)
-                          : "registers unreadable";
+  std::string state = ReadVcpuRegisters(vcpu_fd, &regs, &sregs) ? DescribeVcpuState(regs, sregs) : "registers unreadable";
   return "; vCPU state: " + state + "; " + trace.Describe();
 }
 

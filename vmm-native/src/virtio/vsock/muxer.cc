@@ -311,16 +311,30 @@ uint32_t Muxer::FillRx(const DescriptorChain& chain, uint32_t capacity) {
     orphan_rsts_.pop_front();
     return n;
   }
-  while (!ready_.empty()) {
+  // Each ready connection at most once per call. One that has only data for the guest while this
+  // buffer has no room for a payload (a guest may post header-only buffers) keeps its place for a
+  // bigger buffer, without asking the device for another round: it would get the same buffer
+  // back, and the device thread would spin on it (the fuzzer found exactly that loop).
+  std::deque<Key> waiting;
+  for (size_t turns = ready_.size(); turns > 0 && !ready_.empty(); turns--) {
     Key key = ready_.front();
     ready_.pop_front();
     auto it = conns_.find(key);
     if (it == conns_.end()) continue;
-    it->second->in_ready = false;
-    uint32_t n = Produce(*it->second, chain, capacity);
+    Entry& e = *it->second;
+    if (capacity == 0 && !e.conn.HasControl()) {
+      waiting.push_back(key);  // still in_ready: no new round is asked for it
+      continue;
+    }
+    e.in_ready = false;
+    uint32_t n = Produce(e, chain, capacity);
     Update(key);  // may requeue it (more to send) or remove it (done)
-    if (n) return n;
+    if (n) {
+      ready_.insert(ready_.begin(), waiting.begin(), waiting.end());
+      return n;
+    }
   }
+  ready_.insert(ready_.end(), waiting.begin(), waiting.end());
   return 0;
 }
 
