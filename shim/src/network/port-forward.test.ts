@@ -46,8 +46,13 @@ describe('port forwarding into a VM pod', { skip: !isRoot && 'needs root (networ
     await new Promise<void>((resolve) => guestServer.listen(0, '127.0.0.1', resolve));
     const guestPort = (guestServer.address() as net.AddressInfo).port;
     // The "guest": port 8080 is served, every other port refused (as the agent's NOT_FOUND).
-    const opener = async (port: number): Promise<Duplex> => {
+    // Not async: port 8082 throws at once, as the pod's agent() does before the agent is up.
+    const opener = (port: number): Promise<Duplex> => {
       asked.push(port);
+      if (port === 8082) throw new Error('pod p: the agent is not connected yet');
+      return openServed(port);
+    };
+    const openServed = async (port: number): Promise<Duplex> => {
       if (port !== 8080) throw new Error(`connect to 127.0.0.1:${port} in the guest: Connection refused`);
       const s = net.connect({ port: guestPort, host: '127.0.0.1', allowHalfOpen: true });
       await new Promise((resolve, reject) => s.once('connect', resolve).once('error', reject));
@@ -72,6 +77,11 @@ describe('port forwarding into a VM pod', { skip: !isRoot && 'needs root (networ
   it('resets a connection to a port nothing serves in the guest, as a refused connect would fail', async () => {
     assert.match(await dialInNetns(8081, 'x'), /^error:ECONNRESET$/);
     assert.equal(asked.at(-1), 8081);
+  });
+
+  it('resets a connection whose opener throws at once, and goes on serving', async () => {
+    assert.match(await dialInNetns(8082, 'x'), /^error:ECONNRESET$/);
+    assert.equal(await dialInNetns(8080, 'again'), 'reply:guest saw "again"');
   });
 
   it('close() removes the rule and the listener', async () => {

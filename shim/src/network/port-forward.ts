@@ -83,7 +83,9 @@ function forward(client: net.Socket, openGuestPort: GuestPortOpener, log?: Logge
     return;
   }
   client.on('error', () => undefined);  // a reset by containerd: the guest side is destroyed below
-  openGuestPort(port).then(
+  // Through a promise even if the opener throws at once (no agent yet, or the pod is going away):
+  // a throw here would escape the server's connection handler and end the shim daemon.
+  Promise.resolve(port).then(openGuestPort).then(
     (guest) => {
       if (client.destroyed) {
         guest.destroy();
