@@ -68,6 +68,8 @@ export class StreamSession {
   /** Port forwarding: channels whose leading port number has been taken off. */
   private readonly portSeen = new Set<number>();
   private closed = false;
+  /** The server sent its Close frame: the session is over, whatever the TCP connection does next. */
+  private serverClosed = false;
   private readonly finished: Promise<void>;
   private listeners: (() => void)[] = [];
 
@@ -83,7 +85,18 @@ export class StreamSession {
         this.notify();
         resolve();
       });
-      sock.once('error', (e) => reject(new Error(`CRI stream: ${e.message}`, { cause: e })));
+      sock.once('error', (e: NodeJS.ErrnoException) => {
+        // The server closes the TCP connection right after its Close frame (RFC 6455 lets it);
+        // our Close reply then meets a closed socket, whose RST may be read before its FIN.
+        // After the server's Close that is the end of the session, not a failure.
+        if (this.serverClosed && (e.code === 'ECONNRESET' || e.code === 'EPIPE')) {
+          this.closed = true;
+          this.notify();
+          resolve();
+          return;
+        }
+        reject(new Error(`CRI stream: ${e.message}`, { cause: e }));
+      });
     });
     if (head.length > 0) this.onData(head);
   }
@@ -151,6 +164,7 @@ export class StreamSession {
   private onFrame(fin: boolean, op: number, payload: Buffer): void {
     if (op === Op.Ping) return void this.sock.write(frame(Op.Pong, payload));
     if (op === Op.Close) {
+      this.serverClosed = true;
       if (!this.closed) this.sock.end(frame(Op.Close, payload.subarray(0, 2)));
       return;
     }
