@@ -43,8 +43,15 @@ export async function forwardPodPorts(netns: string, openGuestPort: GuestPortOpe
     client.once('close', () => connections.delete(client));
     forward(client, openGuestPort, log);
   });
+  // Never waits forever: the pod's teardown awaits this.
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ fd }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
   server.on('error', (err) => log?.warn('port forwarding listener failed', { netns, error: err.message }));
-  await new Promise<void>((resolve) => server.listen({ fd }, resolve));
   try {
     await inNetns(netns, ['iptables', '-w', '5', '-t', 'nat', '-A', ...redirectRule(listenPort)]);
   } catch (err) {
