@@ -165,7 +165,8 @@ export class StreamSession {
     if (op === Op.Ping) return void this.sock.write(frame(Op.Pong, payload));
     if (op === Op.Close) {
       this.serverClosed = true;
-      if (!this.closed) this.sock.end(frame(Op.Close, payload.subarray(0, 2)));
+      // One Close reply, whatever the server sends after its first Close.
+      if (!this.closed && !this.sock.writableEnded) this.sock.end(frame(Op.Close, payload.subarray(0, 2)));
       return;
     }
     if (op !== Op.Binary && op !== Op.Text && op !== Op.Continuation) return;
@@ -249,6 +250,6 @@ export class StreamSession {
 
   /** Closes the session from this side. */
   close(): void {
-    if (!this.closed) this.sock.end(frame(Op.Close, Buffer.from([0x03, 0xe8])));
+    if (!this.closed && !this.sock.writableEnded) this.sock.end(frame(Op.Close, Buffer.from([0x03, 0xe8])));
   }
 }
