@@ -162,7 +162,10 @@ export class StreamSession {
   }
 
   private onFrame(fin: boolean, op: number, payload: Buffer): void {
-    if (op === Op.Ping) return void this.sock.write(frame(Op.Pong, payload));
+    if (op === Op.Ping) {
+      if (!this.closed && !this.sock.writableEnded) this.sock.write(frame(Op.Pong, payload));
+      return;
+    }
     if (op === Op.Close) {
       this.serverClosed = true;
       // One Close reply, whatever the server sends after its first Close.

@@ -171,6 +171,42 @@ TEST(VsockDevice, GuestConnectsToHostPort) {
   close(listener);
 }
 
+// A guest that posts an rx buffer with room for a header only, while a connection has data for
+// it: the device returns that buffer empty (once it held it, offered it first forever, and the
+// data never reached the bigger buffers posted after it) and sends the data in the next one.
+TEST(VsockDevice, HeaderOnlyRxBufferIsReturnedEmptyAndDataTakesTheNextOne) {
+  Fixture f({}, /*fill_rx=*/false);
+  int listener = UnixListen(f.dir.path + "/v.sock_1234");
+  f.driver.PostRx(0);
+  f.device->QueueNotify(0);
+  f.driver.SendTx(FromGuest(kOpRequest, 5000, 1234));
+  f.driver.rx_len = kHeaderSize;  // NextRx re-posts buffer 0 with room for a header only
+  auto resp = f.driver.NextRx();
+  ASSERT_TRUE(resp.has_value());
+  ASSERT_EQ(resp->h.op, kOpResponse);
+  int host = AcceptWithTimeout(listener);
+  ASSERT_GE(host, 0);
+  WriteAll(host, "data");
+
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (f.driver.UsedIdx(0) == f.driver.rx_seen && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_NE(f.driver.UsedIdx(0), f.driver.rx_seen) << "the header-only buffer was held, not returned";
+  auto [id, len] = f.driver.UsedElem(0, f.driver.rx_seen++);
+  EXPECT_EQ(id, 0u);
+  EXPECT_EQ(len, 0u);
+  EXPECT_NE(f.Log().find("no room for data"), std::string::npos) << f.Log();
+
+  f.driver.rx_len = kRxBuf;
+  f.driver.PostRx(1);
+  f.device->QueueNotify(0);
+  auto data = f.driver.NextNonCredit();
+  ASSERT_TRUE(data.has_value()) << "the data never reached the bigger buffer";
+  EXPECT_EQ(data->h.op, kOpRw);
+  EXPECT_EQ(data->payload, "data");
+  close(host);
+  close(listener);
+}
+
 TEST(VsockDevice, ResetsUnknownPortsFlowsAndMalformedPackets) {
   Fixture f;
   f.driver.SendTx(FromGuest(kOpRequest, 5001, 9999));  // nobody listens on <uds>_9999

@@ -107,7 +107,7 @@ class FakeDriver {
   }
   // rx: one writable descriptor per chain, all 64 posted up front and re-posted when used.
   void PostRx(uint16_t desc) {
-    Desc(0, desc, Buffer(0, desc), kRxBuf, /*WRITE*/ 2, 0);
+    Desc(0, desc, Buffer(0, desc), rx_len, /*WRITE*/ 2, 0);
     Publish(0, desc);
   }
   void FillRx() {
@@ -143,6 +143,7 @@ class FakeDriver {
   uint64_t base[3];
   uint16_t avail_idx[3] = {};
   uint16_t rx_seen = 0;
+  uint32_t rx_len = kRxBuf;  // the size of rx buffers posted from now on
   uint32_t tx_next = 0;
   VirtioVsock* device = nullptr;
 };
@@ -228,7 +229,7 @@ inline bool Exists(const std::string& path) {
 }
 
 struct Fixture {
-  explicit Fixture(MuxerOptions extra = {}) {
+  explicit Fixture(MuxerOptions extra = {}, bool fill_rx = true) {
     extra.uds_path = dir.path + "/v.sock";
     extra.log = [this](const std::string& m) {
       std::lock_guard<std::mutex> lock(log_mu);
@@ -237,7 +238,7 @@ struct Fixture {
     device = std::make_unique<VirtioVsock>(kCid, extra);
     driver.device = device.get();
     device->Activate(driver.mem, driver.queues, irq);
-    driver.FillRx();
+    if (fill_rx) driver.FillRx();
   }
   std::string Log() {
     std::lock_guard<std::mutex> lock(log_mu);

@@ -306,8 +306,16 @@ void VirtioVsock::ProcessRx() {
       if (chain.writable_bytes() < kHeaderSize) {
         Log("rx buffer of " + std::to_string(chain.writable_bytes()) + " bytes cannot hold a packet header: returned empty");
       } else {
-        n = muxer_->FillRx(chain, RxPayloadCapacity(chain));
-        if (n == 0) break;  // nothing after all: keep the chain for the next packet
+        uint32_t capacity = RxPayloadCapacity(chain);
+        n = muxer_->FillRx(chain, capacity);
+        // Nothing after all: keep the chain for the next packet, unless it has no room for a
+        // payload and only data is pending. Held, it would be offered first forever and the
+        // data would never reach the bigger buffers behind it.
+        if (n == 0 && capacity > 0) break;
+        if (n == 0 && !warned_payloadless_rx_) {
+          Log("rx buffer of " + std::to_string(chain.writable_bytes()) + " bytes has no room for data: returned empty");
+          warned_payloadless_rx_ = true;
+        }
       }
       q.PushUsed(*mem_, chain.head, n);
       held_rx_.reset();
