@@ -13,7 +13,7 @@ PRODUCT_TS := $(shell find common/src shim/src runtime-config/src -name '*.ts' -
 TS_SOURCES := $(shell find common/src shim/src runtime-config/src integration-tests -name '*.ts' 2>/dev/null)
 NATIVE_SOURCES := $(shell find vmm-native/src -name '*.cc' -o -name '*.h') vmm-native/binding.gyp
 
-.PHONY: all deps build build-tests guest install lint test unit-test harness-test integration-deps integration-test cri-reference-test cri-test demo bench fuzz fuzz-smoke clean
+.PHONY: all deps build build-tests guest install lint test unit-test harness-test integration-deps integration-test cri-reference-test cri-test shim-test demo bench fuzz fuzz-smoke clean
 
 all: build guest
 
@@ -92,7 +92,7 @@ integration-deps: .deps-stamp
 GUEST_BOOT_LOG := build/guest-boots.log
 integration-test: build-tests guest integration-deps
 	@rm -f $(GUEST_BOOT_LOG)
-	set +e; STENCIL_CRI_HANDLERS=stencil STENCIL_CRI_VERSIONS=2.1 STENCIL_CRI_TIMEOUT_SCALE=6 \
+	set +e; STENCIL_CRI_HANDLERS=stencil STENCIL_CRI_VERSIONS=2.1 STENCIL_CRI_TIMEOUT_SCALE=6 STENCIL_SHIM_LONG_ON=2.1 \
 	  STENCIL_CRI_SKIP_STENCIL_PARALLEL="left to make cri-test: a clone triple-faulted once under that load (integration-tests/README.md)" \
 	  integration-tests/run-vm node dist/integration-tests/run-tests.js \
 	  $$(find dist/integration-tests -name '*.test.js' -not -path '*/host/*' | sort); rc=$$?; \
@@ -132,6 +132,11 @@ test: lint unit-test fuzz-smoke harness-test cri-reference-test integration-test
 cri-test: cri-reference-test build-tests guest integration-deps
 	STENCIL_CRI_HANDLERS=stencil STENCIL_CRI_TIMEOUT_SCALE=6 integration-tests/run-vm \
 	  node --test --test-concurrency=1 --test-reporter=spec dist/integration-tests/containerd/cri.test.js
+
+# The ctr scenarios (containerd/shim.test.ts) in full on both containerd versions; `make test`
+# runs checkpoint/restore and pod migrate on 2.1 only (STENCIL_SHIM_LONG_ON).
+shim-test: build-tests guest integration-deps
+	integration-tests/run-vm node --test --test-concurrency=1 --test-reporter=spec dist/integration-tests/containerd/shim.test.js
 
 demo: build-tests guest integration-deps
 	integration-tests/run-vm scripts/demo.sh

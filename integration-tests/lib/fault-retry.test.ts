@@ -59,6 +59,15 @@ describe('the emulated-host fault retry', () => {
     assert.deepEqual(retryable([]), []);
   });
 
+  it('also retries the tests after a fault in the same file that failed because its guest was gone, never such a failure before it or in another file', () => {
+    const gone = 'VsockConnectError: vsock connect to port 1024 via /tmp/stencil-pod-p-1/vsock.sock: the connection closed during the handshake (is anything listening on that port?)';
+    assert.equal(retryable(failedTests(report(failure('a', FAULT), failure('b', gone)))).length, 2);
+    assert.deepEqual(retryable(failedTests(report(failure('a', gone), failure('b', FAULT)))), []);
+    const [fault] = failedTests(report(failure('a', FAULT)));
+    const [other] = failedTests(report(failure('b', gone)));
+    assert.deepEqual(retryable([fault, { ...other, file: '/repo/dist/integration-tests/vm/pod.test.js' }]), []);
+  });
+
   it('builds a name pattern that matches that name exactly', () => {
     const name = 'checkpoint and restore (ctr c checkpoint --task, ctr c restore --live): the restored container counts on [1/2]?';
     const re = new RegExp(exactNamePattern(name));

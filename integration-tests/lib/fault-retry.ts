@@ -6,6 +6,11 @@
 
 /** What the VMM reports for a guest that triple-faulted (vmm-native/src/vm.cc, HandleExit). */
 export const EMULATED_HOST_FAULT = /triple-fault \(vCPU \d+ triple-faulted \(KVM_EXIT_SHUTDOWN\)/;
+/**
+ * What a later test of the same file meets when the guest it shares is gone without going through
+ * a call that would report the fault: its vsock (the VMM's socket) closes on it.
+ */
+export const GUEST_GONE = /vsock connect to port \d+ via \S+: the connection closed during the handshake|connection closed before EOF/;
 
 export interface FailedTest {
   name: string;
@@ -43,13 +48,19 @@ export function failedTests(tap: string): FailedTest[] {
 
 /**
  * The failures one retry may cover: all of them, when each is a test (not a hook or a whole file)
- * whose error is the emulated host's guest fault; otherwise none (a real failure among them must
- * not be hidden behind a rerun of the others).
+ * that failed with the emulated host's guest fault, or that came after such a failure in the same
+ * file (its tests share that guest) and failed only because the guest was gone (GUEST_GONE);
+ * otherwise none (a real failure among them must not be hidden behind a rerun of the others).
  */
 export function retryable(failures: FailedTest[]): FailedTest[] {
   if (!failures.length) return [];
-  const ok = failures.every((f) => f.failureType === 'testCodeFailure' && f.file && EMULATED_HOST_FAULT.test(f.detail));
-  return ok ? failures : [];
+  const faulted = new Set<string>();
+  for (const f of failures) {
+    if (f.failureType !== 'testCodeFailure' || !f.file) return [];
+    if (EMULATED_HOST_FAULT.test(f.detail)) faulted.add(f.file);
+    else if (!faulted.has(f.file) || !GUEST_GONE.test(f.detail)) return [];
+  }
+  return failures;
 }
 
 /** A --test-name-pattern that matches exactly this name. */

@@ -122,11 +122,8 @@ std::vector<stencil::fuzz::Seed> Seeds() {
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   stencil::fuzz::WriteSeedsIfAsked(Seeds);
-  char tmpl[] = "/tmp/stencil-p9-fuzz-XXXXXX";
-  if (!mkdtemp(tmpl)) __builtin_trap();
-  g_top = tmpl;
+  g_top = stencil::fuzz::ScratchDirRemovedAtExit("stencil-p9-fuzz");
   g_share = g_top + "/share";
-  std::atexit([] { std::system(("rm -rf '" + g_top + "'").c_str()); });
   MakeTree();
   g_outside = OutsideView();
   return 0;

@@ -1,6 +1,7 @@
 // The seed corpus of each fuzz target is written by the target itself, with the real encoders, so
 // that it follows the formats: `STENCIL_FUZZ_WRITE_SEEDS=DIR target` writes DIR/seed-N and exits
-// (scripts/fuzz.sh --write-seeds refreshes fuzz/corpus/ with it).
+// (scripts/fuzz.sh --write-seeds refreshes fuzz/corpus/ with it). Also the targets' scratch
+// directory.
 #pragma once
 #include <cstdint>
 #include <cstdio>
@@ -39,6 +40,18 @@ inline void PutAt(Seed& s, size_t offset, const void* data, size_t len) {
   if (s.size() < offset + len) s.resize(offset + len);
   const auto* p = static_cast<const uint8_t*>(data);
   std::copy(p, p + len, s.begin() + offset);
+}
+
+// A fresh directory /tmp/<prefix>-XXXXXX for a target's sockets or files, removed at exit.
+inline std::string ScratchDirRemovedAtExit(const std::string& prefix) {
+  static std::vector<std::string> dirs;
+  std::string tmpl = "/tmp/" + prefix + "-XXXXXX";
+  if (!mkdtemp(tmpl.data())) __builtin_trap();
+  if (dirs.empty()) std::atexit([] {
+    for (const std::string& d : dirs) std::system(("rm -rf '" + d + "'").c_str());
+  });
+  dirs.push_back(tmpl);
+  return tmpl;
 }
 
 }  // namespace stencil::fuzz

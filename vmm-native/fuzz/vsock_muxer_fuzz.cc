@@ -106,13 +106,10 @@ std::vector<stencil::fuzz::Seed> Seeds() {
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   stencil::fuzz::WriteSeedsIfAsked(Seeds);
-  char tmpl[] = "/tmp/stencil-vsock-fuzz-XXXXXX";
-  if (!mkdtemp(tmpl)) __builtin_trap();
-  g_dir = tmpl;
+  g_dir = stencil::fuzz::ScratchDirRemovedAtExit("stencil-vsock-fuzz");
   g_uds = g_dir + "/v.sock";
   g_guest_port_listener = ListenUnix(g_uds + "_1024");
   g_host_listener = ListenUnix(g_uds);
-  std::atexit([] { std::system(("rm -rf '" + g_dir + "'").c_str()); });
   return 0;
 }
 

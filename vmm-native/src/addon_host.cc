@@ -72,10 +72,11 @@ NetworkConfig ParseNetwork(const Napi::Value& v) {
 
 namespace {
 
-std::string OptionalString(const Napi::Object& o, const char* key) {
+// o[key] as a string, "" when absent; `call` names the binding in the error.
+std::string OptionalString(const Napi::Object& o, const char* call, const char* key) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined()) return "";
-  if (!v.IsString()) throw VmmError(ErrorCode::kInvalidArgument, std::string("mount: ") + key + " must be a string");
+  if (!v.IsString()) throw VmmError(ErrorCode::kInvalidArgument, std::string(call) + ": " + key + " must be a string");
   return v.As<Napi::String>().Utf8Value();
 }
 
@@ -87,11 +88,11 @@ Napi::Value MountJs(const Napi::CallbackInfo& info) {
     if (!info[0].IsObject()) throw VmmError(ErrorCode::kInvalidArgument, "mount: expected {source, target, fstype, flags, data}");
     Napi::Object o = info[0].As<Napi::Object>();
     MountRequest r;
-    r.source = OptionalString(o, "source");
-    r.target = OptionalString(o, "target");
-    r.fstype = OptionalString(o, "fstype");
+    r.source = OptionalString(o, "mount", "source");
+    r.target = OptionalString(o, "mount", "target");
+    r.fstype = OptionalString(o, "mount", "fstype");
     r.flags = StringArray(o.Get("flags"), "mount: flags");
-    r.data = OptionalString(o, "data");
+    r.data = OptionalString(o, "mount", "data");
     Mount(r);
   } catch (const VmmError& e) {
     ToJsError(env, e).ThrowAsJavaScriptException();
@@ -120,10 +121,7 @@ Napi::Value OpenTapJs(const Napi::CallbackInfo& info) {
     TapOptions t;
     if (!o.Get("name").IsString()) throw VmmError(ErrorCode::kInvalidArgument, "openTap: name must be a string");
     t.name = o.Get("name").As<Napi::String>().Utf8Value();
-    if (o.Has("netns") && !o.Get("netns").IsUndefined()) {
-      if (!o.Get("netns").IsString()) throw VmmError(ErrorCode::kInvalidArgument, "openTap: netns must be a path");
-      t.netns_path = o.Get("netns").As<Napi::String>().Utf8Value();
-    }
+    t.netns_path = OptionalString(o, "openTap", "netns");
     if (o.Has("mtu") && !o.Get("mtu").IsUndefined()) {
       uint64_t mtu = 0;
       ReadWholeNumber(o.Get("mtu"), "openTap: mtu", 65535.0, &mtu);
@@ -143,11 +141,7 @@ Napi::Value ListenOnLoopbackJs(const Napi::CallbackInfo& info) {
   try {
     if (!info[0].IsObject()) throw VmmError(ErrorCode::kInvalidArgument, "listenOnLoopback: expected {netns?, port?}");
     Napi::Object o = info[0].As<Napi::Object>();
-    std::string netns;
-    if (o.Has("netns") && !o.Get("netns").IsUndefined()) {
-      if (!o.Get("netns").IsString()) throw VmmError(ErrorCode::kInvalidArgument, "listenOnLoopback: netns must be a path");
-      netns = o.Get("netns").As<Napi::String>().Utf8Value();
-    }
+    std::string netns = OptionalString(o, "listenOnLoopback", "netns");
     uint64_t port = 0;
     if (o.Has("port") && !o.Get("port").IsUndefined()) ReadWholeNumber(o.Get("port"), "listenOnLoopback: port", 65535.0, &port);
     LoopbackListener l = ListenOnLoopback(netns, static_cast<uint16_t>(port));

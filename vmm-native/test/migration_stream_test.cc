@@ -2,6 +2,7 @@
 // fails with an error naming what is wrong, the sender hears why, and no RAM file stays behind.
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include "../src/memory.h"
 #include "../src/migration/destination.h"
 #include "../src/migration/stream.h"
+#include "../src/migration/transport.h"
 #include "../src/snapshot/sha256.h"
 #include "../src/snapshot/snapshot.h"
 
@@ -216,6 +218,22 @@ TEST(MigrationEndpoint, ParsesAndNamesBadUris) {
   EXPECT_NE(message("unix:").find("no socket path"), std::string::npos);
   EXPECT_NE(message("rdma:x").find("unknown transport"), std::string::npos);
   EXPECT_NE(message("unix:/" + std::string(200, 'a')).find("longer than"), std::string::npos);
+}
+
+// The incoming migration's Unix socket: only its owner may connect, and it goes with the listener.
+TEST(MigrationListener, UnixSocketIsOwnerOnlyAndRemovedAfter) {
+  std::string dir = std::filesystem::temp_directory_path() / ("stencil-listener-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  std::string path = dir + "/m.sock";
+  {
+    MigrationListener listener(ParseMigrationEndpoint("unix:" + path));
+    struct stat st;
+    ASSERT_EQ(lstat(path.c_str(), &st), 0);
+    EXPECT_TRUE(S_ISSOCK(st.st_mode));
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+  }
+  EXPECT_FALSE(std::filesystem::exists(path));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

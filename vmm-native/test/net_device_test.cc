@@ -462,3 +462,22 @@ TEST(NetDevice, WithoutABackendDropsTxAndNeverFillsRx) {
   std::lock_guard<std::mutex> lock(mu);
   EXPECT_EQ(log, "") << "an unplugged NIC is not an error";
 }
+
+// The fuzzer's way in: a device quiesced before activation runs its loop on the caller's thread,
+// so one pass serves both queues without any waiting; a running device refuses it.
+TEST(NetDevice, RunQuiescedLoopServesBothQueuesOnTheCallersThread) {
+  Net n;
+  n.device->Quiesce();
+  n.Activate();
+  n.PostRx(0);
+  n.PeerSend(Header() + Frame(60, 1));
+  n.SendTx({Header(), Frame(60, 2)});
+  n.device->RunQuiescedLoop(1);
+  EXPECT_EQ(n.rx->used_idx(), 1) << "the waiting packet filled the posted buffer in that pass";
+  EXPECT_EQ(n.tx->used_idx(), 1);
+  auto sent = n.PeerRecv(0);
+  ASSERT_TRUE(sent.has_value());
+  EXPECT_EQ(*sent, Header() + Frame(60, 2));
+  n.device->Unquiesce();
+  EXPECT_THROW(n.device->RunQuiescedLoop(1), VmmError);
+}

@@ -34,6 +34,9 @@ TEST(VsockDevice, ConfigAndValidation) {
   dev.ReadConfig(4, reinterpret_cast<uint8_t*>(&hi), 4);
   EXPECT_EQ(hi, 0u);
   EXPECT_TRUE(Exists(o.uds_path)) << "the host socket exists once the device does";
+  struct stat st;
+  ASSERT_EQ(lstat(o.uds_path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u) << "only the VMM's owner may connect";
 
   auto code_of = [&](uint64_t c, const std::string& path) -> std::string {
     MuxerOptions b;

@@ -228,6 +228,13 @@ static void on_hello(struct conn *c, const uint8_t *p, size_t n) {
   hello_free(&h);
 }
 
+// Input connections (stdin, port) carry DATA and EOF from the host; anything else is ignored.
+static int is_data_or_eof(const struct conn *c, int kind, const char *what) {
+  if (kind == FK_DATA || kind == FK_EOF) return 1;
+  log_msg(LOG_INFO, "connection %llu: ignoring frame kind %d on %s", (unsigned long long)c->id, kind, what);
+  return 0;
+}
+
 static void on_frame(struct conn *c, int kind, const uint8_t *p, size_t n) {
   if (c->role == 0) {
     if (kind == FK_HELLO) {
@@ -257,11 +264,7 @@ static void on_frame(struct conn *c, int kind, const uint8_t *p, size_t n) {
     return;
   }
   if (c->role == ROLE_PORT) {
-    if (kind != FK_DATA && kind != FK_EOF) {
-      log_msg(LOG_INFO, "connection %llu: ignoring frame kind %d on a port connection", (unsigned long long)c->id, kind);
-      return;
-    }
-    if (c->fwd) port_input(c->fwd, kind, p, n);
+    if (is_data_or_eof(c, kind, "a port connection") && c->fwd) port_input(c->fwd, kind, p, n);
     return;
   }
   if (kind == FK_DETACH) {
@@ -272,11 +275,7 @@ static void on_frame(struct conn *c, int kind, const uint8_t *p, size_t n) {
     return;
   }
   if (c->role == ROLE_STDIN) {
-    if (kind != FK_DATA && kind != FK_EOF) {
-      log_msg(LOG_INFO, "connection %llu: ignoring frame kind %d on a stdin stream", (unsigned long long)c->id, kind);
-      return;
-    }
-    if (c->stream) stream_input(c->stream, kind, p, n);
+    if (is_data_or_eof(c, kind, "a stdin stream") && c->stream) stream_input(c->stream, kind, p, n);
     return;
   }
   // Output streams carry nothing from the host.

@@ -101,8 +101,9 @@ export const COMMANDS: CommandSpec[] = [
     },
     async run(argv) {
       const { CLEAN_EXITS, vmRun } = await import('./vm-run.js');
+      const { describeExit } = await import('../hypervisor/types.js');
       const exit = await vmRun(argv as Parameters<typeof vmRun>[0]);
-      process.stderr.write(`stencil: VM exited: ${exit.reason}${exit.detail ? ` (${exit.detail})` : ''}\n`);
+      process.stderr.write(`stencil: VM exited: ${describeExit(exit)}\n`);
       return CLEAN_EXITS.has(exit.reason) ? 0 : 1;
     },
   },

@@ -96,3 +96,8 @@ export interface VirtualMachine {
  * templates, restore one. The pod layer gets its VMs only through this.
  */
 export type VmProvider = (spec: VmSpec) => VirtualMachine | Promise<VirtualMachine>;
+
+/** "triple-fault (vCPU 0 triple-faulted ...)": the reason, with the VMM's detail when it gave one. */
+export function describeExit(exit: { reason: string; detail: string }): string {
+  return `${exit.reason}${exit.detail ? ` (${exit.detail})` : ''}`;
+}

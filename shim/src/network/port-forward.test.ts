@@ -4,8 +4,9 @@
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import net from 'node:net';
-import type { Duplex } from 'node:stream';
+import { Writable, type Duplex } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import { createLogger } from '../util/log.js';
 import { forwardPodPorts, type PortForwarder } from './port-forward.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -89,5 +90,26 @@ describe('port forwarding into a VM pod', { skip: !isRoot && 'needs root (networ
     assert.doesNotMatch(natRules(), /DNAT/);
     assert.match(await dialInNetns(8080, 'x'), /^error:ECONNREFUSED$/);
     forwarder = undefined;
+  });
+});
+
+describe('port forwarding where it cannot be set up', { skip: !isRoot && 'needs root (network namespaces)' }, () => {
+  it('resolves to undefined with one warning naming the namespace, never rejects', async () => {
+    const lines: string[] = [];
+    const log = createLogger({
+      stream: new Writable({
+        write(chunk: Buffer, _enc, done) {
+          lines.push(chunk.toString());
+          done();
+        },
+      }),
+    });
+    const missing = `/run/netns/stencil-pf-missing-${process.pid}`;
+    const forwarder = await forwardPodPorts(missing, () => Promise.reject(new Error('never asked')), log);
+    assert.equal(forwarder, undefined);
+    const warnings = lines.filter((l) => l.includes('warn'));
+    assert.equal(warnings.length, 1, lines.join(''));
+    assert.match(warnings[0], /PortForward will not reach this pod/);
+    assert.ok(warnings[0].includes(missing), warnings[0]);
   });
 });

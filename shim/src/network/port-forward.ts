@@ -31,50 +31,52 @@ function redirectRule(listenPort: number): string[] {
 }
 
 /**
- * Starts forwarding loopback TCP in `netns` into the guest. Undefined (and a warning) when this
- * host cannot redirect there (no iptables, or a kernel without the nat table): the pod runs,
- * only PortForward does not reach it.
+ * Starts forwarding loopback TCP in `netns` into the guest. Never rejects: undefined (and a
+ * warning) when this host cannot listen or redirect there (no iptables, or a kernel without the
+ * nat table): the pod runs, only PortForward does not reach it.
  */
 export async function forwardPodPorts(netns: string, openGuestPort: GuestPortOpener, log?: Logger): Promise<PortForwarder | undefined> {
-  const { fd, port: listenPort } = loadAddon().listenOnLoopback({ netns });
-  const connections = new Set<net.Socket>();
-  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
-    connections.add(client);
-    client.once('close', () => connections.delete(client));
-    forward(client, openGuestPort, log);
-  });
-  // Never waits forever: the pod's teardown awaits this.
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ fd }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  server.on('error', (err) => log?.warn('port forwarding listener failed', { netns, error: err.message }));
+  let server: net.Server | undefined;
   try {
+    const { fd, port: listenPort } = loadAddon().listenOnLoopback({ netns });
+    const connections = new Set<net.Socket>();
+    const listening = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
+      connections.add(client);
+      client.once('close', () => connections.delete(client));
+      forward(client, openGuestPort, log);
+    });
+    server = listening;
+    // Never waits forever: the pod's teardown awaits this.
+    await new Promise<void>((resolve, reject) => {
+      listening.once('error', reject);
+      listening.listen({ fd }, () => {
+        listening.off('error', reject);
+        resolve();
+      });
+    });
+    listening.on('error', (err) => log?.warn('port forwarding listener failed', { netns, error: err.message }));
     await inNetns(netns, ['iptables', '-w', '5', '-t', 'nat', '-A', ...redirectRule(listenPort)]);
+    log?.info('forwarding the pod namespace\'s loopback TCP into the guest', { netns, listenPort });
+    let closed: Promise<void> | undefined;
+    return {
+      listenPort,
+      close() {
+        closed ??= (async () => {
+          const stopped = new Promise<void>((resolve) => listening.close(() => resolve()));
+          for (const c of connections) c.destroy();
+          await stopped;
+          // CNI's teardown deletes the namespace with its rules; a pod that ends without that
+          // leaves the namespace as it found it.
+          await inNetns(netns, ['iptables', '-w', '5', '-t', 'nat', '-D', ...redirectRule(listenPort)]).catch(() => undefined);
+        })();
+        return closed;
+      },
+    };
   } catch (err) {
-    server.close();
-    log?.warn('PortForward will not reach this pod: cannot redirect loopback connections in its network namespace', { netns, error: (err as Error).message });
+    server?.close();
+    log?.warn('PortForward will not reach this pod: cannot listen or redirect loopback connections in its network namespace', { netns, error: (err as Error).message });
     return undefined;
   }
-  log?.info('forwarding the pod namespace\'s loopback TCP into the guest', { netns, listenPort });
-  let closed: Promise<void> | undefined;
-  return {
-    listenPort,
-    close() {
-      closed ??= (async () => {
-        const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
-        for (const c of connections) c.destroy();
-        await stopped;
-        // CNI's teardown deletes the namespace with its rules; a pod that ends without that
-        // leaves the namespace as it found it.
-        await inNetns(netns, ['iptables', '-w', '5', '-t', 'nat', '-D', ...redirectRule(listenPort)]).catch(() => undefined);
-      })();
-      return closed;
-    },
-  };
 }
 
 /** Carries one redirected connection into the guest, both halves and resets included. */

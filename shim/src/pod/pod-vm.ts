@@ -23,7 +23,7 @@ import { AgentCallError } from '../agent/errors.js';
 import { DEFAULT_AGENT_PORT } from '../agent/vsock.js';
 import { bootMicroVm, MicroVm } from '../hypervisor/microvm.js';
 import { type QmpHandle, serveQmp } from '../qmp/serve.js';
-import type { VirtualMachine, VmExit, VmProvider } from '../hypervisor/types.js';
+import { describeExit, type VirtualMachine, type VmExit, type VmProvider } from '../hypervisor/types.js';
 import { AgentWaitError, waitForAgent } from './agent-wait.js';
 import { podVmSpec, SHARE_TAG } from './vm-spec.js';
 import type { Logger } from '../util/log.js';
@@ -287,10 +287,7 @@ export class PodVm implements Pod {
       }
       if (this.network) {
         const netns = this.network.netns;
-        this.portForwarder = forwardPodPorts(netns, (port) => this.agent().openPort(port), this.log).catch((err: Error) => {
-          this.log?.warn('PortForward will not reach this pod', { netns, error: err.message });
-          return undefined;
-        });
+        this.portForwarder = forwardPodPorts(netns, (port) => this.agent().openPort(port), this.log);  // never rejects
       }
     }
     const net = this.network ? { mac: this.network.guestInterface.mac, backendFd: this.network.tapFd } : undefined;
@@ -390,7 +387,7 @@ export class PodVm implements Pod {
   private onVmExit(exit: VmExit): void {
     this.vmExit = exit;
     if (this.stopping) return;
-    const reason = `the VM of pod ${this.id} ended on its own: ${exit.reason}${exit.detail ? ` (${exit.detail})` : ''}`;
+    const reason = `the VM of pod ${this.id} ended on its own: ${describeExit(exit)}`;
     this.log?.error(reason, { consoleTail: this.consoleTail().slice(-4096) });
     // Calls waiting for the agent fail now, not at their timeout (a minute for CreateContainer).
     this.client?.close(reason);
@@ -434,7 +431,7 @@ export class PodVm implements Pod {
   private agent(): AgentClient {
     if (this.stopping) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id} is shut down`);
     if (!this.client) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id} is not running`);
-    if (this.vmExit) throw new PodVmError('UNAVAILABLE', `the VM of pod ${this.id} has ended (${this.vmExit.reason})`);
+    if (this.vmExit) throw new PodVmError('UNAVAILABLE', `the VM of pod ${this.id} has ended: ${describeExit(this.vmExit)}`);
     return this.client;
   }
 

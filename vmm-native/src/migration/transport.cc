@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "../error.h"
+#include "../host/unix_socket.h"
 
 namespace stencil {
 
@@ -241,11 +242,8 @@ MigrationListener::MigrationListener(const MigrationEndpoint& e) : endpoint_(e) 
     socket_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!socket_.valid()) throw VmmError(ErrorCode::kMigration, WithErrno("creating a socket for " + e.Describe()));
     sockaddr_un addr = UnixAddress(e);
-    mode_t old = umask(0177);  // the socket file is 0600 from the start
-    int rc = bind(socket_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    int err = errno;
-    umask(old);
-    if (rc < 0) throw VmmError(ErrorCode::kMigration, WithErrno("listening for the incoming migration on " + e.Describe(), err));
+    if (int err = BindOwnerOnly(socket_.get(), addr))
+      throw VmmError(ErrorCode::kMigration, WithErrno("listening for the incoming migration on " + e.Describe(), err));
   } else {
     AddrInfo resolved;
     Resolve(e, true, &resolved);

@@ -116,6 +116,12 @@ void VirtioNet::Unquiesce() {
   if (loop_ && active_) loop_->Start("virtio-net");  // notifications from the pause are kept
 }
 
+void VirtioNet::RunQuiescedLoop(int rounds) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!quiesced_ || !loop_ || loop_->running()) throw VmmError(ErrorCode::kState, "virtio-net: RunQuiescedLoop needs an activated, quiesced device");
+  while (rounds-- > 0) loop_->RunOnce(0);
+}
+
 VirtioNet::State VirtioNet::SaveState() {
   std::lock_guard<std::mutex> lock(mu_);
   if (loop_ && loop_->running()) throw VmmError(ErrorCode::kState, "virtio-net device must be quiesced to save its state");

@@ -74,6 +74,11 @@ class VirtioNet : public VirtioDevice {
   void SaveState(ByteWriter& out) override;  // net_persist.cc
   void RestoreState(ByteReader& in) override;
 
+  // Tests and fuzzing, on a device quiesced before Activate: runs its loop on the caller's thread
+  // for `rounds` non-blocking passes (queue notifications, backend events, re-kicks), so that
+  // what the device did with the queues can be looked at deterministically.
+  void RunQuiescedLoop(int rounds);
+
   const Mac& mac() const { return mac_; }
   bool has_backend() const { return backend_.valid(); }
 

@@ -10,6 +10,7 @@
 #include <future>
 
 #include "../../error.h"
+#include "../../host/unix_socket.h"
 
 namespace stencil {
 
@@ -75,8 +76,8 @@ void VirtioVsock::Bind() {
   }
   UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd.valid()) throw VmmError(ErrorCode::kState, WithErrno("socket(AF_UNIX)"));
-  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
-    throw VmmError(ErrorCode::kInvalidArgument, WithErrno("vsock.udsPath " + path + ": bind"));
+  if (int err = BindOwnerOnly(fd.get(), addr))
+    throw VmmError(ErrorCode::kInvalidArgument, WithErrno("vsock.udsPath " + path + ": bind", err));
   if (listen(fd.get(), 128) < 0) {
     int err = errno;
     unlink(path.c_str());
@@ -312,10 +313,7 @@ void VirtioVsock::ProcessRx() {
         // payload and only data is pending. Held, it would be offered first forever and the
         // data would never reach the bigger buffers behind it.
         if (n == 0 && capacity > 0) break;
-        if (n == 0 && !warned_payloadless_rx_) {
-          Log("rx buffer of " + std::to_string(chain.writable_bytes()) + " bytes has no room for data: returned empty");
-          warned_payloadless_rx_ = true;
-        }
+        if (n == 0) Log("rx buffer of " + std::to_string(chain.writable_bytes()) + " bytes has no room for data: returned empty");
       }
       q.PushUsed(*mem_, chain.head, n);
       held_rx_.reset();

@@ -125,7 +125,6 @@ class VirtioVsock : public VirtioDevice {
   Virtqueue* queues_[kNumQueues] = {};
   VirtioInterrupt* irq_ = nullptr;
   std::optional<DescriptorChain> held_rx_;  // popped rx chain not yet filled
-  bool warned_payloadless_rx_ = false;       // logged once: a guest may post them in a loop
   bool rx_posted_ = false;
   bool broken_ = false;
   std::vector<uint8_t> scratch_;
