@@ -92,11 +92,14 @@ describe('pod VM: containers through the agent', { skip: haveStaticBusybox() ? u
     assert.ok(r.stdout.equals(data), 'stdout differs from what went into stdin');
   });
 
-  it('delivers a 100 MiB stdout stream complete and in order', async () => {
-    // A 1 MiB random block from stdin, written out 100 times, each copy preceded by its number:
-    // lost, repeated or reordered data changes the hash.
+  // 100 MiB on a real KVM host; 24 MiB in the emulated host, where a guest kept streaming that
+  // long met the emulated host's own faults twice in one day (a nested triple fault, then its
+  // kernel's stack-guard panic in a KVM ioctl: integration-tests/README.md).
+  const copies = process.env.EMULATED_HOST === '1' ? 24 : 100;
+  it(`delivers a ${copies} MiB stdout stream complete and in order`, async () => {
+    // A 1 MiB random block from stdin, written out `copies` times, each copy preceded by its
+    // number: lost, repeated or reordered data changes the hash.
     const block = crypto.randomBytes(MiB);
-    const copies = 100;
     const script = `head -c ${MiB} > /dev/shm/block; i=0; while [ $i -lt ${copies} ]; do printf '%08d' $i; cat /dev/shm/block; i=$((i+1)); done`;
     const expected = crypto.createHash('sha256');
     for (let i = 0; i < copies; i++) expected.update(String(i).padStart(8, '0')).update(block);
