@@ -6,6 +6,7 @@
 // namespace's loopback), SO_ORIGINAL_DST tells which port each one was for, and the agent opens
 // that port on the guest's 127.0.0.1. Closed ports are answered with a reset, as a refused
 // connect would be.
+import fs from 'node:fs';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { loadAddon } from '../hypervisor/native.js';
@@ -37,8 +38,11 @@ function redirectRule(listenPort: number): string[] {
  */
 export async function forwardPodPorts(netns: string, openGuestPort: GuestPortOpener, log?: Logger): Promise<PortForwarder | undefined> {
   let server: net.Server | undefined;
+  let fd: number | undefined;  // the listening socket, the server's once it listens on it
   try {
-    const { fd, port: listenPort } = loadAddon().listenOnLoopback({ netns });
+    const listener = loadAddon().listenOnLoopback({ netns });
+    fd = listener.fd;
+    const listenPort = listener.port;
     const connections = new Set<net.Socket>();
     const listening = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
       connections.add(client);
@@ -73,7 +77,8 @@ export async function forwardPodPorts(netns: string, openGuestPort: GuestPortOpe
       },
     };
   } catch (err) {
-    server?.close();
+    if (server?.listening) server.close();
+    else if (fd !== undefined) fs.closeSync(fd);  // a failed listen leaves it ours
     log?.warn('PortForward will not reach this pod: cannot listen or redirect loopback connections in its network namespace', { netns, error: (err as Error).message });
     return undefined;
   }
