@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { exactNamePattern, failedTests, retryable } from './fault-retry.js';
+import { exactNamePattern, failedTests, failureError, retryable } from './fault-retry.js';
 
 const FAULT = 'the VM of pod pod-d3f ended on its own: triple-fault (vCPU 0 triple-faulted (KVM_EXIT_SHUTDOWN); vCPU state: rip=0xfff0';
 
@@ -66,6 +66,18 @@ describe('the emulated-host fault retry', () => {
     const [fault] = failedTests(report(failure('a', FAULT)));
     const [other] = failedTests(report(failure('b', gone)));
     assert.deepEqual(retryable([fault, { ...other, file: '/repo/dist/integration-tests/vm/pod.test.js' }]), []);
+  });
+
+  it("gives a failure's error, a block or quoted, cut at a length that says how much is left", () => {
+    const [block] = failedTests(report(failure('a', 'ctr: no metrics received')));
+    assert.equal(failureError(block), 'ctr: no metrics received');
+    const hook = failure('b', 'x', 'hookFailed').replace(/error: \|-\n\s*x/, "error: 'after stop(): it''s still there'");
+    const [quoted] = failedTests(report(hook));
+    assert.equal(quoted.failureType, 'hookFailed');
+    assert.equal(failureError(quoted), "after stop(): it's still there");
+    const [long] = failedTests(report(failure('c', 'y'.repeat(1000))));
+    assert.equal(failureError(long, 10), `${'y'.repeat(10)}... (990 more characters in the TAP report)`);
+    assert.equal(failureError({ ...long, detail: 'duration_ms: 1' }), '(no error reported)');
   });
 
   it('builds a name pattern that matches that name exactly', () => {

@@ -63,6 +63,24 @@ export function retryable(failures: FailedTest[]): FailedTest[] {
   return failures;
 }
 
+/** The error a failed test reported (TAP's `error:`, quoted or a block), at most maxChars of it. */
+export function failureError(f: FailedTest, maxChars = 800): string {
+  const lines = f.detail.split('\n');
+  const at = lines.findIndex((l) => /^\s*error: /.test(l));
+  if (at < 0) return '(no error reported)';
+  const value = lines[at].replace(/^\s*error: /, '');
+  let text: string;
+  if (/^[|>][-+]?$/.test(value)) {
+    const indent = /^\s*/.exec(lines[at])![0].length;
+    const block: string[] = [];
+    for (let i = at + 1; i < lines.length && (lines[i].trim() === '' || /^\s*/.exec(lines[i])![0].length > indent); i++) block.push(lines[i].trim());
+    text = block.join('\n').trim();
+  } else {
+    text = value.startsWith("'") ? value.slice(1, value.endsWith("'") ? -1 : undefined).replace(/''/g, "'") : value;
+  }
+  return text.length > maxChars ? `${text.slice(0, maxChars)}... (${text.length - maxChars} more characters in the TAP report)` : text;
+}
+
 /** A --test-name-pattern that matches exactly this name. */
 export function exactNamePattern(name: string): string {
   return `^${name.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}$`;
