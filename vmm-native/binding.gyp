@@ -12,6 +12,8 @@
         "src/host/mount.cc",
         "src/host/tap.cc",
         "src/host/port_forward.cc",
+        "src/host/seccomp.cc",
+        "src/vmm_thread.cc",
         "src/kvm.cc",
         "src/memory.cc",
         "src/vm.cc",

@@ -38,6 +38,7 @@ describe('defaults', () => {
         defaultMemory: 256 * 2 ** 20,
         memoryDir: '/dev/shm/stencil',
         memoryBacking: 'tmpfs',
+        seccomp: true,
       },
       factory: { enabled: true, templateDir: '/run/stencil-templates', templateDirSize: 4 * 2 ** 30, onMiss: 'boot' },
       runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto' },
@@ -92,6 +93,7 @@ default_vcpus = 254
 default_memory = "1G"
 memory_dir = "/mnt/ram"
 memory_backing = "memfd"
+seccomp = false
 [runtime]
 log_level = "debug"
 state_dir = "/var/run/stencil"
@@ -108,6 +110,7 @@ transport = "ttrpc"
         defaultMemory: 2 ** 30,
         memoryDir: '/mnt/ram',
         memoryBacking: 'memfd',
+        seccomp: false,
       },
       factory: defaultConfig().factory,
       runtime: { logLevel: 'debug', stateDir: '/var/run/stencil', transport: 'ttrpc' },

@@ -24,6 +24,8 @@ export interface HypervisorConfig {
   /** Directory holding tmpfs-backed guest RAM files. */
   memoryDir: string;
   memoryBacking: MemoryBacking;
+  /** Confine the VMM's threads to seccomp allow-lists (Firecracker's model); off only to debug. */
+  seccomp: boolean;
 }
 
 export interface RuntimeConfig {
@@ -100,6 +102,7 @@ export function defaultConfig(): StencilConfig {
       defaultMemory: 256 * 2 ** 20,
       memoryDir: '/dev/shm/stencil',
       memoryBacking: 'tmpfs',
+      seccomp: true,
     },
     factory: { enabled: true, templateDir: '/run/stencil-templates', templateDirSize: 4 * 2 ** 30, onMiss: 'boot' },
     runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto' },
@@ -226,6 +229,7 @@ const SCHEMA: { [S in keyof StencilConfig]: SectionSpec<StencilConfig[S]> } = {
     defaultMemory: sizeKey(),
     memoryDir: pathKey(),
     memoryBacking: enumKey(MEMORY_BACKINGS),
+    seccomp: boolKey(),
   },
   factory: {
     enabled: boolKey(),

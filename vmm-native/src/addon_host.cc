@@ -12,6 +12,7 @@
 #include "addon_util.h"
 #include "host/mount.h"
 #include "host/port_forward.h"
+#include "host/seccomp.h"
 #include "host/tap.h"
 
 namespace stencil {
@@ -172,6 +173,17 @@ Napi::Value OriginalDestinationJs(const Napi::CallbackInfo& info) {
   }
 }
 
+// enableSeccomp(): every VMM thread started from now on confines itself to its allow-list.
+Napi::Value EnableSeccompJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    seccomp::Enable();
+  } catch (const VmmError& e) {
+    ToJsError(env, e).ThrowAsJavaScriptException();
+  }
+  return env.Undefined();
+}
+
 }  // namespace
 
 void ExportHostCalls(Napi::Env env, Napi::Object exports) {
@@ -180,6 +192,7 @@ void ExportHostCalls(Napi::Env env, Napi::Object exports) {
   exports.Set("openTap", Napi::Function::New(env, OpenTapJs));
   exports.Set("listenOnLoopback", Napi::Function::New(env, ListenOnLoopbackJs));
   exports.Set("originalDestination", Napi::Function::New(env, OriginalDestinationJs));
+  exports.Set("enableSeccomp", Napi::Function::New(env, EnableSeccompJs));
 }
 
 }  // namespace stencil

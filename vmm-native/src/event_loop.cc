@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "error.h"
+#include "vmm_thread.h"
 
 namespace stencil {
 
@@ -33,7 +34,7 @@ EventLoop::~EventLoop() { Stop(); }
 void EventLoop::Start(const char* name) {
   if (thread_.joinable()) return;
   stop_ = false;
-  thread_ = std::thread([this] {
+  thread_ = StartVmmThread(name, ThreadRole::kDevice, [this] {
     loop_thread_id_ = std::this_thread::get_id();
     while (!stop_) {
       try {
@@ -45,7 +46,6 @@ void EventLoop::Start(const char* name) {
     }
     loop_thread_id_ = std::thread::id();
   });
-  pthread_setname_np(thread_.native_handle(), name);
 }
 
 void EventLoop::Stop() {

@@ -25,6 +25,7 @@
 #include "virtio/p9/device.h"
 #include "virtio/rng.h"
 #include "virtio/vsock/device.h"
+#include "vmm_thread.h"
 
 namespace stencil {
 
@@ -271,10 +272,7 @@ void Vm::Start(bool paused) {
   running_threads_ = static_cast<uint32_t>(vcpus_.size());
   for (auto& v : vcpus_) {
     Vcpu* vcpu = v.get();
-    vcpu->thread = std::thread([this, vcpu] { VcpuLoop(*vcpu); });
-    char name[16];
-    snprintf(name, sizeof name, "vcpu%u", vcpu->index);
-    pthread_setname_np(vcpu->thread.native_handle(), name);
+    vcpu->thread = StartVmmThread("vcpu" + std::to_string(vcpu->index), ThreadRole::kVcpu, [this, vcpu] { VcpuLoop(*vcpu); });
   }
 }
 

@@ -11,6 +11,7 @@
 #include "kvm.h"
 #include "snapshot/snapshot.h"
 #include "vm.h"
+#include "vmm_thread.h"
 
 namespace stencil {
 
@@ -107,7 +108,7 @@ void Vm::SetThrottle(uint32_t percent) {
   uint32_t before = throttle_percent_.exchange(percent);
   if (before == 0 && percent > 0) {
     if (throttle_thread_.joinable()) throttle_thread_.join();
-    throttle_thread_ = std::thread([this] { ThrottleLoop(); });
+    throttle_thread_ = StartVmmThread("vcpu-throttle", ThreadRole::kThrottle, [this] { ThrottleLoop(); });
   } else if (percent == 0 && throttle_thread_.joinable()) {
     throttle_thread_.join();
   }

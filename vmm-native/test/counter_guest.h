@@ -17,6 +17,7 @@
 
 #include "../src/error.h"
 #include "../src/kvm.h"
+#include "../src/vm_config.h"
 
 namespace stencil::testing {
 
@@ -148,6 +149,16 @@ class CounterGuestTest : public ::testing::Test {
   }
   void TearDown() override {
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+  // A VM of the counter guest with 64 MiB of RAM in dir_/ram_name.
+  VmConfig CounterVmConfig(const std::string& ram_name, uint32_t vcpus = 1) const {
+    VmConfig c;
+    c.vcpus = vcpus;
+    c.memory.size = 64ULL << 20;
+    c.memory.directory = dir_;
+    c.memory.name = ram_name;
+    c.kernel_path = kernel_;
+    return c;
   }
   std::string name_;
   bool pattern_;

@@ -79,13 +79,7 @@ class MigrationKvm : public tg::CounterGuestTest {
  protected:
   MigrationKvm() : CounterGuestTest("migration-test", true) {}
   std::unique_ptr<Vm> StartSource(VmCallbacks cb = {}, uint64_t min_count = 100000) {
-    VmConfig c;
-    c.vcpus = 1;
-    c.memory.size = 64ULL << 20;
-    c.memory.directory = dir_;
-    c.memory.name = "source-ram";
-    c.kernel_path = kernel_;
-    auto vm = std::make_unique<Vm>(c, std::move(cb));
+    auto vm = std::make_unique<Vm>(CounterVmConfig("source-ram"), std::move(cb));
     vm->Start();
     EXPECT_TRUE(WaitCounterAbove(*vm, min_count)) << "the CPL3 guest never counted";
     return vm;

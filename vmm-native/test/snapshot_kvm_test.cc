@@ -61,12 +61,8 @@ class SnapshotKvm : public stencil::testing::CounterGuestTest {
  protected:
   SnapshotKvm() : CounterGuestTest("snapshot-test", false) {}
   VmConfig Config(const std::string& ram_dir, const std::string& ram_name) {
-    VmConfig c;
-    c.vcpus = 1;
-    c.memory.size = 64ULL << 20;
+    VmConfig c = CounterVmConfig(ram_name);
     c.memory.directory = ram_dir;
-    c.memory.name = ram_name;
-    c.kernel_path = kernel_;
     return c;
   }
 };

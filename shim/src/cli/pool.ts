@@ -11,6 +11,7 @@ import { type PodSize, podShapeFromConfig, templateSpecOfShape } from '../factor
 import type { TemplateSpec } from '../factory/template-spec.js';
 import { TemplateError, type TemplateRecord, TemplateStore } from '../factory/template-store.js';
 import { ensureTmpfs, onTmpfs, TEMPLATE_TMPFS_SOURCE } from '../factory/tmpfs.js';
+import { confineVmmThreads } from '../hypervisor/native.js';
 import type { PodVmShape } from '../pod/vm-spec.js';
 import { mountAt, unmount } from '../util/mounts.js';
 import { buildProgress } from './build-progress.js';
@@ -135,6 +136,7 @@ async function createTemplates(pool: Pool, planned: PlannedTemplate[], out: Node
     const progress = buildProgress(`template ${label}`, out);
     let result: { record: TemplateRecord; built: boolean };
     try {
+      confineVmmThreads(pool.config.hypervisor);  // the template's VM
       result = await pool.store.create(spec, (workDir, _inputs, step) => buildPodTemplate(shape, workDir, step), progress.step);
       progress.stop(true);
     } catch (err) {

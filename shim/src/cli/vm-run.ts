@@ -8,6 +8,7 @@ import path from 'node:path';
 import { loadConfig } from '../../../runtime-config/src/config.js';
 import { parseSize } from '../../../runtime-config/src/size.js';
 import { DEFAULT_CMDLINE, MicroVm } from '../hypervisor/microvm.js';
+import { confineVmmThreads } from '../hypervisor/native.js';
 import type { ExitReason } from '../hypervisor/types.js';
 import { parseQmpChardev, type QmpHandle, serveQmp } from '../qmp/serve.js';
 import { type MigrationUri, parseMigrationUri } from '../qmp/vm-commands.js';
@@ -83,6 +84,7 @@ export async function vmRun(opts: VmRunOptions): Promise<VmRunEnd> {
   if (incoming?.kind === 'live' && memory.file) throw new Error('--memory-path does not apply to a live incoming migration: its RAM is created in --memory-dir');
   const memoryBytes = opts.memory !== undefined ? parseSize(opts.memory, '--memory') : undefined;
   const name = opts.name ?? `vm-${process.pid}`;
+  confineVmmThreads(loadConfig({ path: opts.config }).config.hypervisor);
   // A restore takes vCPUs and memory size from the snapshot; given ones must match it.
   const restore = (source: RestoreSource) =>
     MicroVm.restore(name, {

@@ -213,6 +213,8 @@ interface Addon {
   listenOnLoopback(options: { netns?: string; port?: number }): { fd: number; port: number };
   /** Where a connection accepted on `fd` was headed before an iptables REDIRECT/DNAT (SO_ORIGINAL_DST). */
   originalDestination(fd: number): { address: string; port: number };
+  /** From now on every VMM thread (vCPU, device, migration) confines itself to its seccomp allow-list; for good. */
+  enableSeccomp(): void;
 }
 
 let addon: Addon | undefined;
@@ -227,4 +229,13 @@ export function loadAddon(): Addon {
     }
   }
   return addon;
+}
+
+/**
+ * Applies `[hypervisor] seccomp` to this process: when on, every VMM thread started from now on
+ * (vCPUs, device loops and workers, migrations) is confined to the system calls its work needs
+ * (vmm-native/src/host/seccomp.cc). Process-wide and one-way, like the filters themselves.
+ */
+export function confineVmmThreads(hypervisor: { seccomp: boolean }): void {
+  if (hypervisor.seccomp) loadAddon().enableSeccomp();
 }

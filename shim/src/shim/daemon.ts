@@ -39,6 +39,7 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
     import('../network/pod-network.js'),
     import('./pod-migration.js'),
   ]);
+  const { confineVmmThreads } = await import('../hypervisor/native.js');
   const { config, source } = loadConfig({ path: flags.config });
   const logger = createLogger({ level: flags.debug ? 'debug' : config.runtime.logLevel, stream: process.stderr, json: true }).child({
     shim: 'stencil',
@@ -46,6 +47,8 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
     pod: flags.id,
   });
   logger.info('shim daemon starting', { pid: process.pid, protocol: flags.protocol, config: source, socket: flags.socket, incoming });
+  // Every VM of this daemon (booted, cloned, restored, migrated in) runs confined VMM threads.
+  confineVmmThreads(config.hypervisor);
 
   const key = address.podKey(flags.address, flags.namespace, address.groupId(bundle, flags.id));
   // A migrated pod's VM, state and RAM file get names of their own: the source's are still in use.

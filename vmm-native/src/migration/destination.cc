@@ -13,6 +13,7 @@
 #include "../memory.h"
 #include "ram.h"
 #include "stream.h"
+#include "../vmm_thread.h"
 
 namespace stencil {
 
@@ -53,7 +54,7 @@ MigrationIncoming::~MigrationIncoming() {
   if (thread_.joinable()) thread_.join();
 }
 
-void MigrationIncoming::Start() { thread_ = std::thread([this] { Run(); }); }
+void MigrationIncoming::Start() { thread_ = StartVmmThread("migrate-in", ThreadRole::kMigration, [this] { Run(); }); }
 
 void MigrationIncoming::Cancel() {
   cancel_.Cancel();

@@ -6,6 +6,7 @@
 #include "../vm.h"
 #include "ram.h"
 #include "stream.h"
+#include "../vmm_thread.h"
 
 namespace stencil {
 
@@ -54,7 +55,7 @@ MigrationSource::~MigrationSource() {
 void MigrationSource::Start() {
   started_ = Clock::now();
   SetStatus(MigrationStatus::kSetup);
-  thread_ = std::thread([this] { Run(); });
+  thread_ = StartVmmThread("migrate-out", ThreadRole::kMigration, [this] { Run(); });
 }
 
 bool MigrationSource::Cancel() {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../error.h"
+#include "../vmm_thread.h"
 
 namespace stencil {
 
@@ -68,7 +69,7 @@ void VirtioBlk::Activate(const GuestMemoryAccess& mem, std::vector<Virtqueue>& q
   queue_ = &queues.at(0);
   irq_ = &irq;
   stopping_ = false;
-  worker_ = std::thread([this] { WorkerLoop(); });
+  worker_ = StartVmmThread("virtio-blk", ThreadRole::kBlockIo, [this] { WorkerLoop(); });
 }
 
 void VirtioBlk::Reset() {

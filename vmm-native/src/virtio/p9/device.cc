@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "../../error.h"
+#include "../../vmm_thread.h"
 
 namespace stencil {
 
@@ -77,9 +78,7 @@ void VirtioP9::Activate(const GuestMemoryAccess& mem, std::vector<Virtqueue>& qu
   std::lock_guard<std::mutex> lock(mu_);
   stop_ = false;
   kicked_ = true;  // serve anything published before DRIVER_OK
-  worker_ = std::thread([this] { WorkerLoop(); });
-  std::string name = "9p-" + tag_.substr(0, 12);
-  pthread_setname_np(worker_.native_handle(), name.c_str());
+  worker_ = StartVmmThread("9p-" + tag_.substr(0, 12), ThreadRole::kFileShare, [this] { WorkerLoop(); });
 }
 
 void VirtioP9::QueueNotify(uint32_t index) {
