@@ -30,8 +30,17 @@ constexpr uint64_t kPatternPages = 256;
 
 // pace_cycles > 0 (with pattern): one count and pattern write per pace_cycles TSC cycles at most,
 // so the guest dirties pages at a fixed rate that a throttled vCPU cannot keep up.
-inline std::vector<uint8_t> CounterGuestImage(bool pattern = false, uint32_t pace_cycles = 0) {
+// preamble: CPL0 code run first (from offset 0x500, entered there), which then falls into the
+// usual prologue and count: the hostile-guest tests poke the devices with it.
+inline std::vector<uint8_t> CounterGuestImage(bool pattern = false, uint32_t pace_cycles = 0,
+                                              const std::vector<uint8_t>& preamble = {}) {
   std::vector<uint8_t> seg(0x500, 0x90);
+  if (!preamble.empty()) {
+    seg.insert(seg.end(), preamble.begin(), preamble.end());
+    int32_t back = -static_cast<int32_t>(seg.size() + 5);  // jmp rel32 to offset 0
+    seg.push_back(0xe9);
+    for (int i = 0; i < 4; i++) seg.push_back(static_cast<uint8_t>(static_cast<uint32_t>(back) >> (8 * i)));
+  }
   const uint8_t prologue[] = {
       0xb8, 0x00, 0x90, 0x00, 0x00,  // mov eax, 0x9000        (PML4)
       0x48, 0x83, 0x08, 0x04,        // or qword [rax], 4      (user)
@@ -107,7 +116,7 @@ inline std::vector<uint8_t> CounterGuestImage(bool pattern = false, uint32_t pac
   eh.e_type = ET_EXEC;
   eh.e_machine = EM_X86_64;
   eh.e_version = EV_CURRENT;
-  eh.e_entry = kGuestLoadAddr;
+  eh.e_entry = kGuestLoadAddr + (preamble.empty() ? 0 : 0x500);
   eh.e_phoff = sizeof eh;
   eh.e_ehsize = sizeof eh;
   eh.e_phentsize = sizeof(Elf64_Phdr);
@@ -125,8 +134,9 @@ inline std::vector<uint8_t> CounterGuestImage(bool pattern = false, uint32_t pac
   return file;
 }
 
-inline void WriteCounterGuest(const std::string& path, bool pattern = false, uint32_t pace_cycles = 0) {
-  std::vector<uint8_t> image = CounterGuestImage(pattern, pace_cycles);
+inline void WriteCounterGuest(const std::string& path, bool pattern = false, uint32_t pace_cycles = 0,
+                              const std::vector<uint8_t>& preamble = {}) {
+  std::vector<uint8_t> image = CounterGuestImage(pattern, pace_cycles, preamble);
   std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(image.data()), image.size());
 }
 

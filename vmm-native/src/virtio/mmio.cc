@@ -140,7 +140,10 @@ void VirtioMmio::SetStatus(uint32_t status) {
     uint64_t offered = device_->features() | kVirtioFVersion1;
     if ((driver_features_ & ~offered) || !(driver_features_ & kVirtioFVersion1)) status &= ~kStatusFeaturesOk;
   }
-  status_ = status;
+  // NEEDS_RESET is the device's to set and stays until the driver resets the device: a driver
+  // that writes the status afterwards (DRIVER_OK after a queue it could not make ready) must not
+  // clear it.
+  status_ = status | (status_ & kStatusNeedsReset);
   if ((status & kStatusDriverOk) && !activated_ && !(status & kStatusFailed)) {
     for (auto& q : queues_)
       if (!q.ready()) return;  // all queues must be set up first (a driver may leave some unused)
