@@ -94,6 +94,7 @@ describe('bad input is refused, naming what is wrong', () => {
     config('[hypervisor]\ndefault_vcpus = "two"', /default_vcpus/),
     config('[hypervisor]\ndefault_vcpus = 1.5', /default_vcpus/),
     config('[hypervisor]\ndefault_memory = "lots"', /default_memory/),
+    config('[hypervisor]\nseccomp = "on"', /hypervisor\.seccomp: expected a boolean/),
     config('[hypervisor]\ndefault_memory = true', /default_memory/),
     config('[hypervisor]\nmemory_backing = "disk"', /memory_backing.*disk/),
     config('[hypervisor]\nmemory_dir = "relative/dir"', /memory_dir/),

@@ -2,6 +2,7 @@
 // (src/vmm_thread.h). Filters are process-wide once enabled and cannot be lifted, so each test
 // that enables them runs in a child process (a gtest death test) and says how it ended.
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -113,6 +114,30 @@ TEST_F(SeccompDeathTest, AConfinedThreadStartsThreadsOfOtherKindsThatAreNotBound
           StartVmmThread("9p-worker", ThreadRole::kFileShare, [&] { fd = open("/proc/self/status", O_RDONLY); }).join();
         }).join();
         _exit(vcpu_confined && fd >= 0 ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+// The calling thread's effective capabilities, a bit per CAP_*.
+uint64_t EffectiveCapabilities() {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2]{};
+  if (syscall(SYS_capget, &header, data) != 0) return ~uint64_t{0};
+  return data[0].effective | (uint64_t{data[1].effective} << 32);
+}
+
+TEST_F(SeccompDeathTest, EachThreadKeepsOnlyTheCapabilitiesItsWorkNeeds) {
+  if (!(EffectiveCapabilities() & (uint64_t{1} << CAP_CHOWN))) GTEST_SKIP() << "not run as root: no capabilities to drop";
+  EXPECT_EXIT(
+      {
+        seccomp::Enable();
+        uint64_t device = ~uint64_t{0};
+        uint64_t share = 0;
+        StartVmmThread("device", ThreadRole::kDevice, [&] { device = EffectiveCapabilities(); }).join();
+        StartVmmThread("9p", ThreadRole::kFileShare, [&] { share = EffectiveCapabilities(); }).join();
+        bool ok = device == 0 && share == seccomp::KeptCapabilities(ThreadRole::kFileShare) &&
+                  EffectiveCapabilities() != 0;  // the caller's (the addon's thread) are its own
+        _exit(ok ? 0 : 1);
       },
       ::testing::ExitedWithCode(0), "");
 }

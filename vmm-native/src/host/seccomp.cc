@@ -1,6 +1,7 @@
 #include "seccomp.h"
 
 #include <linux/audit.h>
+#include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <signal.h>
@@ -46,14 +47,14 @@ thread_local const char* t_role = nullptr;  // set before the filter: the SIGSYS
 // What every VMM thread needs: memory (malloc, thread stacks), locks and condition variables, time
 // and sleeps, reading and writing fds it holds (eventfds, logs on stderr, the JS thread's wakeup),
 // signals (the vCPU kick, pthread_kill), the host's RAM size glibc looks up (sysinfo; a migration
-// thread met it), and ending. The libc spellings of one call differ between
+// thread met it), its own capabilities (capget, read only), and ending. The libc spellings of one call differ between
 // glibc versions (stat is fstat, newfstatat or statx), so each one's variants are all listed.
 const long kBase[] = {
     SYS_read, SYS_write, SYS_readv, SYS_writev, SYS_close, SYS_futex, SYS_mmap, SYS_munmap, SYS_mprotect, SYS_mremap,
     SYS_madvise, SYS_brk, SYS_rt_sigprocmask, SYS_rt_sigreturn, SYS_sigaltstack, SYS_clock_gettime, SYS_gettimeofday,
     SYS_clock_nanosleep, SYS_nanosleep, SYS_sched_yield, SYS_sched_getaffinity, SYS_getpid, SYS_gettid, SYS_tgkill,
     SYS_restart_syscall, SYS_exit, SYS_exit_group, SYS_set_robust_list, SYS_getrandom, SYS_fstat, SYS_newfstatat,
-    SYS_lseek, SYS_fcntl, SYS_sysinfo,
+    SYS_lseek, SYS_fcntl, SYS_sysinfo, SYS_capget,
 #ifdef SYS_rseq
     SYS_rseq,
 #endif
@@ -198,11 +199,48 @@ std::vector<long> AllowedSyscalls(ThreadRole role) {
   return out;
 }
 
+uint64_t KeptCapabilities(ThreadRole role) {
+  auto bit = [](int cap) { return uint64_t{1} << cap; };
+  switch (role) {
+    case ThreadRole::kFileShare:
+      // The 9p server acts for the guest's root on files of any owner in the share: it makes them
+      // and hands them over (chown), reads, writes and stamps others' files, keeps set-gid bits,
+      // makes device nodes.
+      return bit(CAP_CHOWN) | bit(CAP_DAC_OVERRIDE) | bit(CAP_DAC_READ_SEARCH) | bit(CAP_FOWNER) | bit(CAP_FSETID) |
+             bit(CAP_MKNOD);
+    case ThreadRole::kMigration:
+      // An arriving VM's RAM file and a template's, wherever the admin keeps them.
+      return bit(CAP_DAC_OVERRIDE) | bit(CAP_DAC_READ_SEARCH) | bit(CAP_FOWNER);
+    default:
+      return 0;  // KVM, eventfds, sockets and files the VMM already holds need none
+  }
+}
+
+namespace {
+
+// Capabilities are per thread: this one keeps only `keep` (and only those it had).
+std::string DropCapabilities(uint64_t keep) {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2]{};
+  if (syscall(SYS_capget, &header, data) != 0) return WithErrno("capget");
+  for (int i = 0; i < 2; i++) {
+    uint32_t k = static_cast<uint32_t>(keep >> (32 * i));
+    data[i].permitted &= k;
+    data[i].effective &= k;
+    data[i].inheritable = 0;
+  }
+  if (syscall(SYS_capset, &header, data) != 0) return WithErrno("capset");
+  return "";
+}
+
+}  // namespace
+
 std::string ConfineCurrentThread(ThreadRole role) {
   std::vector<sock_filter> program = BuildProgram(AllowedSyscalls(role));
   if (program.size() > 250) return "the allow-list is too long for one BPF jump";
   sock_fprog prog{static_cast<unsigned short>(program.size()), program.data()};
   t_role = ThreadRoleName(role);
+  if (std::string error = DropCapabilities(KeptCapabilities(role)); !error.empty()) return error;
   // Per thread (no TSYNC): only this thread, and threads it starts, are filtered.
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return WithErrno("prctl(PR_SET_NO_NEW_PRIVS)");
   if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) return WithErrno("seccomp(SECCOMP_SET_MODE_FILTER)");

@@ -1,9 +1,11 @@
 // seccomp allow-lists for the VMM's own threads (Firecracker's model): each kind of thread may make
 // the system calls its work needs and no others. A thread that makes another one ends the process
 // (it runs in the shim, so the pod fails and nothing else), after a line on stderr naming the
-// thread and the call. The lists match system call numbers only, not their arguments.
+// thread and the call. The lists match system call numbers only, not their arguments. Each
+// thread also drops the capabilities its work does not need.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -37,8 +39,11 @@ bool Enabled();
 // Whether the calling thread is confined (then threads it starts would inherit its filter).
 bool CurrentThreadConfined();
 
-// Confines the calling thread to `role`'s list (sets no_new_privs for it first). Returns "" or
-// what failed.
+// The capabilities (a bit per CAP_*) a thread of `role` keeps; the others are dropped.
+uint64_t KeptCapabilities(ThreadRole role);
+
+// Confines the calling thread: drops the capabilities its role does not keep (they are per
+// thread), sets no_new_privs, installs its role's allow-list. Returns "" or what failed.
 std::string ConfineCurrentThread(ThreadRole role);
 
 }  // namespace seccomp
