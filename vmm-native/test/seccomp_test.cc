@@ -164,6 +164,12 @@ TEST_F(SeccompVmDeathTest, AGuestRunsPausesAndResumesOnConfinedVcpus) {
           paused++;
           cv.notify_all();
         };
+        // The child ran this fixture's SetUp too ("threadsafe" death tests run the test again in
+        // a new process): its scratch directory is its own to remove.
+        auto exit_child = [&](int code) {
+          std::filesystem::remove_all(dir_);
+          _exit(code);
+        };
         Vm vm(CounterVmConfig("ram", 2), cb);
         vm.Start();
         auto counter = [&] {
@@ -173,17 +179,17 @@ TEST_F(SeccompVmDeathTest, AGuestRunsPausesAndResumesOnConfinedVcpus) {
           for (int i = 0; i < 1000 && counter() <= v; i++) std::this_thread::sleep_for(10ms);
           return counter() > v;
         };
-        if (!counts_past(1000)) _exit(2);
+        if (!counts_past(1000)) exit_child(2);
         vm.RequestPause();
         {
           std::unique_lock<std::mutex> lock(mu);
-          if (!cv.wait_for(lock, 10s, [&] { return paused >= 1; })) _exit(3);
+          if (!cv.wait_for(lock, 10s, [&] { return paused >= 1; })) exit_child(3);
         }
         uint64_t at = counter();
         vm.Resume();
-        if (!counts_past(at)) _exit(4);
+        if (!counts_past(at)) exit_child(4);
         vm.Stop();
-        _exit(0);
+        exit_child(0);
       },
       ::testing::ExitedWithCode(0), "");
 }
