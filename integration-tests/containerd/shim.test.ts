@@ -449,6 +449,34 @@ for (const version of CONTAINERD_VERSIONS) {
       await noLeaks();
     });
 
+    it('containerd killed and restarted while a container runs: the shim stays, containerd reconnects, the container counts on, stops and goes', async () => {
+      const id = 'survivor';
+      const shimPids = async () => (await c.leaks()).filter((l) => l.startsWith('shim process')).map((l) => l.split(' ')[2]);
+      try {
+        const r = await run(['-d', image, id, 'sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > /tmp/c.new; mv /tmp/c.new /tmp/c; sleep 0.1; done']);
+        assert.equal(r.code, 0, r.stderr);
+        const count = async () => {
+          const e = await c.ctr(['task', 'exec', '--exec-id', `read-${Date.now()}`, id, 'cat', '/tmp/c']);
+          assert.equal(e.code, 0, `exec after the restart: ${e.stderr}containerd's log:\n${c.logTail(30)}`);
+          return Number(e.stdout.trim());
+        };
+        const before = await count();
+        const shims = await shimPids();
+        assert.equal(shims.length, 1, `one shim daemon: ${shims.join(', ')}`);
+        events.stop();  // its connection goes with containerd
+        await c.restart();
+        events = await EventWatch.start(c);
+        assert.deepEqual(await shimPids(), shims, 'the shim daemon did not survive containerd');
+        assert.equal(await taskStatus(id), 'RUNNING', `containerd's log:\n${c.logTail(30)}`);
+        const after = await count();
+        assert.ok(after > before, `the container stopped counting across the restart (${before}, then ${after})`);
+        await killAndRemove(id);
+      } finally {
+        await cleanupTask(id);
+      }
+      await noLeaks();
+    });
+
     it('kill -9 of the shim: the task is reported gone, ctr task delete cleans up, nothing leaks', async () => {
       const id = 'victim';
       assert.equal((await run(['-d', image, id, 'sleep', '1000'])).code, 0);

@@ -265,9 +265,11 @@ export class ContainerdInstance {
     return c;
   }
 
-  private async launch(readyTimeoutMs: number): Promise<void> {
-    this.baseline = this.scanWatched();
-    this.baselineMounts = new Set(listMounts().map((m) => m.mountPoint));
+  private async launch(readyTimeoutMs: number, { keepBaseline = false } = {}): Promise<void> {
+    if (!keepBaseline) {
+      this.baseline = this.scanWatched();
+      this.baselineMounts = new Set(listMounts().map((m) => m.mountPoint));
+    }
     const logFd = fs.openSync(this.logPath, 'a');
     const bin = this.info.containerd[this.version].containerd;
     const proc = spawn(bin, ['--config', this.configPath], { stdio: ['ignore', logFd, logFd], env: this.env, cwd: '/' });
@@ -477,6 +479,18 @@ export class ContainerdInstance {
     this.proc.kill('SIGKILL');
     await this.exited;
     return `containerd ${this.proc.pid} (did not exit on SIGTERM within 10 s)`;
+  }
+
+  /**
+   * containerd killed (SIGKILL: no chance to tell its shims) and started again on the same root,
+   * state and config, as after a crash or an upgrade. The shims are left alone; what was there
+   * before the first start stays the baseline of leaks().
+   */
+  async restart(readyTimeoutMs = 90_000): Promise<void> {
+    if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) throw new Error('containerd is not running');
+    this.proc.kill('SIGKILL');
+    await this.exited;
+    await this.launch(readyTimeoutMs, { keepBaseline: true });
   }
 
   /** Stops and removes every pod through CRI, so CNI tears the pods' network down (errors noted). */
