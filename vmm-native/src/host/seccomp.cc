@@ -47,8 +47,8 @@ thread_local const char* t_role = nullptr;  // set before the filter: the SIGSYS
 // What every VMM thread needs: memory (malloc, thread stacks), locks and condition variables, time
 // and sleeps, reading and writing fds it holds (eventfds, logs on stderr, the JS thread's wakeup),
 // signals (the vCPU kick, pthread_kill), the host's RAM size glibc looks up (sysinfo; a migration
-// thread met it), its own capabilities (capget, read only), and ending. The libc spellings of one call differ between
-// glibc versions (stat is fstat, newfstatat or statx), so each one's variants are all listed.
+// thread met it), its own capabilities (capget, read only), and ending. The libc spellings of one
+// call differ between glibc versions (stat is fstat, newfstatat or statx): all are listed.
 const long kBase[] = {
     SYS_read, SYS_write, SYS_readv, SYS_writev, SYS_close, SYS_futex, SYS_mmap, SYS_munmap, SYS_mprotect, SYS_mremap,
     SYS_madvise, SYS_brk, SYS_rt_sigprocmask, SYS_rt_sigreturn, SYS_sigaltstack, SYS_clock_gettime, SYS_gettimeofday,
