@@ -85,22 +85,18 @@ integration-deps: .deps-stamp
 
 # VM tests boot the real guest kernel under a real KVM: directly where this host's KVM can run
 # stock guests, otherwise inside the emulated host (integration-tests/emulated-host).
-# integration-tests/lib/guest.ts logs every guest boot and every nested-boot retry to
-# $(GUEST_BOOT_LOG); the summary line at the end shows their rate. integration-tests/run-tests.ts
-# runs the files; in the emulated host it retries, loudly and once, only tests that failed because
-# a guest triple-faulted (that host's own fault: integration-tests/README.md).
-GUEST_BOOT_LOG := build/guest-boots.log
+# integration-tests/run-tests.ts runs each file in its own run-vm session (a fresh emulated host per
+# file there); in the emulated host it retries, loudly and once, only tests that failed because a
+# guest triple-faulted, and files whose emulated host's own kernel panicked in its page-fault entry
+# (that host's own faults: integration-tests/README.md). Its last line sums up the run, with the
+# nested-boot retries integration-tests/lib/guest.ts logged to build/guest-boots.log.
 integration-test: build-tests guest integration-deps
-	@rm -f $(GUEST_BOOT_LOG)
-	set +e; STENCIL_CRI_HANDLERS=stencil STENCIL_CRI_VERSIONS=2.1 STENCIL_CRI_TIMEOUT_SCALE=6 STENCIL_SHIM_LONG_ON=2.1 \
+	STENCIL_CRI_HANDLERS=stencil STENCIL_CRI_VERSIONS=2.1 STENCIL_CRI_TIMEOUT_SCALE=6 STENCIL_SHIM_LONG_ON=2.1 \
 	  STENCIL_CRI_SKIP_STENCIL_PARALLEL="left to make cri-test: a clone triple-faulted once under that load (integration-tests/README.md)" \
-	  integration-tests/run-vm node dist/integration-tests/run-tests.js \
-	  $$(find dist/integration-tests -name '*.test.js' -not -path '*/host/*' | sort); rc=$$?; \
-	  cat $(GUEST_BOOT_LOG) 2>/dev/null | awk '/^retry/ { r++ } /^boot/ { b++ } \
-	    END { printf "nested boot retries: %d (of %d guest boots by lib/guest.ts; see $(GUEST_BOOT_LOG))\n", r, b }'; \
-	  exit $$rc
+	  node dist/integration-tests/run-tests.js --each-in-run-vm \
+	  $$(find dist/integration-tests -name '*.test.js' -not -path '*/host/*' | sort)
 
-# The emulated host's own exit codes (123/124/125): these tests start emulated hosts themselves,
+# The emulated host's own exit codes (122-125): these tests start emulated hosts themselves,
 # so they run here on the build machine, never inside one (~1 min).
 harness-test: build-tests guest
 	node --test --test-concurrency=1 --test-reporter=spec $$(find dist/integration-tests/host -name '*.test.js' | sort)

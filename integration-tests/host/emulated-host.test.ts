@@ -1,5 +1,5 @@
-// The emulated host's own exit codes (integration-tests/emulated-host, header): CMD's status, 123
-// (ended without reporting one), 124 (EMULATED_HOST_TIMEOUT), 125 (no heartbeat for
+// The emulated host's own exit codes (integration-tests/emulated-host, header): CMD's status, 122
+// (its kernel's page-fault-entry panic), 123 (ended without reporting one), 124 (EMULATED_HOST_TIMEOUT), 125 (no heartbeat for
 // EMULATED_HOST_STALL_SECONDS). Each case starts an emulated host, so this file runs on the build
 // machine (`make harness-test`), never nested: ~1 min in all.
 import assert from 'node:assert/strict';
@@ -41,6 +41,23 @@ describe('emulated-host exit codes', () => {
     assert.equal(r.code, 123);
     assert.match(r.stdout, /rebooting/);
     assert.match(r.stderr, /the emulated host ended without reporting an exit status/);
+  });
+
+  it("exits 122 when the emulated host's kernel panicked after hitting its stack guard page (that fault's log, simulated)", async () => {
+    // The kernel log is the serial console, so the job can write the fault's two lines itself.
+    const r = await emulatedHost(`
+      echo '<0>BUG: TASK stack guard page was hit at 00000000a09de074 (simulated by the test)' >/dev/kmsg
+      echo '<0>Kernel panic - not syncing: Fatal exception in interrupt (simulated by the test)' >/dev/kmsg
+      sync; busybox reboot -f; sleep 600`);
+    assert.equal(r.code, 122);
+    assert.match(r.stderr, /the emulated host's own kernel panicked running [\s\S]*stack guard page/);
+    assert.match(r.stderr, /simulated by the test/);
+  });
+
+  it('exits 123, not 122, for any other panic (a missing init, here)', async () => {
+    const r = await emulatedHost('exit 0', { EMULATED_HOST_APPEND: 'rdinit=/no-such-init' });
+    assert.equal(r.code, 123);
+    assert.match(r.stderr, /Kernel panic - not syncing/);
   });
 
   it('exits 124 after EMULATED_HOST_TIMEOUT seconds', async () => {

@@ -102,8 +102,8 @@ const INIT_MARKER = 'stencil-guest: init reached\n';
 const NESTED_UNDER_TCG = process.env.EMULATED_HOST === '1';
 /**
  * One line per boot ("boot <test>") and per retry ("retry <test> <exit detail>"), for the whole
- * test run: `make integration-test` clears it first and prints "nested boot retries: R of B guest
- * boots" at the end, so a rising rate shows.
+ * test run: run-tests.ts (`make integration-test`) clears it first and prints "nested boot retries:
+ * R of B guest boots" at the end, so a rising rate shows.
  */
 export const GUEST_BOOT_LOG = path.join(repoRoot(), 'build', 'guest-boots.log');
 

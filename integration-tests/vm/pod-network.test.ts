@@ -127,8 +127,10 @@ for (const mode of ['booted', 'cloned from a template'] as const) {
       const id = `server-${++n}`;
       const rootfs = rootfses.make();
       const serving = runContainer(pod!, id, rootfs, { args: ['sh', '-c', 'echo hello-from-the-pod | nc -l -p 8080'] }, undefined, joinNetns);
-      assert.equal((await fetchTcp(netns.podIp, 8080)).trim(), 'hello-from-the-pod');
-      assert.equal((await serving).exit.exitStatus, 0);
+      // Both awaited at once: a container that fails (its VM gone, say) fails the test with its own error at once.
+      const [reply, served] = await Promise.all([fetchTcp(netns.podIp, 8080), serving]);
+      assert.equal(reply.trim(), 'hello-from-the-pod');
+      assert.equal(served.exit.exitStatus, 0);
 
       // pod -> host: the test listens on the veth's host end
       const got = new Promise<string>((resolve) => {
