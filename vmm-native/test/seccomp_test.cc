@@ -5,12 +5,18 @@
 #include <linux/capability.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <thread>
+
+#include "../src/kvm_headers.h"
 
 #include "../src/host/seccomp.h"
 #include "../src/vm.h"
@@ -116,6 +122,76 @@ TEST_F(SeccompDeathTest, AConfinedThreadStartsThreadsOfOtherKindsThatAreNotBound
         _exit(vcpu_confined && fd >= 0 ? 0 : 1);
       },
       ::testing::ExitedWithCode(0), "");
+}
+
+TEST_F(SeccompDeathTest, ArgumentsAreCheckedWhereTheCallAloneSaysTooLittle) {
+  struct Forbidden {
+    ThreadRole role;
+    std::function<void()> call;
+    const char* report;
+  };
+  const Forbidden forbidden[] = {
+      // A terminal's input queue (TIOCSTI), on whatever fd: not KVM's request.
+      {ThreadRole::kVcpu, [] { char c = 'x'; ioctl(STDIN_FILENO, TIOCSTI, &c); }, "a vCPU thread made system call 16,"},
+      {ThreadRole::kDevice, [] { int n; ioctl(STDERR_FILENO, FIONREAD, &n); }, "a device event loop thread made system call 16,"},
+      // An IP socket: a device loop's sockets are Unix ones.
+      {ThreadRole::kDevice, [] { socket(AF_INET, SOCK_STREAM, 0); }, "a device event loop thread made system call 41,"},
+      {ThreadRole::kVcpu, [] { socket(AF_PACKET, SOCK_RAW, 0); }, "a vCPU thread made system call 41,"},
+      // New executable code.
+      {ThreadRole::kDevice, [] { mmap(nullptr, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0); },
+       "a device event loop thread made system call 9,"},
+      {ThreadRole::kFileShare,
+       [] {
+         void* p = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+         mprotect(p, 4096, PROT_READ | PROT_EXEC);
+       },
+       "a 9p worker thread made system call 10,"},
+  };
+  for (const Forbidden& f : forbidden) {
+    EXPECT_EXIT(
+        {
+          seccomp::Enable();
+          StartVmmThread("t", f.role, f.call).join();
+          _exit(0);
+        },
+        ::testing::ExitedWithCode(128 + SIGSYS), f.report);
+  }
+}
+
+TEST_F(SeccompDeathTest, AllowedArgumentsPass) {
+  EXPECT_EXIT(
+      {
+        seccomp::Enable();
+        int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+        bool ok = false;
+        StartVmmThread("vcpu", ThreadRole::kVcpu, [&] {
+          int unix_socket = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+          void* rw = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+          ok = (kvm < 0 || ioctl(kvm, KVM_GET_API_VERSION, 0) == KVM_API_VERSION) && unix_socket >= 0 && rw != MAP_FAILED &&
+               mprotect(rw, 4096, PROT_READ) == 0;
+        }).join();
+        bool migration_ok = false;
+        StartVmmThread("migrate", ThreadRole::kMigration, [&] {
+          int tcp = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+          void* x = mmap(nullptr, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);  // an NSS module's code
+          migration_ok = tcp >= 0 && x != MAP_FAILED;
+        }).join();
+        _exit(ok && migration_ok ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+TEST(Seccomp, ArgumentRulesCoverEveryIoctlAndSocketAllowed) {
+  for (ThreadRole role : kRoles) {
+    std::vector<seccomp::ArgumentRule> rules = seccomp::ArgumentRules(role);
+    auto has_rule = [&](long nr) {
+      return std::any_of(rules.begin(), rules.end(), [&](const seccomp::ArgumentRule& r) { return r.nr == nr; });
+    };
+    for (long nr : {long{SYS_ioctl}, long{SYS_socket}})
+      EXPECT_EQ(Allows(role, nr), has_rule(nr)) << ThreadRoleName(role) << ", system call " << nr;
+    EXPECT_EQ(has_rule(SYS_mmap), role != ThreadRole::kMigration) << ThreadRoleName(role);
+    for (const auto& r : rules) EXPECT_TRUE(Allows(role, r.nr)) << ThreadRoleName(role) << " has a rule for a call it may not make";
+  }
 }
 
 // The calling thread's effective capabilities, a bit per CAP_*.

@@ -6,7 +6,10 @@
 #include <linux/seccomp.h>
 #include <signal.h>
 #include <stddef.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -18,6 +21,7 @@
 #include <thread>
 
 #include "../error.h"
+#include "../kvm_headers.h"
 #include "../vmm_thread.h"
 
 namespace stencil {
@@ -115,26 +119,76 @@ const long kNameResolution[] = {SYS_sendmmsg, SYS_recvmmsg, SYS_uname, SYS_getui
 const long kSanitizerRuntime[] = {SYS_pipe, SYS_pipe2, SYS_sched_getparam, SYS_getrlimit, SYS_prlimit64};
 #endif
 
+// The KVM requests the VMM makes (system, VM and vCPU ioctls), the only ioctls any VMM thread may
+// make: no terminal (TIOCSTI), network, file system or block device requests.
+const uint32_t kKvmRequests[] = {
+    KVM_GET_API_VERSION, KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_GET_VCPU_MMAP_SIZE, KVM_GET_SUPPORTED_CPUID,
+    KVM_GET_MSR_INDEX_LIST, KVM_CREATE_VCPU, KVM_SET_USER_MEMORY_REGION, KVM_SET_TSS_ADDR, KVM_SET_IDENTITY_MAP_ADDR,
+    KVM_CREATE_IRQCHIP, KVM_GET_IRQCHIP, KVM_SET_IRQCHIP, KVM_CREATE_PIT2, KVM_GET_PIT2, KVM_SET_PIT2, KVM_IRQFD,
+    KVM_GET_CLOCK, KVM_SET_CLOCK, KVM_GET_DIRTY_LOG, KVM_GET_STATS_FD, KVM_RUN, KVM_NMI, KVM_TRANSLATE,
+    KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS, KVM_SET_FPU, KVM_GET_MSRS, KVM_SET_MSRS,
+    KVM_GET_CPUID2, KVM_SET_CPUID2, KVM_GET_LAPIC, KVM_SET_LAPIC, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS,
+    KVM_GET_MP_STATE, KVM_SET_MP_STATE, KVM_GET_DEBUGREGS, KVM_SET_DEBUGREGS, KVM_GET_XSAVE, KVM_SET_XSAVE,
+    KVM_GET_XCRS, KVM_SET_XCRS, KVM_GET_TSC_KHZ, KVM_SET_TSC_KHZ, KVM_KVMCLOCK_CTRL,
+#if defined(__SANITIZE_ADDRESS__)
+    TCGETS,  // test builds: a sanitizer report asks whether stderr is a terminal (for colours)
+#endif
+};
+
 template <size_t N>
 void Add(std::vector<long>& out, const long (&list)[N]) {
   out.insert(out.end(), list, list + N);
 }
 
+constexpr uint32_t kArgOffset[] = {offsetof(seccomp_data, args[0]), offsetof(seccomp_data, args[1]),
+                                   offsetof(seccomp_data, args[2]), offsetof(seccomp_data, args[3])};
+
+// One rule's check, ending in its own returns: load the argument's low word (x86-64 is little
+// endian), then allow only what the rule lets through.
+std::vector<sock_filter> RuleBlock(const seccomp::ArgumentRule& rule) {
+  std::vector<sock_filter> b;
+  b.push_back(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, kArgOffset[rule.arg]));
+  if (!rule.one_of.empty()) {
+    size_t n = rule.one_of.size();
+    for (size_t j = 0; j < n; j++)  // to the ALLOW after the TRAP
+      b.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, rule.one_of[j], static_cast<uint8_t>(n - j), 0));
+  } else {
+    b.push_back(BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, rule.forbidden_bits, 0, 1));
+  }
+  b.push_back(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP));
+  b.push_back(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+  return b;
+}
+
 // A classic BPF program: x86-64 only (another ABI's numbers mean other calls), then each allowed
-// number jumps to ALLOW; anything else traps (SIGSYS, reported below).
-std::vector<sock_filter> BuildProgram(const std::vector<long>& allowed) {
+// number jumps (BPF_JA: any distance) to ALLOW or to its argument rule's block; anything else
+// traps (SIGSYS, reported below).
+std::vector<sock_filter> BuildProgram(const std::vector<long>& allowed, const std::vector<seccomp::ArgumentRule>& rules) {
   std::vector<sock_filter> p;
   p.push_back(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)));
   p.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0));
   p.push_back(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS));
   p.push_back(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)));
+  size_t allow_at = p.size() + 2 * allowed.size() + 1;  // after the dispatch and the trap
+  std::vector<std::vector<sock_filter>> blocks;
+  std::vector<std::pair<long, size_t>> block_at;
+  size_t next = allow_at + 1;
+  for (const auto& rule : rules) {
+    blocks.push_back(RuleBlock(rule));
+    block_at.emplace_back(rule.nr, next);
+    next += blocks.back().size();
+  }
   // The x32 ABI reaches the same calls with bit 30 set: not on our lists, so trapped.
-  for (size_t i = 0; i < allowed.size(); i++) {
-    uint8_t to_allow = static_cast<uint8_t>(allowed.size() - i);  // past the rest and the trap
-    p.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(allowed[i]), to_allow, 0));
+  for (long nr : allowed) {
+    size_t target = allow_at;
+    for (const auto& [rule_nr, at] : block_at)
+      if (rule_nr == nr) target = at;
+    p.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(nr), 0, 1));
+    p.push_back(BPF_STMT(BPF_JMP | BPF_JA, static_cast<uint32_t>(target - (p.size() + 1))));
   }
   p.push_back(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP));
   p.push_back(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+  for (const auto& b : blocks) p.insert(p.end(), b.begin(), b.end());
   return p;
 }
 
@@ -199,6 +253,25 @@ std::vector<long> AllowedSyscalls(ThreadRole role) {
   return out;
 }
 
+std::vector<ArgumentRule> ArgumentRules(ThreadRole role) {
+  std::vector<ArgumentRule> rules;
+  std::vector<long> allowed = AllowedSyscalls(role);
+  auto allows = [&](long nr) { return std::find(allowed.begin(), allowed.end(), nr) != allowed.end(); };
+  if (allows(SYS_ioctl)) rules.push_back({SYS_ioctl, 1, {std::begin(kKvmRequests), std::end(kKvmRequests)}});
+  if (allows(SYS_socket)) {
+    // vsock's host side is Unix sockets; a tcp: migration adds IP, and getaddrinfo's netlink query.
+    std::vector<uint32_t> families{AF_UNIX};
+    if (role == ThreadRole::kMigration) families.insert(families.end(), {AF_INET, AF_INET6, AF_NETLINK});
+    rules.push_back({SYS_socket, 0, families});
+  }
+  // No new code: only a migration thread may map it, for the NSS modules getaddrinfo may load.
+  if (role != ThreadRole::kMigration) {
+    rules.push_back({SYS_mmap, 2, {}, PROT_EXEC});
+    rules.push_back({SYS_mprotect, 2, {}, PROT_EXEC});
+  }
+  return rules;
+}
+
 uint64_t KeptCapabilities(ThreadRole role) {
   auto bit = [](int cap) { return uint64_t{1} << cap; };
   switch (role) {
@@ -236,8 +309,8 @@ std::string DropCapabilities(uint64_t keep) {
 }  // namespace
 
 std::string ConfineCurrentThread(ThreadRole role) {
-  std::vector<sock_filter> program = BuildProgram(AllowedSyscalls(role));
-  if (program.size() > 250) return "the allow-list is too long for one BPF jump";
+  std::vector<sock_filter> program = BuildProgram(AllowedSyscalls(role), ArgumentRules(role));
+  if (program.size() > BPF_MAXINSNS) return "the allow-list is too long for one BPF program";
   sock_fprog prog{static_cast<unsigned short>(program.size()), program.data()};
   t_role = ThreadRoleName(role);
   if (std::string error = DropCapabilities(KeptCapabilities(role)); !error.empty()) return error;

@@ -1,8 +1,9 @@
 // seccomp allow-lists for the VMM's own threads (Firecracker's model): each kind of thread may make
 // the system calls its work needs and no others. A thread that makes another one ends the process
 // (it runs in the shim, so the pod fails and nothing else), after a line on stderr naming the
-// thread and the call. The lists match system call numbers only, not their arguments. Each
-// thread also drops the capabilities its work does not need.
+// thread and the call. Some calls are checked further by their arguments (ArgumentRules): ioctl
+// only with KVM's requests, socket only in the families the thread's work uses, no executable
+// mappings. Each thread also drops the capabilities its work does not need.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +29,19 @@ namespace seccomp {
 
 // The system call numbers a thread of `role` may make.
 std::vector<long> AllowedSyscalls(ThreadRole role);
+
+// A check on one argument of an allowed call (its low 32 bits, where every value these rules
+// name lives: the kernel takes an ioctl's request and a socket's family as 32-bit ints): either
+// one of `one_of`, or (with `one_of` empty) none of `forbidden_bits` set.
+struct ArgumentRule {
+  long nr;  // the system call
+  int arg;
+  std::vector<uint32_t> one_of;
+  uint32_t forbidden_bits = 0;
+};
+
+// The argument checks for a thread of `role`, for calls its list allows.
+std::vector<ArgumentRule> ArgumentRules(ThreadRole role);
 
 // From now on, every VMM thread started by StartVmmThread confines itself to its role's list.
 // Process-wide and for good (a filter cannot be lifted). Call it from a thread that is not
