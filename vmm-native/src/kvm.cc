@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -48,6 +49,13 @@ void CheckedIoctl(int fd, unsigned long request, void* arg, const char* what) {
   if (ioctl(fd, request, arg) < 0) throw VmmError(ErrorCode::kKvm, WithErrno(what));
 }
 
+int CreateVmFd(int kvm_fd) {
+  int fd;
+  do fd = ioctl(kvm_fd, KVM_CREATE_VM, 0);
+  while (fd < 0 && errno == EINTR);
+  return fd;
+}
+
 int KickSignal() { return SIGRTMIN + 4; }
 
 void InstallKickHandler() {
@@ -75,7 +83,7 @@ KvmProbe ProbeKvm() {
   try {
     UniqueFd kvm = OpenKvm();
     probe.api_version = KVM_API_VERSION;
-    UniqueFd vm(ioctl(kvm.get(), KVM_CREATE_VM, 0));
+    UniqueFd vm(CreateVmFd(kvm.get()));
     if (!vm.valid()) throw VmmError(ErrorCode::kKvmUnavailable, WithErrno("KVM_CREATE_VM"));
     MemoryOptions mem_options;
     mem_options.size = kProbeMemSize;

@@ -14,6 +14,10 @@ UniqueFd OpenKvm();
 int CheckExtension(int fd, long cap);
 // ioctl that throws VmmError(kKvm) "<what>: <errno text>" on failure.
 void CheckedIoctl(int fd, unsigned long request, void* arg, const char* what);
+// KVM_CREATE_VM on /dev/kvm: a new VM's fd, or -1 with errno. A signal landing while the kernel
+// sets the VM up (e.g. SIGCHLD in Node's process) makes it fail with EINTR having created nothing:
+// it is made again then, as POSIX calls interrupted before doing anything are.
+int CreateVmFd(int kvm_fd);
 
 // Signal used to kick a vCPU thread out of KVM_RUN; installed once, no SA_RESTART.
 int KickSignal();

@@ -59,7 +59,7 @@ VmShell VmShell::Create(uint32_t vcpu_count, uint64_t memory_bytes) {
   if (max_vcpus > 0 && vcpu_count > static_cast<uint32_t>(max_vcpus))
     throw VmmError(ErrorCode::kInvalidArgument, "vCPU count " + std::to_string(vcpu_count) +
                                                     " exceeds this host's KVM limit of " + std::to_string(max_vcpus));
-  shell.vm.reset(ioctl(kvm, KVM_CREATE_VM, 0));
+  shell.vm.reset(CreateVmFd(kvm));
   if (!shell.vm.valid()) throw VmmError(ErrorCode::kKvm, WithErrno("KVM_CREATE_VM"));
   int vm = shell.vm.get();
   shell.run_mmap_size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
