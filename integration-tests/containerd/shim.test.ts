@@ -8,10 +8,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { repoRoot } from '../../shim/src/util/paths.js';
-import { CONTAINERD_VERSIONS, ContainerdInstance } from '../lib/containerd.js';
+import { CONTAINERD_VERSIONS, ContainerdInstance, SLOW_HOST_TIMEOUTS } from '../lib/containerd.js';
 import { updateTaskResources } from '../lib/containerd-api.js';
 import { EventWatch } from '../lib/ctr-events.js';
 import { lostGrpcRace } from '../lib/grpc-race.js';
+import { QmpClient } from '../lib/qmp-client.js';
 import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG, writeShimConfig } from '../lib/template.js';
 
 const RUNTIME = 'io.containerd.stencil.v2';
@@ -20,7 +21,6 @@ const RUNTIME = 'io.containerd.stencil.v2';
  * `delete` takes ~0.2 s on this build machine, but under the emulated host (TCG) Node's own startup
  * takes 1-3 s and more when the machine is busy, so the tests give it 30 s.
  */
-const SLOW_HOST_TIMEOUTS = '[timeouts]\n  "io.containerd.timeout.shim.cleanup" = "30s"\n';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /**
  * The two longest scenarios (checkpoint/restore and pod migrate, ~1 min each in the emulated host)
@@ -471,6 +471,44 @@ for (const version of CONTAINERD_VERSIONS) {
         const after = await count();
         assert.ok(after > before, `the container stopped counting across the restart (${before}, then ${after})`);
         await killAndRemove(id);
+      } finally {
+        await cleanupTask(id);
+      }
+      await noLeaks();
+    });
+
+    it("a guest kernel panic (inject-nmi on the pod's QMP monitor, found by stencil pod status): the task exits 255, the shim says why, then goes with the task", async () => {
+      const id = 'panicking';
+      try {
+        assert.equal((await run(['-d', image, id, 'sleep', '1000'])).code, 0);
+        const status = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+          const p = spawn(path.join(repoRoot(), 'bin', 'stencil'), ['pod', 'status', id, '--namespace', c.namespace, '--address', c.address, '--json']);
+          let so = '';
+          let se = '';
+          p.stdout.on('data', (d: Buffer) => (so += d.toString()));
+          p.stderr.on('data', (d: Buffer) => (se += d.toString()));
+          p.once('exit', (code) => resolve({ code, stdout: so, stderr: se }));
+        });
+        assert.equal(status.code, 0, status.stderr);
+        const pod = JSON.parse(status.stdout) as { pid: number; vmState: string; monitor: string; containers: string[] };
+        assert.equal(pod.vmState, 'running');
+        assert.deepEqual(pod.containers, [id]);
+        assert.ok(fs.existsSync(`/proc/${pod.pid}`), `no shim daemon ${pod.pid}`);
+        const qmp = await QmpClient.connect(pod.monitor);
+        try {
+          assert.deepEqual(await qmp.execute('inject-nmi'), {});
+        } finally {
+          qmp.close();
+        }
+        for (let i = 0; i < 300 && (await taskStatus(id)) === 'RUNNING'; i++) await sleep(200);
+        assert.equal(await taskStatus(id), 'STOPPED', `containerd's log:\n${c.logTail(40)}`);
+        assert.ok(fs.existsSync(`/proc/${pod.pid}`), 'the shim daemon went with its VM (containerd still has to delete the task)');
+        assert.match(c.logTail(200), /Kernel panic - not syncing: NMI/, "the guest's panic is not in containerd's log (the shim's)");
+        const del = await c.ctr(['task', 'delete', id]);
+        assert.equal(del.code, 0, del.stderr);
+        const exit = (await events.waitFor(id, '/tasks/delete')).find((e) => e.topic === '/tasks/exit');
+        assert.equal(exit?.body.exit_status, 255, JSON.stringify(exit));
+        assert.equal((await c.ctr(['containers', 'rm', id])).code, 0);
       } finally {
         await cleanupTask(id);
       }

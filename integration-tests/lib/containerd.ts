@@ -20,6 +20,9 @@ import { CriClient } from './cri.js';
 import { criConfigToml, CriNetwork, type CriOptions, freePort } from './cri-host.js';
 import { isShim, isUnder, listMounts, markedProcesses, openers, walk, walkMatching } from './leaks.js';
 
+/** containerd's [timeouts] for hosts where a shim's cleanup (its `delete` action) takes seconds, as under TCG. */
+export const SLOW_HOST_TIMEOUTS = '[timeouts]\n  "io.containerd.timeout.shim.cleanup" = "30s"\n';
+
 export const CONTAINERD_VERSIONS = ['1.6', '2.1'] as const;
 export type ContainerdVersion = (typeof CONTAINERD_VERSIONS)[number];
 export const MARKER = 'STENCIL_CONTAINERD_INSTANCE';
@@ -405,6 +408,11 @@ export class ContainerdInstance {
 
   private instanceProcesses() {
     return markedProcesses(MARKER, this.dir, new Set(this.proc?.pid ? [this.proc.pid] : []));
+  }
+
+  /** The pids of this instance's shim processes running now. */
+  shimPids(): number[] {
+    return this.instanceProcesses().filter(isShim).map((p) => p.pid);
   }
 
   /**

@@ -1,9 +1,11 @@
-// `stencil pool init|status|destroy` with the real guest: init mounts the template tmpfs and builds
-// the configuration's template (booting the guest until its agent answers), a second init builds
+// `stencil pool init|status|destroy` with the real guest: an init killed mid-build leaves nothing
+// listed, and the next init removes its leftovers (after its lock goes stale, up to a minute); init
+// mounts the template tmpfs and builds the configuration's template (booting the guest until its
+// agent answers), a second init builds
 // nothing, the shim's own bootPod clones its pods from that template, and destroy removes it and
 // unmounts. Host-runnable cases (errors, list, inspect, rm, a full tmpfs): shim/src/cli/pool.test.ts.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -45,8 +47,25 @@ describe('stencil pool with the real guest', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('pool init mounts the tmpfs and builds the template, step by step', () => {
+  it("pool init killed (SIGKILL) while it boots the template VM: nothing half-built is listed; only its work directory (the VM's RAM in it) remains", async () => {
+    const child = spawn(process.execPath, [STENCIL, 'pool', 'init', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+    for (let i = 0; i < 600 && !/\[2\/4\]/.test(out) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.match(out, /\[2\/4\]/, `pool init never reached its boot step: ${out}`);
+    child.kill('SIGKILL');
+    assert.equal(await exited, 'SIGKILL', out);
+    process.stdout.write(`# pool init killed at: ${out.trim().split('\n').at(-1)}\n`);
+    assert.deepEqual(status().templates, [], 'a half-built template is listed');
+    const abandoned = fs.readdirSync(templates).filter((n) => n.startsWith('.build-'));
+    assert.deepEqual(abandoned, [`.build-${abandoned[0]?.split('-')[1]}-${child.pid}`], 'the killed build leaves only its own work directory (removed by the next build)');
+  });
+
+  it('pool init mounts the tmpfs and builds the template, step by step (after the killed one: its leftovers go)', () => {
     const r = stencil('pool', 'init');
+    assert.deepEqual(fs.readdirSync(templates).filter((n) => n.startsWith('.build-')), [], "the killed build's work directory is still there");
     assert.equal(r.code, 0, r.all);
     const steps = [...r.stdout.matchAll(/^template 1 vCPU, 256M: \[(\d)\/4\] /gm)].map((m) => Number(m[1]));
     assert.deepEqual(steps, [1, 2, 3, 4], 'one plain line per build step off a terminal');

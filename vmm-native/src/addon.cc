@@ -148,6 +148,7 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
     return DefineClass(env, "NativeVm",
                        {InstanceMethod("start", &NativeVm::Start), InstanceMethod("pause", &NativeVm::Pause),
                         InstanceMethod("resume", &NativeVm::Resume), InstanceMethod("stop", &NativeVm::Stop),
+                        InstanceMethod("injectNmi", &NativeVm::InjectNmi),
                         InstanceMethod("destroy", &NativeVm::Destroy),
                         InstanceMethod("sendConsoleInput", &NativeVm::SendConsoleInput),
                         InstanceMethod("saveSnapshot", &NativeVm::SaveSnapshot),
@@ -343,6 +344,7 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
   Napi::Value Pause(const Napi::CallbackInfo& info) { return Guard(info, [&] { vm_->RequestPause(); }); }
   Napi::Value Resume(const Napi::CallbackInfo& info) { return Guard(info, [&] { vm_->Resume(); }); }
   Napi::Value Stop(const Napi::CallbackInfo& info) { return Guard(info, [&] { vm_->Stop(); }); }
+  Napi::Value InjectNmi(const Napi::CallbackInfo& info) { return Guard(info, [&] { vm_->InjectNmi(); }); }
   Napi::Value SendConsoleInput(const Napi::CallbackInfo& info) {
     return Guard(info, [&] {
       auto buf = info[0].As<Napi::Buffer<uint8_t>>();

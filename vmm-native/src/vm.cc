@@ -359,6 +359,15 @@ ExitStatsReport Vm::Stats(size_t top_n) {
 
 void Vm::SendConsoleInput(const uint8_t* data, size_t len) { serial_->QueueInput(data, len); }
 
+void Vm::InjectNmi() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!started_ || finished_) throw VmmError(ErrorCode::kState, "VM is not running");
+  // KVM_NMI is a vCPU ioctl, which waits for the vCPU's KVM_RUN to return: each vCPU thread
+  // issues it itself, after the kick.
+  for (auto& v : vcpus_) v->nmi_pending = true;
+  KickAll();
+}
+
 void Vm::Finish(ExitReason reason, const std::string& detail) {
   std::lock_guard<std::mutex> lock(mu_);
   if (exit_reason_ == ExitReason::kNone) exit_reason_ = reason, exit_detail_ = detail;
@@ -378,6 +387,11 @@ void Vm::VcpuLoop(Vcpu& vcpu) {
     // Clear before checking the flags: a kick that lands after the check still stops KVM_RUN.
     __atomic_store_n(&vcpu.run->immediate_exit, 0, __ATOMIC_SEQ_CST);
     if (stop_) break;
+    // Queued in KVM before a pause, so a snapshot taken now carries it (KVM_GET_VCPU_EVENTS).
+    if (vcpu.nmi_pending.exchange(false) && ioctl(vcpu.fd.get(), KVM_NMI) < 0) {
+      Finish(ExitReason::kVmmError, WithErrno("KVM_NMI on vCPU " + std::to_string(vcpu.index)));
+      break;
+    }
     if (pause_requested_) {
       // After an I/O or MMIO-read exit the instruction completes only inside the next KVM_RUN;
       // one with immediate_exit set finishes it and returns at once (EINTR), so the state a

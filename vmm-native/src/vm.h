@@ -111,6 +111,10 @@ class Vm {
   SnapshotBytes SaveState();
   void Stop();          // stops and joins the vCPU threads (exited fires if it had not)
   void SendConsoleInput(const uint8_t* data, size_t len);
+  // An NMI on every vCPU (QMP inject-nmi), delivered before each one's next entry into the guest;
+  // a paused VM gets it when it resumes. A Linux guest told unknown_nmi_panic panics: how a host
+  // makes a hung guest print where it is stuck.
+  void InjectNmi();
   // Exit counts by reason, the `top_n` busiest ports and MMIO addresses, setup phase timings.
   // Exit counts; a paused VM's vCPU registers too.
   ExitStatsReport Stats(size_t top_n);
@@ -146,6 +150,7 @@ class Vm {
     kvm_run* run = nullptr;
     std::thread thread;
     x86::ExitTrace trace;  // the last exits, for the report of a crash
+    std::atomic<bool> nmi_pending{false};  // InjectNmi's request, taken by this vCPU's own thread
   };
 
   void CreateVm();

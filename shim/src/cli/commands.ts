@@ -53,6 +53,11 @@ const sizeOptions: Record<string, OptionSpec> = {
   vcpus: { type: 'string', describe: 'vCPUs of the pods (default: [hypervisor] default_vcpus)' },
   memory: { type: 'string', describe: 'memory of the pods, e.g. 512M (default: [hypervisor] default_memory)' },
 };
+const podAddressOptions: Record<string, OptionSpec> = {
+  namespace: { type: 'string', describe: "the pod's containerd namespace", defaultValue: async () => 'default' },
+  address: { type: 'string', describe: "containerd's socket", defaultValue: async () => '/run/containerd/containerd.sock' },
+};
+const podPositional = { name: 'pod', describe: "the pod: CRI's sandbox id, or the container id of a pod run by ctr" };
 const keyOperand = [{ name: 'key', describe: 'the template key (20 hex digits, from `stencil template list`)' }];
 
 export const COMMANDS: CommandSpec[] = [
@@ -185,13 +190,31 @@ export const COMMANDS: CommandSpec[] = [
     },
   },
   {
+    path: ['pod', 'status'],
+    describe: "a pod's shim daemon: its pid, the VM's state, the VM's QMP monitor socket and the containers",
+    positionals: [podPositional],
+    options: {
+      ...podAddressOptions,
+      json: jsonOption,
+    },
+    async run(argv) {
+      const { podStatus } = await import('./pod.js');
+      const r = await podStatus({ pod: String(argv.pod), namespace: String(argv.namespace), address: String(argv.address) });
+      process.stdout.write(
+        argv.json
+          ? JSON.stringify(r) + '\n'
+          : `pod ${argv.pod}: shim daemon pid ${r.pid}, VM ${r.vmState}, monitor ${r.monitor || '(none)'}, containers ${r.containers.join(' ') || '(none)'}\n`,
+      );
+      return 0;
+    },
+  },
+  {
     path: ['pod', 'migrate'],
     describe: "move a running pod's VM, containers running, to a new shim daemon on this host (it then serves containerd in the old one's place)",
-    positionals: [{ name: 'pod', describe: "the pod: CRI's sandbox id, or the container id of a pod run by ctr" }],
+    positionals: [podPositional],
     options: {
       to: { type: 'string', describe: 'where the new daemon receives the VM: unix:PATH or tcp:HOST:PORT (loopback)' },
-      namespace: { type: 'string', describe: "the pod's containerd namespace", defaultValue: async () => 'default' },
-      address: { type: 'string', describe: "containerd's socket", defaultValue: async () => '/run/containerd/containerd.sock' },
+      ...podAddressOptions,
       json: jsonOption,
     },
     async run(argv) {

@@ -130,3 +130,13 @@ describe('stencil vm run exit codes', () => {
     assert.match(r.stderr, /--memory/);
   });
 });
+
+describe('stencil pod exit codes', () => {
+  it('exits 1 naming the pod, namespace and socket when no shim daemon serves the pod', () => {
+    for (const sub of [['status'], ['migrate', '--to', 'unix:/tmp/stencil-nowhere.sock']]) {
+      const r = stencil(['pod', sub[0]!, 'no-such-pod', ...sub.slice(1), '--namespace', 'ns1', '--address', '/run/stencil-test-nothing.sock']);
+      assert.equal(r.code, 1, r.all);
+      assert.match(r.stderr, /^stencil: no shim daemon for pod no-such-pod in namespace ns1 of containerd \/run\/stencil-test-nothing\.sock \(no socket \/\S+\)$/m);
+    }
+  });
+});

@@ -16,8 +16,11 @@ import {
 } from './native.js';
 import type { ExitReason, VirtualMachine, VmExit, VmProvider, VmSpec, VmState } from './types.js';
 
-/** Defaults a Kata/Firecracker user would expect: serial console, keyboard-controller reset. */
-export const DEFAULT_CMDLINE = 'console=ttyS0 quiet reboot=k panic=1 pci=off tsc=reliable no_timer_check';
+/**
+ * Defaults a Kata/Firecracker user would expect: serial console, keyboard-controller reset; a
+ * panic ends the VM after 1 s, and an NMI from the host (QMP inject-nmi) panics the guest.
+ */
+export const DEFAULT_CMDLINE = 'console=ttyS0 quiet reboot=k panic=1 unknown_nmi_panic pci=off tsc=reliable no_timer_check';
 
 export class MicroVm implements VirtualMachine {
   readonly console = new PassThrough();
@@ -163,6 +166,16 @@ export class MicroVm implements VirtualMachine {
     if (this.current !== 'paused' && this.current !== 'pausing') this.expect('paused', 'resume');
     this.call((n) => n.resume());
     this.current = 'running';
+  }
+
+  /**
+   * An NMI on every vCPU (QMP inject-nmi). The guest kernel is told unknown_nmi_panic
+   * (DEFAULT_CMDLINE), so it panics, printing where it was, and the VM ends: how an operator
+   * ends a hung guest with a trace, as with QEMU's inject-nmi and a kdump-ready guest.
+   */
+  injectNmi(): void {
+    if (this.current !== 'running' && this.current !== 'paused' && this.current !== 'pausing') this.expect('running', 'inject an NMI into');
+    this.call((n) => n.injectNmi());
   }
 
   /**

@@ -150,6 +150,8 @@ export interface NativeVm {
   pause(): void;
   resume(): void;
   stop(): void;
+  /** An NMI on every vCPU, each before its next guest entry (a paused VM's on resume). */
+  injectNmi(): void;
   destroy(): void;
   sendConsoleInput(data: Buffer): void;
   /**

@@ -191,6 +191,10 @@ export class PodVm implements Pod {
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
   }
 
+  status(): { vmState: string; monitor?: string } {
+    return { vmState: this.vm?.state ?? 'none', monitor: this.monitor ? this.qmpPath : undefined };
+  }
+
   /** Boots the VM and waits for its agent. On failure nothing is left behind. */
   static async boot(options: PodVmOptions): Promise<PodVm> {
     validateOptions(options);

@@ -80,6 +80,8 @@ export interface Pod {
   checkpoint(dir: string): Promise<void>;
   /** Resolves if the VM ends on its own (crash, poweroff); the reason is in the message. */
   readonly ended: Promise<string>;
+  /** The VM's state and its QMP monitor socket, if it has one (`stencil pod status`). */
+  status(): { vmState: string; monitor?: string };
   /** Stops the VM and frees every resource (RAM file, sockets, mounts). Idempotent. */
   shutdown(): Promise<void>;
 }

@@ -127,6 +127,16 @@ describe('QMP server', () => {
     assert.deepEqual(vm.calls, ['stop', 'cont']);
   });
 
+  it('inject-nmi reaches the VM; an argument it does not take is refused by name', async () => {
+    const c = await open();
+    assert.deepEqual(await c.call('inject-nmi'), { return: {} });
+    assert.deepEqual(vm.calls, ['inject-nmi']);
+    const bad = (await c.call('inject-nmi', { cpu: 1 })).error as { class: string; desc: string };
+    assert.equal(bad.class, 'GenericError');
+    assert.match(bad.desc, /cpu/);
+    assert.deepEqual(vm.calls, ['inject-nmi']);
+  });
+
   it('accepts requests split across writes and several in one write', async () => {
     const c = await open();
     c.send('{"execute": "st');

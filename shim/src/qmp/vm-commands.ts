@@ -83,6 +83,8 @@ export interface MonitoredVm {
   cont(): void | Promise<void>;
   /** Ends the VM after the reply is sent. */
   quit(): void;
+  /** An NMI on every vCPU (QEMU's inject-nmi on x86). */
+  injectNmi(): void;
   /** Starts an outgoing migration/snapshot in the background; query it with migrationInfo(). */
   migrate(uri: MigrationUri, capabilities: ReadonlySet<MigrationCapability>): void;
   /** Starts loading state for a VM started with `--incoming defer`. */
@@ -190,6 +192,7 @@ export function vmCommands(vm: MonitoredVm): Record<string, QmpCommand> {
       },
     },
     quit: { run: () => vm.quit() },
+    'inject-nmi': { run: () => vm.injectNmi() },
     'migrate-set-capabilities': {
       args: { capabilities: { type: 'array' } },
       run: (args) => {

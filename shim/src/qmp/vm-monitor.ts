@@ -143,6 +143,14 @@ export class MicroVmMonitor implements MonitoredVm {
     this.emit('RESUME');
   }
 
+  injectNmi(): void {
+    const vm = this.vm;
+    if (!vm || (vm.state !== 'running' && vm.state !== 'paused' && vm.state !== 'pausing')) {
+      throw new QmpError('GenericError', `cannot inject an NMI into a VM that is ${this.runState()}`);
+    }
+    vm.injectNmi();
+  }
+
   quit(): void {
     // After the reply: the client sees {"return": {}} and then SHUTDOWN, as from QEMU.
     setImmediate(() => void this.shutDown());

@@ -17,8 +17,16 @@ export interface MigratePodResponse {
   transferredBytes: number;
 }
 
+export interface PodStatusResponse {
+  pid: number;
+  vmState: string;
+  monitor: string;
+  containers: string[];
+}
+
 export interface PodAdminHandlers {
   migrate(req: MigratePodRequest, ctx: CallContext): Promise<MigratePodResponse>;
+  status(): Promise<PodStatusResponse>;
 }
 
 let root: protobuf.Root | undefined;
@@ -29,5 +37,8 @@ export function podAdminService(): protobuf.Service {
 }
 
 export function podAdminDefinition(handlers: PodAdminHandlers): ServiceDefinition {
-  return serviceDefinition(podAdminService(), { Migrate: (req, ctx) => handlers.migrate(req as MigratePodRequest, ctx) });
+  return serviceDefinition(podAdminService(), {
+    Migrate: (req, ctx) => handlers.migrate(req as MigratePodRequest, ctx),
+    Status: () => handlers.status(),
+  });
 }

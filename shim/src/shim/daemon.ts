@@ -149,6 +149,11 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
       podAdminDefinition({
         migrate: (req) =>
           migration.migratePodOut({ service, ttrpc, listening: listening!, logger, exitAfterHandOver }, req.to),
+        status: async () => {
+          const pod = await service.currentPod()?.catch(() => undefined);
+          const vm = pod?.status();
+          return { pid: process.pid, vmState: vm?.vmState ?? 'none', monitor: vm?.monitor ?? '', containers: service.containerIds() };
+        },
       }),
     );
     accept = (socket) => ttrpc.accept(socket);

@@ -39,6 +39,7 @@ function scriptedPod(overrides: Partial<Pod>): Pod {
     deleteContainer: async () => undefined,
     checkpoint: unscripted,
     ended: new Promise(() => undefined),
+    status: () => ({ vmState: 'running' }),
     shutdown: async () => undefined,
     ...overrides,
   };

@@ -38,6 +38,7 @@ function hostAgentPod(client: AgentClient): Pod {
     updateContainer: (id, resources) => client.updateContainer(id, resources),
     checkpoint: () => Promise.reject(new Error('no VM to save: the agent runs on this host')),
     ended: new Promise(() => undefined),
+    status: () => ({ vmState: 'running' }),
     shutdown: async () => client.close(),
   };
 }

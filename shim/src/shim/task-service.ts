@@ -451,6 +451,11 @@ export class TaskService implements TaskHandlerObject {
     return tasksForMigration(this.tasks.values(), this.creating.size);
   }
 
+  /** The ids of the containers this shim serves. */
+  containerIds(): string[] {
+    return [...this.tasks.keys()];
+  }
+
   /** The pod's VM if one runs (or boots), for a pod migration. */
   currentPod(): Promise<Pod> | undefined {
     return this.pod;

@@ -32,6 +32,9 @@ export class RecordingVm implements MonitoredVm {
   quit() {
     this.calls.push('quit');
   }
+  injectNmi() {
+    this.calls.push('inject-nmi');
+  }
   migrate(uri: MigrationUri, capabilities: ReadonlySet<MigrationCapability>) {
     this.calls.push('migrate');
     this.lastUri = uri;
