@@ -2,7 +2,7 @@
 # Fuzzing (`make fuzz`; `make test` runs --smoke). Builds the libFuzzer targets with ASan + UBSan
 # (vmm-native/fuzz: virtqueues and vsock packets, the 9p server, the migration stream, the state
 # file, device registers and saved device state, the vsock connection state machine, virtio-net's
-# queues and backend;
+# queues and backend, virtio-blk's requests on a disk image;
 # guest/agent/fuzz: the agent's message decoders) and runs each from its seed corpus, then
 # the TypeScript decoders' property tests (fast-check).
 #   fuzz.sh                 FUZZ_RUNS inputs per target (default 2000000); new inputs are kept in
@@ -34,10 +34,11 @@ declare -A seeds=(
   [devices]="$top/vmm-native/fuzz/corpus/devices"
   [vsock_muxer]="$top/vmm-native/fuzz/corpus/vsock_muxer"
   [virtio_net]="$top/vmm-native/fuzz/corpus/virtio_net"
+  [virtio_blk]="$top/vmm-native/fuzz/corpus/virtio_blk"
   [agent_proto]="$top/guest/agent/fuzz/corpus"
 )
-declare -A max_len=([virtqueue]=70000 [migration_stream]=65536 [state_file]=16384 [p9_server]=4096 [devices]=65536 [vsock_muxer]=8192 [virtio_net]=70000 [agent_proto]=8192)
-targets=(virtqueue migration_stream state_file p9_server devices vsock_muxer virtio_net agent_proto)
+declare -A max_len=([virtqueue]=70000 [migration_stream]=65536 [state_file]=16384 [p9_server]=4096 [devices]=65536 [vsock_muxer]=8192 [virtio_net]=70000 [virtio_blk]=70000 [agent_proto]=8192)
+targets=(virtqueue migration_stream state_file p9_server devices vsock_muxer virtio_net virtio_blk agent_proto)
 if [ -n "${FUZZ_TARGETS:-}" ]; then
   read -r -a targets <<<"$FUZZ_TARGETS"
   for t in "${targets[@]}"; do [ -n "${seeds[$t]:-}" ] || die "unknown fuzz target '$t' (known: ${!seeds[*]})"; done

@@ -283,11 +283,12 @@ static void on_frame(struct conn *c, int kind, const uint8_t *p, size_t n) {
 }
 
 void conn_process(struct conn *c) {
-  while (!c->dead && !input_blocked(c) && buf_pending(&c->rbuf) >= FRAME_HEADER) {
-    const uint8_t *h = buf_head(&c->rbuf);
-    uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-    int kind = h[4];
-    if (len > MAX_FRAME_PAYLOAD) {
+  while (!c->dead && !input_blocked(c)) {
+    int kind;
+    uint32_t len;
+    enum frame_next_result next = frame_next(buf_head(&c->rbuf), buf_pending(&c->rbuf), &kind, &len);
+    if (next == FRAME_NEXT_INCOMPLETE) break;
+    if (next == FRAME_NEXT_TOO_LARGE) {
       char *msg = xasprintf("frame length %u exceeds the maximum %u: closing the connection", len, MAX_FRAME_PAYLOAD);
       log_msg(LOG_INFO, "connection %llu: %s", (unsigned long long)c->id, msg);
       if (c->role == 0) hello_reply_frame(&c->wbuf, E_PROTOCOL, msg);
@@ -299,7 +300,6 @@ void conn_process(struct conn *c) {
       conn_close(c);
       return;
     }
-    if (buf_pending(&c->rbuf) < FRAME_HEADER + (size_t)len) break;
     on_frame(c, kind, buf_head(&c->rbuf) + FRAME_HEADER, len);
     buf_consume(&c->rbuf, FRAME_HEADER + (size_t)len);
   }

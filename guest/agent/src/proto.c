@@ -439,6 +439,14 @@ void request_free(struct request *req) {
   memset(req, 0, sizeof *req);
 }
 
+enum frame_next_result frame_next(const uint8_t *p, size_t n, int *kind, uint32_t *len) {
+  if (n < FRAME_HEADER) return FRAME_NEXT_INCOMPLETE;
+  *len = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+  *kind = p[4];
+  if (*len > MAX_FRAME_PAYLOAD) return FRAME_NEXT_TOO_LARGE;
+  return n - FRAME_HEADER < *len ? FRAME_NEXT_INCOMPLETE : FRAME_NEXT_OK;
+}
+
 void frame_put(buf_t *out, int kind, const void *payload, size_t n) {
   buf_reserve(out, FRAME_HEADER + n);
   buf_put_be32(out, (uint32_t)n);

@@ -114,6 +114,12 @@ void request_free(struct request *req);
 
 // Appends a whole frame (header + payload) to out.
 void frame_put(buf_t *out, int kind, const void *payload, size_t n);
+
+// The next frame at the start of p[0..n): FRAME_NEXT_OK fills *kind, *len (the payload follows
+// the header); FRAME_NEXT_INCOMPLETE: more bytes needed; FRAME_NEXT_TOO_LARGE: the header claims
+// more than MAX_FRAME_PAYLOAD (*len says how much), and the connection cannot go on.
+enum frame_next_result { FRAME_NEXT_OK, FRAME_NEXT_INCOMPLETE, FRAME_NEXT_TOO_LARGE };
+enum frame_next_result frame_next(const uint8_t *p, size_t n, int *kind, uint32_t *len);
 void hello_reply_frame(buf_t *out, int code, const char *message);
 // A RESPONSE frame; result (may be NULL) is the encoded result message for field result_field.
 void response_frame(buf_t *out, uint64_t id, int code, const char *message, int result_field, const buf_t *result);

@@ -98,6 +98,11 @@ void VirtioBlk::Quiesce() {
   cv_.wait(lock, [&] { return !busy_; });
 }
 
+void VirtioBlk::Drain() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return !busy_ && (!pending_ || quiesced_ || stopping_); });
+}
+
 void VirtioBlk::Unquiesce() {
   std::lock_guard<std::mutex> lock(mu_);
   quiesced_ = false;

@@ -35,6 +35,8 @@ class VirtioBlk : public VirtioDevice {
 
   void Quiesce() override;
   void Unquiesce() override;
+  // Waits until every request notified so far has been served (the fuzz target's step).
+  void Drain();
   // blk_persist.cc: queue indexes live in the transport; the device checks that the disk it
   // opened has the saved size and mode (the guest's view of it must not change under it).
   void SaveState(ByteWriter& out) override;
