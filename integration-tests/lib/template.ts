@@ -51,7 +51,7 @@ export const templateFile = (record: TemplateRecord, name: 'memory' | 'state' | 
 export const SHIM_TEMPLATE_DIR = '/run/stencil-test-templates';
 
 /** A Stencil configuration file's text: templates from SHIM_TEMPLATE_DIR, a miss fails unless `onMiss` says otherwise. */
-export function shimConfig(o: { memory?: string; onMiss?: 'boot' | 'fail'; transport?: string } = {}): string {
+export function shimConfig(o: { memory?: string; onMiss?: 'boot' | 'fail'; transport?: string; failpoints?: boolean } = {}): string {
   return [
     '[hypervisor]',
     o.memory ? `default_memory = "${o.memory}"` : '',
@@ -60,6 +60,7 @@ export function shimConfig(o: { memory?: string; onMiss?: 'boot' | 'fail'; trans
     `on_miss = "${o.onMiss ?? 'fail'}"`,
     '[runtime]',
     o.transport ? `transport = "${o.transport}"` : '',
+    o.failpoints ? 'failpoints = true' : '',
   ]
     .filter(Boolean)
     .join('\n') + '\n';

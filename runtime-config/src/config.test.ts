@@ -41,7 +41,7 @@ describe('defaults', () => {
         seccomp: true,
       },
       factory: { enabled: true, templateDir: '/run/stencil-templates', templateDirSize: 4 * 2 ** 30, onMiss: 'boot' },
-      runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto' },
+      runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false },
     });
   });
 
@@ -76,7 +76,7 @@ describe('defaults', () => {
     const file = fileURLToPath(new URL('../../../runtime-config/configuration.toml', import.meta.url));
     const text = fs.readFileSync(file, 'utf8');
     assert.deepEqual(parseConfig(text, file), defaultConfig());
-    for (const key of ['kernel', 'initrd', 'kernel_params', 'default_vcpus', 'default_memory', 'memory_dir', 'memory_backing', 'log_level', 'state_dir', 'transport']) {
+    for (const key of ['kernel', 'initrd', 'kernel_params', 'default_vcpus', 'default_memory', 'memory_dir', 'memory_backing', 'log_level', 'state_dir', 'transport', 'failpoints']) {
       assert.match(text, new RegExp(`^${key} = `, 'm'), `${key} missing from ${file}`);
     }
   });
@@ -98,6 +98,7 @@ seccomp = false
 log_level = "debug"
 state_dir = "/var/run/stencil"
 transport = "ttrpc"
+failpoints = true
 `,
       SRC,
     );
@@ -113,7 +114,7 @@ transport = "ttrpc"
         seccomp: false,
       },
       factory: defaultConfig().factory,
-      runtime: { logLevel: 'debug', stateDir: '/var/run/stencil', transport: 'ttrpc' },
+      runtime: { logLevel: 'debug', stateDir: '/var/run/stencil', transport: 'ttrpc', failpoints: true },
     });
   });
 

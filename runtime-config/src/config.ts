@@ -33,6 +33,8 @@ export interface RuntimeConfig {
   stateDir: string;
   /** How the shim talks to containerd. */
   transport: Transport;
+  /** Honour io.stencil.failpoint.* annotations (fault injection in tests; never in production). */
+  failpoints: boolean;
 }
 
 export type MissPolicy = 'boot' | 'fail';
@@ -105,7 +107,7 @@ export function defaultConfig(): StencilConfig {
       seccomp: true,
     },
     factory: { enabled: true, templateDir: '/run/stencil-templates', templateDirSize: 4 * 2 ** 30, onMiss: 'boot' },
-    runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto' },
+    runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false },
   };
 }
 
@@ -241,6 +243,7 @@ const SCHEMA: { [S in keyof StencilConfig]: SectionSpec<StencilConfig[S]> } = {
     logLevel: enumKey(LOG_LEVELS),
     stateDir: pathKey(),
     transport: enumKey(TRANSPORTS),
+    failpoints: boolKey(),
   },
 };
 

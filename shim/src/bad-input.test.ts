@@ -13,6 +13,8 @@ import { podSizeForSandbox, SANDBOX_CPU_QUOTA, SANDBOX_MEMORY, TEMPLATE_ANNOTATI
 import { InvalidVmConfigError, KernelImageError, MemoryBackingError } from './hypervisor/errors.js';
 import { MicroVm } from './hypervisor/microvm.js';
 import { PodVmError } from './pod/pod-vm.js';
+import { RpcError } from './rpc/errors.js';
+import { failpointsOf } from './shim/failpoints.js';
 import { tinyElfKernel } from './hypervisor/testing/tiny-kernel.js';
 import type { VmSpec } from './hypervisor/types.js';
 import { checkArguments, parseRequest, QmpError } from './qmp/protocol.js';
@@ -29,6 +31,13 @@ interface BadInput {
 }
 
 const config = (toml: string, names: RegExp): BadInput => ({ input: toml.replace(/\n/g, ' | '), run: () => parseConfig(toml, 'bad.toml'), error: ConfigError, names });
+
+const failpoints = (a: Record<string, unknown>, enabled: boolean, names: RegExp): BadInput => ({
+  input: `container annotations ${JSON.stringify(a)}${enabled ? ' (failpoints on)' : ''}`,
+  run: () => failpointsOf('c1', a, enabled),
+  error: RpcError,
+  names,
+});
 
 const annotations = (a: Record<string, string>, names: RegExp): BadInput => ({
   input: `pod annotations ${JSON.stringify(a)}`,
@@ -117,6 +126,9 @@ describe('bad input is refused, naming what is wrong', () => {
     annotations({ [TEMPLATE_ANNOTATION]: 'maybe' }, /io\.stencil\.template must be "on" or "off", got "maybe"/),
     annotations({ [SANDBOX_MEMORY]: '1Gi' }, /io\.kubernetes\.cri\.sandbox-memory must be an integer/),
     annotations({ [SANDBOX_CPU_QUOTA]: '1.5' }, /io\.kubernetes\.cri\.sandbox-cpu-quota must be an integer/),
+    failpoints({ 'io.stencil.failpoint.create.vm-ready': 'kill-shim' }, false, /annotation io\.stencil\.failpoint\.create\.vm-ready: failpoints are off/),
+    failpoints({ 'io.stencil.failpoint.boot': 'kill-shim' }, true, /io\.stencil\.failpoint\.boot: unknown step "boot"/),
+    failpoints({ 'io.stencil.failpoint.start.container-running': 'kill-vm' }, true, /start\.container-running: unknown action "kill-vm"/),
     // Migration URIs (QMP migrate / migrate-incoming, `stencil vm run --incoming`, `stencil migrate`).
     uri('file:relative/dir', /file: needs an absolute directory/),
     uri('exec:', /exec: needs a command/),

@@ -195,6 +195,11 @@ export class PodVm implements Pod {
     return { vmState: this.vm?.state ?? 'none', monitor: this.monitor ? this.qmpPath : undefined };
   }
 
+  injectNmi(): void {
+    if (!(this.vm instanceof MicroVm) || this.vm.state !== 'running') throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id}: no running VM to send an NMI to`);
+    this.vm.injectNmi();
+  }
+
   /** Boots the VM and waits for its agent. On failure nothing is left behind. */
   static async boot(options: PodVmOptions): Promise<PodVm> {
     validateOptions(options);

@@ -82,6 +82,8 @@ export interface Pod {
   readonly ended: Promise<string>;
   /** The VM's state and its QMP monitor socket, if it has one (`stencil pod status`). */
   status(): { vmState: string; monitor?: string };
+  /** Panics the guest kernel with an NMI, as QMP inject-nmi does (the guest runs with unknown_nmi_panic). */
+  injectNmi(): void;
   /** Stops the VM and frees every resource (RAM file, sockets, mounts). Idempotent. */
   shutdown(): Promise<void>;
 }

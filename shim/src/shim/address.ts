@@ -5,6 +5,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { readSpec } from './bundle.js';
 
 /** Fixed by convention (not containerd's state dir): containerd's shims put sockets here. */
 export const SOCKET_DIR = '/run/containerd/s';
@@ -14,7 +15,7 @@ const SANDBOX_ANNOTATIONS = ['io.kubernetes.cri.sandbox-id'];
 /** The pod a task belongs to: the CRI sandbox id from the bundle's config.json, else the task id. */
 export function groupId(bundle: string, taskId: string): string {
   try {
-    const spec = JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8')) as { annotations?: Record<string, string> };
+    const spec = readSpec(bundle) as { annotations?: Record<string, string> };
     for (const key of SANDBOX_ANNOTATIONS) {
       const v = spec.annotations?.[key];
       if (typeof v === 'string' && v) return v;

@@ -76,6 +76,7 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
         networkNamespace: networkNamespaceOf(spec),
         annotations: (spec.annotations ?? {}) as Record<string, string>,
       }),
+    failpoints: config.runtime.failpoints,
     onShutdown: () => void exit('shutdown requested'),
     onIdle: (idle) => {
       clearTimeout(idleTimer);

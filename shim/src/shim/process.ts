@@ -2,6 +2,7 @@
 // CREATED -> RUNNING -> STOPPED, the exit once known, and the waiters released by it.
 import type { StdioPaths } from './stdio.js';
 import type { HostStdio } from './stdio.js';
+import type { Failpoints } from './failpoints.js';
 
 export { TaskStatus as Status } from '../containerd/task-api.js';
 import { TaskStatus as Status } from '../containerd/task-api.js';
@@ -68,4 +69,18 @@ export interface Task {
   oomKillsReported: number;
   /** Taken up again from a checkpoint: its init runs from Create on, Start only reports it. */
   restored: boolean;
+  /** Faults to inject at its steps (failpoints.ts); absent for a task that came with a migration. */
+  failpoints?: Failpoints;
+}
+
+/** How long an exited init waits for its execs' exits to be reported first. */
+const EXEC_EXIT_GRACE_MS = 5_000;
+
+/** Waits (bounded) until every started exec of the task has had its exit reported. */
+export async function execsReported(task: Task): Promise<void> {
+  const running = [...task.execs.values()].filter((e) => e.status === Status.Running).map((e) => e.wait());
+  if (running.length === 0) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([Promise.all(running), new Promise((r) => (timer = setTimeout(r, EXEC_EXIT_GRACE_MS)))]);
+  clearTimeout(timer);
 }

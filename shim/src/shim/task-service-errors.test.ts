@@ -40,6 +40,9 @@ function scriptedPod(overrides: Partial<Pod>): Pod {
     checkpoint: unscripted,
     ended: new Promise(() => undefined),
     status: () => ({ vmState: 'running' }),
+    injectNmi: () => {
+      throw new Error('not scripted');
+    },
     shutdown: async () => undefined,
     ...overrides,
   };

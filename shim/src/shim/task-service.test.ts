@@ -39,6 +39,9 @@ function hostAgentPod(client: AgentClient): Pod {
     checkpoint: () => Promise.reject(new Error('no VM to save: the agent runs on this host')),
     ended: new Promise(() => undefined),
     status: () => ({ vmState: 'running' }),
+    injectNmi: () => {
+      throw new Error('no VM: the agent runs on this host');
+    },
     shutdown: async () => client.close(),
   };
 }

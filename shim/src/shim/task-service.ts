@@ -7,15 +7,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../util/log.js';
 import type { Pod, PodRestore } from '../pod/types.js';
-import { CHECKPOINT_VM_DIR, type CheckpointInfo, readCheckpointInfo, writeCheckpointInfo } from '../pod/checkpoint.js';
+import { CHECKPOINT_VM_DIR, writeCheckpointInfo } from '../pod/checkpoint.js';
+import { readCheckpoint, readSpec } from './bundle.js';
 import { checkpointExitRequested } from './checkpoint-options.js';
 import { Code, RpcError, toRpcError } from '../rpc/errors.js';
-import { type ExitInfo, Status, type Task, TaskProcess } from './process.js';
+import { execsReported, type ExitInfo, Status, type Task, TaskProcess } from './process.js';
 import { adoptTask, attachInitStdio, type MigratingTask, reattachStdio, tasksForMigration } from './task-migration.js';
 import { mountRootfs, unmountAll } from './rootfs.js';
 import { HostStdio, type StdioPaths, stdioMode } from './stdio.js';
 import { validateId } from './errors.js';
 import { cgroupsV2Metrics } from './metrics.js';
+import { failpointsOf, hitFailpoint } from './failpoints.js';
 import { decodeJsonAny } from '../containerd/protos.js';
 import type {
   CheckpointTaskRequest,
@@ -55,14 +57,13 @@ export interface TaskServiceOptions {
   createPod: (first: { spec: Record<string, unknown>; restore?: PodRestore }) => Promise<Pod>;
   events: EventSink;
   logger: Logger;
+  /** Honour io.stencil.failpoint.* annotations ([runtime] failpoints; tests only). */
+  failpoints?: boolean;
   /** Called (once) after a Shutdown found no tasks left. */
   onShutdown: () => void;
   /** Told whenever the service becomes idle (no tasks) or busy again. */
   onIdle?: (idle: boolean) => void;
 }
-
-/** How long an exited init waits for its execs' exits to be reported first. */
-const EXEC_EXIT_GRACE_MS = 5_000;
 
 /** The Task RPCs, with requests as the transports decode them (every field present). */
 export class TaskService implements TaskHandlerObject {
@@ -94,7 +95,7 @@ export class TaskService implements TaskHandlerObject {
   async create(req: CreateTaskRequest): Promise<CreateTaskResponse> {
     const id = validateId(req.id, 'id');
     if (this.tasks.has(id) || this.creating.has(id)) throw new RpcError(Code.AlreadyExists, `task ${id} already exists`);
-    const checkpoint = req.checkpoint ? this.readCheckpoint(id, req.checkpoint) : undefined;
+    const checkpoint = req.checkpoint ? readCheckpoint(id, req.checkpoint) : undefined;
     const bundle = req.bundle;
     if (!path.isAbsolute(bundle)) throw new RpcError(Code.InvalidArgument, `task ${id}: bundle path ${JSON.stringify(bundle)} is not absolute`);
     let finished!: () => void;
@@ -107,6 +108,7 @@ export class TaskService implements TaskHandlerObject {
     };
     try {
       const spec = readSpec(bundle);
+      const failpoints = failpointsOf(id, spec.annotations, this.options.failpoints ?? false);
       const root = (spec.root ?? {}) as { path?: string };
       if (!root.path) throw new RpcError(Code.InvalidArgument, `task ${id}: config.json has no root.path`);
       const rootfsDir = path.resolve(bundle, root.path);
@@ -123,6 +125,7 @@ export class TaskService implements TaskHandlerObject {
       const restore = checkpoint && { vmDir: path.join(req.checkpoint, CHECKPOINT_VM_DIR), container, paused: checkpoint.paused };
       const pod = await this.getPod(spec, restore);
       stopIfCancelled();
+      await hitFailpoint({ pod, points: failpoints, step: 'create.vm-ready', id, log: this.log });
       if (!restore) {
         await pod.createContainer(container).catch((err) => {
           throw toRpcError(err, `create task ${id}`, Code.Internal);
@@ -146,10 +149,12 @@ export class TaskService implements TaskHandlerObject {
         paused: false,
         oomKillsReported: 0,
         restored: restore !== undefined,
+        failpoints,
       };
       this.tasks.set(id, task);
       // The init exists (waiting for Start) and can already be killed: watch it from now on.
       this.watchExit(task, init);
+      await hitFailpoint({ pod, points: failpoints, step: 'create.container-made', id, log: this.log });
       this.publish('/tasks/create', 'TaskCreate', {
         containerId: id,
         bundle,
@@ -192,6 +197,7 @@ export class TaskService implements TaskHandlerObject {
       await pod.startContainer(task.id).catch((err) => {
         throw toRpcError(err, `start task ${task.id}`, Code.Internal);
       });
+      await hitFailpoint({ pod, points: task.failpoints, step: 'start.container-running', id: task.id, log: this.log });
     }
     if (task.init.status === Status.Created) task.init.status = Status.Running;
     this.publish('/tasks/start', 'TaskStart', { containerId: task.id, pid: task.init.pid });
@@ -221,6 +227,7 @@ export class TaskService implements TaskHandlerObject {
     exec.status = Status.Running;
     this.publish('/tasks/exec-started', 'TaskExecStarted', { containerId: task.id, execId: exec.execId, pid: exec.pid });
     this.watchExit(task, exec);
+    await hitFailpoint({ pod, points: task.failpoints, step: 'exec.process-started', id: task.id, execId: exec.execId, log: this.log });
     return { pid: exec.pid };
   }
 
@@ -266,6 +273,7 @@ export class TaskService implements TaskHandlerObject {
     if (task.init.status === Status.Running) throw new RpcError(Code.FailedPrecondition, `cannot delete task ${task.id}: it is running`);
     this.tasks.delete(task.id);
     await pod.deleteContainer(task.id).catch((err) => this.log.warn('agent delete of container', { id: task.id, err: String(err) }));
+    await hitFailpoint({ pod, points: task.failpoints, step: 'delete.container-gone', id: task.id, log: this.log });
     // A never-started init is gone with its container; report it as killed.
     task.init.markExited({ exitStatus: 128 + 9, exitedAt: new Date() });
     task.init.io?.close();
@@ -333,19 +341,6 @@ export class TaskService implements TaskHandlerObject {
     }
     this.log.info('task checkpointed', { id: task.id, path: req.path });
     return {};
-  }
-
-  private readCheckpoint(id: string, dir: string): CheckpointInfo {
-    let info: CheckpointInfo;
-    try {
-      info = readCheckpointInfo(dir);
-    } catch (err) {
-      throw new RpcError(Code.InvalidArgument, `task ${id}: ${(err as Error).message}`);
-    }
-    if (info.containerId !== id) {
-      throw new RpcError(Code.InvalidArgument, `task ${id}: checkpoint ${dir} holds container ${info.containerId}: restore it under that id (the guest knows it by it)`);
-    }
-    return info;
   }
 
   async kill(req: KillRequest): Promise<Empty> {
@@ -548,7 +543,7 @@ export class TaskService implements TaskHandlerObject {
           // TaskStart goes out before TaskExit even when the process exits at once.
           await proc.starting?.catch(() => undefined);
           await proc.io?.drained();
-          if (!proc.execId) await this.execsReported(task);
+          if (!proc.execId) await execsReported(task);
           // Like the runc shim, TaskOOM precedes the TaskExit it caused (CRI's OOMKilled reason).
           if (exit.oomKilled) this.reportOom(task, Math.max(1, task.oomKillsReported));
           this.finishProcess(task, proc, { exitStatus: exit.exitStatus, exitedAt: exit.exitedAt });
@@ -559,15 +554,6 @@ export class TaskService implements TaskHandlerObject {
           this.finishProcess(task, proc, { exitStatus: 255, exitedAt: new Date() });
         },
       );
-  }
-
-  /** Waits (bounded) until every started exec of the task has had its exit reported. */
-  private async execsReported(task: Task): Promise<void> {
-    const running = [...task.execs.values()].filter((e) => e.status === Status.Running).map((e) => e.wait());
-    if (running.length === 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.all(running), new Promise((r) => (timer = setTimeout(r, EXEC_EXIT_GRACE_MS)))]);
-    clearTimeout(timer);
   }
 
   /**
@@ -611,22 +597,5 @@ export class TaskService implements TaskHandlerObject {
 
   private publish(topic: string, type: string, event: Record<string, unknown>): void {
     this.options.events.publish(topic, type, event);
-  }
-}
-
-function readSpec(bundle: string): Record<string, unknown> {
-  const file = path.join(bundle, 'config.json');
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new RpcError(Code.InvalidArgument, `cannot read the OCI spec ${file}: ${(err as Error).message}`);
-  }
-  try {
-    const spec = JSON.parse(text) as unknown;
-    if (!spec || typeof spec !== 'object' || Array.isArray(spec)) throw new Error('not a JSON object');
-    return spec as Record<string, unknown>;
-  } catch (err) {
-    throw new RpcError(Code.InvalidArgument, `invalid OCI spec ${file}: ${(err as Error).message}`);
   }
 }

@@ -1,0 +1,177 @@
+// Faults at each step of a task's life, under real containerd driven by real ctr, with template
+// clones: the shim's failpoints (shim/src/shim/failpoints.ts, on with [runtime] failpoints = true)
+// SIGKILL the shim daemon, panic the guest kernel or SIGKILL the container's process while Create,
+// Start, an exec's Start or Delete is half-done; and a container sharing the guest's PID
+// namespace kill -9s the guest agent. Each scenario checks what containerd reported (the step's
+// error or the process's exit), then that `ctr task delete` and `ctr containers rm` recover and
+// that nothing is left behind: no process, socket, mount, RAM file or state directory.
+//
+// One containerd version (STENCIL_FAULTS_CONTAINERD, default 2.1): the steps are the shim's own;
+// shim.test.ts covers both versions' protocols with the same faults on a running task.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { makeBusyboxRootfs, ociSpec } from '../../shim/src/agent/testing/busybox-oci.js';
+import { FAILPOINT_ANNOTATION_PREFIX, type FailpointAction, type FailpointStep } from '../../shim/src/shim/failpoints.js';
+import { repoRoot } from '../../shim/src/util/paths.js';
+import { ContainerdInstance, type ContainerdVersion, SLOW_HOST_TIMEOUTS } from '../lib/containerd.js';
+import { EventWatch } from '../lib/ctr-events.js';
+import { ensureShimTemplate, writeShimConfig } from '../lib/template.js';
+
+const RUNTIME = 'io.containerd.stencil.v2';
+const VERSION = (process.env.STENCIL_FAULTS_CONTAINERD ?? '2.1') as ContainerdVersion;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface FaultCase {
+  step: FailpointStep;
+  action: FailpointAction;
+  /** How the ctr command that drives the step ends: 'error' (it fails, non-zero) or its exit code. */
+  ctr: 'error' | number;
+  /** The exit status of the task's init in its TaskExit, when the fault decides it. */
+  initExit?: number;
+}
+
+const CASES: FaultCase[] = [
+  { step: 'create.vm-ready', action: 'kill-shim', ctr: 'error' },
+  { step: 'create.vm-ready', action: 'panic-guest', ctr: 'error' },
+  { step: 'create.container-made', action: 'kill-shim', ctr: 'error' },
+  { step: 'create.container-made', action: 'kill-container', ctr: 'error', initExit: 137 },
+  { step: 'start.container-running', action: 'kill-shim', ctr: 'error' },
+  { step: 'start.container-running', action: 'panic-guest', ctr: 0, initExit: 255 },
+  { step: 'exec.process-started', action: 'kill-shim', ctr: 'error' },
+  { step: 'exec.process-started', action: 'panic-guest', ctr: 255, initExit: 255 },
+  { step: 'exec.process-started', action: 'kill-container', ctr: 137 },
+  { step: 'delete.container-gone', action: 'kill-shim', ctr: 'error' },
+  { step: 'delete.container-gone', action: 'panic-guest', ctr: 0, initExit: 0 },
+];
+
+describe(`faults injected under containerd ${VERSION} with the Stencil shim`, () => {
+  let c: ContainerdInstance;
+  let image: string;
+  let events: EventWatch;
+
+  before(async () => {
+    const made = await ensureShimTemplate();
+    process.stdout.write(`# shim template ${made.record.key}: ${made.built ? 'built' : 'reused'} in ${made.ms} ms\n`);
+    c = await ContainerdInstance.start({
+      version: VERSION,
+      extraPath: [path.join(repoRoot(), 'bin')],
+      env: { STENCIL_CONFIG: writeShimConfig('shim-failpoints.toml', { failpoints: true }) },
+      configExtra: SLOW_HOST_TIMEOUTS,
+    });
+    image = await c.importBusybox();
+    events = await EventWatch.start(c);
+  });
+  after(async () => {
+    events?.stop();
+    if (c) process.stdout.write(`# --- containerd ${VERSION} log tail ---\n${c.logTail(80).replace(/^/gm, '# ')}\n`);
+    await c?.stop();
+  });
+
+  const taskStatus = async (id: string) =>
+    (await c.ctr(['task', 'ls'])).stdout
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/))
+      .find((fields) => fields[0] === id)?.[2];
+
+  async function waitWhile(id: string, statuses: (string | undefined)[], ms: number): Promise<string | undefined> {
+    let status = await taskStatus(id);
+    for (const end = Date.now() + ms; statuses.includes(status) && Date.now() < end; status = await taskStatus(id)) await sleep(200);
+    return status;
+  }
+
+  /**
+   * What a user does after a fault: kill what still runs, `ctr task delete`, `ctr containers rm`.
+   * Each must work, and afterwards nothing may be left. ctr's own stdio FIFOs of a task whose
+   * shim died are ctr's to remove (it can no longer load the task), so they are not counted.
+   */
+  async function recoverAndCheck(id: string): Promise<void> {
+    if (['RUNNING', 'CREATED', 'PAUSED'].includes((await taskStatus(id)) ?? '')) await c.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
+    const settled = await waitWhile(id, ['RUNNING', 'CREATED', 'PAUSED'], 30_000);
+    assert.ok(!['RUNNING', 'CREATED', 'PAUSED'].includes(settled ?? ''), `task ${id} still ${settled} after SIGKILL`);
+    for (let i = 0; i < 2 && (await taskStatus(id)) !== undefined; i++) await c.ctr(['task', 'delete', id]);
+    assert.equal(await taskStatus(id), undefined, `ctr task delete ${id} left the task`);
+    const rm = await c.ctr(['containers', 'rm', id]);
+    assert.equal(rm.code, 0, `ctr containers rm ${id}: ${rm.stderr}`);
+    const ctrFifo = new RegExp(`^(dir|fifo) /run/containerd/fifo/\\d+(/${id}-std(in|out|err))?$`);
+    let left: string[] = [];
+    for (let i = 0; i < 50; i++) {
+      left = (await c.leaks()).filter((l) => !ctrFifo.test(l));
+      if (left.length === 0) break;
+      await sleep(200);
+    }
+    assert.deepEqual(left, [], `left behind after recovering ${id}`);
+    for (const l of await c.leaks()) {
+      const dir = /^dir (\/run\/containerd\/fifo\/\d+)$/.exec(l)?.[1];
+      if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  const initExitStatus = (id: string) =>
+    events
+      .taskEvents(id)
+      .filter((e) => e.topic === '/tasks/exit' && (e.body.id === id || e.body.id === undefined))
+      .map((e) => Number(e.body.exit_status ?? 0));
+
+  for (const fault of CASES) {
+    it(`${fault.action} at ${fault.step}: ctr ${fault.ctr === 'error' ? 'fails' : `ends ${fault.ctr}`}${fault.initExit !== undefined ? `, the init exits ${fault.initExit}` : ''}; delete recovers, nothing leaks`, async () => {
+      const id = `f-${fault.step.replace('.', '-')}-${fault.action}`;
+      const annotation = ['--annotation', `${FAILPOINT_ANNOTATION_PREFIX}${fault.step}=${fault.action}`];
+      const run = (args: string[]) => c.ctr(['run', '-d', '--runtime', RUNTIME, ...annotation, image, id, ...args]);
+      try {
+        let r: { code: number | null; stdout: string; stderr: string };
+        const phase = fault.step.split('.')[0];
+        if (phase === 'create' || phase === 'start') {
+          r = await run(['sleep', '1000']);
+        } else if (phase === 'exec') {
+          const started = await run(['sleep', '1000']);
+          assert.equal(started.code, 0, started.stderr);
+          r = await c.ctr(['task', 'exec', '--exec-id', 'e1', id, 'sleep', '1000'], { timeoutMs: 120_000 });
+        } else {
+          const started = await run(['true']);
+          assert.equal(started.code, 0, started.stderr);
+          assert.equal(await waitWhile(id, ['RUNNING', 'CREATED'], 30_000), 'STOPPED');
+          r = await c.ctr(['task', 'delete', id], { timeoutMs: 120_000 });
+        }
+        const said = `ctr: code ${r.code}, stdout ${JSON.stringify(r.stdout)}, stderr ${JSON.stringify(r.stderr)}`;
+        if (fault.ctr === 'error') assert.ok(r.code !== 0 && r.stderr.trim() !== '', `the step should have failed with an error: ${said}`);
+        else assert.equal(r.code, fault.ctr, said);
+        process.stdout.write(`# ${said}\n`);
+        const hit = c.logTail(400).split('\n').some((l) => l.includes('"message":"failpoint hit"') && l.includes(`"id":"${id}"`) && l.includes(`"step":"${fault.step}"`));
+        assert.ok(hit, `the shim's failpoint hit for ${id} is not in containerd's log`);
+        if (fault.action === 'panic-guest') assert.match(c.logTail(400), /Kernel panic - not syncing: NMI/, "the guest's panic is not in containerd's log");
+        if (fault.initExit !== undefined) {
+          await waitWhile(id, ['RUNNING', 'CREATED'], 30_000);
+          let exits = initExitStatus(id);
+          for (let i = 0; i < 50 && exits.length === 0; i++, exits = initExitStatus(id)) await sleep(200);
+          assert.deepEqual(exits, [fault.initExit], JSON.stringify(events.taskEvents(id)));
+        }
+      } finally {
+        await recoverAndCheck(id);
+      }
+    });
+  }
+
+  it("kill -9 of the guest agent, by a container sharing the guest's PID namespace: the task exits 255, the shim says why, delete recovers, nothing leaks", async () => {
+    const id = 'agent-killer';
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stencil-faults-'));
+    try {
+      const spec = ociSpec(makeBusyboxRootfs(path.join(dir, 'rootfs')), { args: ['sh', '-c', 'sleep 1; kill -9 $(pidof stencil-agent); sleep 1000'] });
+      const linux = spec.linux as { namespaces: { type: string }[] };
+      linux.namespaces = linux.namespaces.filter((ns) => ns.type !== 'pid');
+      const specFile = path.join(dir, 'config.json');
+      fs.writeFileSync(specFile, JSON.stringify(spec));
+      const r = await c.ctr(['run', '-d', '--runtime', RUNTIME, '--config', specFile, id]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(await waitWhile(id, ['RUNNING', 'CREATED'], 60_000), 'STOPPED', `containerd's log:\n${c.logTail(40)}`);
+      const exit = (await events.waitFor(id, '/tasks/exit', 30_000)).find((e) => e.topic === '/tasks/exit');
+      assert.equal(exit?.body.exit_status, 255, JSON.stringify(exit));
+      assert.match(c.logTail(400), /agent exited with status 137/, "the guest's report of its agent's death is not in containerd's log");
+    } finally {
+      await recoverAndCheck(id);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
