@@ -9,11 +9,13 @@
 // One containerd version (STENCIL_FAULTS_CONTAINERD, default 2.1): the steps are the shim's own;
 // shim.test.ts covers both versions' protocols with the same faults on a running task.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { makeBusyboxRootfs, ociSpec } from '../../shim/src/agent/testing/busybox-oci.js';
+import type { PoolStatus } from '../../shim/src/cli/template-report.js';
 import { FAILPOINT_ANNOTATION_PREFIX, type FailpointAction, type FailpointStep } from '../../shim/src/shim/failpoints.js';
 import { repoRoot } from '../../shim/src/util/paths.js';
 import { ContainerdInstance, type ContainerdVersion, SLOW_HOST_TIMEOUTS } from '../lib/containerd.js';
@@ -40,6 +42,7 @@ const CASES: FaultCase[] = [
   { step: 'create.container-made', action: 'kill-container', ctr: 'error', initExit: 137 },
   { step: 'start.container-running', action: 'kill-shim', ctr: 'error' },
   { step: 'start.container-running', action: 'panic-guest', ctr: 0, initExit: 255 },
+  { step: 'exec.added', action: 'panic-guest', ctr: 'error', initExit: 255 },
   { step: 'exec.process-started', action: 'kill-shim', ctr: 'error' },
   { step: 'exec.process-started', action: 'panic-guest', ctr: 255, initExit: 255 },
   { step: 'exec.process-started', action: 'kill-container', ctr: 137 },
@@ -51,14 +54,29 @@ describe(`faults injected under containerd ${VERSION} with the Stencil shim`, ()
   let c: ContainerdInstance;
   let image: string;
   let events: EventWatch;
+  let config: string;
+  let templateKey: string;
+  let servedBefore: number;
+
+  /** The shim template's entry in `stencil pool status --json` with the shim's configuration. */
+  function poolTemplate() {
+    const r = spawnSync(process.execPath, [path.join(repoRoot(), 'bin', 'stencil'), 'pool', 'status', '--json', '--config', config], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, `stencil pool status: ${r.stderr}`);
+    const template = (JSON.parse(r.stdout) as PoolStatus).templates.find((t) => t.key === templateKey);
+    assert.ok(template, `template ${templateKey} is not in stencil pool status: ${r.stdout}`);
+    return template;
+  }
 
   before(async () => {
     const made = await ensureShimTemplate();
     process.stdout.write(`# shim template ${made.record.key}: ${made.built ? 'built' : 'reused'} in ${made.ms} ms\n`);
+    config = writeShimConfig('shim-failpoints.toml', { failpoints: true });
+    templateKey = made.record.key;
+    servedBefore = poolTemplate().clonesServed;
     c = await ContainerdInstance.start({
       version: VERSION,
       extraPath: [path.join(repoRoot(), 'bin')],
-      env: { STENCIL_CONFIG: writeShimConfig('shim-failpoints.toml', { failpoints: true }) },
+      env: { STENCIL_CONFIG: config },
       configExtra: SLOW_HOST_TIMEOUTS,
     });
     image = await c.importBusybox();
@@ -147,6 +165,11 @@ describe(`faults injected under containerd ${VERSION} with the Stencil shim`, ()
           let exits = initExitStatus(id);
           for (let i = 0; i < 50 && exits.length === 0; i++, exits = initExitStatus(id)) await sleep(200);
           assert.deepEqual(exits, [fault.initExit], JSON.stringify(events.taskEvents(id)));
+          if (phase !== 'delete') {
+            // What a user tries next: an exec into the task whose init is gone must fail, not hang.
+            const late = await c.ctr(['task', 'exec', '--exec-id', 'late', id, 'true'], { timeoutMs: 60_000 });
+            assert.ok(late.code !== 0 && late.stderr.trim() !== '', `an exec into the exited task: code ${late.code}, stderr ${JSON.stringify(late.stderr)}`);
+          }
         }
       } finally {
         await recoverAndCheck(id);
@@ -168,10 +191,18 @@ describe(`faults injected under containerd ${VERSION} with the Stencil shim`, ()
       assert.equal(await waitWhile(id, ['RUNNING', 'CREATED'], 60_000), 'STOPPED', `containerd's log:\n${c.logTail(40)}`);
       const exit = (await events.waitFor(id, '/tasks/exit', 30_000)).find((e) => e.topic === '/tasks/exit');
       assert.equal(exit?.body.exit_status, 255, JSON.stringify(exit));
+      // The exit is reported when the agent's connection breaks; the VM powers off a moment later.
+      for (let i = 0; i < 100 && !/agent exited with status 137/.test(c.logTail(400)); i++) await sleep(200);
       assert.match(c.logTail(400), /agent exited with status 137/, "the guest's report of its agent's death is not in containerd's log");
     } finally {
       await recoverAndCheck(id);
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('stencil pool status afterwards: no clone of the template left running, every faulted pod counted as served', () => {
+    const template = poolTemplate();
+    assert.equal(template.liveClones.processes, 0, JSON.stringify(template.liveClones));
+    assert.ok(template.clonesServed >= servedBefore + CASES.length + 1, `clones served: ${servedBefore} before, ${template.clonesServed} after`);
   });
 });

@@ -456,6 +456,9 @@ for (const version of CONTAINERD_VERSIONS) {
         const r = await run(['-d', image, id, 'sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > /tmp/c.new; mv /tmp/c.new /tmp/c; sleep 0.1; done']);
         assert.equal(r.code, 0, r.stderr);
         const count = async () => {
+          // A VM that died (the emulated host's nested fault) must fail here with containerd's log,
+          // which names the fault, not in an exec of a task that has already ended.
+          assert.equal(await taskStatus(id), 'RUNNING', `containerd's log:\n${c.logTail(30)}`);
           const e = await c.ctr(['task', 'exec', '--exec-id', `read-${Date.now()}`, id, 'cat', '/tmp/c']);
           assert.equal(e.code, 0, `exec after the restart: ${e.stderr}containerd's log:\n${c.logTail(30)}`);
           return Number(e.stdout.trim());

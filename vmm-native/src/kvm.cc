@@ -74,6 +74,12 @@ namespace {
 constexpr uint64_t kProbeMemSize = 16 << 20;  // the smallest VM GuestMemory accepts
 constexpr uint64_t kProbeCodeAddr = 0x100000;
 constexpr uint64_t kProbeIterations = 200000;
+// Interference (a preempted vCPU, the host's own timer work) only ever slows a run down, so the
+// probe keeps the fastest of a few runs: one slow run on a busy nested host must not read as PVM.
+constexpr int kProbeRuns = 5;
+// Hardware KVM: thousands of M iterations/s; nested (emulated SVM): ~60; emulated kernel mode
+// (PVM): < 1. The bar sits well clear of both sides.
+constexpr double kStockGuestMinMips = 4;
 
 
 }  // namespace
@@ -109,9 +115,8 @@ KvmProbe ProbeKvm() {
     if (run_map == MAP_FAILED) throw VmmError(ErrorCode::kKvm, WithErrno("mmap kvm_run"));
     auto* run = static_cast<kvm_run*>(run_map);
     x86::SetupLongModeSregs(vcpu.get());
-    x86::SetupBootRegisters(vcpu.get(), kProbeCodeAddr, 0);
 
-    // A watchdog kicks the probe out of KVM_RUN if the loop takes longer than 5 s.
+    // A watchdog kicks the probe out of KVM_RUN if the runs take longer than 5 s in all.
     InstallKickHandler();
     std::atomic<bool> done{false};
     pthread_t self = pthread_self();
@@ -122,20 +127,30 @@ KvmProbe ProbeKvm() {
         pthread_kill(self, KickSignal());
       }
     });
-    auto t0 = std::chrono::steady_clock::now();
-    int rc = ioctl(vcpu.get(), KVM_RUN, 0);
-    int err = errno;
-    auto t1 = std::chrono::steady_clock::now();
+    int rc = 0;
+    int err = 0;
+    double best_secs = 0;
+    for (int i = 0; i < kProbeRuns; i++) {
+      x86::SetupBootRegisters(vcpu.get(), kProbeCodeAddr, 0);
+      auto t0 = std::chrono::steady_clock::now();
+      rc = ioctl(vcpu.get(), KVM_RUN, 0);
+      err = errno;
+      auto t1 = std::chrono::steady_clock::now();
+      if (rc < 0 || run->exit_reason != KVM_EXIT_HLT) break;
+      double secs = std::chrono::duration<double>(t1 - t0).count();
+      if (i == 0 || secs < best_secs) best_secs = secs;
+      double mips = kProbeIterations / best_secs / 1e6;
+      // Fast enough, or so slow that no interference explains it (emulated kernel mode).
+      if (mips >= kStockGuestMinMips || mips < kStockGuestMinMips / 4) break;
+    }
     done = true;
     watchdog.join();
-    double secs = std::chrono::duration<double>(t1 - t0).count();
     if (rc < 0) {
       probe.detail = err == EINTR ? "a 200k-iteration kernel-mode loop did not finish within 5 s"
                                   : WithErrno("KVM_RUN", err);
     } else if (run->exit_reason == KVM_EXIT_HLT) {
-      probe.kernel_mode_mips = kProbeIterations / secs / 1e6;
-      // Hardware KVM: thousands; nested (emulated SVM): ~60; instruction emulation (PVM): < 1.
-      probe.runs_stock_guests = probe.kernel_mode_mips >= 10;
+      probe.kernel_mode_mips = kProbeIterations / best_secs / 1e6;
+      probe.runs_stock_guests = probe.kernel_mode_mips >= kStockGuestMinMips;
       char buf[160];
       snprintf(buf, sizeof buf, "kernel-mode loop ran at %.1f M iterations/s", probe.kernel_mode_mips);
       probe.detail = buf;

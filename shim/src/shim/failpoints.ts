@@ -21,6 +21,8 @@ export const FAILPOINT_STEPS = [
   'create.container-made',
   /** Start: the init runs in the guest, the reply and TaskStart are not sent yet. */
   'start.container-running',
+  /** Exec: the process is registered with its stdio open, not started yet; the reply is not sent yet. */
+  'exec.added',
   /** Start of an exec: the process runs in the guest, the reply is not sent yet. */
   'exec.process-started',
   /** Delete: the guest forgot the container, the rootfs is still mounted and no reply sent. */

@@ -2,12 +2,14 @@
 // the way the ttrpc and gRPC servers call it (encoded request, invokeMethod), with a Pod whose
 // calls fail the way the pod, hypervisor and agent layers fail. No VM or agent needed.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ConfigError } from '../../../runtime-config/src/config.js';
 import { AgentCallError } from '../agent/errors.js';
+import { encodeJsonAny, OCI_PROCESS_TYPE_URL } from '../containerd/protos.js';
 import { taskServiceDefinitions } from '../containerd/task-api.js';
 import { VmStateError } from '../hypervisor/errors.js';
 import { MicroVm } from '../hypervisor/microvm.js';
@@ -162,5 +164,43 @@ describe('task service: the layers’ error codes reach containerd', () => {
     await call(def, 'Create', { id: 't2', bundle });
     await call(def, 'Start', { id: 't2' });
     await failsWith(call(def, 'Pause', { id: 't2' }), Code.FailedPrecondition, /^pause task t2: cannot pause VM scripted: it is exited$/);
+  });
+
+  it("an exec whose Start fails: its output FIFO reaches EOF (containerd 1.6's client waits for it) and its Wait returns", async () => {
+    const def = serve(async () =>
+      scriptedPod({
+        startContainer: async () => 1,
+        execProcess: () => Promise.reject(new AgentCallError('UNAVAILABLE', 'the VM has ended', { rpc: 'ExecProcess', containerId: 't5' })),
+      }),
+    );
+    await call(def, 'Create', { id: 't5', bundle });
+    await call(def, 'Start', { id: 't5' });
+    const fifo = path.join(dir, 'e1-stdout');
+    execFileSync('mkfifo', [fifo]);
+    // As a client does: the read end first, without waiting for a writer.
+    const reader = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    try {
+      const spec = encodeJsonAny(OCI_PROCESS_TYPE_URL, { args: ['true'], cwd: '/' });
+      await call(def, 'Exec', { id: 't5', execId: 'e1', stdout: fifo, spec });
+      const waiting = call(def, 'Wait', { id: 't5', execId: 'e1' });
+      assert.throws(() => fs.readSync(reader, Buffer.alloc(16)), /EAGAIN/, 'the shim holds the write end while the exec waits for Start');
+      await failsWith(call(def, 'Start', { id: 't5', execId: 'e1' }), Code.Unavailable, /the VM has ended/);
+      // The shim's end closes once its stream has ended (a tick or so later).
+      let eof = false;
+      for (let i = 0; i < 100 && !eof; i++) {
+        try {
+          eof = fs.readSync(reader, Buffer.alloc(16)) === 0;
+        } catch {
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+      assert.ok(eof, 'no EOF on the output FIFO within 2 s of the failed Start');
+      const exit = def.methods.Wait.responseType.decode(await waiting) as unknown as { exitStatus: number };
+      assert.equal(exit.exitStatus, 255);
+      await failsWith(call(def, 'Start', { id: 't5', execId: 'e1' }), Code.FailedPrecondition, /already started/);
+      await call(def, 'Delete', { id: 't5', execId: 'e1' });
+    } finally {
+      fs.closeSync(reader);
+    }
   });
 });

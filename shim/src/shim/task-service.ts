@@ -187,6 +187,12 @@ export class TaskService implements TaskHandlerObject {
       return await starting;
     } catch (err) {
       proc.starting = undefined;
+      // The exec is over: its output FIFOs close, which a client waits for after a failed Start
+      // (containerd 1.6's process.Start), and its Wait returns, as with runc's shim.
+      if (proc.execId) {
+        proc.markExited({ exitStatus: 255, exitedAt: new Date() });
+        proc.io?.close();
+      }
       throw err;
     }
   }
@@ -372,6 +378,7 @@ export class TaskService implements TaskHandlerObject {
     exec.io = await HostStdio.open(paths, { containerId: task.id, namespace: this.options.namespace }, this.log);
     task.execs.set(execId, exec);
     this.publish('/tasks/exec-added', 'TaskExecAdded', { containerId: task.id, execId });
+    if (task.failpoints?.has('exec.added')) await hitFailpoint({ pod: await this.getPod(), points: task.failpoints, step: 'exec.added', id: task.id, execId, log: this.log });
     return {};
   }
 
