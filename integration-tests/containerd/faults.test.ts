@@ -13,13 +13,14 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { makeBusyboxRootfs, ociSpec } from '../../shim/src/agent/testing/busybox-oci.js';
 import type { PoolStatus } from '../../shim/src/cli/template-report.js';
 import { FAILPOINT_ANNOTATION_PREFIX, type FailpointAction, type FailpointStep } from '../../shim/src/shim/failpoints.js';
 import { repoRoot } from '../../shim/src/util/paths.js';
 import { ContainerdInstance, type ContainerdVersion, SLOW_HOST_TIMEOUTS } from '../lib/containerd.js';
 import { EventWatch } from '../lib/ctr-events.js';
+import { leaksAfterDeadShim, sweep, taskStatus as taskStatusOf, waitWhile as waitWhileOf } from '../lib/ctr-tasks.js';
 import { ensureShimTemplate, writeShimConfig } from '../lib/template.js';
 
 const RUNTIME = 'io.containerd.stencil.v2';
@@ -87,23 +88,18 @@ describe(`faults injected under containerd ${VERSION} with the Stencil shim`, ()
     if (c) process.stdout.write(`# --- containerd ${VERSION} log tail ---\n${c.logTail(80).replace(/^/gm, '# ')}\n`);
     await c?.stop();
   });
+  // A case that failed has said what it left; the next one must not fail because of it.
+  afterEach(async () => {
+    const swept = await sweep(c);
+    if (swept.length) process.stdout.write(`# swept after the case: ${swept.join('; ')}\n`);
+  });
 
-  const taskStatus = async (id: string) =>
-    (await c.ctr(['task', 'ls'])).stdout
-      .split('\n')
-      .map((l) => l.trim().split(/\s+/))
-      .find((fields) => fields[0] === id)?.[2];
-
-  async function waitWhile(id: string, statuses: (string | undefined)[], ms: number): Promise<string | undefined> {
-    let status = await taskStatus(id);
-    for (const end = Date.now() + ms; statuses.includes(status) && Date.now() < end; status = await taskStatus(id)) await sleep(200);
-    return status;
-  }
+  const taskStatus = (id: string) => taskStatusOf(c, id);
+  const waitWhile = (id: string, statuses: (string | undefined)[], ms: number) => waitWhileOf(c, id, statuses, ms);
 
   /**
    * What a user does after a fault: kill what still runs, `ctr task delete`, `ctr containers rm`.
-   * Each must work, and afterwards nothing may be left. ctr's own stdio FIFOs of a task whose
-   * shim died are ctr's to remove (it can no longer load the task), so they are not counted.
+   * Each must work, and afterwards nothing may be left (but ctr's own FIFOs: leaksAfterDeadShim).
    */
   async function recoverAndCheck(id: string): Promise<void> {
     if (['RUNNING', 'CREATED', 'PAUSED'].includes((await taskStatus(id)) ?? '')) await c.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
@@ -113,18 +109,7 @@ describe(`faults injected under containerd ${VERSION} with the Stencil shim`, ()
     assert.equal(await taskStatus(id), undefined, `ctr task delete ${id} left the task`);
     const rm = await c.ctr(['containers', 'rm', id]);
     assert.equal(rm.code, 0, `ctr containers rm ${id}: ${rm.stderr}`);
-    const ctrFifo = new RegExp(`^(dir|fifo) /run/containerd/fifo/\\d+(/${id}-std(in|out|err))?$`);
-    let left: string[] = [];
-    for (let i = 0; i < 50; i++) {
-      left = (await c.leaks()).filter((l) => !ctrFifo.test(l));
-      if (left.length === 0) break;
-      await sleep(200);
-    }
-    assert.deepEqual(left, [], `left behind after recovering ${id}`);
-    for (const l of await c.leaks()) {
-      const dir = /^dir (\/run\/containerd\/fifo\/\d+)$/.exec(l)?.[1];
-      if (dir) fs.rmSync(dir, { recursive: true, force: true });
-    }
+    assert.deepEqual(await leaksAfterDeadShim(c, id), [], `left behind after recovering ${id}`);
   }
 
   const initExitStatus = (id: string) =>

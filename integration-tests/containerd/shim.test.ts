@@ -6,11 +6,12 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { repoRoot } from '../../shim/src/util/paths.js';
 import { CONTAINERD_VERSIONS, ContainerdInstance, SLOW_HOST_TIMEOUTS } from '../lib/containerd.js';
 import { updateTaskResources } from '../lib/containerd-api.js';
 import { EventWatch } from '../lib/ctr-events.js';
+import { leaksAfterDeadShim, logWithFaults, sweep, taskRow, taskStatus as taskStatusOf, waitWhile } from '../lib/ctr-tasks.js';
 import { lostGrpcRace } from '../lib/grpc-race.js';
 import { QmpClient } from '../lib/qmp-client.js';
 import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG, writeShimConfig } from '../lib/template.js';
@@ -57,6 +58,11 @@ for (const version of CONTAINERD_VERSIONS) {
       if (c) process.stdout.write(`# --- containerd ${version} log tail ---\n${c.logTail(80).replace(/^/gm, '# ')}\n`);
       await c?.stop();
     });
+    // A scenario that failed has said what it left; the next one must not fail because of it.
+    afterEach(async () => {
+      const swept = await sweep(c);
+      if (swept.length) process.stdout.write(`# swept after the scenario: ${swept.join('; ')}\n`);
+    });
 
     /** The container's task events as `topic` or `topic:exec id`, once its TaskDelete arrived. */
     async function taskTopics(id: string): Promise<string[]> {
@@ -97,13 +103,8 @@ for (const version of CONTAINERD_VERSIONS) {
 
     const run = (args: string[], o: Parameters<ContainerdInstance['ctr']>[1] = {}) => c.ctr(['run', '--runtime', RUNTIME, ...args], o);
     /** The task's `ctr task ls` row: [id, pid, status], or undefined. */
-    const taskRow = async (id: string) =>
-      (await c.ctr(['task', 'ls'])).stdout
-        .split('\n')
-        .map((l) => l.trim().split(/\s+/))
-        .find((fields) => fields[0] === id);
-    const taskStatus = async (id: string) => (await taskRow(id))?.[2];
-    const taskPid = async (id: string) => (await taskRow(id))?.[1];
+    const taskStatus = (id: string) => taskStatusOf(c, id);
+    const taskPid = async (id: string) => (await taskRow(c, id))?.[1];
 
     it('ctr run --rm echo hi prints hi and exits 0, in a VM', async () => {
       const r = await run(['--rm', image, 't1', 'echo', 'hi']);
@@ -451,29 +452,33 @@ for (const version of CONTAINERD_VERSIONS) {
 
     it('containerd killed and restarted while a container runs: the shim stays, containerd reconnects, the container counts on, stops and goes', async () => {
       const id = 'survivor';
-      const shimPids = async () => (await c.leaks()).filter((l) => l.startsWith('shim process')).map((l) => l.split(' ')[2]);
       try {
         const r = await run(['-d', image, id, 'sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > /tmp/c.new; mv /tmp/c.new /tmp/c; sleep 0.1; done']);
         assert.equal(r.code, 0, r.stderr);
         const count = async () => {
           // A VM that died (the emulated host's nested fault) must fail here with containerd's log,
           // which names the fault, not in an exec of a task that has already ended.
-          assert.equal(await taskStatus(id), 'RUNNING', `containerd's log:\n${c.logTail(30)}`);
+          assert.equal(await taskStatus(id), 'RUNNING', logWithFaults(c));
           const e = await c.ctr(['task', 'exec', '--exec-id', `read-${Date.now()}`, id, 'cat', '/tmp/c']);
-          assert.equal(e.code, 0, `exec after the restart: ${e.stderr}containerd's log:\n${c.logTail(30)}`);
+          assert.equal(e.code, 0, `exec after the restart: ${e.stderr}${logWithFaults(c)}`);
           return Number(e.stdout.trim());
         };
         const before = await count();
-        const shims = await shimPids();
+        const shims = c.shimPids();
         assert.equal(shims.length, 1, `one shim daemon: ${shims.join(', ')}`);
         events.stop();  // its connection goes with containerd
+        const logBefore = fs.readFileSync(c.logPath, 'utf8').length;
         await c.restart();
         events = await EventWatch.start(c);
-        assert.deepEqual(await shimPids(), shims, 'the shim daemon did not survive containerd');
-        assert.equal(await taskStatus(id), 'RUNNING', `containerd's log:\n${c.logTail(30)}`);
+        assert.deepEqual(c.shimPids(), shims, 'the shim daemon did not survive containerd');
+        assert.equal(await taskStatus(id), 'RUNNING', logWithFaults(c));
         const after = await count();
         assert.ok(after > before, `the container stopped counting across the restart (${before}, then ${after})`);
         await killAndRemove(id);
+        // The shim's log FIFO lost its reader with the old containerd; its lines reach the new one.
+        const logAfter = fs.readFileSync(c.logPath, 'utf8').slice(logBefore);
+        const deleted = logAfter.split('\n').some((l) => l.includes('"message":"task deleted"') && l.includes(`"id":"${id}"`));
+        assert.ok(deleted, `the shim's log after the restart is not in containerd's log:\n${c.logTail(30)}`);
       } finally {
         await cleanupTask(id);
       }
@@ -522,32 +527,15 @@ for (const version of CONTAINERD_VERSIONS) {
       const id = 'victim';
       assert.equal((await run(['-d', image, id, 'sleep', '1000'])).code, 0);
       assert.equal(await taskStatus(id), 'RUNNING');
-      const shims = (await c.leaks()).filter((l) => l.startsWith('shim process')).map((l) => Number(l.split(' ')[2]!.replace(':', '')));
-      assert.ok(shims.length > 0, 'no shim process found');
-      for (const pid of shims) process.kill(pid, 'SIGKILL');
-      let status: string | undefined;
-      for (let i = 0; i < 100; i++) {
-        status = await taskStatus(id);
-        if (status !== 'RUNNING') break;
-        await sleep(200);
-      }
+      const shims = c.shimPids(id);
+      assert.equal(shims.length, 1, `the shim daemon of ${id}: ${shims.join(', ')}`);
+      process.kill(shims[0]!, 'SIGKILL');
+      const status = await waitWhile(c, id, ['RUNNING'], 20_000);
       assert.notEqual(status, 'RUNNING', 'containerd still reports the task running');
       await c.ctr(['task', 'delete', id]);
       assert.equal(await taskStatus(id), undefined);
       assert.equal((await c.ctr(['containers', 'rm', id])).code, 0);
-      // ctr's own stdio FIFOs (/run/containerd/fifo/<n>/victim-std*): ctr removes them only through
-      // a task it can load, and containerd already dropped the dead shim's task. Not the shim's.
-      let left: string[] = [];
-      for (let i = 0; i < 50; i++) {
-        left = (await c.leaks()).filter((l) => !/^(dir|fifo) \/run\/containerd\/fifo\/\d+(\/victim-std(in|out|err))?$/.test(l));
-        if (left.length === 0) break;
-        await sleep(200);
-      }
-      assert.deepEqual(left, [], 'left behind');
-      for (const l of await c.leaks()) {
-        const dir = /^dir (\/run\/containerd\/fifo\/\d+)$/.exec(l)?.[1];
-        if (dir) fs.rmSync(dir, { recursive: true, force: true });
-      }
+      assert.deepEqual(await leaksAfterDeadShim(c, id), [], 'left behind');
     });
   });
 }

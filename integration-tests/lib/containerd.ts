@@ -410,9 +410,11 @@ export class ContainerdInstance {
     return markedProcesses(MARKER, this.dir, new Set(this.proc?.pid ? [this.proc.pid] : []));
   }
 
-  /** The pids of this instance's shim processes running now. */
-  shimPids(): number[] {
-    return this.instanceProcesses().filter(isShim).map((p) => p.pid);
+  /** The pids of this instance's shim processes running now (started for container `id`, if given). */
+  shimPids(id?: string): number[] {
+    return this.instanceProcesses()
+      .filter((p) => isShim(p) && (id === undefined || p.argv.some((a, i) => a === '-id' && p.argv[i + 1] === id)))
+      .map((p) => p.pid);
   }
 
   /**

@@ -22,16 +22,18 @@ const IDLE_EXIT_MS = 30_000;
 const EXIT_GRACE_MS = 10_000;
 
 export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
-  // stderr is the bundle's `log` FIFO; containerd restarts break it: never die of EPIPE.
+  // stderr is the bundle's `log` FIFO; containerd restarts break it: never die of EPIPE. The
+  // logger writes to it through LogFifoStream, which goes on once the next containerd reads it.
   process.stderr.on('error', () => undefined);
   process.stdout.on('error', () => undefined);
   const incoming = process.env[INCOMING_ENV];
   delete process.env[INCOMING_ENV];
   const early = incoming ? undefined : await listenEarly(flags.socket, flags.socketFd);
 
-  const [{ loadConfig }, { createLogger }, address, { bootPod }, { TaskService }, { EventPublisher }, { networkNamespaceOf }, migration] = await Promise.all([
+  const [{ loadConfig }, { createLogger }, { LogFifoStream }, address, { bootPod }, { TaskService }, { EventPublisher }, { networkNamespaceOf }, migration] = await Promise.all([
     import('../../../runtime-config/src/config.js'),
     import('../util/log.js'),
+    import('../util/log-fifo.js'),
     import('./address.js'),
     import('./pod-factory.js'),
     import('./task-service.js'),
@@ -41,7 +43,7 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
   ]);
   const { confineVmmThreads } = await import('../hypervisor/native.js');
   const { config, source } = loadConfig({ path: flags.config });
-  const logger = createLogger({ level: flags.debug ? 'debug' : config.runtime.logLevel, stream: process.stderr, json: true }).child({
+  const logger = createLogger({ level: flags.debug ? 'debug' : config.runtime.logLevel, stream: new LogFifoStream(2), json: true }).child({
     shim: 'stencil',
     namespace: flags.namespace,
     pod: flags.id,

@@ -1,0 +1,90 @@
+// What the ctr scenarios (shim.test.ts, faults.test.ts) ask of a containerd instance about one
+// task: its `ctr task ls` row, waiting for it to settle, and what is left once it has gone.
+import fs from 'node:fs';
+import { ContainerdInstance, sleep } from './containerd.js';
+import { EMULATED_HOST_FAULT } from './fault-retry.js';
+
+/** The task's `ctr task ls` row: [id, pid, status], or undefined when there is no such task. */
+export async function taskRow(c: ContainerdInstance, id: string): Promise<string[] | undefined> {
+  return (await c.ctr(['task', 'ls'])).stdout
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/))
+    .find((fields) => fields[0] === id);
+}
+
+export async function taskStatus(c: ContainerdInstance, id: string): Promise<string | undefined> {
+  return (await taskRow(c, id))?.[2];
+}
+
+/** Polls the task's status while it is one of `statuses` (undefined = no task), for at most `ms`. */
+export async function waitWhile(c: ContainerdInstance, id: string, statuses: (string | undefined)[], ms: number): Promise<string | undefined> {
+  let status = await taskStatus(c, id);
+  for (const end = Date.now() + ms; statuses.includes(status) && Date.now() < end; status = await taskStatus(c, id)) await sleep(200);
+  return status;
+}
+
+/**
+ * ctr's own stdio FIFOs (/run/containerd/fifo/<n>/<id>-std*) of a task whose shim died: ctr
+ * removes them only through a task it can load, and containerd dropped the dead shim's task.
+ * They are ctr's, not the shim's, so a leak check leaves them out.
+ */
+function isCtrFifo(id: string, leak: string): boolean {
+  return new RegExp(`^(dir|fifo) /run/containerd/fifo/\\d+(/${id}-std(in|out|err))?$`).test(leak);
+}
+
+/** c.leaks() without task `id`'s ctr FIFOs, once empty or after ~10 s; then removes those FIFOs. */
+export async function leaksAfterDeadShim(c: ContainerdInstance, id: string): Promise<string[]> {
+  let left: string[] = [];
+  for (let i = 0; i < 50; i++) {
+    left = (await c.leaks()).filter((l) => !isCtrFifo(id, l));
+    if (left.length === 0) break;
+    await sleep(200);
+  }
+  for (const l of await c.leaks()) {
+    const dir = isCtrFifo(id, l) ? /^dir (\/run\/containerd\/fifo\/\d+)$/.exec(l)?.[1] : undefined;
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return left;
+}
+
+/**
+ * containerd's log tail, and above it any VMM triple-fault report from anywhere in the log: a
+ * test that fails because its guest died that way must say so (run-tests' emulated-host retry
+ * reads the failure text), even when the report has scrolled out of the tail.
+ */
+export function logWithFaults(c: ContainerdInstance, lines = 30): string {
+  const faults = fs.readFileSync(c.logPath, 'utf8').split('\n').filter((l) => EMULATED_HOST_FAULT.test(l));
+  return `${faults.length ? `VMM faults in containerd's log:\n${faults.slice(-3).join('\n')}\n` : ''}containerd's log:\n${c.logTail(lines)}`;
+}
+
+/**
+ * Isolation between scenarios sharing one containerd: after a scenario, whatever it left (it has
+ * already failed its own leak check) is taken away so the next one starts clean: tasks killed and
+ * deleted, containers removed, the instance's shim processes killed, ctr's FIFOs removed.
+ * Returns what had to go ([] after a clean scenario).
+ */
+export async function sweep(c: ContainerdInstance): Promise<string[]> {
+  const before = await c.leaks();
+  if (before.length === 0) return [];
+  const containers = async () => (await c.ctr(['containers', 'ls', '-q'])).stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+  const ids = await containers();
+  // Twice: a task whose shim no longer answers goes only once its shim has been killed.
+  for (let round = 0; round < 2; round++) {
+    for (const id of await containers()) {
+      if (['RUNNING', 'CREATED', 'PAUSED'].includes((await taskStatus(c, id)) ?? '')) await c.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
+      await waitWhile(c, id, ['RUNNING', 'CREATED', 'PAUSED'], 10_000);
+      await c.ctr(['task', 'delete', '--force', id]);
+      await c.ctr(['containers', 'rm', id]);
+    }
+    for (const pid of c.shimPids()) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+    await sleep(1000);
+  }
+  for (const id of ids) await leaksAfterDeadShim(c, id);
+  return before;
+}
