@@ -20,8 +20,15 @@ import { CriClient } from './cri.js';
 import { criConfigToml, CriNetwork, type CriOptions, freePort } from './cri-host.js';
 import { isShim, isUnder, listMounts, markedProcesses, openers, walk, walkMatching } from './leaks.js';
 
-/** containerd's [timeouts] for hosts where a shim's cleanup (its `delete` action) takes seconds, as under TCG. */
-export const SLOW_HOST_TIMEOUTS = '[timeouts]\n  "io.containerd.timeout.shim.cleanup" = "30s"\n';
+/**
+ * containerd's [timeouts] for hosts 10-40x slower than metal, as under TCG, where a shim's cleanup
+ * (its `delete` action) takes seconds and a busy shim may miss containerd's 5 s to answer after a
+ * restart (containerd would take it for dead).
+ */
+export function slowHostTimeouts({ shimLoad = '30s' } = {}): string {
+  return `[timeouts]\n  "io.containerd.timeout.shim.cleanup" = "30s"\n  "io.containerd.timeout.shim.load" = "${shimLoad}"\n`;
+}
+export const SLOW_HOST_TIMEOUTS = slowHostTimeouts();
 
 export const CONTAINERD_VERSIONS = ['1.6', '2.1'] as const;
 export type ContainerdVersion = (typeof CONTAINERD_VERSIONS)[number];
@@ -226,7 +233,7 @@ export class ContainerdInstance {
   }
 
   private readonly logLevel: string;
-  private readonly configExtra: string | undefined;
+  private configExtra: string | undefined;
 
   private writeConfig(): void {
     const opt = path.join(this.dir, 'opt');
@@ -493,13 +500,17 @@ export class ContainerdInstance {
 
   /**
    * containerd killed (SIGKILL: no chance to tell its shims) and started again on the same root,
-   * state and config, as after a crash or an upgrade. The shims are left alone; what was there
-   * before the first start stays the baseline of leaks().
+   * state and config (or with `configExtra` in place of the one it had), as after a crash or an
+   * upgrade. The shims are left alone; what was there before the first start stays the baseline of leaks().
    */
-  async restart(readyTimeoutMs = 90_000): Promise<void> {
+  async restart(readyTimeoutMs = 90_000, o: { configExtra?: string } = {}): Promise<void> {
     if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) throw new Error('containerd is not running');
     this.proc.kill('SIGKILL');
     await this.exited;
+    if (o.configExtra !== undefined) {
+      this.configExtra = o.configExtra;
+      this.writeConfig();
+    }
     await this.launch(readyTimeoutMs, { keepBaseline: true });
   }
 

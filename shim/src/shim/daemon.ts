@@ -13,6 +13,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { INCOMING_ENV, type ShimFlags } from './flags.js';
+import { watchForgottenTasks } from './forgotten-tasks.js';
 
 /**
  * With no task for this long, the daemon exits: a `start` whose Create never came, or a connection
@@ -86,6 +87,8 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
     },
   });
 
+  const stopForgottenTaskWatch = watchForgottenTasks({ tasks: () => service.taskBundles(), drop: (id) => service.dropForgotten(id), logger });
+
   let listening = early?.server;
   /** After a pod migration handed everything to another daemon: the socket and the pod are its. */
   function exitAfterHandOver(): void {
@@ -111,6 +114,7 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
     if (exiting) return;
     exiting = true;
     logger.info('shim daemon exiting', { why });
+    stopForgottenTaskWatch();
     const force = setTimeout(() => process.exit(1), EXIT_GRACE_MS);
     try {
       await closeServer?.();

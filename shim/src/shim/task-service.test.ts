@@ -5,6 +5,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import type { AgentClient } from '../agent/client.js';
 import { isRoot, type RunningAgent, startAgent } from '../agent/testing/agent-harness.js';
@@ -16,6 +17,7 @@ import { Code, RpcError } from '../rpc/errors.js';
 import { DECODE_OPTIONS } from '../rpc/service.js';
 import { createLogger } from '../util/log.js';
 import { Status } from './process.js';
+import { watchForgottenTasks } from './forgotten-tasks.js';
 import { TaskService } from './task-service.js';
 
 /** A Pod whose "VM" is the agent on this host: containers use the host rootfs path as is. */
@@ -209,6 +211,29 @@ describe('TaskService with the agent on this host', { skip }, () => {
     await service.kill(request('Kill', { id: t.id, execId: '', signal: 9, all: false }));
     await waited;
     await service.delete(request('Delete', { id: t.id, execId: '' }));
+  });
+
+  it('kills and deletes a running task whose bundle has gone (containerd gave up on this daemon): the forgotten-task watch', async () => {
+    const t = bundle(['sleep', '1000']);
+    events.length = 0;
+    await service.create(request('Create', { id: t.id, bundle: t.bundle, rootfs: [], ...t.paths, terminal: false }));
+    await service.start(request('Start', { id: t.id, execId: '' }));
+    let warnings = '';
+    const logger = createLogger({ level: 'warn', stream: new Writable({ write: (chunk: Buffer, _e, done) => ((warnings += chunk.toString()), done()) }) });
+    const stop = watchForgottenTasks({ tasks: () => service.taskBundles(), drop: (id) => service.dropForgotten(id), logger, intervalMs: 50 });
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      assert.deepEqual(service.containerIds(), [t.id], 'a task whose bundle is there was dropped');
+      fs.renameSync(t.bundle, `${t.bundle}.gone`);
+      for (let i = 0; i < 200 && service.containerIds().length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(service.containerIds(), []);
+      assert.deepEqual(events.map((e) => e.type), ['TaskCreate', 'TaskStart', 'TaskExit', 'TaskDelete']);
+      assert.equal(events[2]!.event.exitStatus, 128 + 9);
+      assert.match(warnings, /containerd no longer knows this task \(its bundle is gone\)/);
+      assert.equal(service.taskCount, 0);
+    } finally {
+      stop();
+    }
   });
 
   it('refuses bad requests with the codes containerd understands, and stays usable', async () => {
