@@ -137,12 +137,13 @@ shim-test: build-tests guest integration-deps
 demo: build-tests guest integration-deps
 	integration-tests/run-vm scripts/demo.sh
 
-# The VMM-level restore benchmark runs on this host's own /dev/kvm (a CPL3 guest needs no stock
+# The VMM-level restore and migration benchmarks run on this host's own /dev/kvm (a CPL3 guest needs no stock
 # guest support, so kvm_pvm runs it natively); the others run where run-vm puts them.
 # The emulated host (where one is needed) gets a scratch ext4 disk for agent-bench's 9p figures.
 bench: build-tests guest integration-deps
 	$(MAKE) -C vmm-native bench
 	vmm-native/build/bench/restore-bench
+	vmm-native/build/bench/migration-bench
 	EMULATED_HOST_SCRATCH_DISK=2G integration-tests/run-vm integration-tests/bench/run-all
 
 # Issue 13's load figures (integration-tests/bench/load-soak.ts): 100 workers run containers through
