@@ -17,7 +17,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { repoRoot } from '../../shim/src/util/paths.js';
 import { emit, median, MIB, memAvailableBytes, note, round } from '../lib/bench-stats.js';
-import { CONTAINERD_VERSIONS, ContainerdInstance, type ContainerdVersion, SLOW_HOST_TIMEOUTS } from '../lib/containerd.js';
+import { CONTAINERD_VERSIONS, ContainerdInstance, type ContainerdVersion } from '../lib/containerd.js';
+import { SLOW_HOST_TIMEOUTS } from '../lib/containerd-config.js';
 import { RUNC, STENCIL } from '../lib/ctr-run-bench.js';
 import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG } from '../lib/template.js';
 

@@ -18,7 +18,8 @@ import { makeBusyboxRootfs, ociSpec } from '../../shim/src/agent/testing/busybox
 import type { PoolStatus } from '../../shim/src/cli/template-report.js';
 import { FAILPOINT_ANNOTATION_PREFIX, type FailpointAction, type FailpointStep } from '../../shim/src/shim/failpoints.js';
 import { repoRoot } from '../../shim/src/util/paths.js';
-import { ContainerdInstance, type ContainerdVersion, SLOW_HOST_TIMEOUTS, slowHostTimeouts } from '../lib/containerd.js';
+import { ContainerdInstance, type ContainerdVersion } from '../lib/containerd.js';
+import { SLOW_HOST_TIMEOUTS, slowHostTimeouts } from '../lib/containerd-config.js';
 import { EventWatch } from '../lib/ctr-events.js';
 import { leaksAfterDeadShim, sweep, taskStatus as taskStatusOf, waitWhile as waitWhileOf } from '../lib/ctr-tasks.js';
 import { ensureShimTemplate, writeShimConfig } from '../lib/template.js';

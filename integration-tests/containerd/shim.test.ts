@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { repoRoot } from '../../shim/src/util/paths.js';
-import { CONTAINERD_VERSIONS, ContainerdInstance, SLOW_HOST_TIMEOUTS } from '../lib/containerd.js';
+import { CONTAINERD_VERSIONS, ContainerdInstance } from '../lib/containerd.js';
+import { SLOW_HOST_TIMEOUTS } from '../lib/containerd-config.js';
 import { updateTaskResources } from '../lib/containerd-api.js';
 import { EventWatch } from '../lib/ctr-events.js';
 import { leaksAfterDeadShim, logWithFaults, sweep, taskRow, taskStatus as taskStatusOf, waitWhile } from '../lib/ctr-tasks.js';
@@ -102,7 +103,6 @@ for (const version of CONTAINERD_VERSIONS) {
     }
 
     const run = (args: string[], o: Parameters<ContainerdInstance['ctr']>[1] = {}) => c.ctr(['run', '--runtime', RUNTIME, ...args], o);
-    /** The task's `ctr task ls` row: [id, pid, status], or undefined. */
     const taskStatus = (id: string) => taskStatusOf(c, id);
     const taskPid = async (id: string) => (await taskRow(c, id))?.[1];
 
