@@ -12,7 +12,7 @@ import { CONTAINERD_VERSIONS, ContainerdInstance } from '../lib/containerd.js';
 import { SLOW_HOST_TIMEOUTS } from '../lib/containerd-config.js';
 import { updateTaskResources } from '../lib/containerd-api.js';
 import { EventWatch } from '../lib/ctr-events.js';
-import { leaksAfterDeadShim, logWithFaults, sweep, taskRow, taskStatus as taskStatusOf, waitWhile } from '../lib/ctr-tasks.js';
+import { leaksAfterDeadShim, logWithFaults, removeTask, sweep, taskRow, taskStatus as taskStatusOf, waitWhile } from '../lib/ctr-tasks.js';
 import { lostGrpcRace } from '../lib/grpc-race.js';
 import { QmpClient } from '../lib/qmp-client.js';
 import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG, writeShimConfig } from '../lib/template.js';
@@ -85,10 +85,7 @@ for (const version of CONTAINERD_VERSIONS) {
     /** After a failed assertion: take the task and container away so later tests start clean. */
     async function cleanupTask(id: string) {
       if ((await taskStatus(id)) === undefined && !(await c.ctr(['containers', 'ls', '-q'])).stdout.split('\n').includes(id)) return;
-      await c.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
-      for (let i = 0; i < 50 && (await taskStatus(id)) === 'RUNNING'; i++) await sleep(200);
-      await c.ctr(['task', 'delete', id]);
-      await c.ctr(['containers', 'rm', id]);
+      await removeTask(c, id);
     }
 
     /** SIGKILL, `ctr task delete`, `ctr containers rm`; `ctr task ls` must follow at each step. */

@@ -57,6 +57,15 @@ export function logWithFaults(c: ContainerdInstance, lines = 30): string {
   return `${faults.length ? `VMM faults in containerd's log:\n${faults.slice(-3).join('\n')}\n` : ''}containerd's log:\n${c.logTail(lines)}`;
 }
 
+/** Whatever state task `id` is in: SIGKILL if it lives, `ctr task delete --force`, `ctr containers rm` (errors ignored). */
+export async function removeTask(c: ContainerdInstance, id: string): Promise<void> {
+  const live = ['RUNNING', 'CREATED', 'PAUSED'];
+  if (live.includes((await taskStatus(c, id)) ?? '')) await c.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
+  await waitWhile(c, id, live, 10_000);
+  await c.ctr(['task', 'delete', '--force', id]);
+  await c.ctr(['containers', 'rm', id]);
+}
+
 /**
  * Isolation between scenarios sharing one containerd: after a scenario, whatever it left (it has
  * already failed its own leak check) is taken away so the next one starts clean: tasks killed and
@@ -70,12 +79,7 @@ export async function sweep(c: ContainerdInstance): Promise<string[]> {
   const ids = await containers();
   // Twice: a task whose shim no longer answers goes only once its shim has been killed.
   for (let round = 0; round < 2; round++) {
-    for (const id of await containers()) {
-      if (['RUNNING', 'CREATED', 'PAUSED'].includes((await taskStatus(c, id)) ?? '')) await c.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
-      await waitWhile(c, id, ['RUNNING', 'CREATED', 'PAUSED'], 10_000);
-      await c.ctr(['task', 'delete', '--force', id]);
-      await c.ctr(['containers', 'rm', id]);
-    }
+    for (const id of await containers()) await removeTask(c, id);
     for (const pid of c.shimPids()) {
       try {
         process.kill(pid, 'SIGKILL');
