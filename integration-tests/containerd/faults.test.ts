@@ -186,8 +186,9 @@ describe(`faults injected under containerd ${VERSION} with the Stencil shim`, ()
     }
   });
 
-  it('containerd restarted and giving up on the running shim (load timeout 1 ns): the daemon sees the bundle go, kills the container and exits with its VM; nothing leaks', async () => {
+  it('containerd restarted while the shim cannot answer (stopped): containerd gives up on it, the daemon sees the bundle go, kills the container and exits with its VM; nothing leaks', async () => {
     const id = 'forgotten';
+    let stopped: number | undefined;
     try {
       const r = await c.ctr(['run', '-d', '--runtime', RUNTIME, image, id, 'sleep', '1000']);
       assert.equal(r.code, 0, r.stderr);
@@ -196,19 +197,26 @@ describe(`faults injected under containerd ${VERSION} with the Stencil shim`, ()
       assert.equal(shim.length, 1, `the shim daemon of ${id}: ${shim.join(', ')}`);
       events.stop();
       const logBefore = fs.readFileSync(c.logPath, 'utf8').length;
-      // As a loaded host makes a shim miss containerd's 5 s: containerd runs the shim's delete,
-      // reports the task exited and removes its bundle, while the daemon still runs the container.
-      await c.restart(90_000, { configExtra: slowHostTimeouts({ shimLoad: '1ns' }) });
+      // As a loaded host makes a shim miss containerd's load timeout: the stopped daemon's socket
+      // still accepts, but nothing answers, so containerd runs the shim's delete, reports the task
+      // exited and removes its bundle while the daemon still runs the container.
+      stopped = shim[0];
+      process.kill(stopped, 'SIGSTOP');
+      await c.restart(90_000, { configExtra: slowHostTimeouts({ shimLoad: '3s' }) });
+      process.kill(stopped, 'SIGCONT');
+      stopped = undefined;
       events = await EventWatch.start(c);
-      assert.equal(await taskStatus(id), undefined, 'containerd reconnected although its load timeout was 1 ns');
       const log = () => fs.readFileSync(c.logPath, 'utf8').slice(logBefore);
+      assert.equal(await taskStatus(id), undefined, `containerd reconnected to a stopped shim:\n${log()}`);
+      assert.match(log(), /unable to load shim[^\n]*forgotten/, 'containerd did not report giving up on the shim');
       for (let i = 0; i < 100 && !log().includes('containerd no longer knows this task'); i++) await sleep(200);
       assert.match(log(), /containerd no longer knows this task \(its bundle is gone\)/, `the daemon did not notice:\n${c.logTail(30)}`);
       // Its idle exit (30 s after its last task) takes the VM away.
       for (let i = 0; i < 300 && c.shimPids(id).length > 0; i++) await sleep(200);
       assert.deepEqual(c.shimPids(id), [], 'the shim daemon of the forgotten task still runs');
     } finally {
-      // (containerd keeps the 1 ns load timeout: it matters only when containerd starts.)
+      if (stopped !== undefined) process.kill(stopped, 'SIGCONT');
+      // (containerd keeps the 3 s load timeout: it matters only when containerd starts, and no other shim runs.)
       await recoverAndCheck(id);
     }
   });

@@ -1,12 +1,13 @@
 // Helpers for tests that boot the real guest kernel: run a shell script in a fresh VM and collect
 // its console, with a hard timeout so a stuck boot fails loudly instead of hanging the suite.
+import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { defaultConfig } from '../../runtime-config/src/config.js';
 import { DEFAULT_CMDLINE, MicroVm } from '../../shim/src/hypervisor/microvm.js';
 import { confineVmmThreads } from '../../shim/src/hypervisor/native.js';
-import type { VmExit, VmSpec } from '../../shim/src/hypervisor/types.js';
+import { describeExit, type VmExit, type VmSpec } from '../../shim/src/hypervisor/types.js';
 import { builtGuestArtifacts, repoRoot } from '../../shim/src/util/paths.js';
 
 // The VMs of every VM test (they all use these helpers) run as the product runs them by default:
@@ -150,6 +151,18 @@ async function runInGuestOnce(script: string, options: GuestOptions): Promise<Gu
   } finally {
     await vm.destroy();
   }
+}
+
+/**
+ * Fails unless the guest's script exited 0. The message names how the VM ended (a triple fault
+ * mid-script, in words lib/fault-retry.ts recognises) and shows the script's output, or the
+ * console's end when the script never reported.
+ */
+export function assertScriptSucceeded(run: GuestRun): void {
+  if (run.status === 0) return;
+  const status = run.status === undefined ? 'never reported its exit status' : `exited ${run.status}`;
+  const shown = run.output || `(no script output; the console's end:)\n${run.console.split('\n').slice(-25).join('\n')}`;
+  assert.fail(`the guest's script ${status}; the VM ended with ${describeExit(run.exit)}\n${shown}`);
 }
 
 /** A host file's identity (mode, owner, size, mtime, content hash): tests compare it before and after a guest tried to change it. */

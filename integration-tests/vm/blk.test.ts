@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { runInGuest } from '../lib/guest.js';
+import { assertScriptSucceeded, runInGuest } from '../lib/guest.js';
 
 describe('virtio-blk', () => {
   it('reads and writes a read-write disk and refuses writes to a read-only one', async () => {
@@ -31,6 +31,7 @@ describe('virtio-blk', () => {
           { path: ro, readOnly: true },
         ],
       });
+      assertScriptSucceeded(run);
       assert.deepEqual(run.output.trim().split('\n'), [
         'stencil-disk-rw',
         'stencil-disk-ro',

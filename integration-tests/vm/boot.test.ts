@@ -4,14 +4,14 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { describe, it } from 'node:test';
 import { MicroVm } from '../../shim/src/hypervisor/microvm.js';
-import { ConsoleCapture, guestSpec, runInGuest, withTimeout } from '../lib/guest.js';
+import { assertScriptSucceeded, ConsoleCapture, guestSpec, runInGuest, withTimeout } from '../lib/guest.js';
 
 describe('guest boot', () => {
   it('reaches /init and runs a command, then powers off', async () => {
     const run = await runInGuest('echo hello-from-guest');
     assert.match(run.console, /stencil-guest: init reached/);
     assert.equal(run.output.trim(), 'hello-from-guest');
-    assert.equal(run.status, 0);
+    assertScriptSucceeded(run);
     assert.equal(run.exit.reason, 'poweroff');
   });
 

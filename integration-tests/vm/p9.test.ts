@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { fingerprint, runInGuest } from '../lib/guest.js';
+import { assertScriptSucceeded, fingerprint, runInGuest } from '../lib/guest.js';
 
 const MOUNT = 'mkdir -p /mnt/share && mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=none share /mnt/share';
 
@@ -56,7 +56,7 @@ describe('virtio-9p shared directory', () => {
         'echo unmounted',
       ].join('\n');
       const run = await runInGuest(script, { shares: [{ tag: 'share', hostPath: share, readOnly: false }] });
-      assert.equal(run.status, 0, `guest script failed:\n${run.output}`);
+      assertScriptSucceeded(run);
       const lines = run.output.trim().split('\n');
       const md5 = crypto.createHash('md5').update(fs.readFileSync(path.join(share, 'dir/moved.bin'))).digest('hex');
       assert.deepEqual(lines, [
@@ -126,7 +126,7 @@ describe('virtio-9p shared directory', () => {
         `umount ${m}`,
       ].join('\n');
       const run = await runInGuest(script, { shares: [{ tag: 'share', hostPath: share, readOnly: false }] });
-      assert.equal(run.status, 0, run.output);
+      assertScriptSucceeded(run);
       assert.doesNotMatch(run.output, /HOST-SECRET/);
       assert.doesNotMatch(run.output, /^root:/m, 'a shadow/passwd line leaked into the guest');
       const lines = run.output.trim().split('\n');
@@ -165,6 +165,7 @@ describe('virtio-9p shared directory', () => {
         `umount ${m}`,
       ].join('\n');
       const run = await runInGuest(script, { shares: [{ tag: 'share', hostPath: share, readOnly: true }] });
+      assertScriptSucceeded(run);
       assert.deepEqual(run.output.trim().split('\n'), ['original', ...attempts.map(() => 'refused')]);
       assert.deepEqual(fs.readdirSync(share), ['f']);
       assert.equal(fs.readFileSync(path.join(share, 'f'), 'utf8'), 'original\n');
