@@ -5,7 +5,8 @@
 // `start` (and so every container start) waits until the socket listens: `start` binds it and
 // passes it down (or, run by hand, the daemon binds it before loading the rest of the shim);
 // connections arriving meanwhile are held paused and served, over ttrpc or gRPC (grpc-js gets them
-// through its connection injector), once the task service is up.
+// through its connection injector), once the task service is up. Stencil's PodAdmin service
+// (`stencil pod ...`) is served over ttrpc on the same socket either way (rpc/protocol-sniff.ts).
 //
 // A daemon may also be the destination of a pod migration (pod-migration.ts): spawned by the pod's
 // current daemon with STENCIL_SHIM_INCOMING set, it receives the VM, the tasks and, last, the
@@ -137,32 +138,34 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
 
   const { taskServiceDefinitions } = await import('../containerd/task-api.js');
   const definitions = taskServiceDefinitions(service);
+  // Stencil's own callers (`stencil pod ...`) speak ttrpc whatever containerd speaks.
+  const { TtrpcServer } = await import('../ttrpc/server.js');
+  const ttrpc = new TtrpcServer({ logger });
+  // containerd's connections, when they are ttrpc: only those can be handed to another daemon.
+  const ttrpcServer = flags.protocol === 'grpc' ? undefined : ttrpc;
+  const { podAdminDefinition } = await import('./admin-api.js');
+  ttrpc.addService(
+    podAdminDefinition({
+      migrate: (req) =>
+        migration.migratePodOut({ service, ttrpc: ttrpcServer, listening: listening!, logger, exitAfterHandOver }, req.to),
+      status: async () => {
+        const pod = await service.currentPod()?.catch(() => undefined);
+        const vm = pod?.status();
+        return { pid: process.pid, vmState: vm?.vmState ?? 'none', monitor: vm?.monitor ?? '', containers: service.containerIds() };
+      },
+    }),
+  );
   let accept: (socket: net.Socket) => void;
   let closeTransport: () => Promise<void>;
-  let ttrpcServer: import('../ttrpc/server.js').TtrpcServer | undefined;
   if (flags.protocol === 'grpc') {
     const { GrpcServer } = await import('../rpc/grpc-server.js');
+    const { acceptByProtocol } = await import('../rpc/protocol-sniff.js');
     const grpc = new GrpcServer({ logger });
     for (const def of definitions) grpc.addService(def);
-    accept = await grpc.acceptor();
-    closeTransport = () => grpc.close();
+    accept = acceptByProtocol({ grpc: await grpc.acceptor(), ttrpc: (socket) => ttrpc.accept(socket) });
+    closeTransport = async () => void (await Promise.all([grpc.close(), ttrpc.close()]));
   } else {
-    const { TtrpcServer } = await import('../ttrpc/server.js');
-    const ttrpc = new TtrpcServer({ logger });
-    ttrpcServer = ttrpc;
     for (const def of definitions) ttrpc.addService(def);
-    const { podAdminDefinition } = await import('./admin-api.js');
-    ttrpc.addService(
-      podAdminDefinition({
-        migrate: (req) =>
-          migration.migratePodOut({ service, ttrpc, listening: listening!, logger, exitAfterHandOver }, req.to),
-        status: async () => {
-          const pod = await service.currentPod()?.catch(() => undefined);
-          const vm = pod?.status();
-          return { pid: process.pid, vmState: vm?.vmState ?? 'none', monitor: vm?.monitor ?? '', containers: service.containerIds() };
-        },
-      }),
-    );
     accept = (socket) => ttrpc.accept(socket);
     closeTransport = () => ttrpc.close();
   }

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
+import { migratePod, podStatus } from '../cli/pod.js';
 import { decodeMessage, messageType, TASK_SERVICE_V2, TASK_SERVICE_V3 } from '../containerd/protos.js';
 import { TtrpcClient } from '../ttrpc/client.js';
 import { repoRoot } from '../util/paths.js';
@@ -82,7 +83,7 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
     await shutdown(first.stdout.toString().slice('unix://'.length), 'pause');
   });
 
-  it('transport = "grpc" prints bootstrap JSON version 3 and serves containerd.task.v3.Task over gRPC', async () => {
+  it('transport = "grpc" prints bootstrap JSON version 3 and serves containerd.task.v3.Task over gRPC, and PodAdmin over ttrpc on the same socket', async () => {
     const config = path.join(dir, 'grpc.toml');
     fs.writeFileSync(config, '[runtime]\ntransport = "grpc"\n');
     const b = bundle('g1');
@@ -103,7 +104,14 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
           (err, v) => (err ? reject(err) : resolve(v!)),
         ),
       );
-    assert.ok(Number((await call('Connect', 'containerd.task.v2.ConnectRequest', 'containerd.task.v2.ConnectResponse', { id: 'g1' })).shimPid) > 0);
+    const shimPid = Number((await call('Connect', 'containerd.task.v2.ConnectRequest', 'containerd.task.v2.ConnectResponse', { id: 'g1' })).shimPid);
+    assert.ok(shimPid > 0);
+    // `stencil pod status` / `migrate` speak ttrpc to the same socket.
+    const pod = { pod: 'g1', namespace: 'lifecycle', address };
+    assert.deepEqual(await podStatus(pod), { pid: shimPid, vmState: 'none', monitor: '', containers: [] });
+    await assert.rejects(migratePod({ ...pod, to: 'unix:/nowhere' }), /pod g1: .*needs containerd to reach this shim over ttrpc/);
+    // gRPC still answers after the ttrpc callers.
+    assert.equal(Number((await call('Connect', 'containerd.task.v2.ConnectRequest', 'containerd.task.v2.ConnectResponse', { id: 'g1' })).shimPid), shimPid);
     await call('Shutdown', 'containerd.task.v2.ShutdownRequest', 'google.protobuf.Empty', { id: 'g1' }).catch(() => undefined);
     client.close();
     for (let i = 0; i < 100 && fs.existsSync(boot.address); i++) await new Promise((res) => setTimeout(res, 50));

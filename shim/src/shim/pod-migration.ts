@@ -77,7 +77,7 @@ function nextMessage(child: ChildProcess, kind: string, of?: string): Promise<Mi
 
 /** Source side: runs the whole migration; resolves once the new daemon serves containerd. */
 export async function migratePodOut(d: SourceDaemon, to: string): Promise<MigratePodResponse> {
-  if (!d.ttrpc) throw new RpcError(Code.FailedPrecondition, 'pod migration needs the ttrpc transport (a gRPC connection cannot be handed over)');
+  if (!d.ttrpc) throw new RpcError(Code.FailedPrecondition, 'pod migration needs containerd to reach this shim over ttrpc (its gRPC connections cannot be handed to another daemon): [runtime] transport "auto" or "ttrpc"');
   const tasks = d.service.migratingTasks();
   const pod = await d.service.currentPod();
   if (!pod?.migrate) throw new RpcError(Code.FailedPrecondition, 'this pod cannot migrate: it has no VM of Stencil\'s own VMM');
