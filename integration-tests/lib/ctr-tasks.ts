@@ -48,13 +48,19 @@ export async function leaksAfterDeadShim(c: ContainerdInstance, id: string): Pro
 }
 
 /**
- * containerd's log tail, and above it any VMM triple-fault report from anywhere in the log: a
- * test that fails because its guest died that way must say so (run-tests' emulated-host retry
- * reads the failure text), even when the report has scrolled out of the tail.
+ * containerd's log tail, and above it any VMM triple-fault report from the log (from byte `since`
+ * on, the whole log by default): a test that fails because its guest died that way must say so
+ * (run-tests' emulated-host retry reads the failure text), even when the report has scrolled out
+ * of the tail.
  */
-export function logWithFaults(c: ContainerdInstance, lines = 30): string {
-  const faults = fs.readFileSync(c.logPath, 'utf8').split('\n').filter((l) => EMULATED_HOST_FAULT.test(l));
+export function logWithFaults(c: ContainerdInstance, lines = 30, since = 0): string {
+  const faults = fs.readFileSync(c.logPath).subarray(since).toString('utf8').split('\n').filter((l) => EMULATED_HOST_FAULT.test(l));
   return `${faults.length ? `VMM faults in containerd's log:\n${faults.slice(-3).join('\n')}\n` : ''}containerd's log:\n${c.logTail(lines)}`;
+}
+
+/** containerd's log size now: where a scenario's part of it starts (logWithFaults' `since`). */
+export function logOffset(c: ContainerdInstance): number {
+  return fs.statSync(c.logPath).size;
 }
 
 /** Whatever state task `id` is in: SIGKILL if it lives, `ctr task delete --force`, `ctr containers rm` (errors ignored). */

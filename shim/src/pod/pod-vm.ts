@@ -35,7 +35,7 @@ import { PodVmError, validateId } from './pod-errors.js';
 import { guestSpec, podNetworkSysctls } from './guest-spec.js';
 import type { ContainerRequest, Pod, PodIncoming, PodMigrationStats, PodRestore, ProcessStdio } from './types.js';
 import { type ArrivedVm, receiveVm } from './vm-incoming.js';
-import { type MigrationStatus, parseMigrationUri } from '../qmp/vm-commands.js';
+import { type MigrationStatus, type MigrationUri, parseMigrationUri } from '../qmp/vm-commands.js';
 
 export { SHARE_TAG };
 /** Where the guest mounts the shared directory. */
@@ -238,21 +238,13 @@ export class PodVm implements Pod {
     this.log?.info('pod VM checkpointed', { dir });
   }
 
+  /** Throws (a PodVmError naming the reason) unless this pod can migrate to `to` now. */
+  assertMigratable(to: string): void {
+    this.migrationTarget(to);
+  }
+
   async migrate(to: string): Promise<PodMigrationStats> {
-    const monitor = this.monitor?.monitor;
-    if (!(this.vm instanceof MicroVm) || !monitor) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id}: only Stencil's own VMM migrates`);
-    // The tap lives in the pod's network namespace with tc redirects to this VM's queues: moving
-    // it between daemons is not built yet.
-    if (this.network) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id}: a pod with CNI networking cannot migrate yet`);
-    if (this.onMigrationStatus) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id}: a migration is already running`);
-    this.agent();  // refuses a pod that is shut down or whose VM has ended
-    let uri;
-    try {
-      uri = parseMigrationUri(to);
-    } catch (err) {
-      throw new PodVmError('INVALID_ARGUMENT', `pod ${this.id}: ${(err as Error).message}`);
-    }
-    if (uri.kind !== 'unix' && uri.kind !== 'tcp') throw new PodVmError('INVALID_ARGUMENT', `pod ${this.id}: a pod migrates over tcp: or unix:, not ${to}`);
+    const { monitor, uri } = this.migrationTarget(to);
     try {
       await new Promise<void>((resolve, reject) => {
         this.onMigrationStatus = (status, error) => {
@@ -267,6 +259,25 @@ export class PodVm implements Pod {
     const info = monitor.migrationInfo();
     this.log?.info('pod VM migrated away', { to, info });
     return { totalTimeMs: info?.totalTimeMs ?? 0, downtimeMs: info?.downtimeMs ?? 0, transferredBytes: info?.transferredBytes ?? 0 };
+  }
+
+  /** The monitor that runs the migration and the parsed `to`, or why the pod cannot migrate. */
+  private migrationTarget(to: string): { monitor: QmpHandle['monitor']; uri: MigrationUri } {
+    const monitor = this.monitor?.monitor;
+    if (!(this.vm instanceof MicroVm) || !monitor) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id}: only Stencil's own VMM migrates`);
+    // The tap lives in the pod's network namespace with tc redirects to this VM's queues: moving
+    // it between daemons is not built yet.
+    if (this.network) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id}: a pod with CNI networking cannot migrate yet`);
+    if (this.onMigrationStatus) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id}: a migration is already running`);
+    this.agent(); // refuses a pod that is shut down or whose VM has ended
+    let uri;
+    try {
+      uri = parseMigrationUri(to);
+    } catch (err) {
+      throw new PodVmError('INVALID_ARGUMENT', `pod ${this.id}: ${(err as Error).message}`);
+    }
+    if (uri.kind !== 'unix' && uri.kind !== 'tcp') throw new PodVmError('INVALID_ARGUMENT', `pod ${this.id}: a pod migrates over tcp: or unix:, not ${to}`);
+    return { monitor, uri };
   }
 
   /** The last ~64 KiB of the guest console. */

@@ -72,12 +72,14 @@ export interface Pod {
   /** Kills every process of the container, forgets it and stops sharing its rootfs. */
   deleteContainer(containerId: string): Promise<void>;
   /** Saves the whole VM, RAM included, into `dir` (absent or empty); the pod runs on. */
+  checkpoint(dir: string): Promise<void>;
   /**
    * Live-migrates the pod's VM to a destination daemon listening at `to`. On success the VM here
    * is stopped for good (shutdown() releases it); on failure it runs on.
    */
   migrate?(to: string): Promise<PodMigrationStats>;
-  checkpoint(dir: string): Promise<void>;
+  /** Throws, naming the reason, unless migrate(to) could start now (checked before a destination is made). */
+  assertMigratable?(to: string): void;
   /** Resolves if the VM ends on its own (crash, poweroff); the reason is in the message. */
   readonly ended: Promise<string>;
   /** The VM's state and its QMP monitor socket, if it has one (`stencil pod status`). */

@@ -16,7 +16,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import type net from 'node:net';
 import type { Logger } from '../util/log.js';
-import { Code, RpcError } from '../rpc/errors.js';
+import { Code, RpcError, toRpcError } from '../rpc/errors.js';
 import type { ConnectionHandover, TtrpcServer } from '../ttrpc/server.js';
 import type { MigratingTask } from './task-migration.js';
 export { containersOf } from './task-migration.js';
@@ -81,6 +81,11 @@ export async function migratePodOut(d: SourceDaemon, to: string): Promise<Migrat
   const tasks = d.service.migratingTasks();
   const pod = await d.service.currentPod();
   if (!pod?.migrate) throw new RpcError(Code.FailedPrecondition, 'this pod cannot migrate: it has no VM of Stencil\'s own VMM');
+  try {
+    pod.assertMigratable?.(to);
+  } catch (err) {
+    throw toRpcError(err, 'the pod cannot migrate', Code.FailedPrecondition);
+  }
   const log = d.logger.child({ migration: to });
   // Same binary, flags and mount namespace (the containers' rootfs mounts live in it).
   const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
