@@ -199,7 +199,12 @@ describe('TaskService with the agent on this host', { skip }, () => {
     const execOut = path.join(t.bundle, 'tty-stdout');
     execFileSync('mkfifo', [execOut]);
     const out = reader(execOut);
-    const spec = encodeJsonAny(OCI_PROCESS_TYPE_URL, { args: ['stty', 'size'], terminal: true, cwd: '/', env: ['PATH=/bin:/usr/bin'], user: { uid: 0, gid: 0 } });
+    // crun exec applies consoleSize only after it has let the process run (its parent sets the
+    // pty's size once the child is released), so on a loaded host the first instant can see 0x0:
+    // the process looks for up to 2 s, then reports what it has.
+    // (busybox's `stty size` of a 0x0 pty prints nothing on stdout, an error on stderr, and exits 0.)
+    const waitForSize = 'i=0; while [ $i -lt 20 ] && [ -z "$(stty size 2>/dev/null)" ]; do sleep 0.1; i=$((i+1)); done; stty size';
+    const spec = encodeJsonAny(OCI_PROCESS_TYPE_URL, { args: ['sh', '-c', waitForSize], terminal: true, cwd: '/', env: ['PATH=/bin:/usr/bin'], user: { uid: 0, gid: 0 } });
     await service.exec(request('Exec', { id: t.id, execId: 'tty', terminal: true, stdin: '', stdout: execOut, stderr: '', spec }));
     await service.resizePty(request('ResizePty', { id: t.id, execId: 'tty', width: 91, height: 27 }));
     const execWait = service.wait(request('Wait', { id: t.id, execId: 'tty' }));
