@@ -11,6 +11,7 @@ import { after, describe, it } from 'node:test';
 import { migratePod, podStatus } from '../cli/pod.js';
 import { decodeMessage, messageType, TASK_SERVICE_V2, TASK_SERVICE_V3 } from '../containerd/protos.js';
 import { TtrpcClient } from '../ttrpc/client.js';
+import { DAEMON_DROPPED_CAPABILITIES } from './daemon-privileges.js';
 import { repoRoot } from '../util/paths.js';
 
 const SHIM = path.join(repoRoot(), 'bin', 'containerd-shim-stencil-v2');
@@ -69,6 +70,26 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
     );
     await client.close();
     await shutdown(sock, 'p1');
+  });
+
+  it('the daemon runs without the capabilities it never needs, in every set, and keeps those it uses', async () => {
+    const b = bundle('caps');
+    const r = shim(b, 'caps', 'start');
+    assert.equal(r.status, 0, r.stderr.toString());
+    const sock = r.stdout.toString().slice('unix://'.length);
+    const client = await TtrpcClient.connect(sock);
+    const { shimPid } = await client.invoke<{ shimPid: number }>(TASK_SERVICE_V2, 'Connect', T('containerd.task.v2.ConnectRequest'), { id: 'caps' }, T('containerd.task.v2.ConnectResponse'));
+    await client.close();
+    const status = fs.readFileSync(`/proc/${shimPid}/status`, 'utf8');
+    const set = (name: string) => BigInt(`0x${new RegExp(`^${name}:\\s*([0-9a-f]+)$`, 'm').exec(status)![1]}`);
+    const has = (mask: bigint, cap: number) => (mask >> BigInt(cap)) & 1n;
+    const lastCap = Number(fs.readFileSync('/proc/sys/kernel/cap_last_cap', 'utf8'));
+    for (const [name, cap] of Object.entries(DAEMON_DROPPED_CAPABILITIES).filter(([, n]) => n <= lastCap)) {
+      for (const which of ['CapBnd', 'CapPrm', 'CapEff', 'CapInh']) assert.equal(has(set(which), cap), 0n, `${which} has ${name}`);
+    }
+    const SYS_ADMIN = 21, NET_ADMIN = 12, DAC_OVERRIDE = 1;
+    for (const cap of [SYS_ADMIN, NET_ADMIN, DAC_OVERRIDE]) assert.equal(has(set('CapEff'), cap), 1n, `CapEff lacks capability ${cap}`);
+    await shutdown(sock, 'caps');
   });
 
   it('containers with the same sandbox id share one daemon', async () => {

@@ -7,6 +7,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { loadConfig, type Transport } from '../../../runtime-config/src/config.js';
 import { groupId, isListening, SOCKET_DIR, socketPath, writeAddressFile } from './address.js';
+import { withoutDroppedCapabilities } from './daemon-privileges.js';
 import type { ShimFlags } from './flags.js';
 
 
@@ -68,7 +69,9 @@ async function spawnDaemon(flags: ShimFlags, bundle: string, sock: string, proto
   const fd = (listener as unknown as { _handle: { fd: number } })._handle.fd;
   // The daemon gets a mount namespace of its own (host mounts still propagate in): the container
   // rootfs and share mounts it makes are invisible outside and vanish with it, even if it is killed.
-  const child = spawn('unshare', ['--mount', '--propagation', 'slave', '--', process.execPath, ...args], {
+  // It runs without the capabilities it never needs (daemon-privileges.ts).
+  const command = ['--mount', '--propagation', 'slave', '--', ...withoutDroppedCapabilities(), process.execPath, ...args];
+  const child = spawn('unshare', command, {
     cwd: bundle,
     detached: true,
     stdio: ['ignore', logFd, logFd, fd],
