@@ -1,8 +1,7 @@
 // `stencil check`: what this host can do, found by probing rather than guessing.
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { loadAddon } from './native.js';
-import { builtGuestArtifacts } from '../util/paths.js';
+import { builtGuestArtifacts, commandOnPath } from '../util/paths.js';
 
 export interface CheckItem {
   name: string;
@@ -36,9 +35,10 @@ export function runChecks(memoryDir: string): CheckReport {
   });
   items.push(tmpfsCheck(memoryDir));
   items.push(guestArtifactsCheck());
+  items.push(hostToolsCheck());
   const needsEmulatedHost = !probe.runsStockGuests;
   if (needsEmulatedHost) {
-    const qemu = which('qemu-system-x86_64');
+    const qemu = commandOnPath('qemu-system-x86_64');
     items.push({
       name: 'emulated-host',
       ok: qemu !== '',
@@ -83,10 +83,12 @@ function guestArtifactsCheck(): CheckItem {
   }
 }
 
-function which(cmd: string): string {
-  try {
-    return execFileSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).trim();
-  } catch {
-    return '';
-  }
+/** The util-linux programs the shim runs its pod daemons through (start.ts, pod-network.ts). */
+export const SHIM_HOST_TOOLS = ['unshare', 'setpriv', 'nsenter'];
+
+function hostToolsCheck(): CheckItem {
+  const missing = SHIM_HOST_TOOLS.filter((t) => !commandOnPath(t));
+  return missing.length
+    ? { name: 'host-tools', ok: false, detail: `missing ${missing.join(', ')} on PATH (Debian package util-linux)` }
+    : { name: 'host-tools', ok: true, detail: SHIM_HOST_TOOLS.join(', ') };
 }

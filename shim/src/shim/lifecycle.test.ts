@@ -150,6 +150,18 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
     assert.ok(!fs.existsSync(path.join(b, 'address')));
   });
 
+  it('start fails with a message naming a missing host program (setpriv); nothing is left running', () => {
+    const bin = fs.mkdtempSync(path.join(dir, 'bin-'));
+    fs.symlinkSync(process.execPath, path.join(bin, 'node'));
+    fs.symlinkSync('/usr/bin/unshare', path.join(bin, 'unshare'));
+    const b = bundle('nosetpriv');
+    const r = shim(b, 'nosetpriv', 'start', { PATH: bin });
+    assert.equal(r.status, 1, r.stderr.toString());
+    assert.match(r.stderr.toString(), /setpriv \(util-linux\) is not on PATH/);
+    assert.equal(r.stdout.toString(), '');
+    assert.ok(!fs.existsSync(path.join(b, 'address')));
+  });
+
   it('delete exits 0 with a DeleteResponse on stdout, also when there is nothing to clean', () => {
     const b = bundle('d1');
     const r = shim(b, 'd1', 'delete');

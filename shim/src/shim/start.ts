@@ -9,6 +9,7 @@ import { loadConfig, type Transport } from '../../../runtime-config/src/config.j
 import { groupId, isListening, SOCKET_DIR, socketPath, writeAddressFile } from './address.js';
 import { withoutDroppedCapabilities } from './daemon-privileges.js';
 import type { ShimFlags } from './flags.js';
+import { commandOnPath } from '../util/paths.js';
 
 
 export async function start(flags: ShimFlags, bundle: string, stdin: Buffer): Promise<string> {
@@ -36,6 +37,10 @@ export async function start(flags: ShimFlags, bundle: string, stdin: Buffer): Pr
  * socket's backlog. False if a concurrent start of the same pod bound it first.
  */
 async function spawnDaemon(flags: ShimFlags, bundle: string, sock: string, protocol: 'ttrpc' | 'grpc', config: string): Promise<boolean> {
+  // A missing program would otherwise surface only as a daemon that never answers.
+  for (const tool of ['unshare', 'setpriv']) {
+    if (!commandOnPath(tool)) throw new Error(`cannot run the shim daemon: ${tool} (util-linux) is not on PATH`);
+  }
   const listener = net.createServer();
   const bound = await new Promise<boolean>((resolve, reject) => {
     listener.once('error', (err: NodeJS.ErrnoException) =>

@@ -36,3 +36,17 @@ export function builtGuestArtifacts(): GuestArtifacts {
   if (!parsed.kernel || !parsed.initrd) throw new Error(`${file} lacks "kernel" or "initrd"`);
   return { kernel: parsed.kernel, initrd: parsed.initrd };
 }
+
+/** Where `name` would be run from through `searchPath` (a PATH value), as execvp looks; '' if nowhere. */
+export function commandOnPath(name: string, searchPath = process.env.PATH ?? ''): string {
+  for (const dir of searchPath.split(':')) {
+    const candidate = path.join(dir || '.', name);
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      if (fs.statSync(candidate).isFile()) return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return '';
+}
