@@ -88,7 +88,7 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
     },
   });
 
-  const stopForgottenTaskWatch = watchForgottenTasks({ tasks: () => service.taskBundles(), drop: (id) => service.dropForgotten(id), logger });
+  const stopForgottenTaskWatch = watchForgottenTasks({ service, logger });
 
   let listening = early?.server;
   /** After a pod migration handed everything to another daemon: the socket and the pod are its. */

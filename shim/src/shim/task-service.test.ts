@@ -225,7 +225,7 @@ describe('TaskService with the agent on this host', { skip }, () => {
     await service.start(request('Start', { id: t.id, execId: '' }));
     let warnings = '';
     const logger = createLogger({ level: 'warn', stream: new Writable({ write: (chunk: Buffer, _e, done) => ((warnings += chunk.toString()), done()) }) });
-    const stop = watchForgottenTasks({ tasks: () => service.taskBundles(), drop: (id) => service.dropForgotten(id), logger, intervalMs: 50 });
+    const stop = watchForgottenTasks({ service, logger, intervalMs: 50 });
     try {
       await new Promise((r) => setTimeout(r, 300));
       assert.deepEqual(service.containerIds(), [t.id], 'a task whose bundle is there was dropped');

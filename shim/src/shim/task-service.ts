@@ -65,9 +65,6 @@ export interface TaskServiceOptions {
   onIdle?: (idle: boolean) => void;
 }
 
-/** How long a task containerd forgot may take to die of SIGKILL. */
-const FORGOTTEN_KILL_WAIT_MS = 30_000;
-
 /** The Task RPCs, with requests as the transports decode them (every field present). */
 export class TaskService implements TaskHandlerObject {
   private readonly tasks = new Map<string, Task>();
@@ -464,19 +461,6 @@ export class TaskService implements TaskHandlerObject {
   /** Each task's bundle directory (forgotten-tasks.ts looks for them). */
   taskBundles(): { id: string; bundle: string }[] {
     return this.migratedAway ? [] : [...this.tasks.values()].map((t) => ({ id: t.id, bundle: t.bundle }));
-  }
-
-  /** Ends a task containerd no longer knows (forgotten-tasks.ts): killed, then deleted. */
-  async dropForgotten(id: string): Promise<void> {
-    const task = this.tasks.get(id);
-    if (!task || this.migratedAway) return;
-    if (task.init.status === Status.Running) {
-      await this.kill({ id, execId: '', signal: 9, all: true }).catch(() => undefined);
-      let timer: NodeJS.Timeout | undefined;
-      const gaveUp = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`task ${id} still runs ${FORGOTTEN_KILL_WAIT_MS / 1000} s after SIGKILL`)), FORGOTTEN_KILL_WAIT_MS)));
-      await Promise.race([task.init.wait(), gaveUp]).finally(() => clearTimeout(timer));
-    }
-    await this.delete({ id, execId: '' });
   }
 
   /** The pod's VM if one runs (or boots), for a pod migration. */
