@@ -8,7 +8,9 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <x86intrin.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -28,12 +30,35 @@ constexpr uint64_t kGuestLoadAddr = 0x100000;
 constexpr uint64_t kPatternAddr = 0x201000;
 constexpr uint64_t kPatternPages = 256;
 
+// Where the pattern variant writes, one page per count: `pages` (a power of two) pages from
+// `base` (below 2 GiB). The default stays in the first 4 MiB, which the prologue makes
+// user-accessible; a range beyond needs UserAccessPreamble.
+struct PatternRange {
+  uint64_t base = kPatternAddr;
+  uint32_t pages = kPatternPages;
+};
+
+// CPL0 code for CounterGuestImage's preamble: makes guest memory up to `end` (2 MiB pages of the
+// boot page tables) user-accessible, so the pattern can sweep a large range.
+inline std::vector<uint8_t> UserAccessPreamble(uint64_t end) {
+  uint32_t entries = static_cast<uint32_t>((end + (2ULL << 20) - 1) >> 21) - 2;  // PD entries 0-1: the prologue's
+  std::vector<uint8_t> code = {
+      0xb8, 0x10, 0xb0, 0x00, 0x00,  // mov eax, 0xb010        (the PD's third entry)
+      0xb9, 0, 0, 0, 0,              // mov ecx, entries
+      0x48, 0x83, 0x08, 0x04,        // 1: or qword [rax], 4   (user)
+      0x48, 0x83, 0xc0, 0x08,        // add rax, 8
+      0xe2, 0xf6,                    // loop 1b
+  };
+  std::memcpy(code.data() + 6, &entries, 4);
+  return code;
+}
+
 // pace_cycles > 0 (with pattern): one count and pattern write per pace_cycles TSC cycles at most,
 // so the guest dirties pages at a fixed rate that a throttled vCPU cannot keep up.
 // preamble: CPL0 code run first (from offset 0x500, entered there), which then falls into the
 // usual prologue and count: the hostile-guest tests poke the devices with it.
 inline std::vector<uint8_t> CounterGuestImage(bool pattern = false, uint32_t pace_cycles = 0,
-                                              const std::vector<uint8_t>& preamble = {}) {
+                                              const std::vector<uint8_t>& preamble = {}, PatternRange range = {}) {
   std::vector<uint8_t> seg(0x500, 0x90);
   if (!preamble.empty()) {
     seg.insert(seg.end(), preamble.begin(), preamble.end());
@@ -67,7 +92,7 @@ inline std::vector<uint8_t> CounterGuestImage(bool pattern = false, uint32_t pac
   };
   const uint64_t gdt[] = {0, 0x00af9b000000ffffULL, 0x00cf93000000ffffULL, 0x00808b000000ffffULL,
                           0x00cff3000000ffffULL, 0x00affb000000ffffULL};
-  const uint8_t pattern_user[] = {
+  uint8_t pattern_user[] = {
       0xbb, 0x00, 0x00, 0x20, 0x00,              // mov ebx, kCounterAddr
       0x48, 0xff, 0x03,                          // 1: inc qword [rbx]
       0x48, 0x8b, 0x03,                          // mov rax, [rbx]
@@ -95,6 +120,12 @@ inline std::vector<uint8_t> CounterGuestImage(bool pattern = false, uint32_t pac
       0xeb, 0xcc,                                // jmp 1b
   };
   std::memcpy(paced_user + 22, &pace_cycles, 4);
+  uint32_t mask = range.pages - 1;
+  auto disp = static_cast<uint32_t>(range.base);
+  std::memcpy(paced_user + 41, &mask, 4);
+  std::memcpy(paced_user + 51, &disp, 4);
+  std::memcpy(pattern_user + 16, &mask, 4);
+  std::memcpy(pattern_user + 26, &disp, 4);
   std::memcpy(seg.data(), prologue, sizeof prologue);
   if (pattern && pace_cycles)
     std::memcpy(seg.data() + 0x200, paced_user, sizeof paced_user);
@@ -134,9 +165,21 @@ inline std::vector<uint8_t> CounterGuestImage(bool pattern = false, uint32_t pac
   return file;
 }
 
+// This host's TSC rate (the guest's too: KVM runs it on the host's TSC), measured against the
+// steady clock over 50 ms: what pace_cycles are counted in.
+inline uint64_t MeasureTscHz() {
+  auto t0 = std::chrono::steady_clock::now();
+  uint64_t c0 = __rdtsc();
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(50)) {
+  }
+  uint64_t c1 = __rdtsc();
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return static_cast<uint64_t>(static_cast<double>(c1 - c0) / s);
+}
+
 inline void WriteCounterGuest(const std::string& path, bool pattern = false, uint32_t pace_cycles = 0,
-                              const std::vector<uint8_t>& preamble = {}) {
-  std::vector<uint8_t> image = CounterGuestImage(pattern, pace_cycles, preamble);
+                              const std::vector<uint8_t>& preamble = {}, PatternRange range = {}) {
+  std::vector<uint8_t> image = CounterGuestImage(pattern, pace_cycles, preamble, range);
   std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(image.data()), image.size());
 }
 

@@ -249,16 +249,7 @@ TEST_F(MigrationKvm, TooSlowALinkFailsWithoutThrottle) {
 TEST_F(MigrationKvm, AGuestOutrunningTheLinkConvergesWhenThrottled) {
   // ~2000 page writes a second (pace from the TSC) against a 1 MiB/s link (256 pages a second):
   // rounds never shrink until the throttle slows the vCPU below the link's rate.
-  uint64_t tsc_hz = 2'000'000'000;
-  if (FILE* f = fopen("/proc/cpuinfo", "r")) {
-    char line[256];
-    double mhz = 0;
-    while (fgets(line, sizeof line, f))
-      if (sscanf(line, "cpu MHz : %lf", &mhz) == 1) break;
-    fclose(f);
-    if (mhz > 100) tsc_hz = static_cast<uint64_t>(mhz * 1e6);
-  }
-  tg::WriteCounterGuest(kernel_, true, static_cast<uint32_t>(tsc_hz / 2000));
+  tg::WriteCounterGuest(kernel_, true, static_cast<uint32_t>(tg::MeasureTscHz() / 2000));
   auto source = StartSource({}, 500);
   MigrationParameters params;
   params.max_bandwidth = 1 << 20;
