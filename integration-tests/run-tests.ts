@@ -12,14 +12,15 @@
 //   node dist/integration-tests/run-tests.js FILE.test.js...
 //     (one session) runs the files with `node --test` (one at a time, the spec report on stdout, a
 //     TAP copy in build/). In the emulated host only, when every failed test failed because a guest
-//     triple-faulted (the emulated host's own fault, lib/fault-retry.ts), each such test runs once
+//     triple-faulted or hung in a page-fault storm (the emulated host's own fault,
+//     lib/fault-retry.ts), each such test runs once
 //     more, announced with "# EMULATED-HOST FAULT RETRY"; it must pass then.
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { repoRoot } from '../shim/src/util/paths.js';
 import { GUEST_BOOT_LOG } from './lib/guest.js';
-import { exactNamePattern, failedTests, failureError, retryable } from './lib/fault-retry.js';
+import { exactNamePattern, failedTests, failureError, pageFaultStorm, retryable } from './lib/fault-retry.js';
 
 /** integration-tests/emulated-host's code for its own kernel's panic in page-fault entry. */
 const EMULATED_HOST_KERNEL_PANIC = 122;
@@ -62,7 +63,8 @@ function runSession(files: string[]): number {
     for (const test of retry) {
       retries++;
       const fault = /triple-fault \(vCPU[^;]*/.exec(test.detail)?.[0];
-      const cause = fault ? `failed with ${fault}` : 'failed because the guest it shared had triple-faulted in an earlier test';
+      const storm = pageFaultStorm(test.detail);
+      const cause = fault ? `failed with ${fault}` : storm ? `failed with ${storm}` : 'failed because the guest it shared had triple-faulted in an earlier test';
       console.log(`# EMULATED-HOST FAULT RETRY: '${test.name}' (${path.basename(test.file)}) ${cause}: ` +
         'the emulated host (QEMU TCG) corrupts nested guests (integration-tests/README.md); running it once more');
       const retryTap = path.join(dir, `integration-${stem}-retry-${retries}.tap`);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { exactNamePattern, failedTests, failureError, retryable } from './fault-retry.js';
+import { exactNamePattern, failedTests, failureError, pageFaultStorm, retryable } from './fault-retry.js';
 
 const FAULT = 'the VM of pod pod-d3f ended on its own: triple-fault (vCPU 0 triple-faulted (KVM_EXIT_SHUTDOWN); vCPU state: rip=0xfff0';
 
@@ -66,6 +66,19 @@ describe('the emulated-host fault retry', () => {
     const [fault] = failedTests(report(failure('a', FAULT)));
     const [other] = failedTests(report(failure('b', gone)));
     assert.deepEqual(retryable([fault, { ...other, file: '/repo/dist/integration-tests/vm/pod.test.js' }]), []);
+  });
+
+  it('retries a guest that hung in a page-fault storm (nearly every exit a reflected #PF), never one hung otherwise', () => {
+    const hung = (exits: number, pf: number) =>
+      `guest did not finish within 180000 ms; console so far: rcu: INFO: rcu_sched detected stalls exit stats: {"exitsByReason":{"io":11571},"kvmVcpuStats":{"blocking":1,"exits":${exits},"halt_exits":36789,"pf_guest":${pf},"tlb_flush":27}}`;
+    // The stats of the hang seen in CI (boot.test, 2 vCPUs, acpi=off).
+    assert.match(pageFaultStorm(hung(4789656, 4688013)) ?? '', /4688013 page faults reflected into it, of 4789656 exits/);
+    assert.equal(retryable(failedTests(report(failure('a', hung(4789656, 4688013))))).length, 1);
+    // Hung, but its exits were not page faults; or too few of them to be a storm.
+    assert.deepEqual(retryable(failedTests(report(failure('a', hung(4789656, 1000000))))), []);
+    assert.deepEqual(retryable(failedTests(report(failure('a', hung(50000, 49000))))), []);
+    // A storm's numbers in a test that did not hang (an assertion on its output) are no hang.
+    assert.equal(pageFaultStorm(hung(4789656, 4688013).replace('guest did not finish within 180000 ms', 'wrong output')), undefined);
   });
 
   it("gives a failure's error, a block or quoted, cut at a length that says how much is left", () => {

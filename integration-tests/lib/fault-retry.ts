@@ -7,6 +7,22 @@
 /** What the VMM reports for a guest that triple-faulted (vmm-native/src/vm.cc, HandleExit). */
 export const EMULATED_HOST_FAULT = /triple-fault \(vCPU \d+ triple-faulted \(KVM_EXIT_SHUTDOWN\)/;
 /**
+ * The same fault's other face (integration-tests/README.md, "Long-running guests in the emulated
+ * host"): a guest that never finishes because a vCPU spins taking page faults that KVM reflects
+ * into it, nearly every exit of the VM a reflected #PF. Matched from the exit stats a hung guest's
+ * failure carries (lib/guest.ts): a guest that timed out, with at least MIN_PF_STORM reflected
+ * page faults making up at least 90% of its exits. A guest hung any other way is not matched.
+ */
+const MIN_PF_STORM = 100_000;
+export function pageFaultStorm(detail: string): string | undefined {
+  if (!/guest did not finish within \d+ ms/.test(detail)) return undefined;
+  const exits = Number(/"exits":(\d+)/.exec(detail.slice(detail.indexOf('"kvmVcpuStats"')))?.[1] ?? NaN);
+  const pf = Number(/"pf_guest":(\d+)/.exec(detail)?.[1] ?? NaN);
+  if (!(pf >= MIN_PF_STORM && pf >= 0.9 * exits)) return undefined;
+  return `a guest hung in a page-fault storm (${pf} page faults reflected into it, of ${exits} exits)`;
+}
+
+/**
  * What a later test of the same file meets when the guest it shares is gone without going through
  * a call that would report the fault: its vsock (the VMM's socket) closes on it.
  */
@@ -50,6 +66,7 @@ export function failedTests(tap: string): FailedTest[] {
  * The failures one retry may cover: all of them, when each is a test (not a hook or a whole file)
  * that failed with the emulated host's guest fault, or that came after such a failure in the same
  * file (its tests share that guest) and failed only because the guest was gone (GUEST_GONE);
+ * a guest hung in the same fault's page-fault storm (pageFaultStorm) counts as that fault;
  * otherwise none (a real failure among them must not be hidden behind a rerun of the others).
  */
 export function retryable(failures: FailedTest[]): FailedTest[] {
@@ -57,7 +74,7 @@ export function retryable(failures: FailedTest[]): FailedTest[] {
   const faulted = new Set<string>();
   for (const f of failures) {
     if (f.failureType !== 'testCodeFailure' || !f.file) return [];
-    if (EMULATED_HOST_FAULT.test(f.detail)) faulted.add(f.file);
+    if (EMULATED_HOST_FAULT.test(f.detail) || pageFaultStorm(f.detail)) faulted.add(f.file);
     else if (!faulted.has(f.file) || !GUEST_GONE.test(f.detail)) return [];
   }
   return failures;
