@@ -9,6 +9,9 @@
 // SYS_RESOURCE, IPC_LOCK, NET_BIND_SERVICE.
 import fs from 'node:fs';
 
+/** The util-linux programs `start` execs the daemon through: unshare (its mount namespace), then setpriv. */
+export const DAEMON_LAUNCH_TOOLS = ['unshare', 'setpriv'] as const;
+
 /** Capability numbers (linux/capability.h) the daemon gives up, by setpriv's names. */
 export const DAEMON_DROPPED_CAPABILITIES: Readonly<Record<string, number>> = {
   linux_immutable: 9,

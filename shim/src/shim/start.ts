@@ -7,7 +7,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { loadConfig, type Transport } from '../../../runtime-config/src/config.js';
 import { groupId, isListening, SOCKET_DIR, socketPath, writeAddressFile } from './address.js';
-import { withoutDroppedCapabilities } from './daemon-privileges.js';
+import { DAEMON_LAUNCH_TOOLS, withoutDroppedCapabilities } from './daemon-privileges.js';
 import type { ShimFlags } from './flags.js';
 import { commandOnPath } from '../util/paths.js';
 
@@ -38,7 +38,7 @@ export async function start(flags: ShimFlags, bundle: string, stdin: Buffer): Pr
  */
 async function spawnDaemon(flags: ShimFlags, bundle: string, sock: string, protocol: 'ttrpc' | 'grpc', config: string): Promise<boolean> {
   // A missing program would otherwise surface only as a daemon that never answers.
-  for (const tool of ['unshare', 'setpriv']) {
+  for (const tool of DAEMON_LAUNCH_TOOLS) {
     if (!commandOnPath(tool)) throw new Error(`cannot run the shim daemon: ${tool} (util-linux) is not on PATH`);
   }
   const listener = net.createServer();
