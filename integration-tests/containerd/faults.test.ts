@@ -27,6 +27,7 @@ import { ensureShimTemplate, writeShimConfig } from '../lib/template.js';
 const RUNTIME = 'io.containerd.stencil.v2';
 const VERSION = (process.env.STENCIL_FAULTS_CONTAINERD ?? '2.1') as ContainerdVersion;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const AGENT_REQUEST_TIMEOUT_MS = 20_000;
 
 interface FaultCase {
   step: FailpointStep;
@@ -72,7 +73,8 @@ describe(`faults injected under containerd ${VERSION} with the Stencil shim`, ()
   before(async () => {
     const made = await ensureShimTemplate();
     process.stdout.write(`# shim template ${made.record.key}: ${made.built ? 'built' : 'reused'} in ${made.ms} ms\n`);
-    config = writeShimConfig('shim-failpoints.toml', { failpoints: true });
+    // Requests time out sooner than by default, so the hung guest's case takes ~30 s, not ~70 s.
+    config = writeShimConfig('shim-failpoints.toml', { failpoints: true, agentRequestTimeoutMs: AGENT_REQUEST_TIMEOUT_MS });
     templateKey = made.record.key;
     servedBefore = poolTemplate().clonesServed;
     c = await ContainerdInstance.start({
@@ -163,15 +165,21 @@ describe(`faults injected under containerd ${VERSION} with the Stencil shim`, ()
     });
   }
 
+  /** A busybox container running `script` in the guest's own PID namespace (no `pid` namespace, as CRI's hostPID): its spec file under dir. */
+  function inGuestPidNamespace(dir: string, script: string): string {
+    const spec = ociSpec(makeBusyboxRootfs(path.join(dir, 'rootfs')), { args: ['sh', '-c', script] });
+    const linux = spec.linux as { namespaces: { type: string }[] };
+    linux.namespaces = linux.namespaces.filter((ns) => ns.type !== 'pid');
+    const specFile = path.join(dir, 'config.json');
+    fs.writeFileSync(specFile, JSON.stringify(spec));
+    return specFile;
+  }
+
   it("kill -9 of the guest agent, by a container sharing the guest's PID namespace: the task exits 255, the shim says why, delete recovers, nothing leaks", async () => {
     const id = 'agent-killer';
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stencil-faults-'));
     try {
-      const spec = ociSpec(makeBusyboxRootfs(path.join(dir, 'rootfs')), { args: ['sh', '-c', 'sleep 1; kill -9 $(pidof stencil-agent); sleep 1000'] });
-      const linux = spec.linux as { namespaces: { type: string }[] };
-      linux.namespaces = linux.namespaces.filter((ns) => ns.type !== 'pid');
-      const specFile = path.join(dir, 'config.json');
-      fs.writeFileSync(specFile, JSON.stringify(spec));
+      const specFile = inGuestPidNamespace(dir, 'sleep 1; kill -9 $(pidof stencil-agent); sleep 1000');
       const r = await c.ctr(['run', '-d', '--runtime', RUNTIME, '--config', specFile, id]);
       assert.equal(r.code, 0, r.stderr);
       assert.equal(await waitWhile(id, ['RUNNING', 'CREATED'], 60_000), 'STOPPED', `containerd's log:\n${c.logTail(40)}`);
@@ -180,6 +188,42 @@ describe(`faults injected under containerd ${VERSION} with the Stencil shim`, ()
       // The exit is reported when the agent's connection breaks; the VM powers off a moment later.
       for (let i = 0; i < 100 && !/agent exited with status 137/.test(c.logTail(400)); i++) await sleep(200);
       assert.match(c.logTail(400), /agent exited with status 137/, "the guest's report of its agent's death is not in containerd's log");
+    } finally {
+      await recoverAndCheck(id);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a guest that stops answering (its agent SIGSTOPped by a container sharing the guest's PID namespace): kill -9 still ends the task (255), the shim says why and pauses the VM, delete recovers, nothing leaks", async () => {
+    const id = 'unanswering';
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stencil-faults-'));
+    try {
+      const specFile = inGuestPidNamespace(dir, 'echo stopping; sleep 1; kill -STOP $(pidof stencil-agent); sleep 1000');
+      const log = path.join(dir, 'out.log');
+      const r = await c.ctr(['run', '-d', '--log-uri', `file://${log}`, '--runtime', RUNTIME, '--config', specFile, id]);
+      assert.equal(r.code, 0, r.stderr);
+      // Its output passes through the agent: "stopping" arrives, then (1 s on) the agent stops.
+      const said = () => fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('stopping');
+      for (let i = 0; i < 150 && !said(); i++) await sleep(200);
+      assert.ok(said(), "the container's output never came");
+      await sleep(3_000);
+      assert.equal(await taskStatus(id), 'RUNNING', 'State must not need the agent');
+      const t0 = Date.now();
+      const kill = await c.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
+      const took = Date.now() - t0;
+      assert.equal(kill.code, 0, `ctr task kill: ${kill.stderr}\n${c.logTail(40)}`);
+      assert.ok(took >= AGENT_REQUEST_TIMEOUT_MS, `the kill returned after ${took} ms, before the request could time out`);
+      const status = spawnSync(path.join(repoRoot(), 'bin', 'stencil'), ['pod', 'status', id, '--namespace', c.namespace, '--address', c.address, '--json'], { encoding: 'utf8', timeout: 60_000 });
+      assert.equal(status.status, 0, `stencil pod status: ${status.stderr}`);
+      assert.equal((JSON.parse(status.stdout) as { vmState: string }).vmState, 'paused', 'the hung VM was left running (burning CPU)');
+      assert.equal(await waitWhile(id, ['RUNNING'], 30_000), 'STOPPED');
+      const exit = (await events.waitFor(id, '/tasks/exit', 30_000)).find((e) => e.topic === '/tasks/exit');
+      assert.equal(exit?.body.exit_status, 255, JSON.stringify(exit));
+      assert.match(
+        c.logTail(400),
+        /the guest of pod \S+ stopped answering \(agent SignalProcess\(unanswering\): no answer within 20000 ms, nor a ping within 10000 ms\); its vCPUs are paused; VM exits: /,
+        "the shim's reason is not in containerd's log",
+      );
     } finally {
       await recoverAndCheck(id);
       fs.rmSync(dir, { recursive: true, force: true });

@@ -2,7 +2,7 @@
 // task: its `ctr task ls` row, waiting for it to settle, and what is left once it has gone.
 import fs from 'node:fs';
 import { ContainerdInstance, sleep } from './containerd.js';
-import { EMULATED_HOST_FAULT } from './fault-retry.js';
+import { EMULATED_HOST_FAULT, GUEST_STOPPED_ANSWERING } from './fault-retry.js';
 
 /** The task's `ctr task ls` row: [id, pid, status], or undefined when there is no such task. */
 export async function taskRow(c: ContainerdInstance, id: string): Promise<string[] | undefined> {
@@ -48,14 +48,37 @@ export async function leaksAfterDeadShim(c: ContainerdInstance, id: string): Pro
 }
 
 /**
- * containerd's log tail, and above it any VMM triple-fault report from the log (from byte `since`
- * on, the whole log by default): a test that fails because its guest died that way must say so
- * (run-tests' emulated-host retry reads the failure text), even when the report has scrolled out
- * of the tail.
+ * The VMM's and the shim's reports of a guest lost the emulated host's way (a triple fault, a
+ * guest that stopped answering) in containerd's log, from byte `since` on (the whole log by default).
+ */
+export function vmmFaults(c: ContainerdInstance, since = 0): string[] {
+  const text = fs.readFileSync(c.logPath).subarray(since).toString('utf8');
+  return text.split('\n').filter((l) => EMULATED_HOST_FAULT.test(l) || GUEST_STOPPED_ANSWERING.test(l));
+}
+
+/**
+ * containerd's log tail, and above it any such report (vmmFaults): a test that fails because its
+ * guest was lost that way must say so (run-tests' emulated-host retry reads the failure text),
+ * even when the report has scrolled out of the tail.
  */
 export function logWithFaults(c: ContainerdInstance, lines = 30, since = 0): string {
-  const faults = fs.readFileSync(c.logPath).subarray(since).toString('utf8').split('\n').filter((l) => EMULATED_HOST_FAULT.test(l));
+  const faults = vmmFaults(c, since);
   return `${faults.length ? `VMM faults in containerd's log:\n${faults.slice(-3).join('\n')}\n` : ''}containerd's log:\n${c.logTail(lines)}`;
+}
+
+/**
+ * Runs a scenario; if it fails, its error message gains the reports vmmFaults finds in the part
+ * of containerd's log written meanwhile, for the same reason as logWithFaults.
+ */
+export async function withVmmFaults<T>(c: ContainerdInstance, scenario: () => Promise<T>): Promise<T> {
+  const since = logOffset(c);
+  try {
+    return await scenario();
+  } catch (err) {
+    const faults = vmmFaults(c, since);
+    if (faults.length && err instanceof Error) err.message += `\nVMM faults in containerd's log meanwhile:\n${faults.slice(-3).join('\n')}`;
+    throw err;
+  }
 }
 
 /** containerd's log size now: where a scenario's part of it starts (logWithFaults' `since`). */

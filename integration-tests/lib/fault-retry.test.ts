@@ -79,6 +79,11 @@ describe('the emulated-host fault retry', () => {
     assert.deepEqual(retryable(failedTests(report(failure('a', hung(50000, 49000))))), []);
     // A storm's numbers in a test that did not hang (an assertion on its output) are no hang.
     assert.equal(pageFaultStorm(hung(4789656, 4688013).replace('guest did not finish within 180000 ms', 'wrong output')), undefined);
+    // The shim's report of a pod whose guest stopped answering, as containerd logs it (JSON in JSON).
+    const shim = (exits: number, pf: number) =>
+      `{"level":"error","message":"the guest of pod pod-1 stopped answering (agent Stats(c): no answer within 60000 ms, nor a ping within 10000 ms); its vCPUs are paused; VM exits: {\\"exitsByReason\\":{\\"io\\":9},\\"kvmVcpuStats\\":{\\"exits\\":${exits},\\"pf_guest\\":${pf}}}"}`;
+    assert.match(pageFaultStorm(shim(2000000, 1990000)) ?? '', /1990000 page faults reflected into it, of 2000000 exits/);
+    assert.equal(pageFaultStorm(shim(2000000, 1000)), undefined);
   });
 
   it("gives a failure's error, a block or quoted, cut at a length that says how much is left", () => {

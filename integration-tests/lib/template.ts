@@ -51,7 +51,7 @@ export const templateFile = (record: TemplateRecord, name: 'memory' | 'state' | 
 export const SHIM_TEMPLATE_DIR = '/run/stencil-test-templates';
 
 /** A Stencil configuration file's text: templates from SHIM_TEMPLATE_DIR, a miss fails unless `onMiss` says otherwise. */
-export function shimConfig(o: { memory?: string; onMiss?: 'boot' | 'fail'; transport?: string; failpoints?: boolean } = {}): string {
+export function shimConfig(o: { memory?: string; onMiss?: 'boot' | 'fail'; transport?: string; failpoints?: boolean; agentRequestTimeoutMs?: number } = {}): string {
   return [
     '[hypervisor]',
     o.memory ? `default_memory = "${o.memory}"` : '',
@@ -61,6 +61,7 @@ export function shimConfig(o: { memory?: string; onMiss?: 'boot' | 'fail'; trans
     '[runtime]',
     o.transport ? `transport = "${o.transport}"` : '',
     o.failpoints ? 'failpoints = true' : '',
+    o.agentRequestTimeoutMs ? `agent_request_timeout_ms = ${o.agentRequestTimeoutMs}` : '',
   ]
     .filter(Boolean)
     .join('\n') + '\n';

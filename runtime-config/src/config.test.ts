@@ -41,7 +41,7 @@ describe('defaults', () => {
         seccomp: true,
       },
       factory: { enabled: true, templateDir: '/run/stencil-templates', templateDirSize: 4 * 2 ** 30, onMiss: 'boot' },
-      runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false },
+      runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false, agentRequestTimeoutMs: 60_000 },
     });
   });
 
@@ -76,7 +76,7 @@ describe('defaults', () => {
     const file = fileURLToPath(new URL('../../../runtime-config/configuration.toml', import.meta.url));
     const text = fs.readFileSync(file, 'utf8');
     assert.deepEqual(parseConfig(text, file), defaultConfig());
-    for (const key of ['kernel', 'initrd', 'kernel_params', 'default_vcpus', 'default_memory', 'memory_dir', 'memory_backing', 'log_level', 'state_dir', 'transport', 'failpoints']) {
+    for (const key of ['kernel', 'initrd', 'kernel_params', 'default_vcpus', 'default_memory', 'memory_dir', 'memory_backing', 'log_level', 'state_dir', 'transport', 'failpoints', 'agent_request_timeout_ms']) {
       assert.match(text, new RegExp(`^${key} = `, 'm'), `${key} missing from ${file}`);
     }
   });
@@ -99,6 +99,7 @@ log_level = "debug"
 state_dir = "/var/run/stencil"
 transport = "ttrpc"
 failpoints = true
+agent_request_timeout_ms = 5000
 `,
       SRC,
     );
@@ -114,7 +115,7 @@ failpoints = true
         seccomp: false,
       },
       factory: defaultConfig().factory,
-      runtime: { logLevel: 'debug', stateDir: '/var/run/stencil', transport: 'ttrpc', failpoints: true },
+      runtime: { logLevel: 'debug', stateDir: '/var/run/stencil', transport: 'ttrpc', failpoints: true, agentRequestTimeoutMs: 5000 },
     });
   });
 
@@ -161,6 +162,10 @@ describe('parseConfig rejects', () => {
   it('vcpus that are not a positive 32-bit integer', () => {
     assertOneProblem('[hypervisor]\ndefault_vcpus = 0', /hypervisor\.default_vcpus: 0 is out of range; allowed: a positive integer/);
     assertOneProblem('[hypervisor]\ndefault_vcpus = 99999999999999999999', /out of range/);
+  });
+
+  it('an agent request timeout under a second', () => {
+    assertOneProblem('[runtime]\nagent_request_timeout_ms = 10', /runtime\.agent_request_timeout_ms: 10 is out of range; allowed: milliseconds, from 1000 to 3600000/);
   });
 
   it('sizes that are not sizes, or too large', () => {

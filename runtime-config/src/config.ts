@@ -35,6 +35,11 @@ export interface RuntimeConfig {
   transport: Transport;
   /** Honour io.stencil.failpoint.* annotations (fault injection in tests; never in production). */
   failpoints: boolean;
+  /**
+   * How long the shim waits for the guest agent's answer to a request (WaitProcess excepted).
+   * When it times out, a ping that gets no answer either ends the pod: its guest is hung.
+   */
+  agentRequestTimeoutMs: number;
 }
 
 export type MissPolicy = 'boot' | 'fail';
@@ -107,7 +112,7 @@ export function defaultConfig(): StencilConfig {
       seccomp: true,
     },
     factory: { enabled: true, templateDir: '/run/stencil-templates', templateDirSize: 4 * 2 ** 30, onMiss: 'boot' },
-    runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false },
+    runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false, agentRequestTimeoutMs: 60_000 },
   };
 }
 
@@ -244,6 +249,7 @@ const SCHEMA: { [S in keyof StencilConfig]: SectionSpec<StencilConfig[S]> } = {
     stateDir: pathKey(),
     transport: enumKey(TRANSPORTS),
     failpoints: boolKey(),
+    agentRequestTimeoutMs: intKey(1_000, 3_600_000, 'milliseconds, from 1000 to 3600000'),
   },
 };
 

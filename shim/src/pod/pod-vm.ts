@@ -36,6 +36,7 @@ import { createStateDir, type PodVmOptions, validateOptions } from './pod-vm-opt
 import { guestSpec, podNetworkSysctls } from './guest-spec.js';
 import type { ContainerRequest, Pod, PodMigrationStats, ProcessStdio } from './types.js';
 import { type ArrivedVm, receiveVm } from './vm-incoming.js';
+import { UnansweredGuestWatch } from './unanswered-guest.js';
 import { type MigrationStatus, type MigrationUri, parseMigrationUri } from '../qmp/vm-commands.js';
 
 export { SHARE_TAG };
@@ -72,6 +73,9 @@ export class PodVm implements Pod {
   private monitor: QmpHandle | undefined;
   private client: AgentClient | undefined;
   private vmExit: VmExit | undefined;
+  /** Why the pod ended while its VM still exists: the guest stopped answering (unanswered-guest.ts). */
+  private hung: string | undefined;
+  private readonly unanswered = new UnansweredGuestWatch((what) => this.guestHung(what));
   private resolveEnded!: (reason: string) => void;
   private stopping: Promise<void> | undefined;
   private lateConnect: Promise<void> | undefined;
@@ -364,7 +368,31 @@ export class PodVm implements Pod {
     if (this.stopping) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id} is shut down`);
     if (!this.client) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id} is not running`);
     if (this.vmExit) throw new PodVmError('UNAVAILABLE', `the VM of pod ${this.id} has ended: ${describeExit(this.vmExit)}`);
+    if (this.hung) throw new PodVmError('UNAVAILABLE', this.hung);
     return this.client;
+  }
+
+  /** An agent request; one that times out may find the guest hung (unanswered-guest.ts), which ends the pod. */
+  private request<T>(call: (agent: AgentClient) => Promise<T>): Promise<T> {
+    return this.unanswered.request(this.agent(), call);
+  }
+
+  /** The guest answers nothing: its vCPUs stop (kept for a look, freed by shutdown()) and the pod ends. */
+  private guestHung(unanswered: string): string {
+    if (this.hung || this.vmExit || this.stopping) return this.hung ?? `pod ${this.id} has ended`;
+    let stats = '';
+    try {
+      if (this.vm instanceof MicroVm) stats = `; VM exits: ${JSON.stringify(this.vm.exitStats(4))}`;
+    } catch {
+      /* the VM is gone: nothing to add */
+    }
+    const reason = `the guest of pod ${this.id} stopped answering (${unanswered}); its vCPUs are paused${stats}`;
+    this.hung = reason;
+    this.log?.error(reason, { consoleTail: this.consoleTail().slice(-4096) });
+    if (this.vm?.state === 'running') this.vm.pause().catch((err: Error) => this.log?.warn('cannot pause the hung guest', { error: err.message }));
+    this.client?.close(reason);
+    this.resolveEnded(reason);
+    return reason;
   }
 
   /** The agent's version, uptime and the guest's own view of its vsock CID. */
@@ -375,7 +403,7 @@ export class PodVm implements Pod {
   // ---- containers ----
 
   async createContainer(req: ContainerRequest): Promise<number> {
-    const client = this.agent();
+    this.agent(); // refuses a pod that is shut down, ended or hung before anything is shared
     const id = req.id;
     const volumes = await this.files.share(req);
     const guestRootfs = path.posix.join(GUEST_SHARED_DIR, id, 'rootfs');
@@ -387,8 +415,8 @@ export class PodVm implements Pod {
     });
     try {
       const sysctls = podNetworkSysctls(req.spec);
-      if (Object.keys(sysctls).length) await client.setupGuest({ sysctls });
-      const pid = await client.createContainer(id, spec, req.stdio);
+      if (Object.keys(sysctls).length) await this.request((a) => a.setupGuest({ sysctls }));
+      const pid = await this.request((a) => a.createContainer(id, spec, req.stdio));
       if (this.sandboxPid === undefined && isSandbox(id, req.spec)) this.sandboxPid = pid;
       this.log?.info('container created', { container: id, pid, rootfs: req.rootfs });
       return pid;
@@ -399,9 +427,8 @@ export class PodVm implements Pod {
   }
 
   async deleteContainer(containerId: string): Promise<void> {
-    const client = this.agent();
     try {
-      await client.deleteContainer(containerId);
+      await this.request((a) => a.deleteContainer(containerId));
     } catch (err) {
       // The agent does not know it (any more): what is left on this side goes anyway.
       if (err instanceof AgentCallError && err.code === 'NOT_FOUND' && this.files.has(containerId)) await this.files.release(containerId);
@@ -412,11 +439,11 @@ export class PodVm implements Pod {
   }
 
   async startContainer(containerId: string): Promise<number> {
-    return this.agent().startContainer(containerId);
+    return this.request((a) => a.startContainer(containerId));
   }
 
   async execProcess(containerId: string, execId: string, processSpec: Record<string, unknown>, stdio: StdioMode): Promise<number> {
-    return this.agent().execProcess(containerId, execId, processSpec, stdio);
+    return this.request((a) => a.execProcess(containerId, execId, processSpec, stdio));
   }
 
   async attachStdio(containerId: string, execId: string, which: StdioMode): Promise<ProcessStdio> {
@@ -424,7 +451,7 @@ export class PodVm implements Pod {
   }
 
   async signalProcess(containerId: string, execId: string, signal: number, all = false): Promise<void> {
-    return this.agent().signalProcess(containerId, execId, signal, { all });
+    return this.request((a) => a.signalProcess(containerId, execId, signal, { all }));
   }
 
   async waitProcess(containerId: string, execId: string): Promise<ProcessExit> {
@@ -432,31 +459,31 @@ export class PodVm implements Pod {
   }
 
   async resizePty(containerId: string, execId: string, size: { width: number; height: number }): Promise<void> {
-    return this.agent().resizePty(containerId, execId, size);
+    return this.request((a) => a.resizePty(containerId, execId, size));
   }
 
   async closeStdin(containerId: string, execId: string): Promise<void> {
-    return this.agent().closeStdin(containerId, execId);
+    return this.request((a) => a.closeStdin(containerId, execId));
   }
 
   async stats(containerId: string): Promise<ContainerStats> {
-    return this.agent().stats(containerId);
+    return this.request((a) => a.stats(containerId));
   }
 
   async pauseContainer(containerId: string): Promise<void> {
-    return this.agent().pauseContainer(containerId);
+    return this.request((a) => a.pauseContainer(containerId));
   }
 
   async resumeContainer(containerId: string): Promise<void> {
-    return this.agent().resumeContainer(containerId);
+    return this.request((a) => a.resumeContainer(containerId));
   }
 
   async updateContainer(containerId: string, resources: object): Promise<void> {
-    return this.agent().updateContainer(containerId, resources);
+    return this.request((a) => a.updateContainer(containerId, resources));
   }
 
   async deleteProcess(containerId: string, execId: string): Promise<void> {
-    return this.agent().deleteProcess(containerId, execId);
+    return this.request((a) => a.deleteProcess(containerId, execId));
   }
 
   // ---- teardown ----

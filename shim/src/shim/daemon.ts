@@ -62,6 +62,7 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
     stateDir: address.podStateDir(config.runtime.stateDir, key) + generation,
     hypervisor: config.hypervisor,
     factory: config.factory,
+    agentRequestTimeoutMs: config.runtime.agentRequestTimeoutMs,
     logger,
   });
   const events = new EventPublisher({ address: process.env.TTRPC_ADDRESS ?? `${flags.address}.ttrpc`, namespace: flags.namespace, logger });

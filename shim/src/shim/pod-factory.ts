@@ -15,6 +15,8 @@ export interface PodBootOptions {
   stateDir: string;
   hypervisor: HypervisorConfig;
   factory: FactoryConfig;
+  /** [runtime] agent_request_timeout_ms (PodVmOptions.callTimeoutMs). */
+  agentRequestTimeoutMs?: number;
   /** The pod's network namespace (CNI's), joined to the VM's NIC. */
   networkNamespace?: string;
   /** The first container's OCI annotations (CRI's sandbox resources size the VM). */
@@ -42,6 +44,7 @@ export async function bootPod(options: PodBootOptions): Promise<Pod> {
     memoryDir: hv.memoryDir,
     memoryBacking: hv.memoryBacking,
     logger: options.logger,
+    callTimeoutMs: options.agentRequestTimeoutMs,
     networkNamespace: options.networkNamespace,
     restore: options.restore,
     incoming: options.incoming,

@@ -13,7 +13,7 @@ import { encodeJsonAny, OCI_PROCESS_TYPE_URL } from '../containerd/protos.js';
 import { taskServiceDefinitions } from '../containerd/task-api.js';
 import { VmStateError } from '../hypervisor/errors.js';
 import { MicroVm } from '../hypervisor/microvm.js';
-import { validateContainerId } from '../pod/pod-vm.js';
+import { PodVmError, validateContainerId } from '../pod/pod-vm.js';
 import type { Pod } from '../pod/types.js';
 import { Code, codeName, RpcError } from '../rpc/errors.js';
 import { invokeMethod, type ServiceDefinition } from '../rpc/service.js';
@@ -128,6 +128,24 @@ describe('task service: the layers’ error codes reach containerd', () => {
     await failsWith(call(def, 'Kill', { id: 't1', signal: 9 }), Code.Internal, /crun kill failed/);
     // Pause needs a running init: Start failed, so the service itself refuses first.
     await failsWith(call(def, 'Pause', { id: 't1' }), Code.FailedPrecondition, /it is not running/);
+  });
+
+  it('a kill that finds the guest hung, which ends the pod: SIGKILL succeeds with the task exited 255; another signal finds it finished', async () => {
+    const hungPod = () => {
+      let end!: (why: string) => void;
+      const ended = new Promise<string>((resolve) => (end = resolve));
+      const why = 'the guest of pod p stopped answering (agent SignalProcess(t1): no answer within 60000 ms, nor a ping within 10000 ms)';
+      // As PodVm does it: the pod ends first, then the request that found the guest hung fails.
+      return scriptedPod({ ended, signalProcess: () => (end(why), Promise.reject(new PodVmError('UNAVAILABLE', why))) });
+    };
+    const killed = serve(async () => hungPod());
+    await call(killed, 'Create', { id: 't1', bundle });
+    await call(killed, 'Kill', { id: 't1', signal: 9 });
+    const exit = killed.methods.Wait.responseType.decode(await call(killed, 'Wait', { id: 't1' })) as unknown as { exitStatus: number };
+    assert.equal(exit.exitStatus, 255);
+    const termed = serve(async () => hungPod());
+    await call(termed, 'Create', { id: 't1', bundle });
+    await failsWith(call(termed, 'Kill', { id: 't1', signal: 15 }), Code.NotFound, /^init of t1: process already finished \(the guest of pod p stopped answering/);
   });
 
   it("a Delete of a task still being created (containerd's Create gave up) cancels it: Canceled, no container, and the deferred Shutdown then runs", async () => {

@@ -4,6 +4,7 @@
 // STOPPED before Wait returns, Kill/Delete of a finished process answer NOT_FOUND, the init's
 // TaskExit comes after its execs' exits and after all of its output reached the FIFOs.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from '../util/log.js';
 import type { Pod, PodRestore } from '../pod/types.js';
@@ -360,7 +361,13 @@ export class TaskService implements TaskHandlerObject {
     }
     const signal = req.signal;
     if (!Number.isInteger(signal) || signal < 0 || signal > 64) throw new RpcError(Code.InvalidArgument, `kill ${proc.label}: invalid signal ${req.signal}`);
-    await (await this.getPod()).signalProcess(task.id, proc.execId, signal, req.all).catch((err) => {
+    await (await this.getPod()).signalProcess(task.id, proc.execId, signal, req.all).catch(async (err) => {
+      // The pod ended meanwhile (a hung guest is ended by the very kill that found it hung): once
+      // its end is handled (podEnded, a few microtasks on), the process is gone. A SIGKILL got
+      // what it asked for; another signal finds it already finished, as runc's shim says.
+      await new Promise((resolve) => setImmediate(resolve));
+      if (proc.exit && signal === os.constants.signals.SIGKILL) return;
+      if (proc.exit) throw new RpcError(Code.NotFound, `${proc.label}: process already finished (${(err as Error).message})`);
       throw toRpcError(err, `kill ${proc.label}`, Code.Internal);
     });
     return {};

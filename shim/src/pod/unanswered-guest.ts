@@ -1,0 +1,49 @@
+// A guest that stops answering (a kernel deadlock, a livelocked vCPU, an agent stopped): its
+// agent requests time out, and without this the pod could never be stopped: SIGKILL is a
+// request too, so StopPodSandbox and `ctr task kill -9` would fail for as long as the guest hangs.
+// Like Kata's agent health check, but only on demand (an idle pod costs no periodic wakeup):
+// when a request times out, one ping decides. An answer means the guest is slow and the request
+// alone fails; no answer means the guest is hung, and the pod ends (PodVm pauses its vCPUs and
+// reports the end, so every container exits 255, as for a VM that died).
+import type { AgentClient } from '../agent/client.js';
+import { AgentTimeoutError } from '../agent/errors.js';
+import { PodVmError } from './pod-errors.js';
+
+/** How long the ping after a timed-out request waits. */
+export const HEALTH_CHECK_TIMEOUT_MS = 10_000;
+
+export class UnansweredGuestWatch {
+  /** The ping under way: concurrent timeouts share it. */
+  private checking: Promise<string | undefined> | undefined;
+
+  /**
+   * @param onHung ends the pod; gets what went unanswered, returns the reason its calls fail with.
+   */
+  constructor(
+    private readonly onHung: (unanswered: string) => string,
+    private readonly healthCheckMs = HEALTH_CHECK_TIMEOUT_MS,
+  ) {}
+
+  /** Runs one request; a timeout is followed by the ping, and fails with the hung guest's reason if that goes unanswered too. */
+  async request<T>(agent: AgentClient, call: (agent: AgentClient) => Promise<T>): Promise<T> {
+    try {
+      return await call(agent);
+    } catch (err) {
+      if (!(err instanceof AgentTimeoutError)) throw err;
+      const hung = await this.check(agent, err.message);
+      if (hung) throw new PodVmError('UNAVAILABLE', hung, { cause: err });
+      throw err;
+    }
+  }
+
+  private check(agent: AgentClient, unanswered: string): Promise<string | undefined> {
+    this.checking ??= agent
+      .ping({ timeoutMs: this.healthCheckMs })
+      .then(
+        () => undefined,
+        (err: unknown) => (err instanceof AgentTimeoutError ? this.onHung(`${unanswered}, nor a ping within ${this.healthCheckMs} ms`) : undefined),
+      )
+      .finally(() => (this.checking = undefined));
+    return this.checking;
+  }
+}
