@@ -9,12 +9,14 @@
 //     more, announced with "# EMULATED-HOST KERNEL PANIC RERUN". The last lines name each test
 //     still failing and end with the whole run's summary.
 //
-//   node dist/integration-tests/run-tests.js FILE.test.js...
+//   node dist/integration-tests/run-tests.js [--retry-of NAME...] FILE.test.js...
 //     (one session) runs the files with `node --test` (one at a time, the spec report on stdout, a
 //     TAP copy in build/). In the emulated host only, when every failed test failed because a guest
 //     triple-faulted or hung in a page-fault storm (the emulated host's own fault,
-//     lib/fault-retry.ts), each such test runs once
-//     more, announced with "# EMULATED-HOST FAULT RETRY"; it must pass then.
+//     lib/fault-retry.ts), the session names them (RETRY_LINE) and ends with RETRY_IN_FRESH_HOST;
+//     --each-in-run-vm then runs those tests once more (--retry-of: them alone, no further retry)
+//     in a fresh emulated host, since a host's nested faults grow with its age, announced
+//     with "# EMULATED-HOST FAULT RETRY"; it must pass then.
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -24,7 +26,9 @@ import { exactNamePattern, failedTests, failureError, pageFaultStorm, retryable 
 
 /** integration-tests/emulated-host's code for its own kernel's panic in page-fault entry. */
 const EMULATED_HOST_KERNEL_PANIC = 122;
-const FAULT_RETRIES = /^emulated-host fault retries: (\d+)$/m;
+/** A session's exit status when its only failures are the emulated host's faults, each named by a RETRY_LINE. */
+const RETRY_IN_FRESH_HOST = 3;
+const RETRY_LINE = /^# RETRY IN A FRESH EMULATED HOST: (\{.*\})$/gm;
 const FAILED_LINE = /^# FAILED: .*(?:\n# {3}.*)*/gm;
 
 function runNodeTest(files: string[], tapPath: string, extra: string[] = []): number {
@@ -34,11 +38,11 @@ function runNodeTest(files: string[], tapPath: string, extra: string[] = []): nu
   return result.status ?? 1;
 }
 
-/** A rerun passes only if it ran the test (a pattern matching nothing would pass vacuously). */
-function rerunPassed(rc: number, tapPath: string): boolean {
+/** A rerun passes only if it ran the tests (a pattern matching nothing would pass vacuously). */
+function rerunPassed(rc: number, tapPath: string, tests: number): boolean {
   const tap = fs.readFileSync(tapPath, 'utf8');
   const passed = Number(/^# pass (\d+)$/m.exec(tap)?.[1] ?? 0);
-  return rc === 0 && passed >= 1 && /^# fail 0$/m.test(tap);
+  return rc === 0 && passed >= tests && /^# fail 0$/m.test(tap);
 }
 
 function buildDir(): string {
@@ -47,48 +51,45 @@ function buildDir(): string {
   return dir;
 }
 
-/** One session: the files under `node --test`, with the emulated host's triple-fault retry. */
-function runSession(files: string[]): number {
+/**
+ * One session: the files under `node --test`. In the emulated host, failures that are all its
+ * faults are named for a retry in a fresh host (RETRY_IN_FRESH_HOST); `retryOf` (such a retry:
+ * that one test) gets none.
+ */
+function runSession(files: string[], retryOf?: string[]): number {
   const dir = buildDir();
   const stem = files.length === 1 ? path.basename(files[0], '.test.js') : 'all';
-  const tapPath = path.join(dir, `integration-${stem}.tap`);
-  const rc = runNodeTest(files, tapPath);
-  let retries = 0;
-  let status = rc;
-  let failures = rc === 0 ? [] : failedTests(fs.readFileSync(tapPath, 'utf8'));
-  if (rc !== 0 && process.env.EMULATED_HOST === '1') {
-    const retry = retryable(failures);
-    if (retry.length) status = 0;
-    const failedAgain: typeof failures = [];
-    for (const test of retry) {
-      retries++;
-      const fault = /triple-fault \(vCPU[^;]*/.exec(test.detail)?.[0];
-      const storm = pageFaultStorm(test.detail);
-      const cause = fault ? `failed with ${fault}` : storm ? `failed with ${storm}` : 'failed because the guest it shared had triple-faulted in an earlier test';
-      console.log(`# EMULATED-HOST FAULT RETRY: '${test.name}' (${path.basename(test.file)}) ${cause}: ` +
-        'the emulated host (QEMU TCG) corrupts nested guests (integration-tests/README.md); running it once more');
-      const retryTap = path.join(dir, `integration-${stem}-retry-${retries}.tap`);
-      const ok = rerunPassed(runNodeTest([test.file], retryTap, [`--test-name-pattern=${exactNamePattern(test.name)}`]), retryTap);
-      console.log(`# EMULATED-HOST FAULT RETRY: '${test.name}' ${ok ? 'passed' : 'FAILED again'} on its retry`);
-      if (!ok) {
-        status = 1;
-        failedAgain.push(test);
-      }
-    }
-    if (retry.length) failures = failedAgain;
+  const tapPath = path.join(dir, retryOf === undefined ? `integration-${stem}.tap` : `integration-${stem}-retry.tap`);
+  const rc = runNodeTest(files, tapPath, (retryOf ?? []).map((name) => `--test-name-pattern=${exactNamePattern(name)}`));
+  if (retryOf !== undefined) {
+    const ok = rerunPassed(rc, tapPath, retryOf.length);
+    if (!ok) for (const f of failedTests(fs.readFileSync(tapPath, 'utf8')))
+      console.log(`# FAILED: '${f.name}' (${path.basename(f.file) || 'no location'}) on its retry in a fresh emulated host: ${failureError(f).replace(/\n/g, '\n#   ')}`);
+    if (!ok) console.log(`# FAILED: the retry of ${retryOf.map((n) => `'${n}'`).join(', ')} (${path.basename(files[0])}) in a fresh emulated host (exit status ${rc})`);
+    return ok ? 0 : 1;
   }
-  if (status !== 0 && !failures.length) console.log(`# FAILED: ${files.map((f) => path.basename(f)).join(', ')} (exit status ${rc}, no failed test in the TAP report)`);
+  const failures = rc === 0 ? [] : failedTests(fs.readFileSync(tapPath, 'utf8'));
+  const retry = rc !== 0 && process.env.EMULATED_HOST === '1' ? retryable(failures) : [];
+  for (const test of retry) {
+    const fault = /triple-fault \(vCPU[^;]*/.exec(test.detail)?.[0];
+    const storm = pageFaultStorm(test.detail);
+    const cause = fault ? `failed with ${fault}` : storm ? `failed with ${storm}` : 'failed because the guest it shared had triple-faulted in an earlier test';
+    console.log(`# EMULATED-HOST FAULT: '${test.name}' (${path.basename(test.file)}) ${cause}: the emulated host (QEMU TCG) corrupts nested guests (integration-tests/README.md)`);
+    console.log(`# RETRY IN A FRESH EMULATED HOST: ${JSON.stringify({ file: test.file, name: test.name })}`);
+  }
+  if (retry.length) return RETRY_IN_FRESH_HOST;
+  if (rc !== 0 && !failures.length) console.log(`# FAILED: ${files.map((f) => path.basename(f)).join(', ')} (exit status ${rc}, no failed test in the TAP report)`);
   for (const f of failures)
     console.log(`# FAILED: '${f.name}' (${path.basename(f.file) || 'no location'}, ${f.failureType || 'no failure type'}): ${failureError(f).replace(/\n/g, '\n#   ')}`);
-  console.log(`emulated-host fault retries: ${retries}`);
-  return status;
+  return rc;
 }
 
 /** Runs `run-vm node run-tests.js FILE`, passing its output through and keeping a copy of stdout. */
-function runInRunVm(file: string): Promise<{ code: number; stdout: string }> {
+function runInRunVm(file: string, retryOf: string[] = []): Promise<{ code: number; stdout: string }> {
   const runVm = path.join(repoRoot(), 'integration-tests', 'run-vm');
+  const args = [process.argv[1], ...retryOf.flatMap((name) => ['--retry-of', name]), file];
   return new Promise((resolve, reject) => {
-    const child = spawn(runVm, [process.execPath, process.argv[1], file], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(runVm, [process.execPath, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     let stdout = '';
     child.stdout.on('data', (d: Buffer) => {
       process.stdout.write(d);
@@ -109,7 +110,18 @@ function guestBootSummary(): string {
   return `nested boot retries: ${retries} (of ${boots} guest boots by lib/guest.ts; see ${path.relative(repoRoot(), GUEST_BOOT_LOG)})`;
 }
 
-/** Every file in its own run-vm session; a session ended by the emulated host's kernel panic runs once more. */
+/** A run-vm session of `file` (or of its tests `retryOf`); one ended by the emulated host's kernel panic runs once more. */
+async function runFileSession(file: string, retryOf?: string[]): Promise<{ code: number; stdout: string; panicked: boolean }> {
+  const session = await runInRunVm(file, retryOf);
+  if (session.code !== EMULATED_HOST_KERNEL_PANIC) return { ...session, panicked: false };
+  console.log(`# EMULATED-HOST KERNEL PANIC RERUN: the emulated host running ${path.basename(file)} panicked in its own ` +
+    "page-fault entry (QEMU TCG's nested-SVM fault, integration-tests/README.md); running it once more in a fresh one");
+  const again = await runInRunVm(file, retryOf);
+  console.log(`# EMULATED-HOST KERNEL PANIC RERUN: ${path.basename(file)} ${again.code === 0 ? 'passed' : `FAILED again (exit status ${again.code})`}`);
+  return { ...again, panicked: true };
+}
+
+/** Every file in its own run-vm session; the emulated host's faults in it get one retry, in a fresh one. */
 async function runEachInRunVm(files: string[]): Promise<number> {
   fs.rmSync(GUEST_BOOT_LOG, { force: true });
   const failedFiles: string[] = [];
@@ -117,19 +129,24 @@ async function runEachInRunVm(files: string[]): Promise<number> {
   let faultRetries = 0;
   let panicReruns = 0;
   for (const file of files) {
-    let session = await runInRunVm(file);
-    if (session.code === EMULATED_HOST_KERNEL_PANIC) {
-      panicReruns++;
-      console.log(`# EMULATED-HOST KERNEL PANIC RERUN: the emulated host running ${path.basename(file)} panicked in its own ` +
-        "page-fault entry (QEMU TCG's nested-SVM fault, integration-tests/README.md); running the file once more in a fresh one");
-      session = await runInRunVm(file);
-      console.log(`# EMULATED-HOST KERNEL PANIC RERUN: ${path.basename(file)} ${session.code === 0 ? 'passed' : `FAILED again (exit status ${session.code})`}`);
+    const session = await runFileSession(file);
+    if (session.panicked) panicReruns++;
+    let code = session.code;
+    let named: string[] = session.stdout.match(FAILED_LINE) ?? [];
+    if (code === RETRY_IN_FRESH_HOST) {
+      const names = [...session.stdout.matchAll(RETRY_LINE)].map(([, json]) => (JSON.parse(json) as { name: string }).name);
+      faultRetries += names.length;
+      const list = names.map((n) => `'${n}'`).join(', ');
+      console.log(`# EMULATED-HOST FAULT RETRY: ${list} (${path.basename(file)}): running once more, in a fresh emulated host`);
+      const retry = await runFileSession(file, names);
+      if (retry.panicked) panicReruns++;
+      console.log(`# EMULATED-HOST FAULT RETRY: ${list} ${retry.code === 0 ? 'passed' : 'FAILED again'} on the retry`);
+      code = retry.code;
+      named = retry.stdout.match(FAILED_LINE) ?? [];
     }
-    faultRetries += Number(FAULT_RETRIES.exec(session.stdout)?.[1] ?? 0);
-    if (session.code === 0) continue;
+    if (code === 0) continue;
     failedFiles.push(path.basename(file));
-    const named = session.stdout.match(FAILED_LINE) ?? [];
-    failedLines.push(...(named.length ? named : [`# FAILED: ${path.basename(file)}: its session ended with exit status ${session.code} (see above)`]));
+    failedLines.push(...(named.length ? named : [`# FAILED: ${path.basename(file)}: its session ended with exit status ${code} (see above)`]));
   }
   for (const line of failedLines) console.log(line);
   console.log(`integration: ${files.length - failedFiles.length} of ${files.length} files passed` +
@@ -140,10 +157,20 @@ async function runEachInRunVm(files: string[]): Promise<number> {
 
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
-  const eachInRunVm = args[0] === '--each-in-run-vm';
-  const files = eachInRunVm ? args.slice(1) : args;
-  if (!files.length) throw new Error('usage: run-tests.js [--each-in-run-vm] FILE.test.js...');
-  return eachInRunVm ? runEachInRunVm(files) : runSession(files);
+  const usage = 'usage: run-tests.js [--each-in-run-vm | --retry-of TEST-NAME] FILE.test.js...';
+  if (args[0] === '--each-in-run-vm') {
+    if (args.length < 2) throw new Error(usage);
+    return runEachInRunVm(args.slice(1));
+  }
+  if (args[0] === '--retry-of') {
+    const names: string[] = [];
+    let i = 0;
+    for (; args[i] === '--retry-of' && i + 1 < args.length; i += 2) names.push(args[i + 1]);
+    if (args.length !== i + 1) throw new Error(usage);
+    return runSession([args[i]], names);
+  }
+  if (!args.length) throw new Error(usage);
+  return runSession(args);
 }
 
 process.exitCode = await main();

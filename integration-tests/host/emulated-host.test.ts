@@ -1,9 +1,11 @@
 // The emulated host's own exit codes (integration-tests/emulated-host, header): CMD's status, 122
 // (its kernel's page-fault-entry panic), 123 (ended without reporting one), 124 (EMULATED_HOST_TIMEOUT), 125 (no heartbeat for
-// EMULATED_HOST_STALL_SECONDS). Each case starts an emulated host, so this file runs on the build
-// machine (`make harness-test`), never nested: ~1 min in all.
+// EMULATED_HOST_STALL_SECONDS); and run-tests' one retry of a test that met the emulated host's
+// fault, in a fresh emulated host. Each case starts emulated hosts, so this file runs on the build
+// machine (`make harness-test`), never nested: ~2 min in all.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { repoRoot } from '../../shim/src/util/paths.js';
@@ -11,9 +13,13 @@ import { repoRoot } from '../../shim/src/util/paths.js';
 const EMULATED_HOST = path.join(repoRoot(), 'integration-tests', 'emulated-host');
 
 function emulatedHost(command: string, env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string; seconds: number }> {
+  return run(EMULATED_HOST, ['bash', '-c', command], env);
+}
+
+function run(file: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string; seconds: number }> {
   const started = Date.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(EMULATED_HOST, ['bash', '-c', command], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(file, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -21,7 +27,7 @@ function emulatedHost(command: string, env: Record<string, string> = {}): Promis
     child.on('error', reject);
     child.on('close', (code) => {
       const seconds = (Date.now() - started) / 1000;
-      process.stdout.write(`# emulated-host exited ${code} after ${seconds.toFixed(1)} s; stderr:\n${stderr.replace(/\r/g, '').replace(/^/gm, '# ')}\n`);
+      process.stdout.write(`# ${path.basename(file)} exited ${code} after ${seconds.toFixed(1)} s; stderr:\n${stderr.replace(/\r/g, '').replace(/^/gm, '# ')}\n`);
       resolve({ code, stdout, stderr, seconds });
     });
   });
@@ -81,5 +87,36 @@ describe('emulated-host exit codes', () => {
     assert.match(r.stdout, /stopped [1-9]\d* heartbeat process\(es\)/);
     assert.equal(r.code, 125);
     assert.match(r.stderr, /STALLED: no heartbeat from the emulated host for 30s/);
+  });
+});
+
+describe('run-tests --each-in-run-vm: the emulated host\'s faults', () => {
+  const fixture = path.join(repoRoot(), 'dist', 'integration-tests', 'host', 'fault-once.fixture.js');
+  const runTests = (faults: number) => {
+    const counter = path.join(repoRoot(), 'build', `fault-once-runs-${faults}`);
+    fs.rmSync(counter, { force: true });
+    const r = run(process.execPath, [path.join(repoRoot(), 'dist', 'integration-tests', 'run-tests.js'), '--each-in-run-vm', fixture], {
+      STENCIL_FIXTURE_RUNS: counter,
+      STENCIL_FIXTURE_FAULTS: String(faults),
+    });
+    return r.finally(() => fs.rmSync(counter, { force: true }));
+  };
+
+  it('a test that failed with the VMM\'s triple-fault report runs once more, in a fresh emulated host, and counts as passed there', async () => {
+    const r = await runTests(1);
+    assert.equal(r.code, 0, r.stdout);
+    assert.match(r.stdout, /# EMULATED-HOST FAULT: 'a test whose guest triple-faults' \(fault-once\.fixture\.js\) failed with triple-fault \(vCPU 0 triple-faulted/);
+    assert.match(r.stdout, /# EMULATED-HOST FAULT RETRY: 'a test whose guest triple-faults' passed on the retry/);
+    assert.equal((r.stderr.match(/emulated-host: running /g) ?? []).length, 2, 'the retry ran in a second emulated host');
+    assert.match(r.stdout, /\nintegration: 1 of 1 files passed; emulated-host fault retries: 1; emulated-host kernel panic reruns: 0; .*\n$/);
+  });
+
+  it('one that fails there again fails the run, named, after one retry only', async () => {
+    const r = await runTests(2);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stdout, /# EMULATED-HOST FAULT RETRY: 'a test whose guest triple-faults' FAILED again on the retry/);
+    assert.match(r.stdout, /# FAILED: 'a test whose guest triple-faults' \(fault-once\.fixture\.js\) on its retry in a fresh emulated host: .*triple-fault/);
+    assert.equal((r.stderr.match(/emulated-host: running /g) ?? []).length, 2);
+    assert.match(r.stdout, /\nintegration: 0 of 1 files passed \(failed: fault-once\.fixture\.js\); emulated-host fault retries: 1; .*\n$/);
   });
 });

@@ -377,9 +377,17 @@ export class PodVm implements Pod {
     return this.unanswered.request(this.agent(), call);
   }
 
-  /** The guest answers nothing: its vCPUs stop (kept for a look, freed by shutdown()) and the pod ends. */
-  private guestHung(unanswered: string): string {
+  /**
+   * The guest answers nothing: its vCPUs stop (kept for a look, freed by shutdown()) and the pod
+   * ends. Not while the VM is paused on purpose (QMP stop, a migration's last phase): a paused
+   * guest cannot answer, and is not hung.
+   */
+  private guestHung(unanswered: string): string | undefined {
     if (this.hung || this.vmExit || this.stopping) return this.hung ?? `pod ${this.id} has ended`;
+    if (this.vm && this.vm.state !== 'running') {
+      this.log?.warn('the guest did not answer while its VM is not running', { unanswered, vmState: this.vm.state });
+      return undefined;
+    }
     let stats = '';
     try {
       if (this.vm instanceof MicroVm) stats = `; VM exits: ${JSON.stringify(this.vm.exitStats(4))}`;

@@ -50,6 +50,11 @@ describe('UnansweredGuestWatch', () => {
     assert.equal(hung.length, 1);
   });
 
+  it('a silence with another cause (the VM paused on purpose: onHung says no) fails the request alone, with its own timeout', async () => {
+    const watch = new UnansweredGuestWatch(() => undefined, 50);
+    await assert.rejects(watch.request(agent(false) as unknown as AgentClient, () => Promise.reject(timeout('Stats'))), AgentTimeoutError);
+  });
+
   it('any other failure, or a success, goes through without a ping', async () => {
     const watch = new UnansweredGuestWatch(() => assert.fail('not hung'), 50);
     const a = agent(false);

@@ -17,10 +17,12 @@ export class UnansweredGuestWatch {
   private checking: Promise<string | undefined> | undefined;
 
   /**
-   * @param onHung ends the pod; gets what went unanswered, returns the reason its calls fail with.
+   * @param onHung ends the pod; gets what went unanswered, returns the reason its calls fail with,
+   *   or undefined when the silence has another cause (a VM paused on purpose): then the request
+   *   alone fails.
    */
   constructor(
-    private readonly onHung: (unanswered: string) => string,
+    private readonly onHung: (unanswered: string) => string | undefined,
     private readonly healthCheckMs = HEALTH_CHECK_TIMEOUT_MS,
   ) {}
 
