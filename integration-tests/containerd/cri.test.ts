@@ -9,7 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, describe, it, type TestContext } from 'node:test';
-import { ContainerdInstance } from '../lib/containerd.js';
+import { ContainerdInstance, CRI_NAMESPACE } from '../lib/containerd.js';
 import { CRI_TIMEOUT_SCALE, type CriClient } from '../lib/cri.js';
 import {
   bundleSpec,
@@ -28,7 +28,8 @@ import {
 import { criHostProblem, freePort } from '../lib/cri-host.js';
 import { StreamSession } from '../lib/cri-stream.js';
 import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG } from '../lib/template.js';
-import { withVmmFaults } from '../lib/ctr-tasks.js';
+import { logOffset, podStatus, withVmmFaults } from '../lib/ctr-tasks.js';
+import { QmpClient } from '../lib/qmp-client.js';
 
 const HANDLERS = criHandlers();
 /** A kernel without bridges or veths cannot have pods; said once, and every scenario is skipped. */
@@ -421,6 +422,26 @@ for (const version of criVersions()) {
           await removePod(cri, pod.id);
           assert.deepEqual(await leftovers(), []);
         });
+
+        if (handler === 'stencil') {
+          scenario("a pod whose guest kernel panics (inject-nmi on its QMP monitor): its containers exit 255, the panic is in containerd's log, and the pod is removed with nothing left", async () => {
+            const since = logOffset(c);
+            const pod = await runPod(cri, handler, podConfig('panicking', { logRoot }), [containerConfig('a', image, SLEEP), containerConfig('b', image, SLEEP)]);
+            const status = await podStatus(c, pod.id, CRI_NAMESPACE);
+            assert.deepEqual(new Set(status.containers), new Set([pod.id, pod.containers.a, pod.containers.b]), 'one VM runs the sandbox and both containers');
+            const qmp = await QmpClient.connect(status.monitor);
+            try {
+              assert.deepEqual(await qmp.execute('inject-nmi'), {});
+            } finally {
+              qmp.close();
+            }
+            for (const name of ['a', 'b']) assert.equal((await waitContainerState(cri, pod.containers[name], 'CONTAINER_EXITED', 60_000)).exitCode, 255, name);
+            assert.match(fs.readFileSync(c.logPath).subarray(since).toString(), /Kernel panic - not syncing: NMI/, "the guest's panic is not in containerd's log (the shim's)");
+            await removePod(cri, pod.id);
+            assert.deepEqual(await cri.listPodSandbox(), []);
+            assert.deepEqual(await leftovers(), []);
+          });
+        }
 
         scenario('20 pods at once: all ready with distinct IPs, then all removed, nothing left', async () => {
           const N = 20;

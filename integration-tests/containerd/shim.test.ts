@@ -12,7 +12,7 @@ import { CONTAINERD_VERSIONS, ContainerdInstance } from '../lib/containerd.js';
 import { SLOW_HOST_TIMEOUTS } from '../lib/containerd-config.js';
 import { updateTaskResources } from '../lib/containerd-api.js';
 import { EventWatch } from '../lib/ctr-events.js';
-import { leaksAfterDeadShim, logOffset, logWithFaults, removeTask, sweep, taskRow, taskStatus as taskStatusOf, waitWhile } from '../lib/ctr-tasks.js';
+import { leaksAfterDeadShim, logOffset, logWithFaults, podStatus, removeTask, sweep, taskRow, taskStatus as taskStatusOf, waitWhile } from '../lib/ctr-tasks.js';
 import { lostGrpcRace } from '../lib/grpc-race.js';
 import { QmpClient } from '../lib/qmp-client.js';
 import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG, writeShimConfig } from '../lib/template.js';
@@ -499,16 +499,7 @@ for (const version of CONTAINERD_VERSIONS) {
       const id = 'panicking';
       try {
         assert.equal((await run(['-d', image, id, 'sleep', '1000'])).code, 0);
-        const status = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-          const p = spawn(path.join(repoRoot(), 'bin', 'stencil'), ['pod', 'status', id, '--namespace', c.namespace, '--address', c.address, '--json']);
-          let so = '';
-          let se = '';
-          p.stdout.on('data', (d: Buffer) => (so += d.toString()));
-          p.stderr.on('data', (d: Buffer) => (se += d.toString()));
-          p.once('exit', (code) => resolve({ code, stdout: so, stderr: se }));
-        });
-        assert.equal(status.code, 0, status.stderr);
-        const pod = JSON.parse(status.stdout) as { pid: number; vmState: string; monitor: string; containers: string[] };
+        const pod = await podStatus(c, id);
         assert.equal(pod.vmState, 'running');
         assert.deepEqual(pod.containers, [id]);
         assert.ok(fs.existsSync(`/proc/${pod.pid}`), `no shim daemon ${pod.pid}`);

@@ -1,6 +1,9 @@
 // What the ctr scenarios (shim.test.ts, faults.test.ts) ask of a containerd instance about one
 // task: its `ctr task ls` row, waiting for it to settle, and what is left once it has gone.
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
+import { repoRoot } from '../../shim/src/util/paths.js';
 import { ContainerdInstance, sleep } from './containerd.js';
 import { EMULATED_HOST_FAULT, GUEST_STOPPED_ANSWERING } from './fault-retry.js';
 
@@ -79,6 +82,27 @@ export async function withVmmFaults<T>(c: ContainerdInstance, scenario: () => Pr
     if (faults.length && err instanceof Error) err.message += `\nVMM faults in containerd's log meanwhile:\n${faults.slice(-3).join('\n')}`;
     throw err;
   }
+}
+
+/** What `stencil pod status --json` says of the pod that runs container `id`. */
+export interface PodStatus {
+  pid: number;
+  vmState: string;
+  monitor: string;
+  containers: string[];
+}
+
+/** `stencil pod status ID --json` against this containerd (in `namespace`, default the instance's); throws with its stderr if it fails. */
+export function podStatus(c: ContainerdInstance, id: string, namespace = c.namespace): Promise<PodStatus> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(path.join(repoRoot(), 'bin', 'stencil'), ['pod', 'status', id, '--namespace', namespace, '--address', c.address, '--json']);
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.once('error', reject);
+    p.once('exit', (code) => (code === 0 ? resolve(JSON.parse(stdout) as PodStatus) : reject(new Error(`stencil pod status ${id} exited ${code}: ${stderr}`))));
+  });
 }
 
 /** containerd's log size now: where a scenario's part of it starts (logWithFaults' `since`). */

@@ -14,7 +14,6 @@ import type { Logger } from '../util/log.js';
 export const TAP_NAME = 'tap0_stencil';
 /** The guest's name of its virtio-net interface. */
 export const GUEST_INTERFACE = 'eth0';
-const NSENTER = '/usr/bin/nsenter';
 const COMMAND_TIMEOUT_MS = 30_000;
 
 export class PodNetworkError extends Error implements CodedError {
@@ -70,10 +69,13 @@ interface IpRoute {
   scope?: string;
 }
 
-/** Runs a command (found on PATH) in the network namespace at `netns`; resolves with its stdout. */
+/**
+ * Runs a command in the network namespace at `netns` through util-linux's nsenter, both found on
+ * PATH (as `stencil check`'s host-tools line checks them); resolves with its stdout.
+ */
 export function inNetns(netns: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(NSENTER, [`--net=${netns}`, ...args], { timeout: COMMAND_TIMEOUT_MS }, (err, stdout, stderr) => {
+    execFile('nsenter', [`--net=${netns}`, ...args], { timeout: COMMAND_TIMEOUT_MS }, (err, stdout, stderr) => {
       if (!err) return resolve(String(stdout));
       const detail = String(stderr).trim() || err.message;
       reject(new PodNetworkError(ErrorCode.Internal, `in network namespace ${netns}: \`${args.join(' ')}\` failed: ${detail}`, { cause: err }));
