@@ -8,9 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from '../util/log.js';
 import type { Pod, PodRestore } from '../pod/types.js';
-import { CHECKPOINT_VM_DIR, writeCheckpointInfo } from '../pod/checkpoint.js';
+import { CHECKPOINT_VM_DIR } from '../pod/checkpoint.js';
 import { readCheckpoint, readSpec } from './bundle.js';
-import { checkpointExitRequested } from './checkpoint-options.js';
+import { checkpointTask } from './task-checkpoint.js';
 import { Code, RpcError, toRpcError } from '../rpc/errors.js';
 import { execsReported, type ExitInfo, Status, type Task, TaskProcess } from './process.js';
 import { adoptTask, attachInitStdio, type MigratingTask, reattachStdio, tasksForMigration } from './task-migration.js';
@@ -322,31 +322,15 @@ export class TaskService implements TaskHandlerObject {
     return {};
   }
 
-  /**
-   * Saves the task's whole pod VM, RAM included, into req.path (containerd stores that directory
-   * as the checkpoint): its processes keep their memory and run on from there after a Create
-   * with this checkpoint. A pod of one container only: the VM holds every container of the pod.
-   */
+  /** A checkpoint of the task's whole pod VM (task-checkpoint.ts). */
   async checkpoint(req: CheckpointTaskRequest): Promise<Empty> {
-    const task = this.task(req.id);
-    if (task.init.status !== Status.Running) throw new RpcError(Code.FailedPrecondition, `cannot checkpoint task ${task.id}: it is not running`);
-    if (this.tasks.size > 1) {
-      throw new RpcError(Code.FailedPrecondition, `cannot checkpoint task ${task.id}: its pod VM runs ${this.tasks.size} containers, and a checkpoint saves the whole VM`);
-    }
-    if (!path.isAbsolute(req.path)) throw new RpcError(Code.InvalidArgument, `checkpoint of task ${task.id}: path ${JSON.stringify(req.path)} is not absolute`);
-    const pod = await this.getPod();
-    fs.mkdirSync(req.path, { recursive: true, mode: 0o700 });
-    await pod.checkpoint(path.join(req.path, CHECKPOINT_VM_DIR)).catch((err) => {
-      throw toRpcError(err, `checkpoint task ${task.id}`, Code.Internal);
+    await checkpointTask(req, {
+      task: this.task(req.id),
+      containers: this.tasks.size,
+      pod: () => this.getPod(),
+      publish: (topic, type, event) => this.publish(topic, type, event),
+      log: this.log,
     });
-    writeCheckpointInfo(req.path, { containerId: task.id, paused: task.paused, terminal: task.init.stdio.terminal });
-    this.publish('/tasks/checkpointed', 'TaskCheckpointed', { containerId: task.id, checkpoint: req.path });
-    if (checkpointExitRequested(req.options)) {
-      await pod.signalProcess(task.id, '', 9, true).catch((err) => {
-        throw toRpcError(err, `stop task ${task.id} after its checkpoint`, Code.Internal);
-      });
-    }
-    this.log.info('task checkpointed', { id: task.id, path: req.path });
     return {};
   }
 
