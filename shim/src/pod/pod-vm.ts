@@ -36,7 +36,7 @@ import { createStateDir, type PodVmOptions, validateOptions } from './pod-vm-opt
 import { guestSpec, podNetworkSysctls } from './guest-spec.js';
 import type { ContainerRequest, Pod, PodMigrationStats, ProcessStdio } from './types.js';
 import { type ArrivedVm, receiveVm } from './vm-incoming.js';
-import { UnansweredGuestWatch } from './unanswered-guest.js';
+import { healthCheckTimeoutMs, UnansweredGuestWatch } from './unanswered-guest.js';
 import { type MigrationStatus, type MigrationUri, parseMigrationUri } from '../qmp/vm-commands.js';
 
 export { SHARE_TAG };
@@ -75,7 +75,7 @@ export class PodVm implements Pod {
   private vmExit: VmExit | undefined;
   /** Why the pod ended while its VM still exists: the guest stopped answering (unanswered-guest.ts). */
   private hung: string | undefined;
-  private readonly unanswered = new UnansweredGuestWatch((what) => this.guestHung(what));
+  private readonly unanswered: UnansweredGuestWatch;
   private resolveEnded!: (reason: string) => void;
   private stopping: Promise<void> | undefined;
   private lateConnect: Promise<void> | undefined;
@@ -105,6 +105,7 @@ export class PodVm implements Pod {
     this.log = options.logger?.child({ pod: options.id });
     this.files = new ContainerFiles(this.id, this.mountsDir, this.sharedDir, GUEST_SHARED_DIR, () => this.stopping !== undefined);
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
+    this.unanswered = new UnansweredGuestWatch((what) => this.guestHung(what), healthCheckTimeoutMs(options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS));
   }
 
   status(): { vmState: string; monitor?: string } {

@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import type { AgentClient } from '../agent/client.js';
 import { AgentCallError, AgentTimeoutError } from '../agent/errors.js';
 import { PodVmError } from './pod-errors.js';
-import { UnansweredGuestWatch } from './unanswered-guest.js';
+import { healthCheckTimeoutMs, UnansweredGuestWatch } from './unanswered-guest.js';
 
 const timeout = (rpc: string) => new AgentTimeoutError('DEADLINE_EXCEEDED', 'no answer within 60000 ms', { rpc, containerId: 'c1' });
 
@@ -62,5 +62,11 @@ describe('UnansweredGuestWatch', () => {
     await assert.rejects(watch.request(a as unknown as AgentClient, () => Promise.reject(refused)), (err) => err === refused);
     assert.equal(await watch.request(a as unknown as AgentClient, async () => 7), 7);
     assert.equal(a.pings, 0);
+  });
+
+  it('gives the ping half the request timeout, at least a second', () => {
+    assert.equal(healthCheckTimeoutMs(60_000), 30_000);
+    assert.equal(healthCheckTimeoutMs(20_000), 10_000);
+    assert.equal(healthCheckTimeoutMs(1_000), 1_000);
   });
 });

@@ -9,8 +9,14 @@ import type { AgentClient } from '../agent/client.js';
 import { AgentTimeoutError } from '../agent/errors.js';
 import { PodVmError } from './pod-errors.js';
 
-/** How long the ping after a timed-out request waits. */
-export const HEALTH_CHECK_TIMEOUT_MS = 10_000;
+/**
+ * How long the ping after a timed-out request waits: half the request timeout. Generous, because
+ * taking a starved but live guest (an overloaded host) for hung would kill its containers, while
+ * a hung guest's pod only goes a little later.
+ */
+export function healthCheckTimeoutMs(requestTimeoutMs: number): number {
+  return Math.max(1_000, Math.round(requestTimeoutMs / 2));
+}
 
 export class UnansweredGuestWatch {
   /** The ping under way: concurrent timeouts share it. */
@@ -23,7 +29,7 @@ export class UnansweredGuestWatch {
    */
   constructor(
     private readonly onHung: (unanswered: string) => string | undefined,
-    private readonly healthCheckMs = HEALTH_CHECK_TIMEOUT_MS,
+    private readonly healthCheckMs: number,
   ) {}
 
   /** Runs one request; a timeout is followed by the ping, and fails with the hung guest's reason if that goes unanswered too. */
