@@ -11,6 +11,7 @@
 import type { Pod } from '../pod/types.js';
 import { Code, RpcError } from '../rpc/errors.js';
 import type { Logger } from '../util/log.js';
+import { withDeadline } from '../util/deadline.js';
 
 export const FAILPOINT_ANNOTATION_PREFIX = 'io.stencil.failpoint.';
 
@@ -80,11 +81,7 @@ export async function hitFailpoint({ pod, points, step, id, execId = '', log }: 
       return;
     case 'panic-guest': {
       pod.injectNmi();
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`failpoint ${step}: the VM did not end within ${PANIC_TIMEOUT_MS} ms of its NMI`)), PANIC_TIMEOUT_MS);
-      });
-      await Promise.race([pod.ended, late]).finally(() => clearTimeout(timer));
+      await withDeadline(pod.ended, PANIC_TIMEOUT_MS, () => new Error(`failpoint ${step}: the VM did not end within ${PANIC_TIMEOUT_MS} ms of its NMI`));
       return;
     }
     case 'kill-container':

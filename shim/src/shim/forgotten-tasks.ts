@@ -10,6 +10,7 @@ import { Code, RpcError } from '../rpc/errors.js';
 import type { Logger } from '../util/log.js';
 import { Status } from './process.js';
 import type { TaskService } from './task-service.js';
+import { withDeadline } from '../util/deadline.js';
 
 /** How often the bundles are looked for: a stat per task. */
 export const FORGOTTEN_TASK_CHECK_MS = 5_000;
@@ -52,9 +53,7 @@ async function endTask(service: ForgettableTasks, id: string): Promise<void> {
   if (!state) return;
   if (state.status === Status.Running || state.status === Status.Paused) {
     await service.kill({ id, execId: '', signal: 9, all: true }).catch(() => undefined);
-    let timer: NodeJS.Timeout | undefined;
-    const gaveUp = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`task ${id} still runs ${KILL_WAIT_MS / 1000} s after SIGKILL`)), KILL_WAIT_MS)));
-    await Promise.race([service.wait({ id, execId: '' }), gaveUp]).finally(() => clearTimeout(timer));
+    await withDeadline(service.wait({ id, execId: '' }), KILL_WAIT_MS, () => new Error(`task ${id} still runs ${KILL_WAIT_MS / 1000} s after SIGKILL`));
   }
   await service.delete({ id, execId: '' });
 }
