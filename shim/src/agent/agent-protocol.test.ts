@@ -286,4 +286,24 @@ describe('agent protocol over a Unix socket', () => {
       server.close();
     }
   });
+
+  it('closes a connection that completes only after the hello timed out, instead of leaking it', async () => {
+    let destroyed = 0;
+    let made!: () => void;
+    const connected = new Promise<void>((resolve) => (made = resolve));
+    const connect = () =>
+      new Promise<net.Socket>((resolve) =>
+        setTimeout(() => {
+          resolve({ destroy: () => void destroyed++ } as unknown as net.Socket);
+          made();
+        }, 100),
+      );
+    await assert.rejects(AgentClient.connect({ connect, connectTimeoutMs: 20 }), (err: unknown) => {
+      assert.ok(err instanceof AgentTimeoutError && /no hello reply within 20 ms/.test(err.message), String(err));
+      return true;
+    });
+    await connected;
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(destroyed, 1);
+  });
 });

@@ -165,13 +165,11 @@ async function openConnection(
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new AgentTimeoutError('DEADLINE_EXCEEDED', `no hello reply within ${timeoutMs} ms`, ctx)), timeoutMs);
   });
+  const connecting = connect().catch((err: Error) => {
+    throw new AgentConnectionError('UNAVAILABLE', `cannot connect: ${err.message}`, ctx, { cause: err });
+  });
   try {
-    socket = await Promise.race([
-      connect().catch((err: Error) => {
-        throw new AgentConnectionError('UNAVAILABLE', `cannot connect: ${err.message}`, ctx, { cause: err });
-      }),
-      timeout,
-    ]);
+    socket = await Promise.race([connecting, timeout]);
     const s = socket;
     const decoder = new FrameDecoder();
     const reply = new Promise<Opened>((resolve, reject) => {
@@ -226,6 +224,9 @@ async function openConnection(
     return await Promise.race([reply, timeout]);
   } catch (err) {
     socket?.destroy();
+    // Timed out while connecting: a connection made later must not stay open (an fd here, and a
+    // connection in the guest whose agent waits for its hello).
+    if (!socket) connecting.then((late) => late.destroy(), () => undefined);
     throw err;
   } finally {
     clearTimeout(timer);
