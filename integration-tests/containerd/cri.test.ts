@@ -28,7 +28,7 @@ import {
 import { criHostProblem, freePort } from '../lib/cri-host.js';
 import { StreamSession } from '../lib/cri-stream.js';
 import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG } from '../lib/template.js';
-import { logOffset, podStatus, withVmmFaults } from '../lib/ctr-tasks.js';
+import { logOffset, logSince, podStatus, withVmmFaults } from '../lib/ctr-tasks.js';
 import { QmpClient } from '../lib/qmp-client.js';
 
 const HANDLERS = criHandlers();
@@ -436,7 +436,7 @@ for (const version of criVersions()) {
               qmp.close();
             }
             for (const name of ['a', 'b']) assert.equal((await waitContainerState(cri, pod.containers[name], 'CONTAINER_EXITED', 60_000)).exitCode, 255, name);
-            assert.match(fs.readFileSync(c.logPath).subarray(since).toString(), /Kernel panic - not syncing: NMI/, "the guest's panic is not in containerd's log (the shim's)");
+            assert.match(logSince(c, since), /Kernel panic - not syncing: NMI/, "the guest's panic is not in containerd's log (the shim's)");
             await removePod(cri, pod.id);
             assert.deepEqual(await cri.listPodSandbox(), []);
             assert.deepEqual(await leftovers(), []);

@@ -21,7 +21,7 @@ import { repoRoot } from '../../shim/src/util/paths.js';
 import { ContainerdInstance, type ContainerdVersion } from '../lib/containerd.js';
 import { SLOW_HOST_TIMEOUTS, slowHostTimeouts } from '../lib/containerd-config.js';
 import { EventWatch } from '../lib/ctr-events.js';
-import { leaksAfterDeadShim, podStatus, sweep, taskStatus as taskStatusOf, waitWhile as waitWhileOf } from '../lib/ctr-tasks.js';
+import { leaksAfterDeadShim, logOffset, logSince, podStatus, sweep, taskStatus as taskStatusOf, waitWhile as waitWhileOf } from '../lib/ctr-tasks.js';
 import { ensureShimTemplate, writeShimConfig } from '../lib/template.js';
 
 const RUNTIME = 'io.containerd.stencil.v2';
@@ -238,7 +238,7 @@ describe(`faults injected under containerd ${VERSION} with the Stencil shim`, ()
       const shim = c.shimPids(id);
       assert.equal(shim.length, 1, `the shim daemon of ${id}: ${shim.join(', ')}`);
       events.stop();
-      const logBefore = fs.readFileSync(c.logPath, 'utf8').length;
+      const logBefore = logOffset(c);
       // As a loaded host makes a shim miss containerd's load timeout: the stopped daemon's socket
       // still accepts, but nothing answers, so containerd runs the shim's delete, reports the task
       // exited and removes its bundle while the daemon still runs the container.
@@ -248,7 +248,7 @@ describe(`faults injected under containerd ${VERSION} with the Stencil shim`, ()
       process.kill(stopped, 'SIGCONT');
       stopped = undefined;
       events = await EventWatch.start(c);
-      const log = () => fs.readFileSync(c.logPath, 'utf8').slice(logBefore);
+      const log = () => logSince(c, logBefore);
       assert.equal(await taskStatus(id), undefined, `containerd reconnected to a stopped shim:\n${log()}`);
       assert.match(log(), /unable to load shim[^\n]*forgotten/, 'containerd did not report giving up on the shim');
       for (let i = 0; i < 100 && !log().includes('containerd no longer knows this task'); i++) await sleep(200);

@@ -12,7 +12,7 @@ import { CONTAINERD_VERSIONS, ContainerdInstance } from '../lib/containerd.js';
 import { SLOW_HOST_TIMEOUTS } from '../lib/containerd-config.js';
 import { updateTaskResources } from '../lib/containerd-api.js';
 import { EventWatch } from '../lib/ctr-events.js';
-import { leaksAfterDeadShim, logOffset, logWithFaults, podStatus, removeTask, sweep, taskRow, taskStatus as taskStatusOf, waitWhile } from '../lib/ctr-tasks.js';
+import { leaksAfterDeadShim, logOffset, logSince, logWithFaults, podStatus, removeTask, sweep, taskRow, taskStatus as taskStatusOf, waitWhile } from '../lib/ctr-tasks.js';
 import { lostGrpcRace } from '../lib/grpc-race.js';
 import { QmpClient } from '../lib/qmp-client.js';
 import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG, writeShimConfig } from '../lib/template.js';
@@ -138,10 +138,10 @@ for (const version of CONTAINERD_VERSIONS) {
       await noLeaks();
       if (version !== CONTAINERD_VERSIONS[0]) return;  // one cold boot is enough (TCG makes it slow)
       const boot = writeShimConfig(`miss-boot-${version}.toml`, { memory: '320M', onMiss: 'boot' });
-      const logBefore = fs.readFileSync(c.logPath, 'utf8').length;
+      const logBefore = logOffset(c);
       const booted = await run(['--rm', '--runtime-config-path', boot, image, 'tm2', 'echo', 'hi']);
       assert.equal(booted.stdout, 'hi\n', booted.stderr);
-      assert.match(fs.readFileSync(c.logPath, 'utf8').slice(logBefore), /warn.*no template matches VM .*320 MiB.*booting it from scratch/);
+      assert.match(logSince(c, logBefore), /warn.*no template matches VM .*320 MiB.*booting it from scratch/);
       await noLeaks();
     });
 
@@ -477,7 +477,7 @@ for (const version of CONTAINERD_VERSIONS) {
         const shims = c.shimPids();
         assert.equal(shims.length, 1, `one shim daemon: ${shims.join(', ')}`);
         events.stop();  // its connection goes with containerd
-        const logBefore = fs.readFileSync(c.logPath, 'utf8').length;
+        const logBefore = logOffset(c);
         await c.restart();
         events = await EventWatch.start(c);
         assert.deepEqual(c.shimPids(), shims, 'the shim daemon did not survive containerd');
@@ -486,7 +486,7 @@ for (const version of CONTAINERD_VERSIONS) {
         assert.ok(after > before, `the container stopped counting across the restart (${before}, then ${after})`);
         await killAndRemove(id);
         // The shim's log FIFO lost its reader with the old containerd; its lines reach the new one.
-        const logAfter = fs.readFileSync(c.logPath, 'utf8').slice(logBefore);
+        const logAfter = logSince(c, logBefore);
         const deleted = logAfter.split('\n').some((l) => l.includes('"message":"task deleted"') && l.includes(`"id":"${id}"`));
         assert.ok(deleted, `the shim's log after the restart is not in containerd's log:\n${c.logTail(30)}`);
       } finally {
@@ -571,9 +571,9 @@ describe('containerd 2.1 with the Stencil shim over gRPC', () => {
   async function runPastTheRace(args: string[]) {
     for (let retries = 0; ; retries++) {
       const id = `g${++attempt}`;
-      const logBefore = fs.readFileSync(c.logPath, 'utf8').length;
+      const logBefore = logOffset(c);
       const r = await c.ctr(['run', '--rm', '--runtime', RUNTIME, image, id, ...args]);
-      const log = fs.readFileSync(c.logPath, 'utf8').slice(logBefore);
+      const log = logSince(c, logBefore);
       const bundle = path.join(c.state, 'io.containerd.runtime.v2.task', c.namespace, id);
       const race = lostGrpcRace({ id, bundle, code: r.code, stderr: r.stderr, log });
       if (!race || retries === MAX_RACE_RETRIES) {

@@ -55,8 +55,7 @@ export async function leaksAfterDeadShim(c: ContainerdInstance, id: string): Pro
  * guest that stopped answering) in containerd's log, from byte `since` on (the whole log by default).
  */
 export function vmmFaults(c: ContainerdInstance, since = 0): string[] {
-  const text = fs.readFileSync(c.logPath).subarray(since).toString('utf8');
-  return text.split('\n').filter((l) => EMULATED_HOST_FAULT.test(l) || GUEST_STOPPED_ANSWERING.test(l));
+  return logSince(c, since).split('\n').filter((l) => EMULATED_HOST_FAULT.test(l) || GUEST_STOPPED_ANSWERING.test(l));
 }
 
 /**
@@ -105,7 +104,12 @@ export function podStatus(c: ContainerdInstance, id: string, namespace = c.names
   });
 }
 
-/** containerd's log size now: where a scenario's part of it starts (logWithFaults' `since`). */
+/** containerd's log from byte `since` (a logOffset) on. */
+export function logSince(c: ContainerdInstance, since: number): string {
+  return fs.readFileSync(c.logPath).subarray(since).toString('utf8');
+}
+
+/** containerd's log size now: where a scenario's part of it starts (logSince, logWithFaults' `since`). */
 export function logOffset(c: ContainerdInstance): number {
   return fs.statSync(c.logPath).size;
 }
