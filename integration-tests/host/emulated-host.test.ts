@@ -83,10 +83,10 @@ describe('emulated-host exit codes', () => {
         [ "$pid" != 1 ] && [ "$(tr '\\0' ' ' <"$p/cmdline" 2>/dev/null)" = "$init" ] && kill -STOP "$pid" && stopped=$((stopped + 1))
       done
       echo "stopped $stopped heartbeat process(es)"; sleep 600`;
-    const r = await emulatedHost(stopHeartbeat, { EMULATED_HOST_STALL_SECONDS: '30' });
+    const r = await emulatedHost(stopHeartbeat, { EMULATED_HOST_STALL_SECONDS: '12' });
     assert.match(r.stdout, /stopped [1-9]\d* heartbeat process\(es\)/);
     assert.equal(r.code, 125);
-    assert.match(r.stderr, /STALLED: no heartbeat from the emulated host for 30s/);
+    assert.match(r.stderr, /STALLED: no heartbeat from the emulated host for 12s/);
   });
 });
 

@@ -84,6 +84,9 @@ describe('the emulated-host fault retry', () => {
       `{"level":"error","message":"the guest of pod pod-1 stopped answering (agent Stats(c): no answer within 60000 ms, nor a ping within 10000 ms); its vCPUs are paused; VM exits: {\\"exitsByReason\\":{\\"io\\":9},\\"kvmVcpuStats\\":{\\"exits\\":${exits},\\"pf_guest\\":${pf}}}"}`;
     assert.match(pageFaultStorm(shim(2000000, 1990000)) ?? '', /1990000 page faults reflected into it, of 2000000 exits/);
     assert.equal(pageFaultStorm(shim(2000000, 1000)), undefined);
+    // A clone that never printed what the test waited for (snapshot.test), with its exit stats.
+    const quiet = hung(4789656, 4688013).replace('guest did not finish within 180000 ms', 'console never showed /tick-(\\d+)\\r?\\n/ within 120000 ms');
+    assert.match(pageFaultStorm(quiet) ?? '', /4688013 page faults reflected into it/);
   });
 
   it("gives a failure's error, a block or quoted, cut at a length that says how much is left", () => {

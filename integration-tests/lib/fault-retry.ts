@@ -11,7 +11,7 @@ export const EMULATED_HOST_FAULT = /triple-fault \(vCPU \d+ triple-faulted \(KVM
  * host"): a guest that never finishes because a vCPU spins taking page faults that KVM reflects
  * into it, nearly every exit of the VM a reflected #PF. Matched from the exit stats a hung guest's
  * failure carries (lib/guest.ts, or the shim's GUEST_STOPPED_ANSWERING report): a guest that timed
- * out or stopped answering, with at least MIN_PF_STORM reflected page faults making up at least
+ * out (never finished, or never printed what a test waited for) or stopped answering, with at least MIN_PF_STORM reflected page faults making up at least
  * 90% of its exits. A guest hung any other way is not matched.
  */
 const MIN_PF_STORM = 100_000;
@@ -21,7 +21,7 @@ const MIN_PF_STORM = 100_000;
  */
 export const GUEST_STOPPED_ANSWERING = /the guest of pod \S+ stopped answering \(/;
 export function pageFaultStorm(detail: string): string | undefined {
-  if (!/guest did not finish within \d+ ms/.test(detail) && !GUEST_STOPPED_ANSWERING.test(detail)) return undefined;
+  if (!/guest did not finish within \d+ ms|console never showed .* within \d+ ms/.test(detail) && !GUEST_STOPPED_ANSWERING.test(detail)) return undefined;
   // The stats may come as JSON inside a JSON log line (quotes escaped).
   const exits = Number(/\\?"exits\\?":(\d+)/.exec(detail.slice(detail.indexOf('kvmVcpuStats')))?.[1] ?? NaN);
   const pf = Number(/\\?"pf_guest\\?":(\d+)/.exec(detail)?.[1] ?? NaN);

@@ -54,7 +54,7 @@ export function guestSpec(script: string | undefined, options: GuestOptions = {}
 export class ConsoleCapture {
   text = '';
   private waiters: Array<{ re: RegExp; resolve: (m: RegExpMatchArray) => void }> = [];
-  constructor(vm: MicroVm) {
+  constructor(private readonly vm: MicroVm) {
     vm.console.on('data', (chunk: Buffer) => {
       this.text += chunk.toString('latin1');
       if (process.env.STENCIL_TEST_CONSOLE) process.stderr.write(chunk);
@@ -69,8 +69,23 @@ export class ConsoleCapture {
   waitFor(re: RegExp, timeoutMs = BOOT_TIMEOUT_MS): Promise<RegExpMatchArray> {
     const m = this.text.match(re);
     if (m) return Promise.resolve(m);
-    return withTimeout(new Promise((resolve) => this.waiters.push({ re, resolve })), timeoutMs, `console never showed ${re}`, this);
+    return withTimeout(new Promise<RegExpMatchArray>((resolve) => this.waiters.push({ re, resolve })), timeoutMs, `console never showed ${re}`, this).catch(
+      (err: Error) => {
+        throw withExitStats(err, this.vm);
+      },
+    );
   }
+}
+
+/** A hung guest's error, with its exit counts: they say whether its vCPUs still ran, halted or never left KVM (lib/fault-retry.ts reads them). */
+export function withExitStats(err: Error, vm: MicroVm): Error {
+  let stats: string;
+  try {
+    stats = JSON.stringify(vm.exitStats(6));
+  } catch {
+    return err; // the VM is gone: nothing to add
+  }
+  return new Error(`${err.message}\nexit stats: ${stats}`, { cause: err });
 }
 
 export async function withTimeout<T>(p: Promise<T>, ms: number, what: string, console?: ConsoleCapture): Promise<T> {
@@ -136,8 +151,7 @@ async function runInGuestOnce(script: string, options: GuestOptions): Promise<Gu
   try {
     vm.start();
     const exit = await withTimeout(vm.waitExit(), BOOT_TIMEOUT_MS, 'guest did not finish', capture).catch((err: Error) => {
-      // A hung guest: its exit counts say whether its vCPUs still ran, halted or never left KVM.
-      throw new Error(`${err.message}\nexit stats: ${JSON.stringify(vm.exitStats(6))}`, { cause: err });
+      throw withExitStats(err, vm);
     });
     await vm.destroy();
     // Log the console into the test output: evidence of what the guest really did.
