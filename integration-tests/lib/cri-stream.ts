@@ -14,6 +14,7 @@
 import crypto from 'node:crypto';
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
+import { withDeadline } from '../../shim/src/util/deadline.js';
 
 const PROTOCOL = 'v4.channel.k8s.io';
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
@@ -237,18 +238,10 @@ export class StreamSession {
 
   /** Waits until the server ends the session; rejects (closing it) after timeoutMs. */
   async ended(timeoutMs = 30_000): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        this.sock.destroy();
-        reject(new Error(`CRI stream: not ended within ${timeoutMs} ms; stdout so far ${JSON.stringify(this.received(Channel.Stdout))}`));
-      }, timeoutMs);
+    await withDeadline(this.finished, timeoutMs, () => {
+      this.sock.destroy();
+      return new Error(`CRI stream: not ended within ${timeoutMs} ms; stdout so far ${JSON.stringify(this.received(Channel.Stdout))}`);
     });
-    try {
-      await Promise.race([this.finished, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
   }
 
   /** Closes the session from this side. */

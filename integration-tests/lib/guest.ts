@@ -8,6 +8,7 @@ import { defaultConfig } from '../../runtime-config/src/config.js';
 import { DEFAULT_CMDLINE, MicroVm } from '../../shim/src/hypervisor/microvm.js';
 import { confineVmmThreads } from '../../shim/src/hypervisor/native.js';
 import { describeExit, type VmExit, type VmSpec } from '../../shim/src/hypervisor/types.js';
+import { withDeadline } from '../../shim/src/util/deadline.js';
 import { builtGuestArtifacts, repoRoot } from '../../shim/src/util/paths.js';
 
 // The VMs of every VM test (they all use these helpers) run as the product runs them by default:
@@ -88,19 +89,8 @@ export function withExitStats(err: Error, vm: MicroVm): Error {
   return new Error(`${err.message}\nexit stats: ${stats}`, { cause: err });
 }
 
-export async function withTimeout<T>(p: Promise<T>, ms: number, what: string, console?: ConsoleCapture): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`${what} within ${ms} ms; console so far:\n${console?.text.slice(-3000) ?? ''}`)),
-      ms,
-    );
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+export function withTimeout<T>(p: Promise<T>, ms: number, what: string, console?: ConsoleCapture): Promise<T> {
+  return withDeadline(p, ms, () => new Error(`${what} within ${ms} ms; console so far:\n${console?.text.slice(-3000) ?? ''}`));
 }
 
 export interface GuestRun {
