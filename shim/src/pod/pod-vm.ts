@@ -333,15 +333,21 @@ export class PodVm implements Pod {
 
   private bootError(message: string, cause?: unknown): PodVmError {
     // A clone's console holds only what it printed since its restore: where its vCPUs went says more.
-    // The stats are read from KVM's stats fds and the VMM's counters, never by a vCPU ioctl, so a
-    // vCPU that never leaves KVM_RUN cannot hold this up.
-    let stats = '';
+    return new PodVmError('UNAVAILABLE', `pod ${this.id}: ${message}${this.exitStatsNote()}; guest console (last part):\n${this.consoleTail()}`, { cause });
+  }
+
+  /**
+   * "; VM exits: {...}" for an error about a guest that failed or hung ("" when the VM is gone).
+   * The stats are read from KVM's stats fds and the VMM's counters, never by a vCPU ioctl, so a
+   * vCPU that never leaves KVM_RUN cannot hold this up.
+   */
+  private exitStatsNote(): string {
     try {
-      if (this.vm instanceof MicroVm && this.vm.state !== 'destroyed') stats = `; VM exits: ${JSON.stringify(this.vm.exitStats(4))}`;
+      if (this.vm instanceof MicroVm && this.vm.state !== 'destroyed') return `; VM exits: ${JSON.stringify(this.vm.exitStats(4))}`;
     } catch {
       /* the VM is gone: nothing to add */
     }
-    return new PodVmError('UNAVAILABLE', `pod ${this.id}: ${message}${stats}; guest console (last part):\n${this.consoleTail()}`, { cause });
+    return '';
   }
 
   /** Connects to the agent, retrying while the guest boots. */
@@ -389,16 +395,10 @@ export class PodVm implements Pod {
       this.log?.warn('the guest did not answer while its VM is not running', { unanswered, vmState: this.vm.state });
       return undefined;
     }
-    let stats = '';
-    try {
-      if (this.vm instanceof MicroVm) stats = `; VM exits: ${JSON.stringify(this.vm.exitStats(4))}`;
-    } catch {
-      /* the VM is gone: nothing to add */
-    }
-    const reason = `the guest of pod ${this.id} stopped answering (${unanswered}); its vCPUs are paused${stats}`;
+    const reason = `the guest of pod ${this.id} stopped answering (${unanswered}); its vCPUs are paused${this.exitStatsNote()}`;
     this.hung = reason;
     this.log?.error(reason, { consoleTail: this.consoleTail().slice(-4096) });
-    if (this.vm?.state === 'running') this.vm.pause().catch((err: Error) => this.log?.warn('cannot pause the hung guest', { error: err.message }));
+    this.vm?.pause().catch((err: Error) => this.log?.warn('cannot pause the hung guest', { error: err.message }));
     this.client?.close(reason);
     this.resolveEnded(reason);
     return reason;
