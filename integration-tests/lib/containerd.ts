@@ -392,9 +392,14 @@ export class ContainerdInstance {
     const shared = ([p, k]: [string, string]) => k === 'socket' || (k === 'file' && isUnder(p, '/dev/shm'));
     const owners = openers(added.filter(shared).map(([p]) => p), { mapped: true });
     const ours = new Set(this.instanceProcesses().map((p) => p.pid));
-    for (const [p, kind] of added) {
+    const someoneElses = (p: string) => {
       const o = owners.get(p) ?? [];
-      if (shared([p, kind]) && o.length > 0 && !o.some((pid) => ours.has(pid))) continue;
+      return o.length > 0 && !o.some((pid) => ours.has(pid));
+    };
+    for (const [p, kind] of added) {
+      if (shared([p, kind]) && someoneElses(p)) continue;
+      // The address a Stencil shim's `start` recorded beside its socket goes with that socket.
+      if (kind === 'file' && isUnder(p, SHIM_SOCKET_DIR) && p.endsWith('.address') && someoneElses(p.slice(0, -'.address'.length))) continue;
       if (kind === 'dir' && path.dirname(p) === '/dev/shm') continue; // the RAM file directory itself
       out.push(`${kind} ${p}`);
     }
@@ -540,6 +545,12 @@ export class ContainerdInstance {
     const open = openers([...sockets, ...fifos]);
     const unused = (p: string) => (open.get(p) ?? []).length === 0;
     for (const p of sockets.filter(unused)) {
+      fs.rmSync(p, { force: true });
+      report.removed.push(p);
+    }
+    // The addresses Stencil shims recorded beside their sockets (shim/src/shim/address.ts).
+    for (const [p] of added.filter(([p, k]) => k === 'file' && isUnder(p, SHIM_SOCKET_DIR) && p.endsWith('.address'))) {
+      if (fs.existsSync(p.slice(0, -'.address'.length))) continue;
       fs.rmSync(p, { force: true });
       report.removed.push(p);
     }

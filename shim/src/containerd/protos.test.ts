@@ -6,7 +6,6 @@ import {
   CGROUPS_V2_METRICS_TYPE,
   decodeJsonAny,
   decodeMessage,
-  decodeRuntimeOptions,
   encodeJsonAny,
   encodeMessage,
   messageType,
@@ -79,20 +78,6 @@ describe('containerd protos', () => {
     assert.throws(() => decodeJsonAny(null, 'exec e1 spec'), (err: RpcError) => err.code === Code.InvalidArgument && err.message === 'exec e1 spec is missing');
     assert.throws(() => decodeJsonAny({ typeUrl: OCI_PROCESS_TYPE_URL, value: Buffer.from('{nope') }, 'exec e1 spec'), /exec e1 spec \(types.containerd.io\/.*\/Process\) is not valid JSON/);
     assert.throws(() => decodeJsonAny({ typeUrl: 'x', value: Buffer.from('[1]') }, 'resources'), /resources \(x\) is not a JSON object/);
-  });
-
-  it('decodes runtimeoptions.v1.Options from start stdin bytes or a decoded Any', () => {
-    const inner = packAny('runtimeoptions.v1.Options', { typeUrl: 'io.stencil.Config', configPath: '/etc/stencil.toml', configBody: Buffer.from('x=1') });
-    const stdin = encodeMessage('google.protobuf.Any', inner);
-    const opts = decodeRuntimeOptions(stdin)!;
-    assert.equal(opts.configPath, '/etc/stencil.toml');
-    assert.equal(opts.typeUrl, 'io.stencil.Config');
-    assert.equal(Buffer.from(opts.configBody).toString(), 'x=1');
-    assert.equal(decodeRuntimeOptions(inner)!.configPath, '/etc/stencil.toml');
-    assert.equal(decodeRuntimeOptions(new Uint8Array()), undefined);
-    assert.equal(decodeRuntimeOptions(null), undefined);
-    assert.equal(decodeRuntimeOptions({ typeUrl: 'containerd.runc.v1.Options', value: Buffer.alloc(0) }), undefined);
-    assert.throws(() => decodeRuntimeOptions(Buffer.from([0x0a, 0xff])), /runtime options: not a protobuf Any/);
   });
 });
 

@@ -6,12 +6,14 @@ import protobuf from 'protobufjs';
 import { Code, RpcError } from '../rpc/errors.js';
 import { DECODE_OPTIONS } from '../rpc/service.js';
 import { loadProtoFiles, prepareForEncoding } from '../util/proto.js';
+import { type AnyMessage, anyTypeName } from './any.js';
+
+export { type AnyMessage, anyTypeName } from './any.js';
 
 export const TASK_SERVICE_V2 = 'containerd.task.v2.Task';
 export const TASK_SERVICE_V3 = 'containerd.task.v3.Task';
 export const EVENTS_SERVICE = 'containerd.services.events.ttrpc.v1.Events';
 export const EVENTS_PACKAGE = 'containerd.events';
-export const RUNTIME_OPTIONS_TYPE = 'runtimeoptions.v1.Options';
 export const CGROUPS_V2_METRICS_TYPE = 'io.containerd.cgroups.v2.Metrics';
 /** Type URLs of the JSON payloads in ExecProcessRequest.spec and UpdateTaskRequest.resources. */
 export const OCI_PROCESS_TYPE_URL = 'types.containerd.io/opencontainers/runtime-spec/1/Process';
@@ -75,12 +77,6 @@ export {
 
 // ---- Any ----
 
-/** google.protobuf.Any as a plain object. */
-export interface AnyMessage {
-  typeUrl: string;
-  value: Uint8Array;
-}
-
 export function encodeAny(typeUrl: string, value: Uint8Array): AnyMessage {
   return { typeUrl, value };
 }
@@ -88,11 +84,6 @@ export function encodeAny(typeUrl: string, value: Uint8Array): AnyMessage {
 /** A protobuf message packed in an Any with its bare type URL (how containerd expects events, metrics). */
 export function packAny(typeName: string, message: object): AnyMessage {
   return { typeUrl: typeName.replace(/^\./, ''), value: encodeMessage(typeName, message) };
-}
-
-/** The message name of a type URL: everything after the last "/" (prefixes are optional). */
-export function anyTypeName(typeUrl: string): string {
-  return typeUrl.slice(typeUrl.lastIndexOf('/') + 1);
 }
 
 /** Decodes a protobuf Any whose type is in proto/containerd; `expected` (a type name) is checked if given. */
@@ -125,37 +116,3 @@ export function encodeJsonAny(typeUrl: string, value: unknown): AnyMessage {
   return { typeUrl, value: Buffer.from(JSON.stringify(value), 'utf8') };
 }
 
-// ---- runtime options ----
-
-export interface RuntimeOptions {
-  typeUrl: string;
-  configPath: string;
-  configBody: Buffer;
-}
-
-/**
- * The runtimeoptions.v1.Options in the runtime options containerd passes: either the raw
- * protobuf Any read from the `start` subcommand's stdin, or CreateTaskRequest.options as decoded.
- * undefined when there are none (empty stdin, null) or they are of another type (e.g. runc's);
- * an error naming the problem when the bytes do not decode.
- */
-export function decodeRuntimeOptions(options: Uint8Array | AnyMessage | null | undefined): RuntimeOptions | undefined {
-  if (!options) return undefined;
-  let any: AnyMessage;
-  if (ArrayBuffer.isView(options)) {
-    if (options.length === 0) return undefined;
-    try {
-      any = decodeMessage<AnyMessage>('google.protobuf.Any', options);
-    } catch (err) {
-      throw new Error(`runtime options: not a protobuf Any (${options.length} bytes): ${(err as Error).message}`, { cause: err });
-    }
-  } else {
-    any = options;
-  }
-  if (anyTypeName(any.typeUrl) !== RUNTIME_OPTIONS_TYPE) return undefined;
-  try {
-    return decodeMessage<RuntimeOptions>(RUNTIME_OPTIONS_TYPE, any.value ?? new Uint8Array());
-  } catch (err) {
-    throw new Error(`runtime options: undecodable ${RUNTIME_OPTIONS_TYPE}: ${(err as Error).message}`, { cause: err });
-  }
-}

@@ -71,15 +71,20 @@ interface IpRoute {
 
 /**
  * Runs a command in the network namespace at `netns` through util-linux's nsenter, both found on
- * PATH (as `stencil check`'s host-tools line checks them); resolves with its stdout.
+ * PATH (as `stencil check`'s host-tools line checks them), with `input` on its stdin (a batch of
+ * commands for `ip`/`tc -batch -`: each process costs more than the work it does); resolves
+ * with its stdout.
  */
-export function inNetns(netns: string, args: string[]): Promise<string> {
+export function inNetns(netns: string, args: string[], input = ''): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile('nsenter', [`--net=${netns}`, ...args], { timeout: COMMAND_TIMEOUT_MS }, (err, stdout, stderr) => {
+    const child = execFile('nsenter', [`--net=${netns}`, ...args], { timeout: COMMAND_TIMEOUT_MS }, (err, stdout, stderr) => {
       if (!err) return resolve(String(stdout));
       const detail = String(stderr).trim() || err.message;
-      reject(new PodNetworkError(ErrorCode.Internal, `in network namespace ${netns}: \`${args.join(' ')}\` failed: ${detail}`, { cause: err }));
+      const batch = input ? ` with input ${JSON.stringify(input.trim())}` : '';
+      reject(new PodNetworkError(ErrorCode.Internal, `in network namespace ${netns}: \`${args.join(' ')}\`${batch} failed: ${detail}`, { cause: err }));
     });
+    child.stdin?.on('error', () => undefined); // a command that exits early: its error says why
+    child.stdin?.end(input);
   });
 }
 
@@ -123,7 +128,9 @@ export function guestRoutes(routes: IpRoute[], hostInterface: string): GuestRout
  */
 export async function attachPodNetwork(netns: string, log?: Logger): Promise<PodNetwork | undefined> {
   if (!fs.existsSync(netns)) throw new PodNetworkError(ErrorCode.InvalidArgument, `the pod's network namespace ${netns} does not exist`);
-  const links = parseJson<IpLink[]>(await inNetns(netns, ['ip', '-j', 'addr', 'show']), `the interfaces of ${netns}`);
+  // One JSON array per line: the interfaces, then the IPv4 routes (`route show`'s default family).
+  const [linksJson = '', routesJson = ''] = (await inNetns(netns, ['ip', '-j', '-batch', '-'], 'addr show\nroute show\n')).split('\n');
+  const links = parseJson<IpLink[]>(linksJson, `the interfaces of ${netns}`);
   const cni = pickCniInterface(links);
   if (!cni) {
     log?.info('the pod network namespace has no CNI interface: no pod network', { netns, interfaces: links.map((l) => l.ifname) });
@@ -136,19 +143,17 @@ export async function attachPodNetwork(netns: string, log?: Logger): Promise<Pod
     mtu,
     addresses: (cni.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`),
   };
-  const routes = guestRoutes(parseJson<IpRoute[]>(await inNetns(netns, ['ip', '-j', '-4', 'route', 'show']), `the routes of ${netns}`), cni.ifname);
+  const routes = guestRoutes(parseJson<IpRoute[]>(routesJson, `the routes of ${netns}`), cni.ifname);
 
   const tapFd = loadAddon().openTap({ name: TAP_NAME, netns, mtu });
-  const redirect = async (from: string, to: string) => {
-    await inNetns(netns, ['tc', 'qdisc', 'add', 'dev', from, 'ingress']);
-    await inNetns(netns, ['tc', 'filter', 'add', 'dev', from, 'parent', 'ffff:', 'protocol', 'all', 'matchall', 'action', 'mirred', 'egress', 'redirect', 'dev', to]);
-  };
-  const removeRedirects = async () => {
-    for (const dev of [cni.ifname, TAP_NAME]) await inNetns(netns, ['tc', 'qdisc', 'del', 'dev', dev, 'ingress']).catch(() => undefined);
-  };
+  // Each way: an ingress qdisc whose filter sends every frame out of the other device (tc stops
+  // at the first command that fails).
+  const redirect = (from: string, to: string) =>
+    `qdisc add dev ${from} ingress\nfilter add dev ${from} parent ffff: protocol all matchall action mirred egress redirect dev ${to}\n`;
+  const removeRedirects = () =>
+    inNetns(netns, ['tc', '-force', '-batch', '-'], [cni.ifname, TAP_NAME].map((dev) => `qdisc del dev ${dev} ingress\n`).join('')).catch(() => undefined);
   try {
-    await redirect(cni.ifname, TAP_NAME);
-    await redirect(TAP_NAME, cni.ifname);
+    await inNetns(netns, ['tc', '-batch', '-'], redirect(cni.ifname, TAP_NAME) + redirect(TAP_NAME, cni.ifname));
   } catch (err) {
     await removeRedirects();
     fs.closeSync(tapFd);

@@ -275,12 +275,14 @@ export class PodVm implements Pod {
     this.vm.start();
     arrived?.complete();
     this.client = await this.connectAgent(o.agentTimeoutMs ?? DEFAULT_AGENT_TIMEOUT_MS);
-    let ping;
+    // The ping (for the log) goes along with the first request, not a round trip before it.
+    const ping = this.client.ping();
+    ping.catch(() => undefined); // awaited below; a failure there is the one reported
     try {
-      ping = await this.client.ping();
       if (o.incoming) {
         // The guest's clock stood still while the VM moved; its containers run on.
         await this.client.setupGuest({ time: new Date(), entropy: crypto.randomBytes(ENTROPY_BYTES) });
+        await ping;
         this.log?.info('pod VM migrated here', { ms: Date.now() - t0, containers: o.incoming.containers.map((c) => c.id) });
         return;
       }
@@ -288,6 +290,7 @@ export class PodVm implements Pod {
         // The guest's clock stopped at the checkpoint; its container runs on (thawed if frozen).
         await this.client.setupGuest({ time: new Date(), entropy: crypto.randomBytes(ENTROPY_BYTES) });
         if (o.restore.paused) await this.client.resumeContainer(o.restore.container.id);
+        await ping;
         this.log?.info('pod VM restored from a checkpoint', { ms: Date.now() - t0, container: o.restore.container.id });
         return;
       }
@@ -299,10 +302,10 @@ export class PodVm implements Pod {
         interfaces: this.network ? [this.network.guestInterface] : [],
         routes: this.network?.routes ?? [],
       });
+      this.log?.info('pod VM ready', { ms: Date.now() - t0, agentVersion: (await ping).agentVersion });
     } catch (err) {
       throw this.bootError(`setting up the guest failed: ${(err as Error).message}`, err);
     }
-    this.log?.info('pod VM ready', { ms: Date.now() - t0, agentVersion: ping.agentVersion });
   }
 
   private onConsole(chunk: Buffer): void {

@@ -66,9 +66,45 @@ export function isListening(sock: string, timeoutMs = 2_000): Promise<boolean> {
   });
 }
 
+/**
+ * Where `start` records the bootstrap address it gave out for the daemon on `sock` (a plain
+ * ttrpc address or gRPC's JSON): a later `start` of the same pod (each CRI app container) answers
+ * from it without loading the configuration. It goes with the socket.
+ */
+export function daemonAddressPath(sock: string): string {
+  return `${sock}.address`;
+}
+
+/** The address recorded for the daemon on `sock`, or undefined (none, or unreadable). */
+export function readDaemonAddress(sock: string): string | undefined {
+  try {
+    return fs.readFileSync(daemonAddressPath(sock), 'utf8') || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Removes the daemon's socket and its recorded address; what existed of them. */
+export function removeDaemonSocket(sock: string): string[] {
+  return [sock, daemonAddressPath(sock)].filter((p) => {
+    const existed = fs.existsSync(p);
+    fs.rmSync(p, { force: true });
+    return existed;
+  });
+}
+
 /** Writes `<bundle>/address` atomically (containerd 1.6/1.7 reconnect through it). */
 export function writeAddressFile(bundle: string, address: string): void {
-  const tmp = path.join(bundle, `.address.${process.pid}`);
-  fs.writeFileSync(tmp, address, { mode: 0o600 });
-  fs.renameSync(tmp, path.join(bundle, 'address'));
+  writeAtomically(path.join(bundle, 'address'), address);
+}
+
+/** Records the address given out for the daemon on `sock` (daemonAddressPath), atomically. */
+export function writeDaemonAddress(sock: string, address: string): void {
+  writeAtomically(daemonAddressPath(sock), address);
+}
+
+function writeAtomically(file: string, content: string): void {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}`);
+  fs.writeFileSync(tmp, content, { mode: 0o600 });
+  fs.renameSync(tmp, file);
 }

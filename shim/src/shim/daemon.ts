@@ -125,7 +125,7 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
     } catch (err) {
       logger.error('error while exiting', { err: String(err) });
     }
-    fs.rmSync(flags.socket, { force: true });
+    address.removeDaemonSocket(flags.socket);
     clearTimeout(force);
     await flushLogsAndExit();
   }

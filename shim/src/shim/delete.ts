@@ -5,13 +5,13 @@
 // removed here. stdout carries a raw DeleteResponse, written with protobufjs' low-level Writer
 // (no .proto parsing: this runs under containerd's 5 s cleanup timeout).
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { loadConfig, defaultConfig, type StencilConfig } from '../../../runtime-config/src/config.js';
-import { groupId, isListening, podKey, podStateDir, podVmName, socketPath } from './address.js';
+import { groupId, isListening, podKey, podStateDir, podVmName, removeDaemonSocket, socketPath } from './address.js';
 import type { ShimFlags } from './flags.js';
 import { isMountPoint, unmountAll } from './rootfs.js';
 import { mountsUnder } from '../util/mounts.js';
+import { minimalProtobuf } from '../util/protobuf-minimal.js';
 
 export interface DeleteResult {
   pid: number;
@@ -47,10 +47,7 @@ export async function deleteTask(flags: ShimFlags, bundle: string): Promise<Dele
     fs.rmSync(ram, { force: true });
     result.removed.push(ram);
   }
-  if (fs.existsSync(sock)) {
-    fs.rmSync(sock, { force: true });
-    result.removed.push(sock);
-  }
+  result.removed.push(...removeDaemonSocket(sock));
   return result;
 }
 
@@ -85,9 +82,7 @@ export function encodeDeleteResponse(r: { pid: number; exitStatus: number; exite
   const ms = r.exitedAt.getTime();
   const seconds = Math.floor(ms / 1000);
   const nanos = (ms - seconds * 1000) * 1_000_000;
-  // protobufjs' one-file minimal build (the modular one is ~18 files to load).
-  const protobuf = createRequire(import.meta.url)('protobufjs/dist/minimal/protobuf.min.js') as typeof import('protobufjs/minimal.js');
-  const w = protobuf.Writer.create();
+  const w = minimalProtobuf().Writer.create();
   if (r.pid) w.uint32((1 << 3) | 0).uint32(r.pid);
   if (r.exitStatus) w.uint32((2 << 3) | 0).uint32(r.exitStatus);
   w.uint32((3 << 3) | 2).fork();

@@ -42,6 +42,17 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
     }
   }
 
+  /** `start`s a daemon for task `id` and asks it its pid. */
+  async function startDaemon(b: string, id: string): Promise<{ sock: string; shimPid: number }> {
+    const r = shim(b, id, 'start');
+    assert.equal(r.status, 0, r.stderr.toString());
+    const sock = r.stdout.toString().slice('unix://'.length);
+    const client = await TtrpcClient.connect(sock);
+    const { shimPid } = await client.invoke<{ shimPid: number }>(TASK_SERVICE_V2, 'Connect', T('containerd.task.v2.ConnectRequest'), { id }, T('containerd.task.v2.ConnectResponse'));
+    await client.close();
+    return { sock, shimPid };
+  }
+
   async function shutdown(sock: string, id: string) {
     const client = await TtrpcClient.connect(sock);
     await client.invoke(TASK_SERVICE_V2, 'Shutdown', T('containerd.task.v2.ShutdownRequest'), { id }, T('google.protobuf.Empty')).catch(() => undefined);
@@ -60,6 +71,9 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
     assert.equal(fs.readFileSync(path.join(b, 'address'), 'utf8'), out);
     const sock = out.slice('unix://'.length);
     assert.equal(fs.statSync(sock).mode & 0o777, 0o600);
+    // Recorded beside the socket for the pod's later starts, and gone with it.
+    assert.equal(fs.readFileSync(`${sock}.address`, 'utf8'), out);
+    assert.equal(fs.statSync(`${sock}.address`).mode & 0o777, 0o600);
     const client = await TtrpcClient.connect(sock);
     const connect = await client.invoke<{ shimPid: number; taskPid: number }>(TASK_SERVICE_V2, 'Connect', T('containerd.task.v2.ConnectRequest'), { id: 'p1' }, T('containerd.task.v2.ConnectResponse'));
     assert.ok(connect.shimPid > 0);
@@ -70,16 +84,12 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
     );
     await client.close();
     await shutdown(sock, 'p1');
+    assert.ok(!fs.existsSync(`${sock}.address`), 'the recorded address outlived its daemon');
   });
 
   it('the daemon runs without the capabilities it never needs, in every set, and keeps those it uses', async () => {
     const b = bundle('caps');
-    const r = shim(b, 'caps', 'start');
-    assert.equal(r.status, 0, r.stderr.toString());
-    const sock = r.stdout.toString().slice('unix://'.length);
-    const client = await TtrpcClient.connect(sock);
-    const { shimPid } = await client.invoke<{ shimPid: number }>(TASK_SERVICE_V2, 'Connect', T('containerd.task.v2.ConnectRequest'), { id: 'caps' }, T('containerd.task.v2.ConnectResponse'));
-    await client.close();
+    const { sock, shimPid } = await startDaemon(b, 'caps');
     const status = fs.readFileSync(`/proc/${shimPid}/status`, 'utf8');
     const set = (name: string) => BigInt(`0x${new RegExp(`^${name}:\\s*([0-9a-f]+)$`, 'm').exec(status)![1]}`);
     const has = (mask: bigint, cap: number) => (mask >> BigInt(cap)) & 1n;
@@ -97,10 +107,14 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
     const pause = bundle('pause', { 'io.kubernetes.cri.sandbox-id': sandbox, 'io.kubernetes.cri.container-type': 'sandbox' });
     const app = bundle('app', { 'io.kubernetes.cri.sandbox-id': sandbox, 'io.kubernetes.cri.container-type': 'container' });
     const first = shim(pause, 'pause', 'start');
-    const second = shim(app, 'app', 'start');
     assert.equal(first.status, 0, first.stderr.toString());
+    // The running daemon's address, whatever the configuration says now: it is read only for a new daemon.
+    const unreadable = path.join(dir, 'changed.toml');
+    fs.writeFileSync(unreadable, '[runtime]\ntransport = "carrier pigeon"\n');
+    const second = shim(app, 'app', 'start', { STENCIL_CONFIG: unreadable });
     assert.equal(second.status, 0, second.stderr.toString());
     assert.equal(second.stdout.toString(), first.stdout.toString());
+    assert.equal(fs.readFileSync(path.join(app, 'address'), 'utf8'), first.stdout.toString());
     await shutdown(first.stdout.toString().slice('unix://'.length), 'pause');
   });
 
@@ -127,6 +141,10 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
       );
     const shimPid = Number((await call('Connect', 'containerd.task.v2.ConnectRequest', 'containerd.task.v2.ConnectResponse', { id: 'g1' })).shimPid);
     assert.ok(shimPid > 0);
+    // Another task of the pod gets the gRPC daemon's address, though the default configuration says ttrpc.
+    const again = shim(bundle('g1-app', {}), 'g1', 'start');
+    assert.equal(again.status, 0, again.stderr.toString());
+    assert.equal(again.stdout.toString(), r.stdout.toString());
     // `stencil pod status` / `migrate` speak ttrpc to the same socket.
     const pod = { pod: 'g1', namespace: 'lifecycle', address };
     assert.deepEqual(await podStatus(pod), { pid: shimPid, vmState: 'none', monitor: '', containers: [] });
@@ -160,6 +178,18 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
     assert.match(r.stderr.toString(), /setpriv \(util-linux\) is not on PATH/);
     assert.equal(r.stdout.toString(), '');
     assert.ok(!fs.existsSync(path.join(b, 'address')));
+  });
+
+  it('delete removes the socket and recorded address a killed daemon left', async () => {
+    const b = bundle('k1');
+    const { sock, shimPid } = await startDaemon(b, 'k1');
+    process.kill(shimPid, 'SIGKILL');
+    for (let i = 0; i < 100 && fs.existsSync(`/proc/${shimPid}`); i++) await new Promise((res) => setTimeout(res, 50));
+    assert.ok(fs.existsSync(sock) && fs.existsSync(`${sock}.address`));
+    const d = shim(b, 'k1', 'delete');
+    assert.equal(d.status, 0, d.stderr.toString());
+    assert.match(d.stderr.toString(), new RegExp(`removed ${sock}\n(.|\n)*removed ${sock}\\.address`));
+    assert.ok(!fs.existsSync(sock) && !fs.existsSync(`${sock}.address`));
   });
 
   it('delete exits 0 with a DeleteResponse on stdout, also when there is nothing to clean', () => {

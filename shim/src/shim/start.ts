@@ -1,110 +1,22 @@
 // `containerd-shim-stencil-v2 ... start`: find or spawn the pod's daemon and print its address.
 // containerd reads stdout+stderr combined and waits for both pipes to close, so this prints
-// nothing but the address, and the daemon never inherits them (it logs into the bundle's `log` FIFO).
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
-import net from 'node:net';
-import path from 'node:path';
-import { loadConfig, type Transport } from '../../../runtime-config/src/config.js';
-import { groupId, isListening, SOCKET_DIR, socketPath, writeAddressFile } from './address.js';
-import { DAEMON_LAUNCH_TOOLS, withoutDroppedCapabilities } from './daemon-privileges.js';
+// nothing but the address. It runs for every container: when the pod's daemon is up (a CRI
+// pod's app containers), it answers from what is recorded beside the daemon's socket and loads
+// nothing more; only a new daemon needs the configuration (daemon-launch.ts).
+import { groupId, isListening, readDaemonAddress, socketPath, writeAddressFile } from './address.js';
 import type { ShimFlags } from './flags.js';
-import { commandOnPath } from '../util/paths.js';
-
 
 export async function start(flags: ShimFlags, bundle: string, stdin: Buffer): Promise<string> {
-  const configPath = stdin.length > 0 ? await configPathFromOptions(stdin) : '';
-  // Load (and so validate) the configuration here: a broken file fails `ctr run` with its message.
-  const { config, source } = loadConfig({ path: configPath });
-  const protocol = chooseProtocol(config.runtime.transport);
   const sock = socketPath(flags.address, flags.namespace, groupId(bundle, flags.id));
-  const address = protocol === 'grpc' ? JSON.stringify({ version: 3, address: sock, protocol: 'grpc' }) : `unix://${sock}`;
-
-  if (!(await isListening(sock))) {
-    fs.mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o711 });
-    fs.rmSync(sock, { force: true }); // stale: its daemon is gone
-    const started = await spawnDaemon(flags, bundle, sock, protocol, source === 'defaults' ? '' : source);
-    // Lost a race with a concurrent start of the same pod: use the winner.
-    if (!started && !(await isListening(sock))) throw new Error(`the shim daemon for ${flags.id} did not start (see containerd's log)`);
+  // The address the daemon's first `start` gave out: it serves that protocol, whatever the
+  // configuration says now.
+  const running = readDaemonAddress(sock);
+  if (running && (await isListening(sock))) {
+    writeAddressFile(bundle, running);
+    return running;
   }
+  const { launchDaemon } = await import('./daemon-launch.js');
+  const address = await launchDaemon(flags, bundle, sock, stdin);
   writeAddressFile(bundle, address);
   return address;
-}
-
-/**
- * Binds the pod's socket here and hands the listening fd to the daemon (as containerd's Go shims
- * do), so the address is good at once while Node starts up in the daemon: connections wait in the
- * socket's backlog. False if a concurrent start of the same pod bound it first.
- */
-async function spawnDaemon(flags: ShimFlags, bundle: string, sock: string, protocol: 'ttrpc' | 'grpc', config: string): Promise<boolean> {
-  // A missing program would otherwise surface only as a daemon that never answers.
-  for (const tool of DAEMON_LAUNCH_TOOLS) {
-    if (!commandOnPath(tool)) throw new Error(`cannot run the shim daemon: ${tool} (util-linux) is not on PATH`);
-  }
-  const listener = net.createServer();
-  const bound = await new Promise<boolean>((resolve, reject) => {
-    listener.once('error', (err: NodeJS.ErrnoException) =>
-      err.code === 'EADDRINUSE' ? resolve(false) : reject(new Error(`cannot listen on ${sock}: ${err.message}`)),
-    );
-    listener.listen(sock, () => resolve(true));
-  });
-  if (!bound) return false;
-  fs.chmodSync(sock, 0o600);
-  // The daemon's stderr is the bundle's `log` FIFO (containerd holds it open, so this never blocks).
-  let logFd: number | 'ignore' = 'ignore';
-  try {
-    logFd = fs.openSync(path.join(bundle, 'log'), fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
-  } catch {
-    // No log FIFO (e.g. run by hand): logs are dropped.
-  }
-  const args = [
-    process.argv[1]!,
-    '-namespace', flags.namespace,
-    '-id', flags.id,
-    '-address', flags.address,
-    '-publish-binary', flags.publishBinary,
-    '-socket', sock,
-    '-socket-fd', '3',
-    '-protocol', protocol,
-    '-config', config,
-    ...(flags.debug ? ['-debug'] : []),
-    'serve',
-  ];
-  // Node exposes a listening socket's fd only on its handle.
-  const fd = (listener as unknown as { _handle: { fd: number } })._handle.fd;
-  // The daemon gets a mount namespace of its own (host mounts still propagate in): the container
-  // rootfs and share mounts it makes are invisible outside and vanish with it, even if it is killed.
-  // It runs without the capabilities it never needs (daemon-privileges.ts).
-  const command = ['--mount', '--propagation', 'slave', '--', ...withoutDroppedCapabilities(), process.execPath, ...args];
-  const child = spawn('unshare', command, {
-    cwd: bundle,
-    detached: true,
-    stdio: ['ignore', logFd, logFd, fd],
-    env: process.env,
-  });
-  if (typeof logFd === 'number') fs.closeSync(logFd);
-  child.unref();
-  // Not listener.close() afterwards: that would unlink the socket the daemon now serves.
-  return new Promise((resolve, reject) => {
-    child.once('spawn', () => resolve(true));
-    child.once('error', (err) => reject(new Error(`cannot run the shim daemon: ${err.message}`)));
-  });
-}
-
-/**
- * `auto` is ttrpc with a plain address, which every containerd (1.6 to 2.x) understands. gRPC
- * (bootstrap JSON version 3) must be asked for with transport = "grpc", and only for containerd
- * 2.x: 1.6 cannot parse JSON and 1.7 rejects version 3, and containerd's environment cannot tell
- * 1.7 from 2.x (MAX_SHIM_VERSION is 2 on both). containerd 2.1.9 also has a race with gRPC shims:
- * it watches the new connection's state starting from "ready", so a still-idle connection can be
- * taken for a dead shim (README: Transport).
- */
-export function chooseProtocol(transport: Transport): 'ttrpc' | 'grpc' {
-  return transport === 'grpc' ? 'grpc' : 'ttrpc';
-}
-
-/** runtimeoptions.v1.Options.config_path from the Any on stdin (protobuf is loaded only if needed). */
-async function configPathFromOptions(stdin: Buffer): Promise<string> {
-  const { decodeRuntimeOptions } = await import('../containerd/protos.js');
-  return decodeRuntimeOptions(stdin)?.configPath ?? '';
 }
