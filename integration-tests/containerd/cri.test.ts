@@ -28,7 +28,7 @@ import {
 import { criHostProblem, freePort } from '../lib/cri-host.js';
 import { StreamSession } from '../lib/cri-stream.js';
 import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG } from '../lib/template.js';
-import { logOffset, logSince, podStatus, withVmmFaults } from '../lib/ctr-tasks.js';
+import { logOffset, logSince, podMigrate, podStatus, withVmmFaults } from '../lib/ctr-tasks.js';
 import { QmpClient } from '../lib/qmp-client.js';
 
 const HANDLERS = criHandlers();
@@ -69,6 +69,20 @@ function tcpRead(host: string, port: number, timeoutMs = 5000): Promise<string> 
       resolve(got);
     });
   });
+}
+
+/** tcpRead, again while the connection is refused or reset (a server starting, a pod's VM moving), for up to 20 s (times CRI_TIMEOUT_SCALE). */
+async function tcpReadUntilOk(host: string, port: number): Promise<string> {
+  const deadline = Date.now() + 20_000 * CRI_TIMEOUT_SCALE;
+  for (;;) {
+    try {
+      const text = await tcpRead(host, port);
+      if (text !== '' || Date.now() > deadline) return text;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }
 
 function inSubnet(ip: string, subnet: string): boolean {
@@ -439,6 +453,32 @@ for (const version of criVersions()) {
             assert.match(logSince(c, since), /Kernel panic - not syncing: NMI/, "the guest's panic is not in containerd's log (the shim's)");
             await removePod(cri, pod.id);
             assert.deepEqual(await cri.listPodSandbox(), []);
+            assert.deepEqual(await leftovers(), []);
+          });
+
+          scenario('stencil pod migrate of a pod with CNI networking: the new shim daemon takes the tap over, the pod IP answers from the host before and after, exec reaches the container, nothing is left', async () => {
+            const pod = await runPod(cri, handler, podConfig('moving', { logRoot }), [containerConfig('srv', image, serve(8080, 'hello-from-moving'))]);
+            const ip = (await cri.podSandboxStatus(pod.id)).status.network!.ip;
+            assert.equal(await tcpReadUntilOk(ip, 8080), 'hello-from-moving\n');
+            const before = await podStatus(c, pod.id, CRI_NAMESPACE);
+            const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stencil-cri-migrate-'));
+            try {
+              const moved = await podMigrate(c, pod.id, `unix:${path.join(dir, 'vm.sock')}`, CRI_NAMESPACE);
+              assert.equal(moved.code, 0, `stencil pod migrate failed: ${moved.stderr}`);
+              process.stdout.write(`# CRI pod migrate: ${moved.stdout.trim()}\n`);
+              const after = await podStatus(c, pod.id, CRI_NAMESPACE);
+              assert.notEqual(after.pid, before.pid, 'the pod is still served by its old daemon');
+              assert.equal(after.vmState, 'running');
+              // The new VM's queue of the tap gets the frames: the same IP answers, from the moved guest.
+              assert.equal(await tcpReadUntilOk(ip, 8080), 'hello-from-moving\n');
+              const exec = await cri.execSync(pod.containers.srv, ['sh', '-c', 'ip -4 -o addr show eth0']);
+              assert.match(exec.stdout.toString(), new RegExp(`inet ${ip.replace(/\./g, '\\.')}/`));
+              for (let i = 0; i < 100 && fs.existsSync(`/proc/${before.pid}`); i++) await new Promise((r) => setTimeout(r, 100));
+              assert.equal(fs.existsSync(`/proc/${before.pid}`), false, 'the old shim daemon is still there');
+            } finally {
+              fs.rmSync(dir, { recursive: true, force: true });
+            }
+            await removePod(cri, pod.id);
             assert.deepEqual(await leftovers(), []);
           });
         }

@@ -12,7 +12,7 @@ import { CONTAINERD_VERSIONS, ContainerdInstance } from '../lib/containerd.js';
 import { SLOW_HOST_TIMEOUTS } from '../lib/containerd-config.js';
 import { updateTaskResources } from '../lib/containerd-api.js';
 import { EventWatch } from '../lib/ctr-events.js';
-import { leaksAfterDeadShim, logOffset, logSince, logWithFaults, podStatus, removeTask, sweep, taskRow, taskStatus as taskStatusOf, waitWhile } from '../lib/ctr-tasks.js';
+import { leaksAfterDeadShim, logOffset, logSince, logWithFaults, podMigrate as migratePod, podStatus, removeTask, sweep, taskRow, taskStatus as taskStatusOf, waitWhile } from '../lib/ctr-tasks.js';
 import { lostGrpcRace } from '../lib/grpc-race.js';
 import { QmpClient } from '../lib/qmp-client.js';
 import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG, writeShimConfig } from '../lib/template.js';
@@ -380,15 +380,7 @@ for (const version of CONTAINERD_VERSIONS) {
         await countAbove(3);
         const oldShim = Number(await taskPid(id));
         assert.ok(oldShim > 0 && fs.existsSync(`/proc/${oldShim}`), `no shim pid for ${id}`);
-        const podMigrate = (to: string) =>
-          new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-            const p = spawn(path.join(repoRoot(), 'bin', 'stencil'), ['pod', 'migrate', id, '--to', to, '--namespace', c.namespace, '--address', c.address, '--json']);
-            let so = '';
-            let se = '';
-            p.stdout.on('data', (d: Buffer) => (so += d.toString()));
-            p.stderr.on('data', (d: Buffer) => (se += d.toString()));
-            p.once('exit', (code) => resolve({ code, stdout: so, stderr: se }));
-          });
+        const podMigrate = (to: string) => migratePod(c, id, to);
         // A move the pod cannot make: refused before a destination daemon is made, naming the reason.
         const early = await podMigrate(`file:${dir}`);
         assert.notEqual(early.code, 0, early.stdout);

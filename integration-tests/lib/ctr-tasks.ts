@@ -92,15 +92,26 @@ export interface PodStatus {
 }
 
 /** `stencil pod status ID --json` against this containerd (in `namespace`, default the instance's); throws with its stderr if it fails. */
-export function podStatus(c: ContainerdInstance, id: string, namespace = c.namespace): Promise<PodStatus> {
+export async function podStatus(c: ContainerdInstance, id: string, namespace = c.namespace): Promise<PodStatus> {
+  const r = await stencilPod(c, ['status', id], namespace);
+  if (r.code !== 0) throw new Error(`stencil pod status ${id} exited ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as PodStatus;
+}
+
+/** `stencil pod migrate ID --to TO --json` against this containerd: its exit code and output (a refusal is for the caller to check). */
+export function podMigrate(c: ContainerdInstance, id: string, to: string, namespace = c.namespace): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return stencilPod(c, ['migrate', id, '--to', to], namespace);
+}
+
+function stencilPod(c: ContainerdInstance, args: string[], namespace: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(path.join(repoRoot(), 'bin', 'stencil'), ['pod', 'status', id, '--namespace', namespace, '--address', c.address, '--json']);
+    const p = spawn(path.join(repoRoot(), 'bin', 'stencil'), ['pod', ...args, '--namespace', namespace, '--address', c.address, '--json']);
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     p.once('error', reject);
-    p.once('exit', (code) => (code === 0 ? resolve(JSON.parse(stdout) as PodStatus) : reject(new Error(`stencil pod status ${id} exited ${code}: ${stderr}`))));
+    p.once('exit', (code) => resolve({ code, stdout, stderr }));
   });
 }
 

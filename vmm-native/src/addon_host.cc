@@ -112,8 +112,9 @@ Napi::Value UnmountJs(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// openTap({name, netns?, mtu?}) -> fd: a tap for a virtio-net backend (host/tap.h), up, in the
-// pod's network namespace. The fd is the caller's to close (a VM given it takes a duplicate).
+// openTap({name, netns?, mtu?, joinDetached?}) -> fd: a queue of a tap for a virtio-net backend
+// (host/tap.h), up, in the pod's network namespace: a new tap, or with joinDetached a detached
+// queue of an existing one. The fd is the caller's to close (a VM given it takes a duplicate).
 Napi::Value OpenTapJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
@@ -128,11 +129,29 @@ Napi::Value OpenTapJs(const Napi::CallbackInfo& info) {
       ReadWholeNumber(o.Get("mtu"), "openTap: mtu", 65535.0, &mtu);
       t.mtu = static_cast<uint32_t>(mtu);
     }
+    if (o.Has("joinDetached") && !o.Get("joinDetached").IsUndefined()) {
+      if (!o.Get("joinDetached").IsBoolean()) throw VmmError(ErrorCode::kInvalidArgument, "openTap: joinDetached must be a boolean");
+      t.join_detached = o.Get("joinDetached").As<Napi::Boolean>().Value();
+    }
     return Napi::Number::New(env, OpenTap(t).release());
   } catch (const VmmError& e) {
     ToJsError(env, e).ThrowAsJavaScriptException();
     return env.Undefined();
   }
+}
+
+// setTapQueue(fd, attached): attaches or detaches a queue openTap returned (host/tap.h).
+Napi::Value SetTapQueueJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    uint64_t fd = 0;
+    ReadWholeNumber(info[0], "setTapQueue: fd", 2147483647.0, &fd);
+    if (!info[1].IsBoolean()) throw VmmError(ErrorCode::kInvalidArgument, "setTapQueue: attached must be a boolean");
+    SetTapQueueAttached(static_cast<int>(fd), info[1].As<Napi::Boolean>().Value());
+  } catch (const VmmError& e) {
+    ToJsError(env, e).ThrowAsJavaScriptException();
+  }
+  return env.Undefined();
 }
 
 // listenOnLoopback({netns?, port?}) -> {fd, port}: a listening TCP socket on 127.0.0.1 in the
@@ -190,6 +209,7 @@ void ExportHostCalls(Napi::Env env, Napi::Object exports) {
   exports.Set("mount", Napi::Function::New(env, MountJs));
   exports.Set("unmount", Napi::Function::New(env, UnmountJs));
   exports.Set("openTap", Napi::Function::New(env, OpenTapJs));
+  exports.Set("setTapQueue", Napi::Function::New(env, SetTapQueueJs));
   exports.Set("listenOnLoopback", Napi::Function::New(env, ListenOnLoopbackJs));
   exports.Set("originalDestination", Napi::Function::New(env, OriginalDestinationJs));
   exports.Set("enableSeccomp", Napi::Function::New(env, EnableSeccompJs));

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
+#include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -98,4 +99,39 @@ TEST(Tap, CreatesTheTapInsideAnotherNetworkNamespace) {
   }
   EXPECT_EQ(Shell("ip netns exec " + ns + " ls /sys/class/net"), "lo\n") << "the tap went with its fd";
   system(("ip netns delete " + ns).c_str());
+}
+
+// A pod migrating to another process on the same host: the new VM joins the tap as a detached
+// queue, attaches it when it runs, and the tap outlives the old VM's queue.
+TEST(Tap, ASecondQueueJoinsDetachedAttachesAndKeepsTheTap) {
+  std::string why;
+  if (!CanMakeTaps(&why)) GTEST_SKIP() << why;
+  std::string name = "stnjoin" + std::to_string(getpid() % 100000);
+  std::string sys = "/sys/class/net/" + name;
+  TapOptions join{name};
+  join.join_detached = true;
+  try {
+    OpenTap(join);
+    ADD_FAILURE() << "joined a tap that does not exist";
+  } catch (const VmmError& e) {
+    EXPECT_NE(std::string(e.what()).find("no such interface to join"), std::string::npos) << e.what();
+  }
+  UniqueFd first = OpenTap({name});
+  UniqueFd second = OpenTap(join);
+  ifreq ifr{};
+  ifr.ifr_flags = IFF_DETACH_QUEUE;
+  EXPECT_NE(ioctl(second.get(), TUNSETQUEUE, &ifr), 0) << "the joined queue should start detached";
+  SetTapQueueAttached(second.get(), true);
+  EXPECT_THROW(SetTapQueueAttached(second.get(), true), VmmError);  // attached already: EINVAL, named
+  int size = 0;
+  ASSERT_EQ(ioctl(second.get(), TUNGETVNETHDRSZ, &size), 0);
+  EXPECT_EQ(size, 12);
+  first.reset();
+  struct stat st;
+  EXPECT_EQ(stat(sys.c_str(), &st), 0) << "the tap went with its first queue";
+  second.reset();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (stat(sys.c_str(), &st) == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_NE(stat(sys.c_str(), &st), 0) << name << " outlived its last queue";
 }

@@ -209,8 +209,13 @@ interface Addon {
   mount(request: { source: string; target: string; fstype: string; flags: string[]; data: string }): void;
   /** umount2(2): flags 'detach' (lazy), 'nofollow'. */
   unmount(target: string, flags: string[]): void;
-  /** A tap (vnet header, up) in `netns` (a path; default: the caller's): its fd, the caller's to close. */
-  openTap(options: { name: string; netns?: string; mtu?: number }): number;
+  /**
+   * A queue of a multi-queue tap (vnet header, up) in `netns` (a path; default: the caller's): its
+   * fd, the caller's to close. A new tap, or with joinDetached a detached queue of an existing one.
+   */
+  openTap(options: { name: string; netns?: string; mtu?: number; joinDetached?: boolean }): number;
+  /** Attaches (frames go to it) or detaches a queue openTap returned. */
+  setTapQueue(fd: number, attached: boolean): void;
   /** A listening TCP socket on 127.0.0.1 (`port` 0 or absent: any free one) in `netns`: its fd, the caller's. */
   listenOnLoopback(options: { netns?: string; port?: number }): { fd: number; port: number };
   /** Where a connection accepted on `fd` was headed before an iptables REDIRECT/DNAT (SO_ORIGINAL_DST). */

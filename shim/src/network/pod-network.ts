@@ -48,8 +48,18 @@ export interface PodNetwork {
   readonly tapFd: number;
   readonly guestInterface: GuestInterface;
   readonly routes: GuestRoute[];
-  /** Closes the shim's tap fd and removes the redirect (the namespace may already be gone). */
+  /**
+   * Closes the shim's tap fd and, when this pod owns the redirects (it made them, or took them
+   * over), removes them (the namespace may already be gone).
+   */
   detach(): Promise<void>;
+  /**
+   * A pod that joined the tap of a pod migrating here (adoptPodNetwork): its queue starts
+   * receiving, and the redirects become this pod's to remove.
+   */
+  takeOver(): void;
+  /** The pod's VM went to another shim daemon, which holds the tap and owns the redirects: close the fd only. */
+  handOver(): void;
 }
 
 /** iproute2's JSON (`ip -j addr`, `ip -j route`): the fields used here. */
@@ -121,12 +131,8 @@ export function guestRoutes(routes: IpRoute[], hostInterface: string): GuestRout
     .map((r) => ({ destination: r.dst, gateway: r.gateway ?? '', device: GUEST_INTERFACE }));
 }
 
-/**
- * Joins a tap to the CNI interface in `netns` and describes what the guest's NIC must become.
- * Undefined when the namespace has no such interface (nothing to carry). On failure nothing is
- * left behind.
- */
-export async function attachPodNetwork(netns: string, log?: Logger): Promise<PodNetwork | undefined> {
+/** The CNI interface of `netns` and what the guest's NIC must become; undefined when there is none. */
+async function readPodInterfaces(netns: string, log?: Logger): Promise<{ cni: IpLink; guestInterface: GuestInterface; routes: GuestRoute[]; links: IpLink[] } | undefined> {
   if (!fs.existsSync(netns)) throw new PodNetworkError(ErrorCode.InvalidArgument, `the pod's network namespace ${netns} does not exist`);
   // One JSON array per line: the interfaces, then the IPv4 routes (`route show`'s default family).
   const [linksJson = '', routesJson = ''] = (await inNetns(netns, ['ip', '-j', '-batch', '-'], 'addr show\nroute show\n')).split('\n');
@@ -136,44 +142,88 @@ export async function attachPodNetwork(netns: string, log?: Logger): Promise<Pod
     log?.info('the pod network namespace has no CNI interface: no pod network', { netns, interfaces: links.map((l) => l.ifname) });
     return undefined;
   }
-  const mtu = cni.mtu ?? 1500;
   const guestInterface: GuestInterface = {
     name: GUEST_INTERFACE,
     mac: cni.address ?? '',
-    mtu,
+    mtu: cni.mtu ?? 1500,
     addresses: (cni.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`),
   };
   const routes = guestRoutes(parseJson<IpRoute[]>(routesJson, `the routes of ${netns}`), cni.ifname);
+  return { cni, guestInterface, routes, links };
+}
 
-  const tapFd = loadAddon().openTap({ name: TAP_NAME, netns, mtu });
+/**
+ * Joins a tap to the CNI interface in `netns` and describes what the guest's NIC must become.
+ * Undefined when the namespace has no such interface (nothing to carry). On failure nothing is
+ * left behind.
+ */
+export async function attachPodNetwork(netns: string, log?: Logger): Promise<PodNetwork | undefined> {
+  const found = await readPodInterfaces(netns, log);
+  if (!found) return undefined;
+  const { cni, guestInterface, routes } = found;
+  const tapFd = loadAddon().openTap({ name: TAP_NAME, netns, mtu: guestInterface.mtu });
   // Each way: an ingress qdisc whose filter sends every frame out of the other device (tc stops
   // at the first command that fails).
   const redirect = (from: string, to: string) =>
     `qdisc add dev ${from} ingress\nfilter add dev ${from} parent ffff: protocol all matchall action mirred egress redirect dev ${to}\n`;
-  const removeRedirects = () =>
-    inNetns(netns, ['tc', '-force', '-batch', '-'], [cni.ifname, TAP_NAME].map((dev) => `qdisc del dev ${dev} ingress\n`).join('')).catch(() => undefined);
   try {
     await inNetns(netns, ['tc', '-batch', '-'], redirect(cni.ifname, TAP_NAME) + redirect(TAP_NAME, cni.ifname));
   } catch (err) {
-    await removeRedirects();
+    await inNetns(netns, ['tc', '-force', '-batch', '-'], [cni.ifname, TAP_NAME].map((dev) => `qdisc del dev ${dev} ingress\n`).join('')).catch(() => undefined);
     fs.closeSync(tapFd);
     throw err;
   }
   log?.info('pod network attached', { netns, hostInterface: cni.ifname, tap: TAP_NAME, ...guestInterface, routes });
-  let detached = false;
+  return podNetwork({ netns, hostInterface: cni.ifname, tapFd, guestInterface, routes }, true);
+}
+
+/**
+ * The network of a pod migrating here from another shim daemon on this host: its tap (joined as
+ * a detached queue: the VM there still runs) and redirects stay as they are; takeOver() makes them
+ * this pod's when its VM starts. The guest's NIC keeps its configuration.
+ */
+export async function adoptPodNetwork(netns: string, log?: Logger): Promise<PodNetwork | undefined> {
+  const found = await readPodInterfaces(netns, log);
+  if (!found) return undefined;
+  const { cni, guestInterface, routes, links } = found;
+  if (!links.some((l) => l.ifname === TAP_NAME)) {
+    throw new PodNetworkError(ErrorCode.FailedPrecondition, `the pod's network namespace ${netns} has no ${TAP_NAME} to take over (the migrating pod's VM has no network)`);
+  }
+  const tapFd = loadAddon().openTap({ name: TAP_NAME, netns, joinDetached: true });
+  log?.info('pod network joined for a migration', { netns, hostInterface: cni.ifname, tap: TAP_NAME });
+  return podNetwork({ netns, hostInterface: cni.ifname, tapFd, guestInterface, routes }, false);
+}
+
+function podNetwork(n: Omit<PodNetwork, 'detach' | 'takeOver' | 'handOver'>, ownsRedirects: boolean): PodNetwork {
+  let closed = false;
+  const close = () => {
+    if (closed) return false;
+    closed = true;
+    fs.closeSync(n.tapFd);
+    return true;
+  };
   return {
-    netns,
-    hostInterface: cni.ifname,
-    tapFd,
-    guestInterface,
-    routes,
+    ...n,
     async detach() {
-      if (detached) return;
-      detached = true;
-      fs.closeSync(tapFd);
+      if (!close() || !ownsRedirects) return;
       // The tap goes with the VM's fd; CNI deletes the veth (and its qdisc) on teardown. A pod
       // that ends without that still leaves the namespace as it found it.
-      if (fs.existsSync(netns)) await inNetns(netns, ['tc', 'qdisc', 'del', 'dev', cni.ifname, 'ingress']).catch(() => undefined);
+      if (fs.existsSync(n.netns)) await inNetns(n.netns, ['tc', 'qdisc', 'del', 'dev', n.hostInterface, 'ingress']).catch(() => undefined);
+    },
+    takeOver() {
+      loadAddon().setTapQueue(n.tapFd, true);
+      ownsRedirects = true;
+    },
+    handOver() {
+      ownsRedirects = false;
+      if (closed) return;
+      // The VM's duplicate shares this queue: detached, every frame goes to the new daemon's.
+      try {
+        loadAddon().setTapQueue(n.tapFd, false);
+      } catch {
+        // detached already
+      }
+      close();
     },
   };
 }

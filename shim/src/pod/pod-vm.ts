@@ -28,7 +28,7 @@ import { AgentWaitError, waitForAgent } from './agent-wait.js';
 import { podVmSpec, SHARE_TAG } from './vm-spec.js';
 import type { Logger } from '../util/log.js';
 import { createShareView, unmountAllUnder } from '../util/mounts.js';
-import { attachPodNetwork, type PodNetwork } from '../network/pod-network.js';
+import { adoptPodNetwork, attachPodNetwork, type PodNetwork } from '../network/pod-network.js';
 import { forwardPodPorts, type PortForwarder } from '../network/port-forward.js';
 import { ContainerFiles } from './container-files.js';
 import { PodVmError } from './pod-errors.js';
@@ -173,6 +173,8 @@ export class PodVm implements Pod {
     } finally {
       this.onMigrationStatus = undefined;
     }
+    // The VM runs in the new daemon, which took the tap over (adoptPodNetwork): the redirects are its.
+    this.network?.handOver();
     const info = monitor.migrationInfo();
     this.log?.info('pod VM migrated away', { to, info });
     return { totalTimeMs: info?.totalTimeMs ?? 0, downtimeMs: info?.downtimeMs ?? 0, transferredBytes: info?.transferredBytes ?? 0 };
@@ -182,9 +184,6 @@ export class PodVm implements Pod {
   private migrationTarget(to: string): { monitor: QmpHandle['monitor']; uri: MigrationUri } {
     const monitor = this.monitor?.monitor;
     if (!(this.vm instanceof MicroVm) || !monitor) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id}: only Stencil's own VMM migrates`);
-    // The tap lives in the pod's network namespace with tc redirects to this VM's queues: moving
-    // it between daemons is not built yet.
-    if (this.network) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id}: a pod with CNI networking cannot migrate yet`);
     if (this.onMigrationStatus) throw new PodVmError('FAILED_PRECONDITION', `pod ${this.id}: a migration is already running`);
     this.agent(); // refuses a pod that is shut down or whose VM has ended
     let uri;
@@ -218,7 +217,8 @@ export class PodVm implements Pod {
     }
     if (o.networkNamespace) {
       try {
-        this.network = await attachPodNetwork(o.networkNamespace, this.log);
+        // A pod migrating here joins the tap its VM already uses; a new one makes its own.
+        this.network = o.incoming ? await adoptPodNetwork(o.networkNamespace, this.log) : await attachPodNetwork(o.networkNamespace, this.log);
       } catch (err) {
         throw new PodVmError('INTERNAL', `pod ${this.id}: cannot attach the pod network: ${(err as Error).message}`, { cause: err });
       }
@@ -272,6 +272,7 @@ export class PodVm implements Pod {
     void this.vm.waitExit().then((exit) => this.onVmExit(exit));
     this.log?.info('starting the pod VM', { vcpus: o.vcpus, memoryBytes: o.memoryBytes, cid: this.guestCid, cmdline: this.vm.cmdline });
     const t0 = Date.now();
+    if (arrived) this.network?.takeOver();
     this.vm.start();
     arrived?.complete();
     this.client = await this.connectAgent(o.agentTimeoutMs ?? DEFAULT_AGENT_TIMEOUT_MS);

@@ -186,8 +186,12 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
       service,
       ttrpc,
       logger,
-      receivePod: (tasks, onListening) =>
-        bootPod({ ...podBootOptions(), incoming: { uri: incoming, containers: migration.containersOf(tasks), onListening } }),
+      receivePod: (tasks, onListening) => {
+        const containers = migration.containersOf(tasks);
+        // The sandbox's namespace (CNI's), whose tap the VM keeps.
+        const networkNamespace = containers.map((c) => networkNamespaceOf(c.spec)).find(Boolean);
+        return bootPod({ ...podBootOptions(), networkNamespace, incoming: { uri: incoming, containers, onListening } });
+      },
       serveListening: (server) => {
         listening = server;
         server.on('connection', (socket: net.Socket) => ttrpc.accept(socket));

@@ -19,12 +19,19 @@ namespace {
 constexpr int kVnetHeaderSize = 12;
 
 UniqueFd OpenTapHere(const TapOptions& o, const std::string& what) {
+  // TUNSETIFF on a multi-queue tap's name adds a queue to it: whether that is wanted is decided here.
+  bool exists = if_nametoindex(o.name.c_str()) != 0;
+  if (exists && !o.join_detached)
+    throw VmmError(ErrorCode::kHostCall, what + ": an interface of that name exists already (another VM's tap?)");
+  if (!exists && o.join_detached)
+    throw VmmError(ErrorCode::kHostCall, what + ": no such interface to join (the VM holding it is gone)");
   UniqueFd fd(open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
   if (!fd.valid()) throw VmmError(ErrorCode::kHostCall, WithErrno(what + ": open /dev/net/tun"));
   ifreq ifr{};
   std::memcpy(ifr.ifr_name, o.name.data(), o.name.size());
-  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE;
   if (ioctl(fd.get(), TUNSETIFF, &ifr) < 0) throw VmmError(ErrorCode::kHostCall, WithErrno(what + ": TUNSETIFF"));
+  if (o.join_detached) SetTapQueueAttached(fd.get(), false);
   int header_size = kVnetHeaderSize;
   if (ioctl(fd.get(), TUNSETVNETHDRSZ, &header_size) < 0)
     throw VmmError(ErrorCode::kHostCall, WithErrno(what + ": TUNSETVNETHDRSZ"));
@@ -50,6 +57,13 @@ UniqueFd OpenTapHere(const TapOptions& o, const std::string& what) {
 }
 
 }  // namespace
+
+void SetTapQueueAttached(int fd, bool attached) {
+  ifreq ifr{};
+  ifr.ifr_flags = attached ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE;
+  if (ioctl(fd, TUNSETQUEUE, &ifr) < 0)
+    throw VmmError(ErrorCode::kHostCall, WithErrno(std::string("TUNSETQUEUE ") + (attached ? "attach" : "detach") + " of tap fd " + std::to_string(fd)));
+}
 
 UniqueFd OpenTap(const TapOptions& o) {
   if (o.name.empty() || o.name.size() >= IFNAMSIZ || o.name.find('/') != std::string::npos)
