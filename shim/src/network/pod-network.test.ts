@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { attachPodNetwork, guestRoutes, networkNamespaceOf, pickCniInterface, TAP_NAME } from './pod-network.js';
+import fs from 'node:fs';
+import { loadAddon } from '../hypervisor/native.js';
+import { adoptPodNetwork, attachPodNetwork, guestRoutes, networkNamespaceOf, pickCniInterface, TAP_NAME } from './pod-network.js';
 
 describe('pod network: what CNI left in the namespace', () => {
   it('finds the network namespace path of a spec, not a new or absent one', () => {
@@ -78,6 +80,27 @@ describe('pod network: attaching to a real namespace', { skip: process.getuid?.(
     await net.detach();
     assert.doesNotMatch(inNs('ip', 'link', 'show'), new RegExp(TAP_NAME));
     assert.equal(inNs('tc', 'qdisc', 'show', 'dev', 'eth0', 'ingress'), '');
+  });
+
+  it('a pod migrating here joins the tap as a detached queue, takes it over, and the tap outlives the old queue', async () => {
+    await assert.rejects(adoptPodNetwork(netns), /has no tap0_stencil to take over/);
+    // The source pod's queue (its tc redirects need cls_matchall, which a VM-less test can do without).
+    const sourceFd = loadAddon().openTap({ name: TAP_NAME, netns });
+    const source = { fd: sourceFd };
+    try {
+      const adopted = (await adoptPodNetwork(netns))!;
+      assert.equal(adopted.hostInterface, 'eth0');
+      assert.deepEqual(adopted.guestInterface.addresses, ['10.99.0.5/24']);
+      assert.throws(() => loadAddon().setTapQueue(adopted.tapFd, false), /TUNSETQUEUE detach/, 'the joined queue starts detached');
+      adopted.takeOver();
+      fs.closeSync(source.fd);
+      source.fd = -1;
+      assert.match(inNs('ip', 'link', 'show', TAP_NAME), new RegExp(TAP_NAME), 'the tap went with the old queue');
+      await adopted.detach();
+      assert.doesNotMatch(inNs('ip', 'link', 'show'), new RegExp(TAP_NAME));
+    } finally {
+      if (source.fd >= 0) fs.closeSync(source.fd);
+    }
   });
 
   it('fails naming the tc batch that failed, and leaves no tap', async () => {

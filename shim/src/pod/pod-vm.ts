@@ -222,10 +222,6 @@ export class PodVm implements Pod {
       } catch (err) {
         throw new PodVmError('INTERNAL', `pod ${this.id}: cannot attach the pod network: ${(err as Error).message}`, { cause: err });
       }
-      if (this.network) {
-        const netns = this.network.netns;
-        this.portForwarder = forwardPodPorts(netns, (port) => this.agent().openPort(port), this.log);  // never rejects
-      }
     }
     const net = this.network ? { mac: this.network.guestInterface.mac, backendFd: this.network.tapFd } : undefined;
     let arrived: ArrivedVm | undefined;
@@ -280,33 +276,42 @@ export class PodVm implements Pod {
     const ping = this.client.ping();
     ping.catch(() => undefined); // awaited below; a failure there is the one reported
     try {
-      if (o.incoming) {
-        // The guest's clock stood still while the VM moved; its containers run on.
-        await this.client.setupGuest({ time: new Date(), entropy: crypto.randomBytes(ENTROPY_BYTES) });
-        await ping;
-        this.log?.info('pod VM migrated here', { ms: Date.now() - t0, containers: o.incoming.containers.map((c) => c.id) });
-        return;
-      }
-      if (o.restore) {
-        // The guest's clock stopped at the checkpoint; its container runs on (thawed if frozen).
-        await this.client.setupGuest({ time: new Date(), entropy: crypto.randomBytes(ENTROPY_BYTES) });
-        if (o.restore.paused) await this.client.resumeContainer(o.restore.container.id);
-        await ping;
-        this.log?.info('pod VM restored from a checkpoint', { ms: Date.now() - t0, container: o.restore.container.id });
-        return;
-      }
-      await this.client.setupGuest({
-        time: new Date(),
-        hostname: o.id.slice(0, 63),
-        entropy: crypto.randomBytes(ENTROPY_BYTES),
-        mounts: [{ source: SHARE_TAG, target: GUEST_SHARED_DIR, fstype: '9p', options: SHARE_MOUNT_OPTIONS }],
-        interfaces: this.network ? [this.network.guestInterface] : [],
-        routes: this.network?.routes ?? [],
-      });
-      this.log?.info('pod VM ready', { ms: Date.now() - t0, agentVersion: (await ping).agentVersion });
+      await this.setUpGuest(ping, t0);
     } catch (err) {
       throw this.bootError(`setting up the guest failed: ${(err as Error).message}`, err);
     }
+    // Not on the start's critical path: CRI's PortForward only comes once containers run.
+    if (this.network) this.portForwarder = forwardPodPorts(this.network.netns, (port) => this.agent().openPort(port), this.log); // never rejects
+  }
+
+  /** The guest's clock, entropy and (for a new pod) hostname, shared directory and NIC. */
+  private async setUpGuest(ping: Promise<PingResult>, t0: number): Promise<void> {
+    const o = this.options;
+    const client = this.client!;
+    if (o.incoming) {
+      // The guest's clock stood still while the VM moved; its containers run on.
+      await client.setupGuest({ time: new Date(), entropy: crypto.randomBytes(ENTROPY_BYTES) });
+      await ping;
+      this.log?.info('pod VM migrated here', { ms: Date.now() - t0, containers: o.incoming.containers.map((c) => c.id) });
+      return;
+    }
+    if (o.restore) {
+      // The guest's clock stopped at the checkpoint; its container runs on (thawed if frozen).
+      await client.setupGuest({ time: new Date(), entropy: crypto.randomBytes(ENTROPY_BYTES) });
+      if (o.restore.paused) await client.resumeContainer(o.restore.container.id);
+      await ping;
+      this.log?.info('pod VM restored from a checkpoint', { ms: Date.now() - t0, container: o.restore.container.id });
+      return;
+    }
+    await client.setupGuest({
+      time: new Date(),
+      hostname: o.id.slice(0, 63),
+      entropy: crypto.randomBytes(ENTROPY_BYTES),
+      mounts: [{ source: SHARE_TAG, target: GUEST_SHARED_DIR, fstype: '9p', options: SHARE_MOUNT_OPTIONS }],
+      interfaces: this.network ? [this.network.guestInterface] : [],
+      routes: this.network?.routes ?? [],
+    });
+    this.log?.info('pod VM ready', { ms: Date.now() - t0, agentVersion: (await ping).agentVersion });
   }
 
   private onConsole(chunk: Buffer): void {
