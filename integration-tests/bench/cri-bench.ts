@@ -1,7 +1,8 @@
 // CRI benchmark (issue 11), side by side in one containerd with the CRI plugin: Stencil (pods
 // cloned from the shim's template) against runc, the reference, through the same CRI calls.
 //   1. RunPodSandbox + CreateContainer + StartContainer until the container's first log line,
-//      alternating runtimes after a warm-up of each, median of --runs (default 10).
+//      alternating runtimes after a warm-up of each, median of --runs (default 10); and the median
+//      of each of those calls per runtime (cri_pod_start_phase_ms).
 //   2. --parallel pods (default 50) started at once per runtime: total time to all running,
 //      failures, and host memory per pod (MemAvailable drop while they run; the Stencil figure
 //      includes each pod's shim daemon and VM, runc's each pod's shim and containers).
@@ -24,16 +25,31 @@ const parallel = Number(values.parallel);
 const HANDLERS = ['runc', 'stencil'] as const;
 const COMMAND = ['sh', '-c', 'echo started; exec sleep 100000'];
 
-/** A pod with one container, until the container has written its first line: ms, and the pod id. */
-async function startPod(cri: CriClient, handler: string, image: string, logRoot: string, name: string): Promise<{ ms: number; id: string }> {
+/** The CRI calls of a pod start, each timed: where a runtime's start time goes. */
+const PHASES = ['run_pod_sandbox', 'create_container', 'start_container', 'first_log_line'] as const;
+type Phases = Record<(typeof PHASES)[number], number>;
+
+/** A pod with one container, until the container has written its first line: ms (in all, and per phase), and the pod id. */
+async function startPod(cri: CriClient, handler: string, image: string, logRoot: string, name: string): Promise<{ ms: number; phases: Phases; id: string }> {
   const t0 = performance.now();
+  let last = t0;
+  const lap = () => {
+    const now = performance.now();
+    const ms = now - last;
+    last = now;
+    return ms;
+  };
   const config = podConfig(name, { logRoot });
   const { podSandboxId } = await cri.runPodSandbox(config, handler);
+  const runPodSandbox = lap();
   const id = await cri.createContainer(podSandboxId, containerConfig('c', image, COMMAND), config);
+  const createContainer = lap();
   await cri.startContainer(id);
+  const startContainer = lap();
   const log = path.join(config.logDirectory!, 'c', '0.log');
   await waitFor(`the first log line of pod ${name}`, async () => (fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('started') ? true : undefined), 300_000, 20);
-  return { ms: performance.now() - t0, id: podSandboxId };
+  const phases = { run_pod_sandbox: runPodSandbox, create_container: createContainer, start_container: startContainer, first_log_line: lap() };
+  return { ms: performance.now() - t0, phases, id: podSandboxId };
 }
 
 async function main(): Promise<void> {
@@ -45,11 +61,13 @@ async function main(): Promise<void> {
     const cri = c.cri();
     // 1. one pod at a time
     const samples: Record<string, number[]> = { runc: [], stencil: [] };
+    const phaseSamples: Record<string, Phases[]> = { runc: [], stencil: [] };
     for (const h of HANDLERS) await removePod(cri, (await startPod(cri, h, image, logRoot, `warm-${h}`)).id);
     for (let i = 0; i < runs; i++) {
       for (const h of i % 2 ? [...HANDLERS].reverse() : HANDLERS) {
-        const { ms, id } = await startPod(cri, h, image, logRoot, `one-${h}-${i}`);
+        const { ms, phases, id } = await startPod(cri, h, image, logRoot, `one-${h}-${i}`);
         samples[h].push(ms);
+        phaseSamples[h].push(phases);
         await removePod(cri, id);
       }
       note(`run ${i + 1}/${runs}: runc ${round(samples.runc.at(-1)!)} ms, stencil ${round(samples.stencil.at(-1)!)} ms`);
@@ -67,6 +85,11 @@ async function main(): Promise<void> {
       goal: '<= 1.5',
       goal_met: stencil / runc <= 1.5,
     });
+    // Where the time goes: each CRI call's median per runtime (the medians need not add up to the total's).
+    for (const phase of PHASES) {
+      const of = (h: string) => median(phaseSamples[h].map((p) => p[phase]));
+      emit({ figure: 'cri_pod_start_phase_ms', containerd: c.packageVersion, phase, runs, runc_ms: round(of('runc')), stencil_template_ms: round(of('stencil')), ratio: round(of('stencil') / of('runc'), 2) });
+    }
 
     // 2. many pods at once, per runtime
     for (const h of HANDLERS) {

@@ -310,6 +310,7 @@ for (const version of CONTAINERD_VERSIONS) {
     it('checkpoint and restore (ctr c checkpoint --task, ctr c restore --live): the restored container counts on from its saved memory', { skip: longSkip(version) }, async () => {
       const id = 'ckpt';
       const ref = `stencil.test/checkpoint-${version}:1`;
+      const since = logOffset(c);
       try {
         // The count lives in the shell's memory; the file only shows it (replaced by a rename).
         const r = await run(['-d', image, id, 'sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > /tmp/c.new; mv /tmp/c.new /tmp/c; sleep 0.1; done']);
@@ -328,7 +329,9 @@ for (const version of CONTAINERD_VERSIONS) {
             if (n > min) return n;
             await sleep(200);
           }
-          assert.fail(`the counter never went above ${min}`);
+          // How the pod's VM stands, and what the VMM and the shim reported meanwhile (the emulated host's faults are retried on that evidence).
+          const pod = await podStatus(c, id).then((st) => `its VM is ${st.vmState}`, (err: Error) => `no pod status: ${err.message}`);
+          assert.fail(`the counter never went above ${min} (task ${await taskStatus(id).catch(() => 'unknown')}; ${pod})\n${logWithFaults(c, 40, since)}`);
         };
         await countAbove(5);
         const cp = await c.ctr(['containers', 'checkpoint', '--task', id, ref]);
