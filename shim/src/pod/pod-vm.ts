@@ -272,11 +272,9 @@ export class PodVm implements Pod {
     this.vm.start();
     arrived?.complete();
     this.client = await this.connectAgent(o.agentTimeoutMs ?? DEFAULT_AGENT_TIMEOUT_MS);
-    // The ping (for the log) goes along with the first request, not a round trip before it.
-    const ping = this.client.ping();
-    ping.catch(() => undefined); // awaited below; a failure there is the one reported
     try {
-      await this.setUpGuest(ping, t0);
+      // The ping first, then the rest: the order a restored or migrated guest's agent has always seen.
+      await this.setUpGuest(await this.client.ping(), t0);
     } catch (err) {
       throw this.bootError(`setting up the guest failed: ${(err as Error).message}`, err);
     }
@@ -285,13 +283,12 @@ export class PodVm implements Pod {
   }
 
   /** The guest's clock, entropy and (for a new pod) hostname, shared directory and NIC. */
-  private async setUpGuest(ping: Promise<PingResult>, t0: number): Promise<void> {
+  private async setUpGuest(ping: PingResult, t0: number): Promise<void> {
     const o = this.options;
     const client = this.client!;
     if (o.incoming) {
       // The guest's clock stood still while the VM moved; its containers run on.
       await client.setupGuest({ time: new Date(), entropy: crypto.randomBytes(ENTROPY_BYTES) });
-      await ping;
       this.log?.info('pod VM migrated here', { ms: Date.now() - t0, containers: o.incoming.containers.map((c) => c.id) });
       return;
     }
@@ -299,7 +296,6 @@ export class PodVm implements Pod {
       // The guest's clock stopped at the checkpoint; its container runs on (thawed if frozen).
       await client.setupGuest({ time: new Date(), entropy: crypto.randomBytes(ENTROPY_BYTES) });
       if (o.restore.paused) await client.resumeContainer(o.restore.container.id);
-      await ping;
       this.log?.info('pod VM restored from a checkpoint', { ms: Date.now() - t0, container: o.restore.container.id });
       return;
     }
@@ -311,7 +307,7 @@ export class PodVm implements Pod {
       interfaces: this.network ? [this.network.guestInterface] : [],
       routes: this.network?.routes ?? [],
     });
-    this.log?.info('pod VM ready', { ms: Date.now() - t0, agentVersion: (await ping).agentVersion });
+    this.log?.info('pod VM ready', { ms: Date.now() - t0, agentVersion: ping.agentVersion });
   }
 
   private onConsole(chunk: Buffer): void {
