@@ -15,6 +15,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { socketOfDaemonAddress } from '../../shim/src/shim/address.js';
 import { repoRoot } from '../../shim/src/util/paths.js';
 import { CriClient } from './cri.js';
 import { configToml } from './containerd-config.js';
@@ -399,7 +400,8 @@ export class ContainerdInstance {
     for (const [p, kind] of added) {
       if (shared([p, kind]) && someoneElses(p)) continue;
       // The address a Stencil shim's `start` recorded beside its socket goes with that socket.
-      if (kind === 'file' && isUnder(p, SHIM_SOCKET_DIR) && p.endsWith('.address') && someoneElses(p.slice(0, -'.address'.length))) continue;
+      const recordedFor = kind === 'file' && isUnder(p, SHIM_SOCKET_DIR) ? socketOfDaemonAddress(p) : undefined;
+      if (recordedFor && someoneElses(recordedFor)) continue;
       if (kind === 'dir' && path.dirname(p) === '/dev/shm') continue; // the RAM file directory itself
       out.push(`${kind} ${p}`);
     }
@@ -549,8 +551,9 @@ export class ContainerdInstance {
       report.removed.push(p);
     }
     // The addresses Stencil shims recorded beside their sockets (shim/src/shim/address.ts).
-    for (const [p] of added.filter(([p, k]) => k === 'file' && isUnder(p, SHIM_SOCKET_DIR) && p.endsWith('.address'))) {
-      if (fs.existsSync(p.slice(0, -'.address'.length))) continue;
+    for (const [p] of added.filter(([p, k]) => k === 'file' && isUnder(p, SHIM_SOCKET_DIR))) {
+      const recordedFor = socketOfDaemonAddress(p);
+      if (!recordedFor || fs.existsSync(recordedFor)) continue;
       fs.rmSync(p, { force: true });
       report.removed.push(p);
     }

@@ -66,13 +66,20 @@ export function isListening(sock: string, timeoutMs = 2_000): Promise<boolean> {
   });
 }
 
+const DAEMON_ADDRESS_SUFFIX = '.address';
+
 /**
  * Where `start` records the bootstrap address it gave out for the daemon on `sock` (a plain
  * ttrpc address or gRPC's JSON): a later `start` of the same pod (each CRI app container) answers
  * from it without loading the configuration. It goes with the socket.
  */
 export function daemonAddressPath(sock: string): string {
-  return `${sock}.address`;
+  return `${sock}${DAEMON_ADDRESS_SUFFIX}`;
+}
+
+/** The socket whose recorded address `file` is (daemonAddressPath's inverse), or undefined if it is none. */
+export function socketOfDaemonAddress(file: string): string | undefined {
+  return file.endsWith(DAEMON_ADDRESS_SUFFIX) ? file.slice(0, -DAEMON_ADDRESS_SUFFIX.length) : undefined;
 }
 
 /** The address recorded for the daemon on `sock`, or undefined (none, or unreadable). */
