@@ -421,6 +421,16 @@ TEST(VsockDevice, TransportResetEventDropsConnections) {
   EXPECT_EQ(read(host, &c, 1), 0) << "connections are dropped";
   EXPECT_EQ(f.device->connection_count(), 0u);
   close(host);
+  // A new host connection waits until the guest has handled the reset, which would otherwise
+  // reset it too, without a word to the host.
+  int client = UnixConnect(f.dir.path + "/v.sock");
+  WriteAll(client, "CONNECT 52\n");
+  EXPECT_FALSE(f.driver.NextRx(std::chrono::milliseconds(200)).has_value()) << "a request reached a guest still resetting";
+  f.driver.AcknowledgeEvent(0);
+  auto req = f.driver.NextRx();
+  ASSERT_TRUE(req.has_value());
+  EXPECT_EQ(req->h.op, kOpRequest);
+  close(client);
   close(listener);
 }
 
@@ -506,19 +516,24 @@ TEST(VsockDevice, SaveAndRestoreState) {
   EXPECT_EQ(d.UsedIdx(2), s.next_used[2] + 1) << "a restored device announces TRANSPORT_RESET";
   EXPECT_EQ(irq.needs_reset.load(), 0);
 
-  // A host connection waits until the guest has read its new CID (its reset handler does).
+  // A host connection waits until the guest has handled the reset: read its new CID and dropped
+  // its old connections, then given the event buffer back. Reading the CID is not enough.
   d.rx_seen = s.next_used[0];
   for (uint16_t i = 0; i < 4; i++) d.PostRx(i);
   restored.QueueNotify(0);
   int client = UnixConnect(o.uds_path);
   WriteAll(client, "CONNECT 52\n");
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  EXPECT_EQ(d.UsedIdx(0), s.next_used[0]) << "a request reached the guest before it knew its CID";
   uint8_t cid[8];
   restored.ReadConfig(0, cid, sizeof cid);
   uint64_t value;
   std::memcpy(&value, cid, sizeof value);
   EXPECT_EQ(value, kCid + 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(d.UsedIdx(0), s.next_used[0]) << "a request reached the guest before it had handled the transport reset";
+  restored.QueueNotify(2);  // a kick without a buffer given back does not count
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(d.UsedIdx(0), s.next_used[0]) << "a request reached the guest before it had handled the transport reset";
+  d.AcknowledgeEvent(0);
   auto req = d.NextRx();
   ASSERT_TRUE(req.has_value());
   EXPECT_EQ(req->h.op, kOpRequest);
@@ -550,6 +565,7 @@ TEST(VsockDevice, ARestoredDeviceNeverReusesTheTemplatesHostPorts) {
   r.device.QueueNotify(0);
   uint8_t cid[8];
   r.device.ReadConfig(0, cid, sizeof cid);  // the guest's reset handler re-reads its CID
+  r.driver.AcknowledgeEvent(0);
   int clone_client = UnixConnect(r.options.uds_path);
   WriteAll(clone_client, "CONNECT 52\n");
   auto clone_req = r.driver.NextRx();

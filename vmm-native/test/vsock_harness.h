@@ -130,6 +130,16 @@ class FakeDriver {
     device->QueueNotify(0);
     return p;
   }
+  // What Linux's event work does once it has handled an event (re-read guest_cid, reset the
+  // connected sockets): give the event buffer `desc` back and kick the event queue. Waits for the
+  // event first (the device has used every event buffer posted), as the guest can only answer it.
+  void AcknowledgeEvent(uint16_t desc) {
+    auto deadline = Clock::now() + std::chrono::seconds(5);
+    while (UsedIdx(2) != avail_idx[2] && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_EQ(UsedIdx(2), avail_idx[2]) << "no event to acknowledge";
+    Publish(2, desc);
+    device->QueueNotify(2);
+  }
   // Next rx packet that is not a credit message.
   std::optional<Packet> NextNonCredit(std::chrono::milliseconds timeout = std::chrono::milliseconds(5000)) {
     for (;;) {

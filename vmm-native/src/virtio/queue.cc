@@ -149,6 +149,10 @@ void Virtqueue::PushUsed(const GuestMemoryAccess& mem, uint16_t head, uint32_t w
   Store<uint16_t>(mem, used_addr + 2, next_used_, "used.idx");
 }
 
+uint16_t Virtqueue::PublishedIdx(const GuestMemoryAccess& mem) const {
+  return Load<uint16_t>(mem, avail_addr + 2, "avail.idx");
+}
+
 bool Virtqueue::NeedsInterrupt(const GuestMemoryAccess& mem) const {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   uint16_t flags = Load<uint16_t>(mem, avail_addr, "avail.flags");

@@ -60,6 +60,8 @@ class Virtqueue {
   // a block read), and a live migration's dirty tracking marks pages when they are translated, so
   // this marks what the device wrote after the writes, never only before them.
   void PushUsed(const GuestMemoryAccess& mem, uint16_t head, uint32_t written);
+  // The driver's avail.idx: how many chains it has published since the queue started (wraps).
+  uint16_t PublishedIdx(const GuestMemoryAccess& mem) const;
   // Whether the driver wants an interrupt now (VIRTQ_AVAIL_F_NO_INTERRUPT clear).
   bool NeedsInterrupt(const GuestMemoryAccess& mem) const;
 

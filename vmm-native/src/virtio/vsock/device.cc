@@ -98,9 +98,6 @@ void VirtioVsock::ReadConfig(uint64_t offset, uint8_t* data, uint32_t len) {
     uint64_t off = offset + i;
     data[i] = off < 8 ? static_cast<uint8_t>(guest_cid_ >> (8 * off)) : 0;
   }
-  if (offset < 8 && awaiting_cid_read_.exchange(false)) {
-    kicks_.Kick(1u << kRxQueue);  // deliver what was held
-  }
 }
 
 void VirtioVsock::Activate(const GuestMemoryAccess& mem, std::vector<Virtqueue>& queues, VirtioInterrupt& irq) {
@@ -118,12 +115,11 @@ void VirtioVsock::Activate(const GuestMemoryAccess& mem, std::vector<Virtqueue>&
     restored_->ApplyTo(queues_);
     next_local_port = restored_->next_local_port;
     stale_cid_ = restored_->guest_cid != guest_cid_ ? restored_->guest_cid : 0;
-    awaiting_cid_read_ = stale_cid_ != 0;
     restored_.reset();
     reset_event_pending_ = true;
   }
   held_rx_.reset();
-  rx_posted_ = broken_ = false;
+  rx_posted_ = broken_ = awaiting_reset_ack_ = false;
   kicks_.Clear();
   try {
     if (!listener_.valid()) Bind();  // after a driver reset
@@ -294,7 +290,7 @@ void VirtioVsock::HandleTxChain(const DescriptorChain& chain) {
 }
 
 void VirtioVsock::ProcessRx() {
-  if (broken_ || !muxer_ || awaiting_cid_read_) return;
+  if (broken_ || !muxer_ || awaiting_reset_ack_) return;
   Virtqueue& q = *queues_[kRxQueue];
   bool used = false;
   try {
@@ -330,10 +326,16 @@ void VirtioVsock::ProcessRx() {
 }
 
 void VirtioVsock::ProcessEvents() {
-  if (broken_ || !reset_event_pending_) return;
+  if (broken_) return;
   Virtqueue& q = *queues_[kEventQueue];
   try {
+    if (awaiting_reset_ack_ && q.PublishedIdx(*mem_) != reset_avail_idx_) {
+      awaiting_reset_ack_ = false;  // the guest gave an event buffer back: its reset is done
+      ScheduleRx();
+    }
     while (reset_event_pending_) {
+      // Read before the event goes out: the guest may hand the buffer back at once.
+      const uint16_t published = q.PublishedIdx(*mem_);
       std::optional<DescriptorChain> chain = q.Pop(*mem_);
       if (!chain) return;  // delivered when the guest adds an event buffer
       uint8_t event[kEventSize] = {kEventTransportReset, 0, 0, 0};  // le32 id
@@ -341,6 +343,7 @@ void VirtioVsock::ProcessEvents() {
       if (chain->writable_bytes() >= kEventSize) {
         n = static_cast<uint32_t>(chain->CopyToWritable(event, kEventSize));
         reset_event_pending_ = false;
+        awaiting_reset_ack_ = true, reset_avail_idx_ = published;
       }
       q.PushUsed(*mem_, chain->head, n);
       if (q.NeedsInterrupt(*mem_)) irq_->SignalUsedBuffer();

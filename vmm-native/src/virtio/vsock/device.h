@@ -114,11 +114,14 @@ class VirtioVsock : public VirtioDevice {
   // A restored guest's CID before it resumed here (0: none or unchanged). Packets it had queued
   // under that CID before handling the transport reset are dropped without a log line each.
   uint64_t stale_cid_ = 0;
-  // Set while a restored guest with a new CID has not read it yet. Linux handles the transport
-  // reset in a work item queued after the rx one (the rx queue's callback runs first), so a host
-  // connection request delivered at once is answered under the old CID, dropped, and the host
-  // waits; rx is held until the guest's reset handler reads the config (its guest_cid).
-  std::atomic<bool> awaiting_cid_read_{false};
+  // Set from delivering a transport reset until the guest has handled it. Linux handles the
+  // event in a work item of its own: it re-reads guest_cid, resets every connected socket, and
+  // only then gives the event buffer back (avail.idx moves) and kicks the event queue. A host
+  // connection request delivered before that is answered under a stale CID, or is established
+  // and then reset with the rest, silently: the host would wait forever for its first reply. So
+  // rx waits until the event queue's avail.idx has moved past `reset_avail_idx_` (loop thread).
+  bool awaiting_reset_ack_ = false;
+  uint16_t reset_avail_idx_ = 0;
 
   // Loop-thread state (set up before the thread starts).
   const GuestMemoryAccess* mem_ = nullptr;
