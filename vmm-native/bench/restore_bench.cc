@@ -42,7 +42,7 @@ constexpr uint64_t kMemory = 256ULL << 20;
 double Ms(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
 
 volatile uint64_t* CounterIn(const Vm& vm) {
-  return reinterpret_cast<volatile uint64_t*>(vm.memory().Translate(testing::kCounterAddr, 8));
+  return reinterpret_cast<volatile uint64_t*>(vm.memory().Translate(stencil::testing::kCounterAddr, 8));
 }
 
 // Boots the counting guest, lets it count, pauses it, touches every page above its code (a
@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
   std::string dir = tmpl;
   try {
     std::string kernel = dir + "/guest.elf";
-    testing::WriteCounterGuest(kernel);
+    stencil::testing::WriteCounterGuest(kernel);
     uint64_t saved = MakeTemplate(dir, kernel);
     {
       // The floor guest's code: `out 0x80, al; hlt` in a page the template does not use, written
