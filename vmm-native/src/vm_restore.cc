@@ -100,20 +100,24 @@ Vm::Vm(VmShell shell, const Snapshot& snapshot, const RestoreOptions& options, s
     memory_ = std::make_unique<GuestMemory>(config_.memory);
     SetupMemorySlots();
   }
-  SetupDevices();
+  exit_stats_.TimePhase("devices", [&] { SetupDevices(); });
   devices_->CheckLayout(snapshot.layout);
   cmdline_ = snapshot.config.cmdline;
   kernel_sha256_ = snapshot.config.kernel_sha256;
   initrd_sha256_ = snapshot.config.initrd_sha256;
 
   // The irqchip first: device restore may raise interrupts (vsock's transport reset).
-  snapshot.vm.Restore(vm_.get());
-  for (size_t i = 0; i < vcpus_.size(); i++) snapshot.vcpus[i].Restore(vcpus_[i]->fd.get());
-  for (size_t i = 0; i < devices_->count(); i++) {
-    ByteReader in(snapshot.devices[i], "saved state of " + snapshot.layout[i].Describe());
-    devices_->device(i).RestoreState(in);
-    in.ExpectEnd();
-  }
+  exit_stats_.TimePhase("restore-vm-state", [&] { snapshot.vm.Restore(vm_.get()); });
+  exit_stats_.TimePhase("restore-vcpus", [&] {
+    for (size_t i = 0; i < vcpus_.size(); i++) snapshot.vcpus[i].Restore(vcpus_[i]->fd.get());
+  });
+  exit_stats_.TimePhase("restore-devices", [&] {
+    for (size_t i = 0; i < devices_->count(); i++) {
+      ByteReader in(snapshot.devices[i], "saved state of " + snapshot.layout[i].Describe());
+      devices_->device(i).RestoreState(in);
+      in.ExpectEnd();
+    }
+  });
 }
 
 }  // namespace stencil

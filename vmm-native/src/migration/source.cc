@@ -133,6 +133,7 @@ void MigrationSource::Run() {
       auto t = Clock::now();
       RamSendStats sent;
       SendPages(writer, memory, pages, skip_zero, cancel_, &sent);
+      writer.Flush();
       if (round_trip && sync) {
         writer.Sync();
         ReadReply(channel, "the destination to take in a round of RAM", StreamReply::kSynced);

@@ -19,8 +19,19 @@ VmmError Corrupt(const std::string& what) { return VmmError(ErrorCode::kMigratio
 }  // namespace
 
 void StreamWriter::Put(const void* data, size_t len) {
-  hash_.Update(data, len);
-  channel_.Write(data, len);
+  // Fields and pages gather in one buffer: a send per field would cost a syscall each, thousands
+  // in a round of scattered pages, and the final round's are all downtime. The buffer is also
+  // the one copy of a page that is both hashed and sent (the guest may be writing the original).
+  const auto* p = static_cast<const uint8_t*>(data);
+  out_.insert(out_.end(), p, p + len);
+  if (out_.size() >= kFlushBytes) Flush();
+}
+
+void StreamWriter::Flush() {
+  if (out_.empty()) return;
+  hash_.Update(out_.data(), out_.size());
+  channel_.Write(out_.data(), out_.size());
+  out_.clear();
 }
 
 void StreamWriter::Header(const StreamHeader& h) {
@@ -35,16 +46,14 @@ void StreamWriter::Header(const StreamHeader& h) {
       Put(s->data(), s->size());
     }
   }
+  Flush();  // the destination answers the header
 }
 
 void StreamWriter::Ram(uint64_t offset, const uint8_t* pages, uint32_t count) {
   PutValue<uint8_t>(static_cast<uint8_t>(StreamRecord::kRam));
   PutValue<uint64_t>(offset);
   PutValue<uint32_t>(count);
-  // The guest may be writing these pages right now: hash and send one copy, or the checksum
-  // would cover other bytes than the ones sent (the page goes again in a later round anyway).
-  scratch_.assign(pages, pages + static_cast<size_t>(count) * kGuestPageSize);
-  Put(scratch_.data(), scratch_.size());
+  Put(pages, static_cast<size_t>(count) * kGuestPageSize);
 }
 
 void StreamWriter::Zero(uint64_t offset, uint32_t count) {
@@ -62,10 +71,14 @@ void StreamWriter::State(bool running, const std::vector<uint8_t>& state, const 
   Put(config.data(), config.size());
 }
 
-void StreamWriter::Sync() { PutValue<uint8_t>(static_cast<uint8_t>(StreamRecord::kSync)); }
+void StreamWriter::Sync() {
+  PutValue<uint8_t>(static_cast<uint8_t>(StreamRecord::kSync));
+  Flush();  // the destination answers it
+}
 
 void StreamWriter::End() {
   PutValue<uint8_t>(static_cast<uint8_t>(StreamRecord::kEnd));
+  Flush();
   Sha256Digest digest = hash_.Finish();
   channel_.Write(digest.data(), digest.size());
 }

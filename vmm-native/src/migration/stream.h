@@ -60,14 +60,17 @@ class StreamWriter {
   void State(bool running, const std::vector<uint8_t>& state, const std::string& config);
   void Sync();
   void End();
+  // Sends what is buffered (Header, Sync and End do, as the destination answers them).
+  void Flush();
 
  private:
+  static constexpr size_t kFlushBytes = 256 << 10;
   void Put(const void* data, size_t len);
   template <typename T>
   void PutValue(T v) { Put(&v, sizeof v); }
   MigrationChannel& channel_;
   Sha256Stream hash_;
-  std::vector<uint8_t> scratch_;
+  std::vector<uint8_t> out_;  // not yet hashed or sent
 };
 
 // Reads what StreamWriter sent. Throws VmmError(kMigration) naming what is wrong: not a Stencil

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -179,8 +180,17 @@ void MigrationChannel::Write(const void* data, size_t len) {
 
 void MigrationChannel::Read(void* out, size_t len, const char* what) {
   auto* p = static_cast<uint8_t*>(out);
+  // Small reads (a record's fields) come from a buffer filled a socket read at a time; a big one
+  // (a run of pages) goes straight to its place once the buffer is empty.
+  size_t buffered = std::min(len, read_end_ - read_pos_);
+  if (buffered) {
+    std::memcpy(p, read_buffer_.data() + read_pos_, buffered);
+    read_pos_ += buffered, p += buffered, len -= buffered, read_ += buffered;
+  }
   while (len) {
-    ssize_t n = recv(socket_.get(), p, len, 0);
+    const bool direct = len >= kReadBufferBytes;
+    if (!direct && read_buffer_.empty()) read_buffer_.resize(kReadBufferBytes);
+    ssize_t n = direct ? recv(socket_.get(), p, len, 0) : recv(socket_.get(), read_buffer_.data(), kReadBufferBytes, 0);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       Wait(POLLIN, (std::string("read ") + what).c_str(), read_timeout_);
       continue;
@@ -190,7 +200,13 @@ void MigrationChannel::Read(void* out, size_t len, const char* what) {
     if (n == 0)
       throw VmmError(ErrorCode::kMigration, std::string("the stream ended while reading ") + what + " (after " +
                                                 std::to_string(read_) + " bytes): " + peer_ + " closed the connection");
-    p += n, len -= static_cast<size_t>(n), read_ += static_cast<uint64_t>(n);
+    size_t used = static_cast<size_t>(n);
+    if (!direct) {
+      used = std::min(len, used);
+      std::memcpy(p, read_buffer_.data(), used);
+      read_pos_ = used, read_end_ = static_cast<size_t>(n);
+    }
+    p += used, len -= used, read_ += used;
   }
 }
 

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "../fd.h"
 
@@ -59,7 +60,10 @@ class MigrationChannel {
   UniqueFd socket_;
   const Cancellation& cancel_;
   std::string peer_;
-  uint64_t written_ = 0, read_ = 0;
+  static constexpr size_t kReadBufferBytes = 256 << 10;
+  std::vector<uint8_t> read_buffer_;  // received, not yet read: [read_pos_, read_end_)
+  size_t read_pos_ = 0, read_end_ = 0;
+  uint64_t written_ = 0, read_ = 0;  // bytes handed to Write / returned by Read
   uint64_t limit_ = 0;
   uint64_t paced_bytes_ = 0;
   std::chrono::steady_clock::time_point paced_since_;
