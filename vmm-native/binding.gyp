@@ -21,6 +21,7 @@
         "src/vm_shell.cc",
         "src/vm_snapshot.cc",
         "src/vm_migration.cc",
+        "src/migration/checksum.cc",
         "src/migration/destination.cc",
         "src/migration/ram.cc",
         "src/migration/source.cc",

@@ -122,8 +122,15 @@ TEST_F(MigrationStream, WrongMagicIsRefused) {
 }
 
 TEST_F(MigrationStream, NewerVersionIsRefusedByName) {
+  const std::string newer = "version " + std::to_string(kLiveMigrationVersion + 1) + " is too new: this Stencil reads version " +
+                            std::to_string(kLiveMigrationVersion);
   auto [error, reply] = Feed(Header(kLiveMigrationVersion + 1));
-  EXPECT_NE(error.find("version 2 is too new: this Stencil reads version 1"), std::string::npos) << error;
+  EXPECT_NE(error.find(newer), std::string::npos) << error;
+  EXPECT_EQ(reply.substr(0, 1), "X");
+  EXPECT_FALSE(RamFileLeft());
+  // Version 1 ended in a SHA-256 where version 2 has a CRC-32C.
+  std::tie(error, reply) = Feed(Header(1));
+  EXPECT_NE(error.find("version 1"), std::string::npos) << error;
   EXPECT_EQ(reply.substr(0, 1), "X");
   EXPECT_FALSE(RamFileLeft());
 }
@@ -161,9 +168,9 @@ TEST_F(MigrationStream, CorruptedPageFailsTheChecksum) {
   AppendRam(bytes, 8192, 0x22);
   AppendState(bytes);
   bytes.push_back('E');
-  Sha256Digest digest = Sha256(bytes.data(), bytes.size());
+  const uint32_t crc = Crc32c(0, bytes.data(), bytes.size());
   bytes[bytes.size() - 100] ^= 1;  // one bit flipped in transit, inside the page
-  bytes.insert(bytes.end(), digest.begin(), digest.end());
+  bytes.insert(bytes.end(), reinterpret_cast<const uint8_t*>(&crc), reinterpret_cast<const uint8_t*>(&crc) + sizeof crc);
   auto [error, reply] = Feed(bytes);
   EXPECT_NE(error.find("checksum mismatch at the end marker"), std::string::npos) << error;
   EXPECT_NE(reply.find("F"), std::string::npos);

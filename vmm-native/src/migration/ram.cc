@@ -11,6 +11,7 @@
 #include "../error.h"
 #include "../fd.h"
 #include "../memory.h"
+#include "../snapshot/sha256.h"
 #include "../snapshot/memory_copy.h"
 
 namespace stencil {

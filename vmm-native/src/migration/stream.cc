@@ -29,7 +29,7 @@ void StreamWriter::Put(const void* data, size_t len) {
 
 void StreamWriter::Flush() {
   if (out_.empty()) return;
-  hash_.Update(out_.data(), out_.size());
+  checksum_.Update(out_.data(), out_.size());
   channel_.Write(out_.data(), out_.size());
   out_.clear();
 }
@@ -79,13 +79,13 @@ void StreamWriter::Sync() {
 void StreamWriter::End() {
   PutValue<uint8_t>(static_cast<uint8_t>(StreamRecord::kEnd));
   Flush();
-  Sha256Digest digest = hash_.Finish();
-  channel_.Write(digest.data(), digest.size());
+  const uint32_t crc = checksum_.value();  // little-endian, as every integer here
+  channel_.Write(&crc, sizeof crc);
 }
 
 void StreamReader::Get(void* out, size_t len, const char* what) {
   channel_.Read(out, len, what);
-  hash_.Update(out, len);
+  checksum_.Update(out, len);
 }
 
 StreamHeader StreamReader::Header() {
@@ -162,9 +162,9 @@ void StreamReader::State(bool* running, std::vector<uint8_t>* state, std::string
 }
 
 void StreamReader::End() {
-  Sha256Digest expected = hash_.Finish();
-  Sha256Digest got{};
-  channel_.Read(got.data(), got.size(), "the end marker's checksum");
+  const uint32_t expected = checksum_.value();
+  uint32_t got = 0;
+  channel_.Read(&got, sizeof got, "the end marker's checksum");
   if (got != expected)
     throw Corrupt("checksum mismatch at the end marker: the stream was corrupted in transit (" +
                   std::to_string(channel_.bytes_read()) + " bytes)");

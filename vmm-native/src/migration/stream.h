@@ -1,4 +1,4 @@
-// The live migration stream (version 1). Source to destination:
+// The live migration stream (version 2). Source to destination:
 //
 //   "STNCLIVE"  u32 version
 //   header:     u32 length + the VM's description (snapshot.h: configuration + device layout),
@@ -8,7 +8,7 @@
 //               'S' u8 run state (1 running), u32 + state, u32 + config   (snapshot.h bytes)
 //               'Y'                                               (sync: only to a destination
 //                                                                  that accepted with bit 1)
-//               'E' SHA-256 of every byte before it
+//               'E' u32 CRC-32C of every byte before it (checksum.h)
 //
 // Destination to source: after the header 'A' u8 flags (bit 0: the destination starts from the
 // same template, so pages a clone never wrote are not sent; bit 1: it answers sync records) or
@@ -23,13 +23,13 @@
 #include <string>
 #include <vector>
 
-#include "../snapshot/sha256.h"
+#include "checksum.h"
 #include "transport.h"
 
 namespace stencil {
 
 constexpr char kLiveMigrationMagic[8] = {'S', 'T', 'N', 'C', 'L', 'I', 'V', 'E'};
-constexpr uint32_t kLiveMigrationVersion = 1;
+constexpr uint32_t kLiveMigrationVersion = 2;  // 1: the end marker carried a SHA-256
 constexpr uint32_t kMaxPagesPerRecord = 256;
 
 enum class StreamRecord : uint8_t { kRam = 'R', kZero = 'Z', kState = 'S', kSync = 'Y', kEnd = 'E' };
@@ -69,7 +69,7 @@ class StreamWriter {
   template <typename T>
   void PutValue(T v) { Put(&v, sizeof v); }
   MigrationChannel& channel_;
-  Sha256Stream hash_;
+  StreamChecksum checksum_;
   std::vector<uint8_t> out_;  // not yet hashed or sent
 };
 
@@ -96,7 +96,7 @@ class StreamReader {
     return v;
   }
   MigrationChannel& channel_;
-  Sha256Stream hash_;
+  StreamChecksum checksum_;
   uint64_t records_ = 0;
 };
 
