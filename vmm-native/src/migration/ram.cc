@@ -11,8 +11,8 @@
 #include "../error.h"
 #include "../fd.h"
 #include "../memory.h"
-#include "../snapshot/sha256.h"
 #include "../snapshot/memory_copy.h"
+#include "../snapshot/sha256.h"
 
 namespace stencil {
 

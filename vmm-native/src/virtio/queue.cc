@@ -100,7 +100,7 @@ bool Virtqueue::Validate(const GuestMemoryAccess& mem, std::string* why) const {
 }
 
 std::optional<DescriptorChain> Virtqueue::Pop(const GuestMemoryAccess& mem) {
-  uint16_t avail_idx = Load<uint16_t>(mem, avail_addr + 2, "avail.idx");
+  uint16_t avail_idx = PublishedIdx(mem);
   if (avail_idx == next_avail_) return std::nullopt;
   if (static_cast<uint16_t>(avail_idx - next_avail_) > size_)
     throw VirtqueueError("avail.idx jumped by more than the queue size");
