@@ -50,7 +50,14 @@ dist/shim-bundle/.stamp: dist/.stamp node_modules/.package-lock.json
 	  --banner:js="$(SHIM_BUNDLE_BANNER)"
 	@touch $@
 
-build: $(ADDON) dist/.stamp dist/shim-bundle/.stamp
+# containerd's entry point (bin/containerd-shim-stencil-v2 links to it): answers `start` for a pod
+# whose daemon runs without starting Node, and runs the bundle's main.js for everything else.
+SHIM_LAUNCHER := build/bin/containerd-shim-stencil-v2
+$(SHIM_LAUNCHER): $(wildcard shim/launcher/*.c shim/launcher/*.h)
+	@mkdir -p $(@D)
+	$(CC) -O2 -Wall -Wextra -Werror -std=gnu11 -o $@ $(filter %.c,$^) -lcrypto
+
+build: $(ADDON) dist/.stamp dist/shim-bundle/.stamp $(SHIM_LAUNCHER)
 
 # The tests, test support, integration tests, benchmarks and the demo driver.
 build-tests: build dist/.test-stamp
@@ -64,7 +71,7 @@ guest: .deps-stamp
 	@echo "guest: $$(cat build/guest.json)"
 
 # The shim for containerd (runtime io.containerd.stencil.v2): a link in a directory on containerd's
-# PATH, to bin/containerd-shim-stencil-v2 here (which runs dist/ with this machine's node).
+# PATH, to bin/containerd-shim-stencil-v2 here (the launcher, which runs dist/ with this machine's node).
 PREFIX ?= /usr/local
 install: build guest
 	install -d $(DESTDIR)$(PREFIX)/bin

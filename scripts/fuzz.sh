@@ -3,7 +3,8 @@
 # (vmm-native/fuzz: virtqueues and vsock packets, the 9p server, the migration stream, the state
 # file, device registers and saved device state, the vsock connection state machine, virtio-net's
 # queues and backend, virtio-blk's requests on a disk image;
-# guest/agent/fuzz: the agent's message decoders) and runs each from its seed corpus, then
+# guest/agent/fuzz: the agent's message decoders; shim/launcher/fuzz: the shim launcher's reading
+# of an OCI spec) and runs each from its seed corpus, then
 # the TypeScript decoders' property tests (fast-check).
 #   fuzz.sh                 FUZZ_RUNS inputs per target (default 2000000); new inputs are kept in
 #                           $STENCIL_CACHE/fuzz/corpus/<target>, so later runs start further in
@@ -24,6 +25,9 @@ build="$top/vmm-native/build/fuzz"
 clang-14 -std=c11 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -Wall -Wextra -Werror -o "$build/agent_proto_fuzz" "$top/guest/agent/fuzz/proto_fuzz.c" \
   "$top"/guest/agent/src/{proto,pb,buf}.c
+clang-14 -std=gnu11 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+  -Wall -Wextra -Werror -o "$build/spec_annotation_fuzz" "$top/shim/launcher/fuzz/spec_annotation_fuzz.c" \
+  "$top/shim/launcher/spec_annotation.c"
 
 # target name -> its binary, seed corpus and largest input
 declare -A seeds=(
@@ -36,9 +40,10 @@ declare -A seeds=(
   [virtio_net]="$top/vmm-native/fuzz/corpus/virtio_net"
   [virtio_blk]="$top/vmm-native/fuzz/corpus/virtio_blk"
   [agent_proto]="$top/guest/agent/fuzz/corpus"
+  [spec_annotation]="$top/shim/launcher/fuzz/corpus"
 )
-declare -A max_len=([virtqueue]=70000 [migration_stream]=65536 [state_file]=16384 [p9_server]=4096 [devices]=65536 [vsock_muxer]=8192 [virtio_net]=70000 [virtio_blk]=70000 [agent_proto]=8192)
-targets=(virtqueue migration_stream state_file p9_server devices vsock_muxer virtio_net virtio_blk agent_proto)
+declare -A max_len=([virtqueue]=70000 [migration_stream]=65536 [state_file]=16384 [p9_server]=4096 [devices]=65536 [vsock_muxer]=8192 [virtio_net]=70000 [virtio_blk]=70000 [agent_proto]=8192 [spec_annotation]=16384)
+targets=(virtqueue migration_stream state_file p9_server devices vsock_muxer virtio_net virtio_blk agent_proto spec_annotation)
 if [ -n "${FUZZ_TARGETS:-}" ]; then
   read -r -a targets <<<"$FUZZ_TARGETS"
   for t in "${targets[@]}"; do [ -n "${seeds[$t]:-}" ] || die "unknown fuzz target '$t' (known: ${!seeds[*]})"; done
@@ -46,7 +51,8 @@ fi
 
 if [ "$mode" = --write-seeds ]; then
   for t in "${targets[@]}"; do
-    [ "$t" = agent_proto ] && continue  # hand-written protobuf seeds (guest/agent/fuzz/corpus)
+    # hand-written seeds: protobuf (guest/agent/fuzz/corpus), OCI specs (shim/launcher/fuzz/corpus)
+    [ "$t" = agent_proto ] || [ "$t" = spec_annotation ] && continue
     rm -rf "${seeds[$t]}" && mkdir -p "${seeds[$t]}"
     STENCIL_FUZZ_WRITE_SEEDS="${seeds[$t]}" "$build/${t}_fuzz"
   done

@@ -100,7 +100,8 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 2000)); // let page cache and lazy allocations settle
       const perPod = (before - memAvailableBytes()) / parallel;
       const failures = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
-      for (const f of failures.slice(0, 3)) note(`${h}: a pod failed: ${String(f.reason).slice(0, 300)}`);
+      for (const f of failures.slice(0, 3)) note(`${h}: a pod failed: ${String(f.reason)}`);
+      if (failures.length > 0) note(`containerd's log (and the shims'), last lines:\n${c.logTail(60)}`);
       emit({
         figure: 'cri_parallel_pods',
         containerd: c.packageVersion,

@@ -1,7 +1,6 @@
 // `stencil check`: what this host can do, found by probing rather than guessing.
 import fs from 'node:fs';
 import { loadAddon } from './native.js';
-import { DAEMON_LAUNCH_TOOLS } from '../shim/daemon-privileges.js';
 import { builtGuestArtifacts, commandOnPath } from '../util/paths.js';
 
 export interface CheckItem {
@@ -84,8 +83,8 @@ function guestArtifactsCheck(): CheckItem {
   }
 }
 
-/** The util-linux programs the shim runs: its daemon's launch (start.ts) and nsenter (pod-network.ts). */
-const SHIM_HOST_TOOLS = [...DAEMON_LAUNCH_TOOLS, 'nsenter'];
+/** The util-linux programs the shim runs: nsenter (pod-network.ts). */
+const SHIM_HOST_TOOLS = ['nsenter'];
 
 function hostToolsCheck(): CheckItem {
   const missing = SHIM_HOST_TOOLS.filter((t) => !commandOnPath(t));

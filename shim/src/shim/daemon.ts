@@ -2,10 +2,11 @@
 // service on the pod's socket over ttrpc or gRPC, publishes events to containerd, runs the pod's VM,
 // and exits after a Shutdown that finds no tasks (or on SIGTERM), removing its socket.
 //
-// `start` (and so every container start) waits until the socket listens: `start` binds it and
-// passes it down (or, run by hand, the daemon binds it before loading the rest of the shim);
-// connections arriving meanwhile are held paused and served, over ttrpc or gRPC (grpc-js gets them
-// through its connection injector), once the task service is up. Stencil's PodAdmin service
+// `start` (the native launcher, shim/launcher/) binds the socket and passes it down (or, run by
+// hand, the daemon binds it before loading the rest of the shim), then waits only until the daemon
+// has read its configuration (daemon-report.ts); connections arriving meanwhile are held paused
+// and served, over ttrpc or gRPC (grpc-js gets them through its connection injector), once the
+// task service is up. Stencil's PodAdmin service
 // (`stencil pod ...`) is served over ttrpc on the same socket either way (rpc/protocol-sniff.ts).
 //
 // A daemon may also be the destination of a pod migration (pod-migration.ts): spawned by the pod's
@@ -13,7 +14,8 @@
 // shim socket and containerd's connections.
 import fs from 'node:fs';
 import net from 'node:net';
-import { INCOMING_ENV, type ShimFlags } from './flags.js';
+import { daemonConfig } from './daemon-report.js';
+import { daemonArgv, INCOMING_ENV, type ShimFlags } from './flags.js';
 import { watchForgottenTasks } from './forgotten-tasks.js';
 
 /**
@@ -30,10 +32,11 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
   process.stdout.on('error', () => undefined);
   const incoming = process.env[INCOMING_ENV];
   delete process.env[INCOMING_ENV];
+  // First the configuration: the launcher (and so containerd) waits for it.
+  const { config, source, protocol } = daemonConfig(flags);
   const early = incoming ? undefined : await listenEarly(flags.socket, flags.socketFd);
 
-  const [{ loadConfig }, { createLogger }, { LogFifoStream }, address, { bootPod }, { TaskService }, { EventPublisher }, { networkNamespaceOf }, migration] = await Promise.all([
-    import('../../../runtime-config/src/config.js'),
+  const [{ createLogger }, { LogFifoStream }, address, { bootPod }, { TaskService }, { EventPublisher }, { networkNamespaceOf }, migration] = await Promise.all([
     import('../util/log.js'),
     import('../util/log-fifo.js'),
     import('./address.js'),
@@ -44,13 +47,12 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
     import('./pod-migration.js'),
   ]);
   const { confineVmmThreads } = await import('../hypervisor/native.js');
-  const { config, source } = loadConfig({ path: flags.config });
   const logger = createLogger({ level: flags.debug ? 'debug' : config.runtime.logLevel, stream: new LogFifoStream(2), json: true }).child({
     shim: 'stencil',
     namespace: flags.namespace,
     pod: flags.id,
   });
-  logger.info('shim daemon starting', { pid: process.pid, protocol: flags.protocol, config: source, socket: flags.socket, incoming });
+  logger.info('shim daemon starting', { pid: process.pid, protocol, config: source, socket: flags.socket, incoming });
   // Every VM of this daemon (booted, cloned, restored, migrated in) runs confined VMM threads.
   confineVmmThreads(config.hypervisor);
 
@@ -143,12 +145,23 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
   const { TtrpcServer } = await import('../ttrpc/server.js');
   const ttrpc = new TtrpcServer({ logger });
   // containerd's connections, when they are ttrpc: only those can be handed to another daemon.
-  const ttrpcServer = flags.protocol === 'grpc' ? undefined : ttrpc;
+  const ttrpcServer = protocol === 'grpc' ? undefined : ttrpc;
   const { podAdminDefinition } = await import('./admin-api.js');
   ttrpc.addService(
     podAdminDefinition({
       migrate: (req) =>
-        migration.migratePodOut({ service, ttrpc: ttrpcServer, listening: listening!, logger, exitAfterHandOver }, req.to),
+        migration.migratePodOut(
+          {
+            service,
+            ttrpc: ttrpcServer,
+            listening: listening!,
+            logger,
+            exitAfterHandOver,
+            // The same daemon, configured as this one (the launcher's pipes are gone).
+            daemonArgv: daemonArgv({ ...flags, protocol, config: source === 'defaults' ? '' : source, socketFd: -1, optionsFd: -1, reportFd: -1 }),
+          },
+          req.to,
+        ),
       status: async () => {
         const pod = await service.currentPod()?.catch(() => undefined);
         const vm = pod?.status();
@@ -158,7 +171,7 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
   );
   let accept: (socket: net.Socket) => void;
   let closeTransport: () => Promise<void>;
-  if (flags.protocol === 'grpc') {
+  if (protocol === 'grpc') {
     const { GrpcServer } = await import('../rpc/grpc-server.js');
     const { acceptByProtocol } = await import('../rpc/protocol-sniff.js');
     const grpc = new GrpcServer({ logger });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import { FlagError, parseFlags } from './flags.js';
+import { daemonArgv, FlagError, parseFlags } from './flags.js';
 
 it('parses containerd 1.6 start and delete argv (Go flag syntax)', () => {
   const start = parseFlags(['-namespace', 'k8s.io', '-address', '/run/containerd/containerd.sock', '-publish-binary', '/usr/bin/containerd', '-id', 'abc', '-debug', 'start']);
@@ -31,4 +31,12 @@ it('refuses unknown flags, unknown actions and missing ids with a message naming
   assert.throws(() => parseFlags(['-namespace', 'n', 'start']), /-id is required/);
   assert.throws(() => parseFlags(['-namespace', 'n', '-id', 'a', '-id', 'b', 'start']), /more than once/);
   assert.throws(() => parseFlags(['-namespace', 'n', '-id', 'a']), /-socket is required/);
+});
+
+it('daemonArgv gives the flags parseFlags reads back (the daemon a pod migration spawns)', () => {
+  const launched = parseFlags(['-namespace', 'k8s.io', '-id', 'p', '-address', '/c.sock', '-publish-binary', '/bin/ctd', '-socket', '/run/containerd/s/x', '-socket-fd', '3', '-options-fd', '4', '-report-fd', '5', '-debug', 'serve']);
+  assert.deepEqual([launched.optionsFd, launched.reportFd, launched.socketFd], [4, 5, 3]);
+  const relaunch = { ...launched, protocol: 'grpc' as const, config: '/etc/stencil/x.toml', socketFd: -1, optionsFd: -1, reportFd: -1 };
+  assert.deepEqual(parseFlags(daemonArgv(relaunch)), relaunch);
+  assert.throws(() => parseFlags(['-namespace', 'n', '-id', 'a', '-socket', '/s', '-report-fd', 'five', 'serve']), /-report-fd must be a file descriptor number/);
 });

@@ -23,13 +23,17 @@ export interface ShimFlags {
   /** Daemon mode (private): an inherited fd already listening on `socket` (-1: bind it). */
   socketFd: number;
   protocol: 'ttrpc' | 'grpc';
-  /** Daemon mode (private): the configuration file chosen by `start` ("" = search). */
+  /** Daemon mode (private): the configuration file ("" = search), when not read from optionsFd. */
   config: string;
+  /** Daemon mode (private): an inherited pipe with containerd's runtime options (-1: none; use -config/-protocol). */
+  optionsFd: number;
+  /** Daemon mode (private): an inherited pipe to tell the launcher the address or why not (daemon-report.ts). */
+  reportFd: number;
 }
 
 export class FlagError extends Error {}
 
-const STRINGS = ['namespace', 'address', 'publish-binary', 'id', 'bundle', 'socket', 'socket-fd', 'protocol', 'config'] as const;
+const STRINGS = ['namespace', 'address', 'publish-binary', 'id', 'bundle', 'socket', 'socket-fd', 'protocol', 'config', 'options-fd', 'report-fd'] as const;
 const BOOLEANS = ['debug', 'v', 'info'] as const;
 
 export function parseFlags(argv: string[]): ShimFlags {
@@ -47,6 +51,11 @@ export function parseFlags(argv: string[]): ShimFlags {
     if (Array.isArray(v)) throw new FlagError(`-${name} is given more than once`);
     return v === undefined ? '' : String(v);
   };
+  const fdFlag = (name: 'socket-fd' | 'options-fd' | 'report-fd') => {
+    const fd = str(name) === '' ? -1 : Number(str(name));
+    if (!Number.isInteger(fd) || fd < -1) throw new FlagError(`-${name} must be a file descriptor number, not ${JSON.stringify(str(name))}`);
+    return fd;
+  };
   const action = String(parsed._[0] ?? 'serve');
   if (!['start', 'delete', 'serve'].includes(action)) throw new FlagError(`unknown action ${JSON.stringify(action)} (start, delete)`);
   const protocol = str('protocol') || 'ttrpc';
@@ -60,16 +69,35 @@ export function parseFlags(argv: string[]): ShimFlags {
     bundle: str('bundle'),
     debug: Boolean(parsed.debug),
     socket: str('socket'),
-    socketFd: str('socket-fd') === '' ? -1 : Number(str('socket-fd')),
+    socketFd: fdFlag('socket-fd'),
     protocol,
     config: str('config'),
+    optionsFd: fdFlag('options-fd'),
+    reportFd: fdFlag('report-fd'),
   };
   for (const name of ['namespace', 'id'] as const) if (!flags[name]) throw new FlagError(`-${name} is required`);
   if (flags.action === 'serve' && !flags.socket) throw new FlagError('-socket is required in daemon mode');
-  if (!Number.isInteger(flags.socketFd) || flags.socketFd < -1) throw new FlagError(`-socket-fd must be a file descriptor number, not ${JSON.stringify(str('socket-fd'))}`);
   return flags;
 }
 
+/** The flags of a `serve` daemon with `flags` (pod-migration.ts spawns one): the inverse of parseFlags. */
+export function daemonArgv(flags: ShimFlags): string[] {
+  return [
+    '-namespace', flags.namespace,
+    '-id', flags.id,
+    '-address', flags.address,
+    '-publish-binary', flags.publishBinary,
+    '-socket', flags.socket,
+    '-socket-fd', String(flags.socketFd),
+    '-protocol', flags.protocol,
+    '-config', flags.config,
+    '-options-fd', String(flags.optionsFd),
+    '-report-fd', String(flags.reportFd),
+    ...(flags.debug ? ['-debug'] : []),
+    'serve',
+  ];
+}
+
 function empty(): Omit<ShimFlags, 'action'> {
-  return { namespace: '', address: '', publishBinary: '', id: '', bundle: '', debug: false, socket: '', socketFd: -1, protocol: 'ttrpc', config: '' };
+  return { namespace: '', address: '', publishBinary: '', id: '', bundle: '', debug: false, socket: '', socketFd: -1, protocol: 'ttrpc', config: '', optionsFd: -1, reportFd: -1 };
 }

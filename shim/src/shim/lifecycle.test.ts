@@ -11,12 +11,19 @@ import { after, describe, it } from 'node:test';
 import { migratePod, podStatus } from '../cli/pod.js';
 import { decodeMessage, messageType, TASK_SERVICE_V2, TASK_SERVICE_V3 } from '../containerd/protos.js';
 import { TtrpcClient } from '../ttrpc/client.js';
-import { DAEMON_DROPPED_CAPABILITIES } from './daemon-privileges.js';
+import { socketPath } from './address.js';
 import { repoRoot } from '../util/paths.js';
 
 const SHIM = path.join(repoRoot(), 'bin', 'containerd-shim-stencil-v2');
 const isRoot = process.getuid?.() === 0;
 const T = (name: string) => messageType(name);
+/** What the daemon must never hold (shim/launcher/daemon_spawn.c), by linux/capability.h number. */
+const DAEMON_DROPPED_CAPABILITIES: Record<string, number> = {
+  linux_immutable: 9, net_broadcast: 11, ipc_owner: 15, sys_module: 16, sys_rawio: 17, sys_chroot: 18, sys_pacct: 20,
+  sys_boot: 22, sys_time: 25, sys_tty_config: 26, lease: 28, audit_write: 29, audit_control: 30, setfcap: 31,
+  mac_override: 32, mac_admin: 33, syslog: 34, wake_alarm: 35, block_suspend: 36, audit_read: 37, perfmon: 38, bpf: 39,
+  checkpoint_restore: 40,
+};
 
 describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? undefined : 'needs root (/run/containerd/s)' }, () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stencil-shim-lifecycle-'));
@@ -87,7 +94,7 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
     assert.ok(!fs.existsSync(`${sock}.address`), 'the recorded address outlived its daemon');
   });
 
-  it('the daemon runs without the capabilities it never needs, in every set, and keeps those it uses', async () => {
+  it('the daemon runs without the capabilities it never needs, in every set, keeps those it uses, in a mount namespace of its own', async () => {
     const b = bundle('caps');
     const { sock, shimPid } = await startDaemon(b, 'caps');
     const status = fs.readFileSync(`/proc/${shimPid}/status`, 'utf8');
@@ -99,6 +106,11 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
     }
     const SYS_ADMIN = 21, NET_ADMIN = 12, DAC_OVERRIDE = 1;
     for (const cap of [SYS_ADMIN, NET_ADMIN, DAC_OVERRIDE]) assert.equal(has(set('CapEff'), cap), 1n, `CapEff lacks capability ${cap}`);
+    // Its own mount namespace, whose root mount receives the host's mounts (a slave).
+    assert.notEqual(fs.readlinkSync(`/proc/${shimPid}/ns/mnt`), fs.readlinkSync('/proc/self/ns/mnt'));
+    const rootMount = (pid: number | 'self') => fs.readFileSync(`/proc/${pid}/mountinfo`, 'utf8').split('\n').find((l) => l.split(' ')[4] === '/') ?? '';
+    if (/ shared:\d+/.test(rootMount('self'))) assert.match(rootMount(shimPid), / master:\d+/, `the daemon's root mount is no slave: ${rootMount(shimPid)}`);
+    else assert.doesNotMatch(rootMount(shimPid), / shared:\d+/, `the daemon's root mount is shared: ${rootMount(shimPid)}`);
     await shutdown(sock, 'caps');
   });
 
@@ -168,16 +180,16 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
     assert.ok(!fs.existsSync(path.join(b, 'address')));
   });
 
-  it('start fails with a message naming a missing host program (setpriv); nothing is left running', () => {
+  it('start fails with a message naming node when it is not on PATH; nothing is left behind', () => {
     const bin = fs.mkdtempSync(path.join(dir, 'bin-'));
-    fs.symlinkSync(process.execPath, path.join(bin, 'node'));
-    fs.symlinkSync('/usr/bin/unshare', path.join(bin, 'unshare'));
-    const b = bundle('nosetpriv');
-    const r = shim(b, 'nosetpriv', 'start', { PATH: bin });
+    const b = bundle('nonode');
+    const r = shim(b, 'nonode', 'start', { PATH: bin });
     assert.equal(r.status, 1, r.stderr.toString());
-    assert.match(r.stderr.toString(), /setpriv \(util-linux\) is not on PATH/);
+    assert.match(r.stderr.toString(), /cannot run node: No such file or directory/);
     assert.equal(r.stdout.toString(), '');
     assert.ok(!fs.existsSync(path.join(b, 'address')));
+    const sock = socketPath(address, 'lifecycle', 'nonode');
+    assert.ok(!fs.existsSync(sock) && !fs.existsSync(`${sock}.address`), 'the failed start left its socket');
   });
 
   it('delete removes the socket and recorded address a killed daemon left', async () => {

@@ -1,14 +1,7 @@
-// Entry point of containerd-shim-stencil-v2. containerd runs `start` and `delete`; `serve` is the
-// daemon `start` spawns. Each action's code is loaded only when needed, so `start` (on the
-// critical path of every container start) stays quick.
+// The Node side of containerd-shim-stencil-v2, run by the native launcher (shim/launcher/, which
+// answers `start` itself): `delete`, and `serve`, the daemon `start` spawns. Each action's code is
+// loaded only when needed.
 import { FlagError, parseFlags, type ShimFlags } from './flags.js';
-
-async function readStdin(): Promise<Buffer> {
-  if (process.stdin.isTTY) return Buffer.alloc(0);
-  const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
-}
 
 function fail(message: string): never {
   // Only on failure: containerd puts start's combined output into its error message.
@@ -24,13 +17,8 @@ async function main(): Promise<void> {
     fail(err instanceof FlagError ? err.message : String(err));
   }
   switch (flags.action) {
-    case 'start': {
-      const { start } = await import('./start.js');
-      const address = await start(flags, process.cwd(), await readStdin());
-      process.stdout.write(address);
-      process.exit(0);
-      break;
-    }
+    case 'start':
+      return fail('start is answered by the native launcher (build/bin/containerd-shim-stencil-v2, made by `make build`), which runs this only for other actions');
     case 'delete': {
       const { deleteTask, encodeDeleteResponse } = await import('./delete.js');
       const result = await deleteTask(flags, flags.bundle || process.cwd());

@@ -50,6 +50,8 @@ export interface SourceDaemon {
   ttrpc: TtrpcServer | undefined;
   listening: net.Server;
   logger: Logger;
+  /** The flags of a daemon like this one (flags.ts daemonArgv), for the destination. */
+  daemonArgv: string[];
   /** The daemon has handed everything over: exit without touching the socket or the pod. */
   exitAfterHandOver(): void;
 }
@@ -88,11 +90,12 @@ export async function migratePodOut(d: SourceDaemon, to: string): Promise<Migrat
   }
   const log = d.logger.child({ migration: to });
   // Same binary, flags and mount namespace (the containers' rootfs mounts live in it).
-  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+  const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, ...d.daemonArgv], {
     cwd: process.cwd(),
     detached: true,
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
     env: { ...process.env, [INCOMING_ENV]: to },
+    argv0: 'containerd-shim-stencil-v2', // as the launcher names its daemons: ps shows the shim
   });
   log.info('pod migration: new shim daemon spawned', { pid: child.pid, tasks: tasks.map((t) => t.id) });
   let servingStopped = false;

@@ -1,0 +1,26 @@
+// Spawns a pod's shim daemon (Node, `serve`) as `start` must: detached, in a mount namespace of
+// its own, without the capabilities it never needs, serving a socket bound here.
+#ifndef STENCIL_DAEMON_SPAWN_H
+#define STENCIL_DAEMON_SPAWN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+// The daemon's inherited descriptors (daemon.ts reads them by these numbers, given as flags).
+enum { DAEMON_SOCKET_FD = 3, DAEMON_OPTIONS_FD = 4, DAEMON_REPORT_FD = 5 };
+
+struct daemon_spawn {
+  const char *file;          // the program, looked up on PATH (node)
+  char *const *argv;         // its argv: argv[0] (what ps shows), the script, the daemon's flags
+  int listen_fd;             // becomes DAEMON_SOCKET_FD
+  const void *options;       // containerd's runtime options, written to DAEMON_OPTIONS_FD
+  size_t options_len;
+};
+
+// Starts the daemon and waits for its one-line report on DAEMON_REPORT_FD ("ok ADDRESS" or
+// "error MESSAGE"), at most timeout_ms. Returns the line (malloc'ed) or NULL with *why set
+// (malloc'ed) when the daemon could not start, died or stayed silent (then it is killed).
+char *spawn_daemon(const struct daemon_spawn *d, int timeout_ms, pid_t *pid, char **why);
+
+#endif
