@@ -72,10 +72,10 @@ function report(fd: number, line: string): void {
 
 /**
  * Closes a launcher pipe and puts /dev/null at its number (open takes the lowest free one), so the
- * daemon's descriptor table has no hole there. With descriptors 4 and 5 left free before the VM
- * was made, a guest writing files over 9p in a loop triple-faulted or stopped answering within
- * seconds in 4 of 5 runs of shim.test's containerd-restart scenario (emulated host); held, 0 of 4.
- * Why is not found yet: a stale descriptor number somewhere is the suspect.
+ * daemon's descriptors are laid out as before the launcher (the VM's right after Node's own). With
+ * 4 and 5 left free, the guest of shim.test's containerd-restart scenario triple-faulted or hung in
+ * 4 of 5 runs in the emulated host, and in 0 of 6 with them held; the emulated host's nested-paging
+ * fault (integration-tests/README.md) struck elsewhere since, so the link is not established.
  */
 function retire(fd: number): void {
   fs.closeSync(fd);
