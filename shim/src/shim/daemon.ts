@@ -119,10 +119,19 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
     exiting = true;
     logger.info('shim daemon exiting', { why });
     stopForgottenTaskWatch();
-    const force = setTimeout(() => process.exit(1), EXIT_GRACE_MS);
+    let step = 'closing the server';
+    // containerd's `delete` leaves the socket to a daemon that still listens: this one removes it
+    // on every way out, the forced one too (20 pods ending at once under emulation outlast the grace).
+    const force = setTimeout(() => {
+      logger.error('shim daemon forced out', { why: `still ${step} after ${EXIT_GRACE_MS / 1000} s` });
+      address.removeDaemonSocket(flags.socket);
+      process.exit(1);
+    }, EXIT_GRACE_MS);
     try {
       await closeServer?.();
+      step = 'shutting the pod down';
       await service.close();
+      step = 'closing the event publisher';
       await events.close();
     } catch (err) {
       logger.error('error while exiting', { err: String(err) });
