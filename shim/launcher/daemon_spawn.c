@@ -156,7 +156,7 @@ static char *read_report(int fd, int timeout_ms, bool *timed_out) {
   return strdup(buf);
 }
 
-char *spawn_daemon(const struct daemon_spawn *d, int timeout_ms, pid_t *pid, char **why) {
+char *spawn_daemon(const struct daemon_spawn *d, int timeout_ms, char **why) {
   int options[2], report[2];
   *why = NULL;
   if (pipe2(options, O_CLOEXEC) != 0) {
@@ -169,11 +169,11 @@ char *spawn_daemon(const struct daemon_spawn *d, int timeout_ms, pid_t *pid, cha
     *why = strdup("cannot make a pipe for the daemon's report");
     return NULL;
   }
-  *pid = fork();
-  if (*pid == 0) run_child(d, options[0], report[1]);
+  pid_t pid = fork();
+  if (pid == 0) run_child(d, options[0], report[1]);
   close(options[0]);
   close(report[1]);
-  if (*pid < 0) {
+  if (pid < 0) {
     close(options[1]);
     close(report[0]);
     *why = strdup("cannot fork the shim daemon");
@@ -195,11 +195,11 @@ char *spawn_daemon(const struct daemon_spawn *d, int timeout_ms, pid_t *pid, cha
   close(report[0]);
   if (line) return line;
   if (timed_out) {
-    kill(*pid, SIGKILL);
-    if (asprintf(why, "the shim daemon (pid %d) did not report ready within %d s; killed it", (int)*pid, timeout_ms / 1000) < 0) *why = NULL;
-  } else if (asprintf(why, "the shim daemon (pid %d) exited before it was ready (its log is containerd's)", (int)*pid) < 0) {
+    kill(pid, SIGKILL);
+    if (asprintf(why, "the shim daemon (pid %d) did not report ready within %d s; killed it", (int)pid, timeout_ms / 1000) < 0) *why = NULL;
+  } else if (asprintf(why, "the shim daemon (pid %d) exited before it was ready (its log is containerd's)", (int)pid) < 0) {
     *why = NULL;
   }
-  waitpid(*pid, NULL, WNOHANG);
+  waitpid(pid, NULL, WNOHANG);
   return NULL;
 }

@@ -5,7 +5,6 @@
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <sys/types.h>
 
 // The daemon's inherited descriptors (daemon.ts reads them by these numbers, given as flags).
 enum { DAEMON_SOCKET_FD = 3, DAEMON_OPTIONS_FD = 4, DAEMON_REPORT_FD = 5 };
@@ -21,6 +20,6 @@ struct daemon_spawn {
 // Starts the daemon and waits for its one-line report on DAEMON_REPORT_FD ("ok ADDRESS" or
 // "error MESSAGE"), at most timeout_ms. Returns the line (malloc'ed) or NULL with *why set
 // (malloc'ed) when the daemon could not start, died or stayed silent (then it is killed).
-char *spawn_daemon(const struct daemon_spawn *d, int timeout_ms, pid_t *pid, char **why);
+char *spawn_daemon(const struct daemon_spawn *d, int timeout_ms, char **why);
 
 #endif

@@ -250,10 +250,21 @@ static bool is_listening(const char *sock) {
   return ok;
 }
 
-// The address recorded beside the socket (address.ts daemonAddressPath), or NULL.
+// Where the address given out for the daemon on `sock` is recorded (address.ts daemonAddressPath).
+static void record_path(const char *sock, char *out, size_t cap) { snprintf(out, cap, "%s.address", sock); }
+
+// address.ts removeDaemonSocket(): the socket and its recorded address.
+static void remove_daemon_socket(const char *sock) {
+  char record[PATH_MAX + 16];
+  record_path(sock, record, sizeof record);
+  unlink(sock);
+  unlink(record);
+}
+
+// The address recorded beside the socket, or NULL.
 static char *recorded_address(const char *sock) {
   char path[PATH_MAX + 16];
-  snprintf(path, sizeof path, "%s.address", sock);
+  record_path(sock, path, sizeof path);
   size_t size = 0;
   char *address = read_file(path, 4096, &size);
   if (address && size > 0 && strlen(address) == size) return address;
@@ -304,10 +315,7 @@ static int mkdir_p(const char *dir, mode_t mode) {
 // Binds the pod's socket (mode 0600); -1 with errno EADDRINUSE when another start bound it first.
 static int bind_pod_socket(const char *sock) {
   if (mkdir_p(SOCKET_DIR, 0711) != 0) fail("cannot create %s: %s", SOCKET_DIR, strerror(errno));
-  char record[PATH_MAX + 16];
-  snprintf(record, sizeof record, "%s.address", sock);
-  unlink(sock);  // stale: its daemon is gone
-  unlink(record);
+  remove_daemon_socket(sock);  // stale: its daemon is gone
   struct sockaddr_un sa = unix_address(sock);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) fail("cannot make a socket: %s", strerror(errno));
@@ -336,20 +344,19 @@ static char *launch_daemon(const struct start_flags *f, const char *sock, int li
   char *options = read_stdin(&options_len);
   char script[PATH_MAX];
   node_script(script, sizeof script);
+  char socket_fd[12], options_fd[12], report_fd[12];
+  snprintf(socket_fd, sizeof socket_fd, "%d", DAEMON_SOCKET_FD);
+  snprintf(options_fd, sizeof options_fd, "%d", DAEMON_OPTIONS_FD);
+  snprintf(report_fd, sizeof report_fd, "%d", DAEMON_REPORT_FD);
   const char *argv[] = {SHIM_ARGV0, script, "-namespace", f->namespace_, "-id", f->id, "-address", f->address, "-publish-binary", f->publish_binary, "-socket", sock,
-                        "-socket-fd", "3", "-options-fd", "4", "-report-fd", "5", f->debug ? "-debug" : "serve", f->debug ? "serve" : NULL, NULL};
+                        "-socket-fd", socket_fd, "-options-fd", options_fd, "-report-fd", report_fd, f->debug ? "-debug" : "serve", f->debug ? "serve" : NULL, NULL};
   struct daemon_spawn d = {.file = "node", .argv = (char *const *)argv, .listen_fd = listen_fd, .options = options, .options_len = options_len};
-  pid_t pid = -1;
   char *why = NULL;
-  char *report = spawn_daemon(&d, DAEMON_REPORT_TIMEOUT_MS, &pid, &why);
+  char *report = spawn_daemon(&d, DAEMON_REPORT_TIMEOUT_MS, &why);
   close(listen_fd);
   free(options);
   if (report && strncmp(report, "ok ", 3) == 0 && report[3]) return strdup(report + 3);
-  // The daemon is gone or going: so is its socket.
-  char record[PATH_MAX + 16];
-  snprintf(record, sizeof record, "%s.address", sock);
-  unlink(sock);
-  unlink(record);
+  remove_daemon_socket(sock);  // the daemon is gone or going
   if (report && strncmp(report, "error ", 6) == 0) fail("%s", report + 6);
   if (report) fail("the shim daemon reported %s", report);
   fail("%s", why ? why : "the shim daemon did not start");
@@ -362,12 +369,9 @@ int main(int argc, char **argv) {
   char sock[PATH_MAX];
   socket_path(&flags, group, sock, sizeof sock);
   free(group);
-  char *address = recorded_address(sock);
-  if (address && !is_listening(sock)) {
-    free(address);
-    address = NULL;
-  }
-  if (!address && is_listening(sock)) address = wait_for_recorded_address(sock);
+  bool listening = is_listening(sock);
+  char *address = listening ? recorded_address(sock) : NULL;
+  if (!address && listening) address = wait_for_recorded_address(sock);
   if (!address) {
     int fd = bind_pod_socket(sock);
     address = fd >= 0 ? launch_daemon(&flags, sock, fd) : wait_for_recorded_address(sock);

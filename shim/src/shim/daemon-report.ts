@@ -48,7 +48,7 @@ export function daemonConfig(flags: ShimFlags): DaemonConfig {
   try {
     const options = flags.optionsFd >= 0 ? fs.readFileSync(flags.optionsFd) : Buffer.alloc(0);
     if (flags.optionsFd >= 0) retire(flags.optionsFd);
-    const configPath = options.length > 0 ? (decodeRuntimeOptions(options)?.configPath ?? '') : '';
+    const configPath = decodeRuntimeOptions(options)?.configPath ?? '';
     const { config, source } = loadConfig({ path: configPath });
     result = { config, source, protocol: chooseProtocol(config.runtime.transport) };
     const address = bootstrapAddress(result.protocol, flags.socket);
