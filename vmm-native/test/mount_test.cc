@@ -49,6 +49,21 @@ TEST_F(HostMount, MountsBindsRemountsReadOnlyAndUnmounts) {
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/fs/file"));
 }
 
+TEST_F(HostMount, TakesContainerdsFlagsByName) {
+  Mount({"stencil-test", dir_ + "/fs", "tmpfs", {"noatime", "nodiratime", "dirsync", "noexec"}, "size=1m"});
+  std::ifstream mountinfo("/proc/self/mountinfo");
+  std::string line, found;
+  while (std::getline(mountinfo, line)) {
+    if (line.find(" " + dir_ + "/fs ") != std::string::npos) found = line;
+  }
+  EXPECT_NE(found.find("noexec"), std::string::npos) << found;
+  EXPECT_NE(found.find("noatime"), std::string::npos) << found;
+  EXPECT_NE(found.find("nodiratime"), std::string::npos) << found;
+  Mount({"", dir_ + "/fs", "", {"unbindable"}, ""});
+  EXPECT_THROW(Mount({dir_ + "/fs", dir_ + "/view", "", {"bind"}, ""}), VmmError) << "an unbindable mount was bound";
+  Unmount(dir_ + "/fs", {});
+}
+
 TEST_F(HostMount, ErrorsNameTheCallAndTheReason) {
   try {
     Mount({"", dir_ + "/fs", "", {"bind", "sideways"}, ""});

@@ -1,7 +1,7 @@
 // The template directory's own tmpfs: mounted (with its size) the first time it is needed and
 // reused after that; never mounted twice on the same directory.
 import fs from 'node:fs';
-import { mount, mountsUnder } from '../util/mounts.js';
+import { mountFilesystem, mountsUnder } from '../util/mounts.js';
 
 const TMPFS_MAGIC = 0x01021994;
 /** The source name of the tmpfs Stencil mounts (mountinfo shows it): `pool destroy` unmounts only that. */
@@ -23,5 +23,5 @@ export async function ensureTmpfs(dir: string, sizeBytes: number): Promise<void>
     if (!onTmpfs(real)) throw new Error(`template directory ${real} is a mount point but not a tmpfs`);
     return;
   }
-  await mount(['-t', 'tmpfs', '-o', `size=${sizeBytes},mode=0700,nodev,nosuid,noexec`, TEMPLATE_TMPFS_SOURCE, real]);
+  await mountFilesystem({ type: 'tmpfs', source: TEMPLATE_TMPFS_SOURCE, target: real, options: [`size=${sizeBytes}`, 'mode=0700', 'nodev', 'nosuid', 'noexec'] });
 }

@@ -205,7 +205,7 @@ interface Addon {
   NativeVmShell: new (vcpus: number, memoryBytes: number) => NativeVmShell;
   NativeMigrationIncoming: new (uri: string, options: NativeIncomingOptions, onEvent: (event: NativeIncomingEvent) => void) => NativeMigrationIncoming;
   probeKvm(): KvmProbeResult;
-  /** mount(2): flags by mount(8)'s names (bind, rec, remount, ro, private, shared, slave, ...). */
+  /** mount(2): flags by mount(8)'s names (bind, rec, remount, ro, private, shared, slave, ...: util/mount-options.ts). */
   mount(request: { source: string; target: string; fstype: string; flags: string[]; data: string }): void;
   /** umount2(2): flags 'detach' (lazy), 'nofollow'. */
   unmount(target: string, flags: string[]): void;

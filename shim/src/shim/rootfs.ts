@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Code, RpcError } from '../rpc/errors.js';
-import { mount, mountsUnder, unmountAllUnder } from '../util/mounts.js';
+import { mountFilesystem, mountsUnder, unmountAllUnder } from '../util/mounts.js';
 
 export interface MountSpec {
   type: string;
@@ -26,15 +26,12 @@ export async function mountRootfs(mounts: MountSpec[], target: string): Promise<
       if (m.options.some((o) => o.includes(',') && m.type !== 'overlay')) {
         throw new RpcError(Code.InvalidArgument, `rootfs mount: option contains a comma: ${JSON.stringify(m.options)}`);
       }
-      const isBind = m.type === 'bind' || m.options.includes('bind') || m.options.includes('rbind');
-      const args = isBind ? [] : ['-t', m.type];
-      const opts = m.options.filter(Boolean);
-      if (isBind && !opts.includes('bind') && !opts.includes('rbind')) opts.unshift('bind');
-      if (opts.length) args.push('-o', opts.join(','));
       const dest = m.target ? path.join(target, m.target) : target;
-      args.push('--', m.source || 'none', dest);
+      if (path.relative(target, dest).startsWith('..')) throw new RpcError(Code.InvalidArgument, `rootfs mount: target ${JSON.stringify(m.target)} leaves the rootfs`);
+      // A mount of type "bind" is a bind whether or not its options say so.
+      const options = m.type === 'bind' && !m.options.some((o) => o === 'bind' || o === 'rbind') ? ['bind', ...m.options] : m.options;
       try {
-        await mount(args);
+        await mountFilesystem({ type: m.type, source: m.source || 'none', target: dest, options });
       } catch (err) {
         throw new RpcError(Code.Internal, `cannot mount ${m.type} ${m.source} on ${dest}: ${(err as Error).message}`);
       }

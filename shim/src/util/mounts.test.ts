@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { bindMount, createShareView, makePrivate, MountError, mountsUnder, unmountAllUnder, unmountTree } from './mounts.js';
+import { bindMount, createShareView, makePrivate, MountError, mountFilesystem, mountsUnder, unmountAllUnder, unmountTree } from './mounts.js';
 
 const skip = process.getuid?.() === 0 ? undefined : 'mounting needs root';
 
@@ -102,6 +102,38 @@ describe('pod host mounts', { skip }, () => {
     assert.deepEqual(mountsUnder(view), [view]);
     assert.deepEqual(await unmountAllUnder(view), []);
     assert.deepEqual(await unmountAllUnder(mounts), []);
+  });
+
+  it("mounts containerd's rootfs entries as containerd does: an overlay with its data, a read-only rbind that stays read-only, flags and propagation", async () => {
+    const layers = path.join(dir, 'layers');
+    for (const d of ['lower', 'upper', 'work', 'merged', 'ro-view', 'tmp']) fs.mkdirSync(path.join(layers, d), { recursive: true });
+    fs.writeFileSync(path.join(layers, 'lower', 'from-lower'), 'lower');
+    const merged = path.join(layers, 'merged');
+    await mountFilesystem({ type: 'overlay', source: 'overlay', target: merged, options: ['index=off', `workdir=${layers}/work`, `upperdir=${layers}/upper`, `lowerdir=${layers}/lower`] });
+    assert.equal(fs.readFileSync(path.join(merged, 'from-lower'), 'utf8'), 'lower');
+    fs.writeFileSync(path.join(merged, 'written'), 'x');
+    assert.equal(fs.readFileSync(path.join(layers, 'upper', 'written'), 'utf8'), 'x', 'writes go to the upper layer');
+
+    const roView = path.join(layers, 'ro-view');
+    await mountFilesystem({ type: 'bind', source: merged, target: roView, options: ['rbind', 'ro', 'rprivate'] });
+    assert.equal(fs.readFileSync(path.join(roView, 'from-lower'), 'utf8'), 'lower');
+    assert.throws(() => fs.writeFileSync(path.join(roView, 'new'), ''), /EROFS/, 'a read-only bind must stay read-only');
+    const info = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === roView) ?? '';
+    assert.match(info, / ro[, ]/, info);
+    assert.doesNotMatch(info, /shared:/, `rprivate: ${info}`);
+
+    const tmp = path.join(layers, 'tmp');
+    await mountFilesystem({ type: 'tmpfs', source: 'stencil-test', target: tmp, options: ['nosuid', 'nodev', 'noexec', 'size=1m', 'mode=0700'] });
+    assert.equal(fs.statSync(tmp).mode & 0o777, 0o700, 'tmpfs data (mode=) reached the filesystem');
+    assert.match(fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === tmp) ?? '', /nosuid,nodev,noexec/);
+
+    await assert.rejects(mountFilesystem({ type: 'overlay', source: 'overlay', target: merged, options: ['lowerdir=/nonexistent-layer'] }), (err: unknown) => {
+      assert.ok(err instanceof MountError);
+      assert.match(err.message, /mount -t overlay -o lowerdir=\/nonexistent-layer overlay .*merged: No such file or directory/);
+      return true;
+    });
+    await assert.rejects(mountFilesystem({ type: 'ext4', source: '/img', target: tmp, options: ['loop'] }), /ext4 \/img on .*tmp: the "loop" mount option is not supported/);
+    assert.deepEqual(await unmountAllUnder(layers), []);
   });
 
   it('reports a failed mount with the command and the reason', async () => {

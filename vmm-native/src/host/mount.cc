@@ -42,9 +42,13 @@ std::string Describe(const MountRequest& r) {
 
 void Mount(const MountRequest& r) {
   static const std::vector<std::pair<const char*, unsigned long>> kFlags = {
-      {"bind", MS_BIND},     {"rec", MS_REC},         {"remount", MS_REMOUNT}, {"ro", MS_RDONLY},
-      {"private", MS_PRIVATE}, {"shared", MS_SHARED}, {"slave", MS_SLAVE},     {"nosuid", MS_NOSUID},
-      {"nodev", MS_NODEV},   {"noexec", MS_NOEXEC},
+      {"bind", MS_BIND},         {"rec", MS_REC},           {"remount", MS_REMOUNT},
+      {"ro", MS_RDONLY},         {"nosuid", MS_NOSUID},     {"nodev", MS_NODEV},
+      {"noexec", MS_NOEXEC},     {"sync", MS_SYNCHRONOUS},  {"dirsync", MS_DIRSYNC},
+      {"mand", MS_MANDLOCK},     {"noatime", MS_NOATIME},   {"nodiratime", MS_NODIRATIME},
+      {"relatime", MS_RELATIME}, {"strictatime", MS_STRICTATIME},
+      {"private", MS_PRIVATE},   {"shared", MS_SHARED},     {"slave", MS_SLAVE},
+      {"unbindable", MS_UNBINDABLE},
   };
   const std::string what = Describe(r);
   unsigned long flags = FlagBits(r.flags, kFlags, what);
