@@ -4,6 +4,7 @@ import path from 'node:path';
 import { DEFAULT_AGENT_PORT } from '../agent/vsock.js';
 import type { VmProvider } from '../hypervisor/types.js';
 import type { Logger } from '../util/log.js';
+import { unmountAllUnder } from '../util/mounts.js';
 import { PodVmError, validateId } from './pod-errors.js';
 import type { PodIncoming, PodRestore } from './types.js';
 
@@ -95,5 +96,21 @@ export function createStateDir(id: string, dir: string): void {
     if (!fs.statSync(dir).isDirectory()) throw new PodVmError('INVALID_ARGUMENT', `pod ${id}: state directory ${dir} is not a directory`);
     if (fs.readdirSync(dir).length > 0)
       throw new PodVmError('ALREADY_EXISTS', `pod ${id}: state directory ${dir} is not empty (is another pod using it?)`);
+  }
+}
+
+/**
+ * Removes a pod's state directory once nothing is mounted below it (what is, a container's rootfs
+ * or the share view, is detached first): files are never removed through a mount. Returns what
+ * kept it, if anything.
+ */
+export async function removeStateDir(dir: string): Promise<string[]> {
+  const left = await unmountAllUnder(dir);
+  if (left.length) return [`still mounted under ${dir}, so it was kept: ${left.join('; ')}`];
+  try {
+    fs.rmSync(dir, { recursive: true, force: true });
+    return [];
+  } catch (err) {
+    return [`removing ${dir}: ${(err as Error).message}`];
   }
 }

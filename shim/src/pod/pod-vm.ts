@@ -27,12 +27,12 @@ import { describeExit, type VirtualMachine, type VmExit } from '../hypervisor/ty
 import { AgentWaitError, waitForAgent } from './agent-wait.js';
 import { podVmSpec, SHARE_TAG } from './vm-spec.js';
 import type { Logger } from '../util/log.js';
-import { createShareView, unmountAllUnder } from '../util/mounts.js';
+import { createShareView } from '../util/mounts.js';
 import { adoptPodNetwork, attachPodNetwork, type PodNetwork } from '../network/pod-network.js';
 import { forwardPodPorts, type PortForwarder } from '../network/port-forward.js';
 import { ContainerFiles } from './container-files.js';
 import { PodVmError } from './pod-errors.js';
-import { createStateDir, type PodVmOptions, validateOptions } from './pod-vm-options.js';
+import { createStateDir, type PodVmOptions, removeStateDir, validateOptions } from './pod-vm-options.js';
 import { guestSpec, podNetworkSysctls } from './guest-spec.js';
 import type { ContainerRequest, Pod, PodMigrationStats, ProcessStdio } from './types.js';
 import { type ArrivedVm, receiveVm } from './vm-incoming.js';
@@ -525,18 +525,8 @@ export class PodVm implements Pod {
     for (const id of this.files.ids()) {
       await this.files.release(id).catch((err: Error) => problems.push(err.message));
     }
-    // Anything else mounted below the state directory (there should be nothing): detach it, and
-    // never remove files through a mount that is still there.
-    const left = await unmountAllUnder(this.stateDir);
-    if (left.length) {
-      problems.push(`still mounted under ${this.stateDir}, so it was kept: ${left.join('; ')}`);
-    } else {
-      try {
-        fs.rmSync(this.stateDir, { recursive: true, force: true });
-      } catch (err) {
-        problems.push(`removing ${this.stateDir}: ${(err as Error).message}`);
-      }
-    }
+    // Anything else mounted below the state directory (there should be nothing) is detached first.
+    problems.push(...(await removeStateDir(this.stateDir)));
     if (problems.length) {
       this.log?.error('pod shutdown left something behind', { problems });
       throw new PodVmError('INTERNAL', `pod ${this.id}: shutdown incomplete: ${problems.join('; ')}`);

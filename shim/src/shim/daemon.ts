@@ -14,6 +14,7 @@
 // shim socket and containerd's connections.
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { daemonConfig } from './daemon-report.js';
 import { daemonArgv, INCOMING_ENV, type ShimFlags } from './flags.js';
 import { watchForgottenTasks } from './forgotten-tasks.js';
@@ -36,11 +37,12 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
   const { config, source, protocol } = daemonConfig(flags);
   const early = incoming ? undefined : await listenEarly(flags.socket, flags.socketFd);
 
-  const [{ createLogger }, { LogFifoStream }, address, { bootPod }, { TaskService }, { EventPublisher }, { networkNamespaceOf }, migration] = await Promise.all([
+  const [{ createLogger }, { LogFifoStream }, address, { bootPod }, { removeStateDir }, { TaskService }, { EventPublisher }, { networkNamespaceOf }, migration] = await Promise.all([
     import('../util/log.js'),
     import('../util/log-fifo.js'),
     import('./address.js'),
     import('./pod-factory.js'),
+    import('../pod/pod-vm-options.js'),
     import('./task-service.js'),
     import('../containerd/events.js'),
     import('../network/pod-network.js'),
@@ -121,11 +123,17 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
     stopForgottenTaskWatch();
     let step = 'closing the server';
     // containerd's `delete` leaves the socket to a daemon that still listens: this one removes it
-    // on every way out, the forced one too (20 pods ending at once under emulation outlast the grace).
+    // on every way out, the forced one too (20 pods ending at once under emulation outlast the
+    // grace), and with it what its pod had on disk: the mounts go with the daemon's mount
+    // namespace, not the directories and the RAM file they were in.
     const force = setTimeout(() => {
       logger.error('shim daemon forced out', { why: `still ${step} after ${EXIT_GRACE_MS / 1000} s` });
       address.removeDaemonSocket(flags.socket);
-      process.exit(1);
+      const { stateDir, vmName } = podBootOptions();
+      fs.rmSync(path.join(config.hypervisor.memoryDir, `${vmName}.ram`), { force: true });
+      void removeStateDir(stateDir)
+        .then((kept) => kept.length && logger.error('the forced exit left the pod state directory', { kept }))
+        .finally(() => process.exit(1));
     }, EXIT_GRACE_MS);
     try {
       await closeServer?.();

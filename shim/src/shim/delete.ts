@@ -11,6 +11,7 @@ import { groupId, isListening, podKey, podStateDir, podVmName, removeDaemonSocke
 import type { ShimFlags } from './flags.js';
 import { isMountPoint, unmountAll } from './rootfs.js';
 import { mountsUnder } from '../util/mounts.js';
+import { removeStateDir } from '../pod/pod-vm-options.js';
 import { minimalProtobuf } from '../util/protobuf-minimal.js';
 
 export interface DeleteResult {
@@ -36,12 +37,7 @@ export async function deleteTask(flags: ShimFlags, bundle: string): Promise<Dele
   // The pod's own, and those of daemons it migrated to (named <name>-m<pid>, pod-migration.ts).
   for (const stateDir of withMigrated(podStateDir(config.runtime.stateDir, key), '')) {
     for (const mount of mountsUnder(stateDir)) result.removed.push(`mount ${mount}`);
-    await unmountAll(stateDir).catch(() => undefined);
-    // Never remove recursively through something still mounted (a container's rootfs).
-    if (mountsUnder(stateDir).length === 0) {
-      fs.rmSync(stateDir, { recursive: true, force: true });
-      result.removed.push(stateDir);
-    }
+    if ((await removeStateDir(stateDir)).length === 0) result.removed.push(stateDir);
   }
   for (const ram of withMigrated(path.join(config.hypervisor.memoryDir, podVmName(key)), '.ram')) {
     fs.rmSync(ram, { force: true });
