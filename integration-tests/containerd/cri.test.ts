@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { after, afterEach, before, describe, it, type TestContext } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { ContainerdInstance, CRI_NAMESPACE } from '../lib/containerd.js';
 import { CRI_TIMEOUT_SCALE, type CriClient } from '../lib/cri.js';
 import {
@@ -28,7 +28,7 @@ import {
 import { criHostProblem, freePort } from '../lib/cri-host.js';
 import { StreamSession } from '../lib/cri-stream.js';
 import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG } from '../lib/template.js';
-import { logOffset, logSince, podMigrate, podStatus, withVmmFaults } from '../lib/ctr-tasks.js';
+import { logOffset, logSince, podMigrate, podStatus, vmmFaultScenario } from '../lib/ctr-tasks.js';
 import { QmpClient } from '../lib/qmp-client.js';
 
 const HANDLERS = criHandlers();
@@ -173,7 +173,7 @@ for (const version of criVersions()) {
     });
 
     /** A scenario whose failure names a guest lost meanwhile, the emulated host's way (lib/ctr-tasks.ts withVmmFaults). */
-    const scenario = (name: string, fn: (t: TestContext) => Promise<void>, options: { skip?: string } = {}) => it(name, options, (t) => withVmmFaults(c, () => fn(t)));
+    const scenario = vmmFaultScenario(() => c);
 
     for (const handler of HANDLERS) {
       describe(`handler ${handler}`, () => {

@@ -12,7 +12,7 @@ import { CONTAINERD_VERSIONS, ContainerdInstance } from '../lib/containerd.js';
 import { SLOW_HOST_TIMEOUTS } from '../lib/containerd-config.js';
 import { updateTaskResources } from '../lib/containerd-api.js';
 import { EventWatch } from '../lib/ctr-events.js';
-import { leaksAfterDeadShim, logOffset, logSince, logWithFaults, podMigrate as migratePod, podStatus, removeTask, sweep, taskRow, taskStatus as taskStatusOf, waitWhile, withVmmFaults } from '../lib/ctr-tasks.js';
+import { leaksAfterDeadShim, logOffset, logSince, logWithFaults, podMigrate as migratePod, podStatus, removeTask, sweep, taskRow, taskStatus as taskStatusOf, vmmFaultScenario, waitWhile } from '../lib/ctr-tasks.js';
 import { lostGrpcRace } from '../lib/grpc-race.js';
 import { QmpClient } from '../lib/qmp-client.js';
 import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG, writeShimConfig } from '../lib/template.js';
@@ -111,10 +111,7 @@ for (const version of CONTAINERD_VERSIONS) {
     const taskStatus = (id: string) => taskStatusOf(c, id);
     // A failed scenario's message gains the VMM fault reports containerd logged meanwhile: a pod
     // VM that ended under a detached container shows only as a wrong task status otherwise.
-    function scenario(name: string, ...rest: [() => Promise<void>] | [{ skip: string | false }, () => Promise<void>]) {
-      const fn = rest.length === 1 ? rest[0] : rest[1];
-      it(name, rest.length === 1 ? {} : rest[0], () => withVmmFaults(c, fn));
-    }
+    const scenario = vmmFaultScenario(() => c);
     const taskPid = async (id: string) => (await taskRow(c, id))?.[1];
 
     scenario('ctr run --rm echo hi prints hi and exits 0, in a VM', async () => {
@@ -313,7 +310,7 @@ for (const version of CONTAINERD_VERSIONS) {
       await noLeaks();
     });
 
-    scenario('checkpoint and restore (ctr c checkpoint --task, ctr c restore --live): the restored container counts on from its saved memory', { skip: longSkip(version) }, async () => {
+    scenario('checkpoint and restore (ctr c checkpoint --task, ctr c restore --live): the restored container counts on from its saved memory', async () => {
       const id = 'ckpt';
       const ref = `stencil.test/checkpoint-${version}:1`;
       const since = logOffset(c);
@@ -363,9 +360,9 @@ for (const version of CONTAINERD_VERSIONS) {
         await c.ctr(['images', 'rm', ref]);
       }
       await noLeaks();
-    });
+    }, { skip: longSkip(version) });
 
-    scenario('stencil pod migrate: a refused move leaves the pod running; then the running container moves to a new shim daemon, its output goes on, Kill reaches it, its exit code arrives, nothing leaks', { skip: longSkip(version) }, async () => {
+    scenario('stencil pod migrate: a refused move leaves the pod running; then the running container moves to a new shim daemon, its output goes on, Kill reaches it, its exit code arrives, nothing leaks', async () => {
       const id = 'mig';
       const dir = fs.mkdtempSync('/tmp/stencil-pod-migrate-');
       // ctr in the foreground, as a user runs it: its stdout FIFO and its Wait are what must survive.
@@ -430,7 +427,7 @@ for (const version of CONTAINERD_VERSIONS) {
         fs.rmSync(dir, { recursive: true, force: true });
       }
       await noLeaks();
-    });
+    }, { skip: longSkip(version) });
 
     scenario('ctr run -t gives a working terminal', async () => {
       // `script` gives ctr a pty; the shell in the VM answers through it.

@@ -3,6 +3,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { it, type TestContext } from 'node:test';
 import { repoRoot } from '../../shim/src/util/paths.js';
 import { ContainerdInstance, sleep } from './containerd.js';
 import { EMULATED_HOST_FAULT, GUEST_STOPPED_ANSWERING } from './fault-retry.js';
@@ -81,6 +82,16 @@ export async function withVmmFaults<T>(c: ContainerdInstance, scenario: () => Pr
     if (faults.length && err instanceof Error) err.message += `\nVMM faults in containerd's log meanwhile:\n${faults.slice(-3).join('\n')}`;
     throw err;
   }
+}
+
+/**
+ * Scenarios (node:test `it`) whose failures gain, through withVmmFaults, the VMM fault reports
+ * containerd logged while they ran. `containerd` is called when a scenario runs: suites start
+ * their containerd in before().
+ */
+export function vmmFaultScenario(containerd: () => ContainerdInstance) {
+  return (name: string, fn: (t: TestContext) => Promise<void>, options: { skip?: string | false } = {}) =>
+    it(name, options, (t) => withVmmFaults(containerd(), () => fn(t)));
 }
 
 /** What `stencil pod status --json` says of the pod that runs container `id`. */
