@@ -27,7 +27,8 @@ export async function mountRootfs(mounts: MountSpec[], target: string): Promise<
         throw new RpcError(Code.InvalidArgument, `rootfs mount: option contains a comma: ${JSON.stringify(m.options)}`);
       }
       const dest = m.target ? path.join(target, m.target) : target;
-      if (path.relative(target, dest).startsWith('..')) throw new RpcError(Code.InvalidArgument, `rootfs mount: target ${JSON.stringify(m.target)} leaves the rootfs`);
+      const inside = path.relative(target, dest);
+      if (inside === '..' || inside.startsWith(`..${path.sep}`)) throw new RpcError(Code.InvalidArgument, `rootfs mount: target ${JSON.stringify(m.target)} leaves the rootfs`);
       // A mount of type "bind" is a bind whether or not its options say so.
       const options = m.type === 'bind' && !m.options.some((o) => o === 'bind' || o === 'rbind') ? ['bind', ...m.options] : m.options;
       try {
