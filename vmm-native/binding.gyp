@@ -10,6 +10,7 @@
         "src/event_loop.cc",
         "src/exit_stats.cc",
         "src/host/mount.cc",
+        "src/host/handoff.cc",
         "src/host/tap.cc",
         "src/host/port_forward.cc",
         "src/host/seccomp.cc",

@@ -16,11 +16,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { socketOfDaemonAddress } from '../../shim/src/shim/address.js';
+import { SPARE_DIR } from '../../shim/src/shim/spare.js';
 import { repoRoot } from '../../shim/src/util/paths.js';
 import { CriClient } from './cri.js';
 import { configToml } from './containerd-config.js';
 import { criConfigToml, CriNetwork, type CriOptions, freePort } from './cri-host.js';
-import { isShim, isUnder, listMounts, markedProcesses, openers, walk, walkMatching } from './leaks.js';
+import { isIdleSpare, isShim, isShimOf, isUnder, listMounts, markedProcesses, openers, walk, walkMatching } from './leaks.js';
 
 
 export const CONTAINERD_VERSIONS = ['1.6', '2.1'] as const;
@@ -368,7 +369,7 @@ export class ContainerdInstance {
   /** The pids of this instance's shim processes running now (started for container `id`, if given). */
   shimPids(id?: string): number[] {
     return this.instanceProcesses()
-      .filter((p) => isShim(p) && (id === undefined || p.argv.some((a, i) => a === '-id' && p.argv[i + 1] === id)))
+      .filter((p) => isShim(p) && !isIdleSpare(p) && (id === undefined || isShimOf(p, id)))
       .map((p) => p.pid);
   }
 
@@ -382,7 +383,13 @@ export class ContainerdInstance {
    */
   async leaks(): Promise<string[]> {
     const out: string[] = [];
-    for (const p of this.instanceProcesses()) out.push(`${isShim(p) ? 'shim process' : 'process'} ${p.pid}: ${p.cmdline}`);
+    const processes = this.instanceProcesses();
+    // Stencil keeps one spare daemon per containerd waiting for the next pod; more is a leak.
+    const spares = processes.filter(isIdleSpare);
+    for (const p of processes) {
+      if (spares.length === 1 && isIdleSpare(p)) continue;
+      out.push(`${isShim(p) ? 'shim process' : 'process'} ${p.pid}: ${p.cmdline}`);
+    }
     for (const m of listMounts()) {
       const watchedMount = this.watched.some((d) => isUnder(m.mountPoint, d)) && !this.baselineMounts.has(m.mountPoint);
       if (isUnder(m.mountPoint, this.dir) || watchedMount) out.push(`mount ${m.mountPoint} (${m.fsType} from ${m.source})`);
@@ -403,6 +410,7 @@ export class ContainerdInstance {
       const recordedFor = kind === 'file' && isUnder(p, SHIM_SOCKET_DIR) ? socketOfDaemonAddress(p) : undefined;
       if (recordedFor && someoneElses(recordedFor)) continue;
       if (kind === 'dir' && path.dirname(p) === '/dev/shm') continue; // the RAM file directory itself
+      if (isUnder(p, SPARE_DIR)) continue; // spares' sockets and locks: a later spare takes them over
       out.push(`${kind} ${p}`);
     }
     for (const [p, kind] of walk(this.dir)) if (kind === 'fifo') out.push(`fifo ${p}`);

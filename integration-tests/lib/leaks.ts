@@ -68,6 +68,20 @@ export function isShim(p: ProcInfo): boolean {
   return p.argv.slice(0, 2).some((a) => path.basename(a).startsWith('containerd-shim'));
 }
 
+/** A Stencil spare daemon still waiting for a pod (shim/src/shim/spare.ts): one per containerd, on purpose. */
+export function isIdleSpare(p: ProcInfo): boolean {
+  return isShim(p) && p.argv.at(-1) === 'spare';
+}
+
+/**
+ * Whether `p` is a shim started for task `id`: `-id ID` in its argv, or in the title of a pod
+ * daemon that was a spare (one string: "containerd-shim-stencil-v2 -namespace NS -id ID serve").
+ */
+export function isShimOf(p: ProcInfo, id: string): boolean {
+  const words = p.argv.flatMap((a) => a.split(' '));
+  return isShim(p) && words.some((w, i) => w === '-id' && words[i + 1] === id);
+}
+
 export interface MountInfo {
   mountPoint: string;
   fsType: string;

@@ -41,7 +41,7 @@ describe('defaults', () => {
         seccomp: true,
       },
       factory: { enabled: true, templateDir: '/run/stencil-templates', templateDirSize: 4 * 2 ** 30, onMiss: 'boot' },
-      runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false, agentRequestTimeoutMs: 60_000 },
+      runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false, agentRequestTimeoutMs: 60_000, spareDaemon: true },
     });
   });
 
@@ -76,7 +76,7 @@ describe('defaults', () => {
     const file = fileURLToPath(new URL('../../../runtime-config/configuration.toml', import.meta.url));
     const text = fs.readFileSync(file, 'utf8');
     assert.deepEqual(parseConfig(text, file), defaultConfig());
-    for (const key of ['kernel', 'initrd', 'kernel_params', 'default_vcpus', 'default_memory', 'memory_dir', 'memory_backing', 'log_level', 'state_dir', 'transport', 'failpoints', 'agent_request_timeout_ms']) {
+    for (const key of ['kernel', 'initrd', 'kernel_params', 'default_vcpus', 'default_memory', 'memory_dir', 'memory_backing', 'log_level', 'state_dir', 'transport', 'failpoints', 'agent_request_timeout_ms', 'spare_daemon']) {
       assert.match(text, new RegExp(`^${key} = `, 'm'), `${key} missing from ${file}`);
     }
   });
@@ -100,6 +100,7 @@ state_dir = "/var/run/stencil"
 transport = "ttrpc"
 failpoints = true
 agent_request_timeout_ms = 5000
+spare_daemon = false
 `,
       SRC,
     );
@@ -115,7 +116,7 @@ agent_request_timeout_ms = 5000
         seccomp: false,
       },
       factory: defaultConfig().factory,
-      runtime: { logLevel: 'debug', stateDir: '/var/run/stencil', transport: 'ttrpc', failpoints: true, agentRequestTimeoutMs: 5000 },
+      runtime: { logLevel: 'debug', stateDir: '/var/run/stencil', transport: 'ttrpc', failpoints: true, agentRequestTimeoutMs: 5000, spareDaemon: false },
     });
   });
 

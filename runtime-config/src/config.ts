@@ -40,6 +40,11 @@ export interface RuntimeConfig {
    * When it times out, a ping that gets no answer either ends the pod: its guest is hung.
    */
   agentRequestTimeoutMs: number;
+  /**
+   * Keep one spare shim daemon per containerd, loaded and waiting, so a new pod's `start` hands
+   * it the pod instead of starting Node (shim/launcher/spare.c). Costs one idle daemon's memory.
+   */
+  spareDaemon: boolean;
 }
 
 export type MissPolicy = 'boot' | 'fail';
@@ -112,7 +117,7 @@ export function defaultConfig(): StencilConfig {
       seccomp: true,
     },
     factory: { enabled: true, templateDir: '/run/stencil-templates', templateDirSize: 4 * 2 ** 30, onMiss: 'boot' },
-    runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false, agentRequestTimeoutMs: 60_000 },
+    runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false, agentRequestTimeoutMs: 60_000, spareDaemon: true },
   };
 }
 
@@ -250,6 +255,7 @@ const SCHEMA: { [S in keyof StencilConfig]: SectionSpec<StencilConfig[S]> } = {
     transport: enumKey(TRANSPORTS),
     failpoints: boolKey(),
     agentRequestTimeoutMs: intKey(1_000, 3_600_000, 'milliseconds, from 1000 to 3600000'),
+    spareDaemon: boolKey(),
   },
 };
 

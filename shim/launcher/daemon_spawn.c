@@ -59,7 +59,7 @@ static const int DROPPED_CAPABILITIES[] = {
 static void child_fail(int report_fd, const char *what) {
   char line[512];
   int n = snprintf(line, sizeof line, "error cannot start the shim daemon: %s: %s\n", what, strerror(errno));
-  if (n > 0) (void)!write(report_fd, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+  if (n > 0 && report_fd >= 0) (void)!write(report_fd, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
   _exit(127);
 }
 
@@ -85,7 +85,7 @@ static void drop_capabilities(int report_fd) {
 }
 
 // Puts `fd` at `target` for the exec (without close-on-exec).
-static void place_fd(int fd, int target, int report_fd) {
+void place_fd(int fd, int target, int report_fd) {
   if (fd == target) {
     if (fcntl(fd, F_SETFD, 0) != 0) child_fail(report_fd, "keeping a descriptor");
   } else if (dup2(fd, target) < 0) {
@@ -115,11 +115,15 @@ static void run_child(const struct daemon_spawn *d, int options_fd, int report_f
   place_fd(socket, DAEMON_SOCKET_FD, report);
   place_fd(options, DAEMON_OPTIONS_FD, report);
   place_fd(report, DAEMON_REPORT_FD, report);
-  if (unshare(CLONE_NEWNS) != 0) child_fail(DAEMON_REPORT_FD, "a mount namespace of its own (unshare)");
-  if (mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) != 0) child_fail(DAEMON_REPORT_FD, "making its mounts slaves of the host's");
-  drop_capabilities(DAEMON_REPORT_FD);
+  confine_daemon(DAEMON_REPORT_FD);
   execvp(d->file, d->argv);
   child_fail(DAEMON_REPORT_FD, "cannot run node");
+}
+
+void confine_daemon(int report_fd) {
+  if (unshare(CLONE_NEWNS) != 0) child_fail(report_fd, "a mount namespace of its own (unshare)");
+  if (mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) != 0) child_fail(report_fd, "making its mounts slaves of the host's");
+  drop_capabilities(report_fd);
 }
 
 static long long now_ms(void) {
@@ -179,23 +183,28 @@ char *spawn_daemon(const struct daemon_spawn *d, int timeout_ms, char **why) {
     *why = strdup("cannot fork the shim daemon");
     return NULL;
   }
+  return await_daemon_report(pid, options[1], report[0], d->options, d->options_len, timeout_ms, why);
+}
+
+char *await_daemon_report(pid_t pid, int options_fd, int report_fd, const void *options, size_t options_len, int timeout_ms, char **why) {
+  *why = NULL;
   // The daemon reads its options first thing; one that died before gives EPIPE (SIGPIPE ignored).
   signal(SIGPIPE, SIG_IGN);
-  const char *p = d->options;
-  for (size_t left = d->options_len; left > 0;) {
-    ssize_t n = write(options[1], p, left);
+  const char *p = options;
+  for (size_t left = options_len; left > 0;) {
+    ssize_t n = write(options_fd, p, left);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     p += n;
     left -= (size_t)n;
   }
-  close(options[1]);
+  close(options_fd);
   bool timed_out = false;
-  char *line = read_report(report[0], timeout_ms, &timed_out);
-  close(report[0]);
+  char *line = read_report(report_fd, timeout_ms, &timed_out);
+  close(report_fd);
   if (line) return line;
   if (timed_out) {
-    kill(pid, SIGKILL);
+    if (pid > 0) kill(pid, SIGKILL);
     if (asprintf(why, "the shim daemon (pid %d) did not report ready within %d s; killed it", (int)pid, timeout_ms / 1000) < 0) *why = NULL;
   } else if (asprintf(why, "the shim daemon (pid %d) exited before it was ready (its log is containerd's)", (int)pid) < 0) {
     *why = NULL;

@@ -3,9 +3,11 @@
 // containerd waits for `start` before each container, and a Node process costs ~55-80 ms to
 // start on metal (seconds under emulation) before it can do anything. So `start` is native:
 //   - the pod's daemon runs (each app container after the sandbox's): answer its recorded address;
-//   - else bind the pod's socket, spawn the daemon (Node, `serve`) on it, and answer what the
-//     daemon reports once it has read containerd's runtime options and its configuration (the
-//     address says which protocol it serves; a bad configuration fails `start` with its message).
+//   - else bind the pod's socket, give it to this containerd's spare daemon (spare.h: Node
+//     already loaded) or spawn the daemon (Node, `serve`) on it, and answer what the daemon
+//     reports once it has read containerd's runtime options and its configuration (the address
+//     says which protocol it serves; a bad configuration fails `start` with its message); then,
+//     if the configuration wants one, start the next spare.
 // Everything else (`delete`, the daemon itself, `-info`, flags this does not know) is the Node
 // shim (shim/src/shim/main.ts), run with the same arguments.
 //
@@ -31,6 +33,7 @@
 #include <unistd.h>
 
 #include "daemon_spawn.h"
+#include "spare.h"
 #include "spec_annotation.h"
 
 #define SOCKET_DIR "/run/containerd/s"                     // address.ts SOCKET_DIR
@@ -216,16 +219,42 @@ static char *path_join(const char *const parts[3]) {
   return result;
 }
 
+static void sha256_hex(const char *text, char hex[65]) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (EVP_Digest(text, strlen(text), digest, &n, EVP_sha256(), NULL) != 1 || n != 32) fail("SHA-256 (libcrypto) failed");
+  for (unsigned i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+}
+
 // address.ts socketPath().
 static void socket_path(const struct start_flags *f, const char *group, char *out, size_t cap) {
   char *joined = path_join((const char *const[]){f->address, f->namespace_, group});
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  if (EVP_Digest(joined, strlen(joined), digest, &n, EVP_sha256(), NULL) != 1 || n != 32) fail("SHA-256 (libcrypto) failed");
-  free(joined);
   char hex[65];
-  for (unsigned i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+  sha256_hex(joined, hex);
+  free(joined);
   snprintf(out, cap, "%s/%s", SOCKET_DIR, hex);
+}
+
+// What identifies this build's daemon code (spare.ts compares it to tell a rebuilt shim).
+static bool build_identity(const char *script, char *out, size_t cap) {
+  struct stat st;
+  if (stat(script, &st) != 0) return false;
+  snprintf(out, cap, "%llu:%llu:%lld.%09ld:%lld", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino, (long long)st.st_mtim.tv_sec,
+           st.st_mtim.tv_nsec, (long long)st.st_size);
+  return true;
+}
+
+// The spare of this containerd and this build (spare.h).
+static bool spare_paths_for(const char *address, const char *script, const char *build, struct spare_paths *out) {
+  char *key_text = NULL;
+  if (asprintf(&key_text, "%s\n%s\n%s", address, script, build) < 0) return false;
+  char hex[65];
+  sha256_hex(key_text, hex);
+  free(key_text);
+  hex[32] = '\0';
+  snprintf(out->sock, sizeof out->sock, "%s/%s.sock", SPARE_DIR, hex);
+  snprintf(out->lock, sizeof out->lock, "%s/%s.lock", SPARE_DIR, hex);
+  return true;
 }
 
 // SOCKET_DIR and a SHA-256 in hex always fit sun_path.
@@ -338,24 +367,54 @@ static char *read_stdin(size_t *len) {
   return buf ? buf : strdup("");
 }
 
-// Spawns the pod's daemon on `sock` and returns the address it reports.
+// The report's address; with a trailing "\tspare" (the configuration wants a spare kept), *spare.
+static char *reported_address(char *report, bool *spare) {
+  char *tab = strchr(report, '\t');
+  *spare = tab && strcmp(tab + 1, "spare") == 0;
+  if (tab) *tab = '\0';
+  return strdup(report + 3);
+}
+
+// Gives the pod to this containerd's spare daemon, else spawns its daemon, on `sock`; returns the
+// address the daemon reports and, when its configuration asks for one, starts the next spare.
 static char *launch_daemon(const struct start_flags *f, const char *sock, int listen_fd) {
   size_t options_len = 0;
   char *options = read_stdin(&options_len);
-  char script[PATH_MAX];
+  char script[PATH_MAX], build[128];
   node_script(script, sizeof script);
+  struct spare_paths spare;
+  bool spares = build_identity(script, build, sizeof build) && spare_paths_for(f->address, script, build, &spare);
   char socket_fd[12], options_fd[12], report_fd[12];
   snprintf(socket_fd, sizeof socket_fd, "%d", DAEMON_SOCKET_FD);
   snprintf(options_fd, sizeof options_fd, "%d", DAEMON_OPTIONS_FD);
   snprintf(report_fd, sizeof report_fd, "%d", DAEMON_REPORT_FD);
-  const char *argv[] = {SHIM_ARGV0, script, "-namespace", f->namespace_, "-id", f->id, "-address", f->address, "-publish-binary", f->publish_binary, "-socket", sock,
-                        "-socket-fd", socket_fd, "-options-fd", options_fd, "-report-fd", report_fd, f->debug ? "-debug" : "serve", f->debug ? "serve" : NULL, NULL};
-  struct daemon_spawn d = {.file = "node", .argv = (char *const *)argv, .listen_fd = listen_fd, .options = options, .options_len = options_len};
-  char *why = NULL;
-  char *report = spawn_daemon(&d, DAEMON_REPORT_TIMEOUT_MS, &why);
+  // The pod's flags (all a spare needs), then with the descriptor flags the argv of a spawn.
+  const char *pod[16] = {"-namespace", f->namespace_, "-id", f->id, "-address", f->address, "-publish-binary", f->publish_binary, "-socket", sock};
+  size_t npod = 10;
+  if (f->debug) pod[npod++] = "-debug";
+  char *why = NULL, *report = NULL;
+  bool taken = false;
+  if (spares) report = handoff_to_spare(&spare, pod, listen_fd, options, options_len, DAEMON_REPORT_TIMEOUT_MS, &taken, &why);
+  if (!taken) {
+    const char *argv[32] = {SHIM_ARGV0, script};
+    size_t n = 2;
+    for (size_t i = 0; i < npod; i++) argv[n++] = pod[i];
+    const char *tail[] = {"-socket-fd", socket_fd, "-options-fd", options_fd, "-report-fd", report_fd, "serve"};
+    for (size_t i = 0; i < sizeof tail / sizeof *tail; i++) argv[n++] = tail[i];
+    struct daemon_spawn d = {.file = "node", .argv = (char *const *)argv, .listen_fd = listen_fd, .options = options, .options_len = options_len};
+    report = spawn_daemon(&d, DAEMON_REPORT_TIMEOUT_MS, &why);
+  }
   close(listen_fd);
   free(options);
-  if (report && strncmp(report, "ok ", 3) == 0 && report[3]) return strdup(report + 3);
+  if (report && strncmp(report, "ok ", 3) == 0 && report[3]) {
+    bool want_spare = false;
+    char *address = reported_address(report, &want_spare);
+    if (want_spare && spares) {
+      const char *spare_argv[] = {SHIM_ARGV0, script, "-address", f->address, "-spare-socket", spare.sock, "-spare-build", build, "spare", NULL};
+      ensure_spare(&spare, "node", (char *const *)spare_argv);
+    }
+    return address;
+  }
   remove_daemon_socket(sock);  // the daemon is gone or going
   if (report && strncmp(report, "error ", 6) == 0) fail("%s", report + 6);
   if (report) fail("the shim daemon reported %s", report);

@@ -1,7 +1,12 @@
 // Node-API binding of the host calls the shim makes without a VM: mount(2)/umount2(2) for its
-// host-side mounts, tap creation in a pod's network namespace, and the sockets of port forwarding.
+// host-side mounts, tap creation in a pod's network namespace, the sockets of port forwarding,
+// and a spare daemon's handoff.
 #include <fcntl.h>
 #include <napi.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <cmath>
 #include <cstdio>
@@ -10,6 +15,7 @@
 #include <vector>
 
 #include "addon_util.h"
+#include "host/handoff.h"
 #include "host/mount.h"
 #include "host/port_forward.h"
 #include "host/seccomp.h"
@@ -203,6 +209,59 @@ Napi::Value EnableSeccompJs(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// listenForHandoff(path) -> fd: a spare daemon's handoff socket (host/handoff.h).
+Napi::Value ListenForHandoffJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    if (!info[0].IsString()) throw VmmError(ErrorCode::kInvalidArgument, "listenForHandoff: the path must be a string");
+    return Napi::Number::New(env, ListenForHandoff(info[0].As<Napi::String>().Utf8Value()).release());
+  } catch (const VmmError& e) {
+    ToJsError(env, e).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+}
+
+// acceptHandoff(fd, timeoutMs) -> {fds, strings, peerPid} | null: blocks (a spare has nothing
+// else to do) until a launcher hands over a pod or the time is up. The fds are the caller's.
+Napi::Value AcceptHandoffJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    uint64_t fd = 0, timeout = 0;
+    ReadWholeNumber(info[0], "acceptHandoff: fd", 2147483647.0, &fd);
+    ReadWholeNumber(info[1], "acceptHandoff: timeoutMs", 2147483647.0, &timeout);
+    std::optional<Handoff> h = AcceptHandoff(static_cast<int>(fd), static_cast<int>(timeout));
+    if (!h) return env.Null();
+    Napi::Object out = Napi::Object::New(env);
+    Napi::Array strings = Napi::Array::New(env, h->strings.size());
+    for (uint32_t i = 0; i < h->strings.size(); i++) strings.Set(i, Napi::String::New(env, h->strings[i]));
+    Napi::Array fds = Napi::Array::New(env, h->fds.size());
+    for (uint32_t i = 0; i < h->fds.size(); i++) fds.Set(i, Napi::Number::New(env, h->fds[i].release()));
+    out.Set("strings", strings);
+    out.Set("fds", fds);
+    out.Set("peerPid", Napi::Number::New(env, h->peer_pid));
+    return out;
+  } catch (const VmmError& e) {
+    ToJsError(env, e).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+}
+
+// redirectStdio(fd): makes fd this process's stdout and stderr (dup2) and closes it.
+Napi::Value RedirectStdioJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    uint64_t fd = 0;
+    ReadWholeNumber(info[0], "redirectStdio: fd", 2147483647.0, &fd);
+    int from = static_cast<int>(fd);
+    if (from != STDOUT_FILENO && dup2(from, STDOUT_FILENO) < 0) throw VmmError(ErrorCode::kHostCall, std::string("redirectStdio: dup2 to stdout: ") + strerror(errno));
+    if (from != STDERR_FILENO && dup2(from, STDERR_FILENO) < 0) throw VmmError(ErrorCode::kHostCall, std::string("redirectStdio: dup2 to stderr: ") + strerror(errno));
+    if (from > STDERR_FILENO) close(from);
+  } catch (const VmmError& e) {
+    ToJsError(env, e).ThrowAsJavaScriptException();
+  }
+  return env.Undefined();
+}
+
 }  // namespace
 
 void ExportHostCalls(Napi::Env env, Napi::Object exports) {
@@ -213,6 +272,9 @@ void ExportHostCalls(Napi::Env env, Napi::Object exports) {
   exports.Set("listenOnLoopback", Napi::Function::New(env, ListenOnLoopbackJs));
   exports.Set("originalDestination", Napi::Function::New(env, OriginalDestinationJs));
   exports.Set("enableSeccomp", Napi::Function::New(env, EnableSeccompJs));
+  exports.Set("listenForHandoff", Napi::Function::New(env, ListenForHandoffJs));
+  exports.Set("acceptHandoff", Napi::Function::New(env, AcceptHandoffJs));
+  exports.Set("redirectStdio", Napi::Function::New(env, RedirectStdioJs));
 }
 
 }  // namespace stencil

@@ -222,6 +222,15 @@ interface Addon {
   originalDestination(fd: number): { address: string; port: number };
   /** From now on every VMM thread (vCPU, device, migration) confines itself to its seccomp allow-list; for good. */
   enableSeccomp(): void;
+  /** A spare daemon's handoff socket at `path` (0600, a stale file replaced): its fd (shim/launcher/spare.h). */
+  listenForHandoff(path: string): number;
+  /**
+   * Blocks until a launcher hands over a pod on the handoff socket `fd` (and acknowledges it) or
+   * `timeoutMs` passes (null). The fds are the caller's. Throws on a malformed handoff.
+   */
+  acceptHandoff(fd: number, timeoutMs: number): { strings: string[]; fds: number[]; peerPid: number } | null;
+  /** Makes `fd` this process's stdout and stderr, and closes it. */
+  redirectStdio(fd: number): void;
 }
 
 let addon: Addon | undefined;

@@ -2,7 +2,8 @@
 // launcher.c): it reads containerd's runtime options from an inherited pipe, loads the
 // configuration they name (so a broken file fails `ctr run` with its message), records the
 // bootstrap address beside its socket (a later `start` of the same pod answers from it) and
-// reports it as one line, "ok ADDRESS" or "error MESSAGE", on another pipe. The launcher prints
+// reports it as one line, "ok ADDRESS" (then "\tspare" when a spare daemon is wanted) or
+// "error MESSAGE", on another pipe. The launcher prints
 // the address and exits while Node loads the rest; containerd's connections wait in the backlog.
 import fs from 'node:fs';
 import { loadConfig, type StencilConfig, type Transport } from '../../../runtime-config/src/config.js';
@@ -53,7 +54,8 @@ export function daemonConfig(flags: ShimFlags): DaemonConfig {
     result = { config, source, protocol: chooseProtocol(config.runtime.transport) };
     const address = bootstrapAddress(result.protocol, flags.socket);
     writeDaemonAddress(flags.socket, address);
-    report(flags.reportFd, `ok ${address}`);
+    // "\tspare": keep a spare daemon waiting for the next pod (shim/launcher/spare.h).
+    report(flags.reportFd, `ok ${address}${config.runtime.spareDaemon ? '\tspare' : ''}`);
   } catch (err) {
     report(flags.reportFd, `error ${(err as Error).message}`);
     process.exit(1);

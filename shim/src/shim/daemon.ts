@@ -37,18 +37,8 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
   const { config, source, protocol } = daemonConfig(flags);
   const early = incoming ? undefined : await listenEarly(flags.socket, flags.socketFd);
 
-  const [{ createLogger }, { LogFifoStream }, address, { bootPod }, { removeStateDir }, { TaskService }, { EventPublisher }, { networkNamespaceOf }, migration] = await Promise.all([
-    import('../util/log.js'),
-    import('../util/log-fifo.js'),
-    import('./address.js'),
-    import('./pod-factory.js'),
-    import('../pod/pod-vm-options.js'),
-    import('./task-service.js'),
-    import('../containerd/events.js'),
-    import('../network/pod-network.js'),
-    import('./pod-migration.js'),
-  ]);
-  const { confineVmmThreads } = await import('../hypervisor/native.js');
+  const [{ createLogger }, { LogFifoStream }, address, { bootPod }, { removeStateDir }, { TaskService }, { EventPublisher }, { networkNamespaceOf }, migration, { confineVmmThreads }] =
+    await loadDaemonModules();
   const logger = createLogger({ level: flags.debug ? 'debug' : config.runtime.logLevel, stream: new LogFifoStream(2), json: true }).child({
     shim: 'stencil',
     namespace: flags.namespace,
@@ -240,6 +230,44 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
   held.server.on('connection', serveOne);
   held.held.splice(0).forEach(serveOne);
   idleTimer = setTimeout(() => void exit(`no task created within ${IDLE_EXIT_MS / 1000} s`), IDLE_EXIT_MS);
+}
+
+/** What the daemon loads after its report (the launcher and containerd wait for it): all of the shim but the CLI. */
+function loadDaemonModules() {
+  return Promise.all([
+    import('../util/log.js'),
+    import('../util/log-fifo.js'),
+    import('./address.js'),
+    import('./pod-factory.js'),
+    import('../pod/pod-vm-options.js'),
+    import('./task-service.js'),
+    import('../containerd/events.js'),
+    import('../network/pod-network.js'),
+    import('./pod-migration.js'),
+    import('../hypervisor/native.js'),
+  ]);
+}
+
+/** Loads, ahead of a pod, what serve() loads for one, the KVM addon included (spare.ts). */
+export async function preloadDaemon(): Promise<void> {
+  const [, , , , , , , , , native] = await loadDaemonModules();
+  native.loadAddon();
+  const [, , , , , protos, agent, envelope, { compileProtoTypes }] = await Promise.all([
+    import('../containerd/task-api.js'),
+    import('../ttrpc/server.js'),
+    import('./admin-api.js'),
+    import('../rpc/grpc-server.js'),
+    import('../rpc/protocol-sniff.js'),
+    import('../containerd/protos.js'),
+    import('../agent/protocol.js'),
+    import('../ttrpc/envelope.js'),
+    import('../util/proto.js'),
+  ]);
+  // The .proto files parsed and their types compiled, as a pod's first calls would.
+  compileProtoTypes(protos.containerdProtos());
+  compileProtoTypes(agent.agentTypes().root);
+  envelope.decodeRequest(envelope.encodeRequest({ service: 'warm', method: 'up', payload: Buffer.alloc(0), timeoutNano: 0 }));
+  envelope.decodeResponse(envelope.encodeErrorResponse(2, 'warm'));
 }
 
 /**

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -12,6 +13,7 @@ import { migratePod, podStatus } from '../cli/pod.js';
 import { decodeMessage, messageType, TASK_SERVICE_V2, TASK_SERVICE_V3 } from '../containerd/protos.js';
 import { TtrpcClient } from '../ttrpc/client.js';
 import { socketPath } from './address.js';
+import { spareListening, spareSocketPath } from './spare.js';
 import { repoRoot } from '../util/paths.js';
 
 const SHIM = path.join(repoRoot(), 'bin', 'containerd-shim-stencil-v2');
@@ -38,8 +40,8 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
     return b;
   }
 
-  function shim(b: string, id: string, action: string, env: NodeJS.ProcessEnv = {}) {
-    const args = ['-namespace', 'lifecycle', '-address', address, '-publish-binary', '/bin/false', '-id', id, ...(action === 'delete' ? ['-bundle', b] : []), action];
+  function shim(b: string, id: string, action: string, env: NodeJS.ProcessEnv = {}, containerd = address) {
+    const args = ['-namespace', 'lifecycle', '-address', containerd, '-publish-binary', '/bin/false', '-id', id, ...(action === 'delete' ? ['-bundle', b] : []), action];
     // containerd holds the log FIFO open read-write.
     const logFd = fs.openSync(path.join(b, 'log'), fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
     try {
@@ -50,14 +52,42 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
   }
 
   /** `start`s a daemon for task `id` and asks it its pid. */
-  async function startDaemon(b: string, id: string): Promise<{ sock: string; shimPid: number }> {
-    const r = shim(b, id, 'start');
+  async function startDaemon(b: string, id: string, containerd = address, env: NodeJS.ProcessEnv = {}): Promise<{ sock: string; shimPid: number }> {
+    const r = shim(b, id, 'start', env, containerd);
     assert.equal(r.status, 0, r.stderr.toString());
     const sock = r.stdout.toString().slice('unix://'.length);
     const client = await TtrpcClient.connect(sock);
     const { shimPid } = await client.invoke<{ shimPid: number }>(TASK_SERVICE_V2, 'Connect', T('containerd.task.v2.ConnectRequest'), { id }, T('containerd.task.v2.ConnectResponse'));
     await client.close();
     return { sock, shimPid };
+  }
+
+  /** The pid of the spare daemon waiting for containerd's next pod (spare.ts), once it listens. */
+  async function waitForSpare(containerd: string, timeoutMs = 60_000): Promise<number> {
+    const socket = spareSocketPath(containerd, path.join(repoRoot(), 'dist', 'shim-bundle', 'main.js'));
+    for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) {
+      if (!(await spareListening(socket))) continue;
+      // The spare's own flags name the same socket (launcher.c computes it too).
+      const listens = (pid: string) => {
+        try {
+          const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+          return argv.includes('spare') && argv[argv.indexOf('-spare-socket') + 1] === socket;
+        } catch {
+          return false;
+        }
+      };
+      const pid = fs.readdirSync('/proc').find((p) => /^\d+$/.test(p) && listens(p));
+      if (pid) return Number(pid);
+    }
+    throw new Error(`no spare daemon listening for ${containerd} within ${timeoutMs / 1000} s`);
+  }
+
+  /** A stand-in for containerd's socket: a spare stays while something accepts connections there. */
+  async function fakeContainerd(name: string): Promise<{ address: string; stop: () => Promise<void> }> {
+    const at = path.join(dir, name);
+    const server = net.createServer((c) => c.destroy());
+    await new Promise<void>((resolve) => server.listen(at, resolve));
+    return { address: at, stop: () => new Promise<void>((resolve) => server.close(() => resolve())) };
   }
 
   async function shutdown(sock: string, id: string) {
@@ -183,13 +213,73 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
   it('start fails with a message naming node when it is not on PATH; nothing is left behind', () => {
     const bin = fs.mkdtempSync(path.join(dir, 'bin-'));
     const b = bundle('nonode');
-    const r = shim(b, 'nonode', 'start', { PATH: bin });
+    // A containerd of its own, which has no spare daemon (a spare needs no node on PATH).
+    const r = shim(b, 'nonode', 'start', { PATH: bin }, path.join(dir, 'no-spare.sock'));
     assert.equal(r.status, 1, r.stderr.toString());
     assert.match(r.stderr.toString(), /cannot run node: No such file or directory/);
     assert.equal(r.stdout.toString(), '');
     assert.ok(!fs.existsSync(path.join(b, 'address')));
-    const sock = socketPath(address, 'lifecycle', 'nonode');
+    const sock = socketPath(path.join(dir, 'no-spare.sock'), 'lifecycle', 'nonode');
     assert.ok(!fs.existsSync(sock) && !fs.existsSync(`${sock}.address`), 'the failed start left its socket');
+  });
+
+  it('a spare daemon takes the next new pod and becomes its daemon as a spawned one would be; the next spare follows; it leaves with containerd', async () => {
+    const containerd = await fakeContainerd('spare-containerd.sock');
+    try {
+      const first = await startDaemon(bundle('s1'), 's1', containerd.address);
+      const spare = await waitForSpare(containerd.address);
+      assert.notEqual(spare, first.shimPid);
+      // The pod's configuration comes from the environment of its own start, not the spare's.
+      const grpc = path.join(dir, 'spare-grpc.toml');
+      fs.writeFileSync(grpc, '[runtime]\ntransport = "grpc"\n');
+      const b = bundle('s2');
+      const r = shim(b, 's2', 'start', { STENCIL_CONFIG: grpc }, containerd.address);
+      assert.equal(r.status, 0, r.stderr.toString());
+      const { pid } = await podStatus({ pod: 's2', namespace: 'lifecycle', address: containerd.address });
+      assert.equal(pid, spare, 'the second pod was not given to the spare');
+      const out = fs.readFileSync(path.join(b, 'address'), 'utf8');
+      assert.equal(r.stdout.toString(), out);
+      assert.match(out, /^\{"version":3,"address":"\/run\/containerd\/s\/[0-9a-f]{64}","protocol":"grpc"\}$/);
+      // As a spawned daemon: the bundle its working directory, the log its stdout and stderr,
+      // back at priority 0 on every thread, ps showing its pod, and the capabilities gone.
+      assert.equal(fs.readlinkSync(`/proc/${spare}/cwd`), b);
+      for (const fd of [1, 2]) assert.equal(fs.readlinkSync(`/proc/${spare}/fd/${fd}`), path.join(b, 'log'));
+      for (const tid of fs.readdirSync(`/proc/${spare}/task`)) {
+        const stat = fs.readFileSync(`/proc/${spare}/task/${tid}/stat`, 'utf8');
+        assert.equal(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16], '0', `thread ${tid} is not back at nice 0`);
+      }
+      assert.match(fs.readFileSync(`/proc/${spare}/cmdline`, 'utf8'), /^containerd-shim-stencil-v2 -namespace lifecycle -id s2 serve\0/);
+      const status = fs.readFileSync(`/proc/${spare}/status`, 'utf8');
+      assert.equal(BigInt(`0x${/^CapBnd:\s*([0-9a-f]+)$/m.exec(status)![1]}`) & (1n << 16n), 0n, 'the daemon can load kernel modules');
+      const next = await waitForSpare(containerd.address);
+      assert.notEqual(next, spare);
+      await shutdown(first.sock, 's1');
+      const sock = JSON.parse(out).address as string;
+      process.kill(spare, 'SIGTERM');
+      for (let i = 0; i < 100 && fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(!fs.existsSync(sock), 'the pod daemon that was a spare left its socket');
+      // containerd gone: the spare leaves, its socket with it.
+      await containerd.stop();
+      const spareSocket = fs.readFileSync(`/proc/${next}/cmdline`, 'utf8').split('\0').at(-4)!;
+      for (let i = 0; i < 300 && fs.existsSync(`/proc/${next}`); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(!fs.existsSync(`/proc/${next}`), 'the spare outlived its containerd by 30 s');
+      assert.ok(!fs.existsSync(spareSocket), `the spare left ${spareSocket}`);
+    } finally {
+      await containerd.stop().catch(() => undefined);
+    }
+  });
+
+  it('spare_daemon = false: no spare is started', async () => {
+    const containerd = await fakeContainerd('no-spare-containerd.sock');
+    const config = path.join(dir, 'no-spare.toml');
+    fs.writeFileSync(config, '[runtime]\nspare_daemon = false\n');
+    try {
+      const { sock } = await startDaemon(bundle('n1'), 'n1', containerd.address, { STENCIL_CONFIG: config });
+      await assert.rejects(waitForSpare(containerd.address, 3_000), /no spare daemon/);
+      await shutdown(sock, 'n1');
+    } finally {
+      await containerd.stop();
+    }
   });
 
   it('delete removes the socket and recorded address a killed daemon left', async () => {

@@ -1,6 +1,6 @@
 // The Node side of containerd-shim-stencil-v2, run by the native launcher (shim/launcher/, which
-// answers `start` itself): `delete`, and `serve`, the daemon `start` spawns. Each action's code is
-// loaded only when needed.
+// answers `start` itself): `delete`, `serve`, the daemon `start` spawns, and `spare`, a daemon
+// loaded ahead of its pod (spare.ts). Each action's code is loaded only when needed.
 import { FlagError, parseFlags, type ShimFlags } from './flags.js';
 
 function fail(message: string): never {
@@ -10,6 +10,10 @@ function fail(message: string): never {
 }
 
 async function main(): Promise<void> {
+  if (process.argv.at(-1) === 'spare') {
+    const { runSpare } = await import('./spare.js');
+    return runSpare(process.argv.slice(2));
+  }
   let flags: ShimFlags;
   try {
     flags = parseFlags(process.argv.slice(2));

@@ -26,6 +26,17 @@ export function loadProtoFiles(files: string[]): protobuf.Root {
 }
 
 /**
+ * Generates every message type's encoder, decoder and converters now rather than at its first
+ * message (protobufjs builds them on first use): for a daemon loaded ahead of its pod.
+ */
+export function compileProtoTypes(ns: protobuf.NamespaceBase): void {
+  for (const nested of ns.nestedArray) {
+    if (nested instanceof protobuf.Type) nested.setup();
+    if (nested instanceof protobuf.Namespace || nested instanceof protobuf.Type) compileProtoTypes(nested);
+  }
+}
+
+/**
  * protobufjs adds its built-in google/protobuf types with their proto field names (Any's
  * `type_url`), while fields parsed from our .proto files are camelCase (`exec_id` -> execId).
  * Renames the built-ins' fields so every plain object uses one convention (Any: {typeUrl, value}).

@@ -1,0 +1,179 @@
+#define _GNU_SOURCE
+#include "spare.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "daemon_spawn.h"
+
+// The first string of a handoff (shim/src/shim/spare.ts checks it): a spare of another format
+// refuses the pod, and `start` spawns a daemon instead.
+#define HANDOFF_MAGIC "stencil-handoff-1"
+// A waiting spare acknowledges at once; this covers one starved by load.
+#define ACK_TIMEOUT_MS 5000
+
+extern char **environ;
+
+struct buffer {
+  char *data;
+  size_t len, cap;
+};
+
+static bool append(struct buffer *b, const char *s, size_t n) {
+  if (b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n) cap *= 2;
+    char *grown = realloc(b->data, cap);
+    if (!grown) return false;
+    b->data = grown;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, s, n);
+  b->len += n;
+  return true;
+}
+
+static bool append_string(struct buffer *b, const char *s) { return append(b, s, strlen(s) + 1); }
+
+// u32 length | magic, working directory, number of flags, the flags, the environment.
+static bool handoff_message(struct buffer *b, const char *const *args) {
+  char cwd[PATH_MAX], count[24];
+  if (!getcwd(cwd, sizeof cwd)) return false;
+  size_t n = 0;
+  while (args[n]) n++;
+  snprintf(count, sizeof count, "%zu", n);
+  bool ok = append(b, "\0\0\0\0", 4) && append_string(b, HANDOFF_MAGIC) && append_string(b, cwd) && append_string(b, count);
+  for (size_t i = 0; ok && i < n; i++) ok = append_string(b, args[i]);
+  for (char **e = environ; ok && *e; e++) ok = append_string(b, *e);
+  if (!ok || b->len - 4 > UINT32_MAX) return false;
+  uint32_t body = (uint32_t)(b->len - 4);
+  for (int i = 0; i < 4; i++) b->data[i] = (char)(body >> (8 * i));
+  return true;
+}
+
+static bool send_all(int conn, const struct buffer *b, const int *fds, size_t nfds) {
+  size_t sent = 0;
+  while (sent < b->len) {
+    struct iovec iov = {.iov_base = b->data + sent, .iov_len = b->len - sent};
+    union {
+      char buf[CMSG_SPACE(sizeof(int) * 4)];
+      struct cmsghdr align;
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (sent == 0) {  // the descriptors travel with the first bytes
+      msg.msg_control = control.buf;
+      msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+      struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+      memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    }
+    ssize_t n = sendmsg(conn, &msg, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    sent += (size_t)n;
+  }
+  return true;
+}
+
+static bool acknowledged(int conn) {
+  struct pollfd p = {.fd = conn, .events = POLLIN};
+  int r;
+  do r = poll(&p, 1, ACK_TIMEOUT_MS);
+  while (r < 0 && errno == EINTR);
+  char ack = 0;
+  return r == 1 && read(conn, &ack, 1) == 1 && ack == 'k';
+}
+
+static int connect_to_spare(const char *sock) {
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  if (strlen(sock) >= sizeof sa.sun_path) return -1;
+  strcpy(sa.sun_path, sock);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  struct timeval timeout = {.tv_sec = 2};  // a full backlog makes connect wait
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+char *handoff_to_spare(const struct spare_paths *p, const char *const *args, int listen_fd, const void *options, size_t options_len, int timeout_ms,
+                       bool *taken, char **why) {
+  *taken = false;
+  *why = NULL;
+  int conn = connect_to_spare(p->sock);
+  if (conn < 0) return NULL;
+  int options_pipe[2] = {-1, -1}, report_pipe[2] = {-1, -1};
+  // The daemon's stdout and stderr: the bundle's log FIFO, as a spawned daemon's (daemon_spawn.c).
+  int log = open("log", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  if (log < 0) log = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  struct buffer message = {0};
+  bool sent = false;
+  pid_t pid = 0;
+  if (log >= 0 && pipe2(options_pipe, O_CLOEXEC) == 0 && pipe2(report_pipe, O_CLOEXEC) == 0 && handoff_message(&message, args)) {
+    int fds[] = {listen_fd, options_pipe[0], report_pipe[1], log};
+    sent = send_all(conn, &message, fds, 4) && acknowledged(conn);
+    struct ucred peer;
+    socklen_t len = sizeof peer;
+    if (sent && getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0) pid = peer.pid;
+  }
+  free(message.data);
+  close(conn);
+  if (log >= 0) close(log);
+  if (options_pipe[0] >= 0) close(options_pipe[0]);
+  if (report_pipe[1] >= 0) close(report_pipe[1]);
+  if (!sent) {
+    if (options_pipe[1] >= 0) close(options_pipe[1]);
+    if (report_pipe[0] >= 0) close(report_pipe[0]);
+    return NULL;
+  }
+  *taken = true;
+  return await_daemon_report(pid, options_pipe[1], report_pipe[0], options, options_len, timeout_ms, why);
+}
+
+void ensure_spare(const struct spare_paths *p, const char *file, char *const *argv) {
+  if ((mkdir("/run/stencil", 0755) != 0 && errno != EEXIST) || (mkdir(SPARE_DIR, 0700) != 0 && errno != EEXIST)) return;
+  int lock = open(p->lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock < 0) return;
+  if (flock(lock, LOCK_EX | LOCK_NB) != 0) {  // a spare is loading or waiting
+    close(lock);
+    return;
+  }
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (setsid() < 0) _exit(127);
+    // Nothing of `start`'s: containerd waits for its stdout and stderr to close.
+    int null_in = open("/dev/null", O_RDONLY | O_CLOEXEC), null_out = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    int held = fcntl(lock, F_DUPFD_CLOEXEC, 10);
+    if (null_in < 0 || null_out < 0 || held < 0) _exit(127);
+    null_in = fcntl(null_in, F_DUPFD_CLOEXEC, 10);
+    null_out = fcntl(null_out, F_DUPFD_CLOEXEC, 10);
+    if (null_in < 0 || null_out < 0) _exit(127);
+    place_fd(null_in, STDIN_FILENO, -1);
+    place_fd(null_out, STDOUT_FILENO, -1);
+    place_fd(null_out, STDERR_FILENO, -1);
+    place_fd(held, SPARE_LOCK_FD, -1);
+    confine_daemon(-1);
+    // spare.ts raises every thread back to 0 when it takes a pod.
+    setpriority(PRIO_PROCESS, 0, 19);
+    execvp(file, argv);
+    _exit(127);
+  }
+  close(lock);  // the spare holds it (a failed fork leaves none, and the next start tries again)
+}
