@@ -35,6 +35,16 @@ export function containerdProtos(): protobuf.Root {
   return root;
 }
 
+/** The message types of the task service's calls and of the task events (what a pod's first calls use). */
+export function taskCallTypes(): protobuf.Type[] {
+  const calls = service(TASK_SERVICE_V2).methodsArray.flatMap((m) => {
+    m.resolve();
+    return [m.resolvedRequestType, m.resolvedResponseType].filter((t): t is protobuf.Type => t !== null);
+  });
+  const events = containerdProtos().lookup('containerd.events');
+  return [...calls, ...(events instanceof protobuf.Namespace ? events.nestedArray.filter((t): t is protobuf.Type => t instanceof protobuf.Type) : [])];
+}
+
 /** A message type by its full name, e.g. "containerd.events.TaskExit". */
 export function messageType(fullName: string): protobuf.Type {
   const found = containerdProtos().lookup(fullName.replace(/^\./, ''));

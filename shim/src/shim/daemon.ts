@@ -263,9 +263,10 @@ export async function preloadDaemon(): Promise<void> {
     import('../ttrpc/envelope.js'),
     import('../util/proto.js'),
   ]);
-  // The .proto files parsed and their types compiled, as a pod's first calls would.
-  compileProtoTypes(protos.containerdProtos());
-  compileProtoTypes(agent.agentTypes().root);
+  // The .proto files parsed and the types of a pod's first calls compiled, as those calls would:
+  // the task service's, the task events' and the agent's (not the metrics an Any carries in Stats).
+  const { Hello, HelloReply, Request, Response } = agent.agentTypes();
+  compileProtoTypes([...protos.taskCallTypes(), Hello, HelloReply, Request, Response]);
   envelope.decodeRequest(envelope.encodeRequest({ service: 'warm', method: 'up', payload: Buffer.alloc(0), timeoutNano: 0 }));
   envelope.decodeResponse(envelope.encodeErrorResponse(2, 'warm'));
 }

@@ -26,13 +26,21 @@ export function loadProtoFiles(files: string[]): protobuf.Root {
 }
 
 /**
- * Generates every message type's encoder, decoder and converters now rather than at its first
- * message (protobufjs builds them on first use): for a daemon loaded ahead of its pod.
+ * Generates the encoders, decoders and converters of `types` and of every message type their
+ * fields reach now, rather than at their first message (protobufjs builds them on first use): for
+ * a daemon loaded ahead of its pod. Types only an Any carries are left for their first use.
  */
-export function compileProtoTypes(ns: protobuf.NamespaceBase): void {
-  for (const nested of ns.nestedArray) {
-    if (nested instanceof protobuf.Type) nested.setup();
-    if (nested instanceof protobuf.Namespace || nested instanceof protobuf.Type) compileProtoTypes(nested);
+export function compileProtoTypes(types: protobuf.Type[]): void {
+  const seen = new Set<protobuf.Type>();
+  const pending = [...types];
+  for (let t = pending.pop(); t; t = pending.pop()) {
+    if (seen.has(t)) continue;
+    seen.add(t);
+    t.setup();
+    for (const field of t.fieldsArray) {
+      const type = field.resolve().resolvedType;
+      if (type instanceof protobuf.Type) pending.push(type);
+    }
   }
 }
 
