@@ -9,7 +9,7 @@ import { loadConfig } from '../../../runtime-config/src/config.js';
 import { parseSize } from '../../../runtime-config/src/size.js';
 import { DEFAULT_CMDLINE, MicroVm } from '../hypervisor/microvm.js';
 import { confineVmmThreads } from '../hypervisor/native.js';
-import type { ExitReason } from '../hypervisor/types.js';
+import { type ExitReason, memoryFileName } from '../hypervisor/types.js';
 import { parseQmpChardev, type QmpHandle, serveQmp } from '../qmp/serve.js';
 import { type MigrationUri, parseMigrationUri } from '../qmp/vm-commands.js';
 import { MicroVmMonitor, type MonitorOptions, type RestoreSource } from '../qmp/vm-monitor.js';
@@ -101,7 +101,7 @@ export async function vmRun(opts: VmRunOptions): Promise<VmRunEnd> {
     const { hypervisor: cfg } = loadConfig({ path: opts.config }).config;
     const memoryDir = opts.memoryDir ?? cfg.memoryDir;
     fs.mkdirSync(memoryDir, { recursive: true, mode: 0o700 });
-    return { memoryDir, memoryName: `${name}.ram`, restore: { vcpus: opts.vcpus, memoryBytes } };
+    return { memoryDir, memoryName: memoryFileName(name), restore: { vcpus: opts.vcpus, memoryBytes } };
   };
   const restoreIncoming: MonitorOptions['restoreIncoming'] = (stream) => MicroVm.fromIncoming(name, stream);
 

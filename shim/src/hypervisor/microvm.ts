@@ -14,7 +14,7 @@ import {
   type SavedVmState,
   type VmExitStats,
 } from './native.js';
-import type { ExitReason, VirtualMachine, VmExit, VmProvider, VmSpec, VmState } from './types.js';
+import { type ExitReason, memoryFileName, type VirtualMachine, type VmExit, type VmProvider, type VmSpec, type VmState } from './types.js';
 
 /**
  * Defaults a Kata/Firecracker user would expect: serial console, keyboard-controller reset; a
@@ -75,7 +75,7 @@ export class MicroVm implements VirtualMachine {
             memoryBytes: spec.memoryBytes,
             memoryBacking: memoryFile ? 'tmpfs' : spec.memoryBacking,
             memoryDir: memoryFile ? path.dirname(memoryFile) : spec.memoryDir,
-            memoryFileName: memoryFile ? path.basename(memoryFile) : `${spec.name}.ram`,
+            memoryFileName: memoryFile ? path.basename(memoryFile) : memoryFileName(spec.name),
             kernel: spec.kernel,
             initrd: spec.initrd ?? '',
             cmdline: spec.cmdline,

@@ -97,6 +97,14 @@ export interface VirtualMachine {
  */
 export type VmProvider = (spec: VmSpec) => VirtualMachine | Promise<VirtualMachine>;
 
+/** The ending of a VM's RAM file in its memory directory (tmpfs backing). */
+export const MEMORY_FILE_SUFFIX = '.ram';
+
+/** The name of VM `vmName`'s RAM file in its memory directory: one name for who creates and who removes it. */
+export function memoryFileName(vmName: string): string {
+  return `${vmName}${MEMORY_FILE_SUFFIX}`;
+}
+
 /** "triple-fault (vCPU 0 triple-faulted ...)": the reason, with the VMM's detail when it gave one. */
 export function describeExit(exit: { reason: string; detail: string }): string {
   return `${exit.reason}${exit.detail ? ` (${exit.detail})` : ''}`;

@@ -4,6 +4,7 @@
 import { MicroVm } from '../hypervisor/microvm.js';
 import { loadAddon, type NativeIncomingOptions, type NativeMigrationIncoming } from '../hypervisor/native.js';
 import { parseMigrationUri } from '../qmp/vm-commands.js';
+import { memoryFileName } from '../hypervisor/types.js';
 
 export interface IncomingVmOptions {
   /** The VM's name (its RAM file is <memoryDir>/<name>.ram). */
@@ -49,7 +50,7 @@ export function receiveVm(o: IncomingVmOptions): Promise<ArrivedVm> {
         if (!arrived) reject(new Error(`the incoming migration at ${o.uri} ${stats.status}: ${stats.error || 'no VM arrived'}`));
       }
     };
-    incoming = new NativeMigrationIncoming(o.uri, { memoryDir: o.memoryDir, memoryName: `${o.name}.ram`, restore: o.restore }, onEvent);
+    incoming = new NativeMigrationIncoming(o.uri, { memoryDir: o.memoryDir, memoryName: memoryFileName(o.name), restore: o.restore }, onEvent);
     incoming.start();
     o.onListening();
   });

@@ -18,6 +18,7 @@ import path from 'node:path';
 import { daemonConfig } from './daemon-report.js';
 import { daemonArgv, INCOMING_ENV, type ShimFlags } from './flags.js';
 import { watchForgottenTasks } from './forgotten-tasks.js';
+import { memoryFileName } from '../hypervisor/types.js';
 
 /**
  * With no task for this long, the daemon exits: a `start` whose Create never came, or a connection
@@ -120,7 +121,7 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
       logger.error('shim daemon forced out', { why: `still ${step} after ${EXIT_GRACE_MS / 1000} s` });
       address.removeDaemonSocket(flags.socket);
       const { stateDir, vmName } = podBootOptions();
-      fs.rmSync(path.join(config.hypervisor.memoryDir, `${vmName}.ram`), { force: true });
+      fs.rmSync(path.join(config.hypervisor.memoryDir, memoryFileName(vmName)), { force: true });
       void removeStateDir(stateDir)
         .then((kept) => kept.length && logger.error('the forced exit left the pod state directory', { kept }))
         .finally(() => process.exit(1));

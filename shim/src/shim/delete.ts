@@ -13,6 +13,7 @@ import { isMountPoint, unmountAll } from './rootfs.js';
 import { mountsUnder } from '../util/mounts.js';
 import { removeStateDir } from '../pod/pod-vm-options.js';
 import { minimalProtobuf } from '../util/protobuf-minimal.js';
+import { MEMORY_FILE_SUFFIX } from '../hypervisor/types.js';
 
 export interface DeleteResult {
   pid: number;
@@ -39,7 +40,7 @@ export async function deleteTask(flags: ShimFlags, bundle: string): Promise<Dele
     for (const mount of mountsUnder(stateDir)) result.removed.push(`mount ${mount}`);
     if ((await removeStateDir(stateDir)).length === 0) result.removed.push(stateDir);
   }
-  for (const ram of withMigrated(path.join(config.hypervisor.memoryDir, podVmName(key)), '.ram')) {
+  for (const ram of withMigrated(path.join(config.hypervisor.memoryDir, podVmName(key)), MEMORY_FILE_SUFFIX)) {
     fs.rmSync(ram, { force: true });
     result.removed.push(ram);
   }
