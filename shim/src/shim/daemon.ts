@@ -27,7 +27,8 @@ import { memoryFileName } from '../hypervisor/types.js';
 const IDLE_EXIT_MS = 30_000;
 const EXIT_GRACE_MS = 10_000;
 
-export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
+/** `loadedAhead`: a spare daemon given this pod (spare.ts), with how long it had waited. */
+export async function serve(flags: ShimFlags, bundle: string, loadedAhead?: { waitedMs: number }): Promise<void> {
   // stderr is the bundle's `log` FIFO; containerd restarts break it: never die of EPIPE. The
   // logger writes to it through LogFifoStream, which goes on once the next containerd reads it.
   process.stderr.on('error', () => undefined);
@@ -45,7 +46,7 @@ export async function serve(flags: ShimFlags, bundle: string): Promise<void> {
     namespace: flags.namespace,
     pod: flags.id,
   });
-  logger.info('shim daemon starting', { pid: process.pid, protocol, config: source, socket: flags.socket, incoming });
+  logger.info('shim daemon starting', { pid: process.pid, protocol, config: source, socket: flags.socket, incoming, spare: loadedAhead });
   // Every VM of this daemon (booted, cloned, restored, migrated in) runs confined VMM threads.
   confineVmmThreads(config.hypervisor);
 

@@ -119,6 +119,7 @@ export async function runSpare(argv: string[]): Promise<void> {
   await preloadDaemon();
   const native = loadAddon();
   const listenFd = native.listenForHandoff(spare.socket);
+  const ready = performance.now();
   for (;;) {
     let handoff: { strings: string[]; fds: number[] } | null;
     try {
@@ -152,7 +153,7 @@ export async function runSpare(argv: string[]): Promise<void> {
     fs.closeSync(listenFd);
     fs.closeSync(SPARE_LOCK_FD);
     becomePodDaemon(pod);
-    return serve(pod.flags, pod.cwd);
+    return serve(pod.flags, pod.cwd, { waitedMs: Math.round(performance.now() - ready) });
   }
 }
 
