@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "spare.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -23,6 +25,9 @@
 #define HANDOFF_MAGIC "stencil-handoff-1"
 // A waiting spare acknowledges at once; this covers one starved by load.
 #define ACK_TIMEOUT_MS 5000
+// How long a start waits for a spare still loading (Node's start and the shim's modules: ~0.15 s
+// on metal, seconds under emulation) before it spawns a daemon itself.
+#define SPARE_WAIT_MS 30000
 
 extern char **environ;
 
@@ -113,11 +118,52 @@ static int connect_to_spare(const char *sock) {
   return fd;
 }
 
+// The pid a spare's lock file names (ensure_spare writes it), or 0.
+static pid_t spare_pid(int lock) {
+  char buf[24] = {0};
+  ssize_t n = pread(lock, buf, sizeof buf - 1, 0);
+  long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+  return pid > 0 ? (pid_t)pid : 0;
+}
+
+// Every thread of `pid` back to priority 0 (a spare loads at 19, behind the pods that run).
+static void raise_priority(pid_t pid) {
+  char dir[64];
+  snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
+  DIR *tasks = opendir(dir);
+  if (!tasks) return;
+  for (struct dirent *t; (t = readdir(tasks));)
+    if (t->d_name[0] != '.') setpriority(PRIO_PROCESS, (id_t)atoi(t->d_name), 0);
+  closedir(tasks);
+}
+
+// A connection to the spare: at once when one waits; when one is still loading (its lock is held),
+// once it listens, raised to priority 0 meanwhile (it started before this pod: it is ahead of a
+// daemon spawned now). -1 when there is none, it dies, or it does not listen within SPARE_WAIT_MS.
+static int connect_when_ready(const struct spare_paths *p) {
+  int conn = connect_to_spare(p->sock);
+  if (conn >= 0) return conn;
+  int lock = open(p->lock, O_RDONLY | O_CLOEXEC);
+  if (lock < 0) return -1;
+  bool loading = flock(lock, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  if (loading) {
+    pid_t pid = spare_pid(lock);
+    if (pid > 0) raise_priority(pid);
+    for (int waited = 0; waited < SPARE_WAIT_MS && conn < 0; waited += 20) {
+      nanosleep(&(struct timespec){.tv_nsec = 20 * 1000 * 1000}, NULL);
+      conn = connect_to_spare(p->sock);
+      if (conn < 0 && flock(lock, LOCK_SH | LOCK_NB) == 0) break;  // it died
+    }
+  }
+  close(lock);
+  return conn;
+}
+
 char *handoff_to_spare(const struct spare_paths *p, const char *const *args, int listen_fd, const void *options, size_t options_len, int timeout_ms,
                        bool *taken, char **why) {
   *taken = false;
   *why = NULL;
-  int conn = connect_to_spare(p->sock);
+  int conn = connect_when_ready(p);
   if (conn < 0) return NULL;
   int options_pipe[2] = {-1, -1}, report_pipe[2] = {-1, -1};
   // The daemon's stdout and stderr: the bundle's log FIFO, as a spawned daemon's (daemon_spawn.c).
@@ -147,7 +193,32 @@ char *handoff_to_spare(const struct spare_paths *p, const char *const *args, int
   return await_daemon_report(pid, options_pipe[1], report_pipe[0], options, options_len, timeout_ms, why);
 }
 
+// Whether this process's root mount is shared ("shared:N" among its mountinfo optional fields),
+// so that mounts made after a spare was spawned (a pod's network namespace, its volumes) reach the
+// spare's mount namespace, a slave of this one. systemd makes / shared; without it, no spares.
+static bool root_mount_shared(void) {
+  FILE *f = fopen("/proc/self/mountinfo", "re");
+  if (!f) return false;
+  char *line = NULL;
+  size_t cap = 0;
+  bool shared = false;
+  while (getline(&line, &cap, f) > 0) {
+    // ID PARENT MAJ:MIN ROOT MOUNT-POINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER-OPTIONS
+    char *save = NULL, *field = strtok_r(line, " ", &save);
+    for (int i = 1; field && i < 5; i++) field = strtok_r(NULL, " ", &save);
+    if (!field || strcmp(field, "/") != 0) continue;
+    strtok_r(NULL, " ", &save);  // options
+    shared = false;  // the last mount on / is the one in effect
+    for (char *opt = strtok_r(NULL, " ", &save); opt && strcmp(opt, "-") != 0; opt = strtok_r(NULL, " ", &save))
+      if (strncmp(opt, "shared:", 7) == 0) shared = true;
+  }
+  free(line);
+  fclose(f);
+  return shared;
+}
+
 void ensure_spare(const struct spare_paths *p, const char *file, char *const *argv) {
+  if (!root_mount_shared()) return;
   if ((mkdir("/run/stencil", 0755) != 0 && errno != EEXIST) || (mkdir(SPARE_DIR, 0700) != 0 && errno != EEXIST)) return;
   int lock = open(p->lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lock < 0) return;
@@ -174,6 +245,13 @@ void ensure_spare(const struct spare_paths *p, const char *file, char *const *ar
     setpriority(PRIO_PROCESS, 0, 19);
     execvp(file, argv);
     _exit(127);
+  }
+  if (pid > 0) {  // for a start that finds it still loading (connect_when_ready)
+    char text[24];
+    int n = snprintf(text, sizeof text, "%d\n", (int)pid);
+    if (ftruncate(lock, 0) != 0 || pwrite(lock, text, (size_t)n, 0) != n) {
+      // a start that finds no pid waits without raising it
+    }
   }
   close(lock);  // the spare holds it (a failed fork leaves none, and the next start tries again)
 }

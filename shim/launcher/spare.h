@@ -31,7 +31,9 @@ char *handoff_to_spare(const struct spare_paths *p, const char *const *args, int
                        bool *taken, char **why);
 
 // Starts the next spare unless one holds the lock: detached, confined as a daemon, at the lowest
-// CPU priority while it loads (the pod starting now comes first), never waited for.
+// CPU priority while it loads (the pod starting now comes first), never waited for. Only where the
+// root mount is shared (systemd's default): the spare's mount namespace is made now, and only
+// propagation brings it the mounts made before its pod arrives (network namespace, volumes).
 // `argv`: argv[0], the script and the spare's flags (NULL-terminated).
 void ensure_spare(const struct spare_paths *p, const char *file, char *const *argv);
 

@@ -40,20 +40,25 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
     return b;
   }
 
-  function shim(b: string, id: string, action: string, env: NodeJS.ProcessEnv = {}, containerd = address) {
+  /**
+   * Runs the shim binary. `sharedRoot`: in a mount namespace whose root mount is shared, as systemd
+   * makes it (this machine's is private), which a spare daemon needs (shim/launcher/spare.h).
+   */
+  function shim(b: string, id: string, action: string, env: NodeJS.ProcessEnv = {}, containerd = address, sharedRoot = false) {
     const args = ['-namespace', 'lifecycle', '-address', containerd, '-publish-binary', '/bin/false', '-id', id, ...(action === 'delete' ? ['-bundle', b] : []), action];
     // containerd holds the log FIFO open read-write.
     const logFd = fs.openSync(path.join(b, 'log'), fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
     try {
-      return spawnSync(SHIM, args, { cwd: b, env: { ...process.env, TTRPC_ADDRESS: `${address}.ttrpc`, ...env }, timeout: 30_000 });
+      const [file, argv] = sharedRoot ? ['unshare', ['--mount', '--propagation', 'shared', SHIM, ...args]] : [SHIM, args];
+      return spawnSync(file, argv, { cwd: b, env: { ...process.env, TTRPC_ADDRESS: `${address}.ttrpc`, ...env }, timeout: 30_000 });
     } finally {
       fs.closeSync(logFd);
     }
   }
 
   /** `start`s a daemon for task `id` and asks it its pid. */
-  async function startDaemon(b: string, id: string, containerd = address, env: NodeJS.ProcessEnv = {}): Promise<{ sock: string; shimPid: number }> {
-    const r = shim(b, id, 'start', env, containerd);
+  async function startDaemon(b: string, id: string, containerd = address, env: NodeJS.ProcessEnv = {}, sharedRoot = false): Promise<{ sock: string; shimPid: number }> {
+    const r = shim(b, id, 'start', env, containerd, sharedRoot);
     assert.equal(r.status, 0, r.stderr.toString());
     const sock = r.stdout.toString().slice('unix://'.length);
     const client = await TtrpcClient.connect(sock);
@@ -223,17 +228,17 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
     assert.ok(!fs.existsSync(sock) && !fs.existsSync(`${sock}.address`), 'the failed start left its socket');
   });
 
-  it('a spare daemon takes the next new pod and becomes its daemon as a spawned one would be; the next spare follows; it leaves with containerd', async () => {
+  it('a spare daemon takes the next new pod and becomes its daemon as a spawned one would be; the next spare follows, and a start finding it still loading waits for it; it leaves with containerd', async () => {
     const containerd = await fakeContainerd('spare-containerd.sock');
     try {
-      const first = await startDaemon(bundle('s1'), 's1', containerd.address);
+      const first = await startDaemon(bundle('s1'), 's1', containerd.address, {}, true);
       const spare = await waitForSpare(containerd.address);
       assert.notEqual(spare, first.shimPid);
       // The pod's configuration comes from the environment of its own start, not the spare's.
       const grpc = path.join(dir, 'spare-grpc.toml');
       fs.writeFileSync(grpc, '[runtime]\ntransport = "grpc"\n');
       const b = bundle('s2');
-      const r = shim(b, 's2', 'start', { STENCIL_CONFIG: grpc }, containerd.address);
+      const r = shim(b, 's2', 'start', { STENCIL_CONFIG: grpc }, containerd.address, true);
       assert.equal(r.status, 0, r.stderr.toString());
       const { pid } = await podStatus({ pod: 's2', namespace: 'lifecycle', address: containerd.address });
       assert.equal(pid, spare, 'the second pod was not given to the spare');
@@ -251,8 +256,15 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
       assert.match(fs.readFileSync(`/proc/${spare}/cmdline`, 'utf8'), /^containerd-shim-stencil-v2 -namespace lifecycle -id s2 serve\0/);
       const status = fs.readFileSync(`/proc/${spare}/status`, 'utf8');
       assert.equal(BigInt(`0x${/^CapBnd:\s*([0-9a-f]+)$/m.exec(status)![1]}`) & (1n << 16n), 0n, 'the daemon can load kernel modules');
+      // A start that comes while the next spare still loads (s2's start spawned it just now) waits
+      // for it and hands it the pod, rather than spawning a daemon of its own.
+      const lock = spareSocketPath(containerd.address, path.join(repoRoot(), 'dist', 'shim-bundle', 'main.js')).replace(/\.sock$/, '.lock');
+      const loading = Number(fs.readFileSync(lock, 'utf8'));
+      const third = await startDaemon(bundle('s3'), 's3', containerd.address, {}, true);
+      assert.equal(third.shimPid, loading, 'the third pod was not given to the spare that was loading');
+      await shutdown(third.sock, 's3');
       const next = await waitForSpare(containerd.address);
-      assert.notEqual(next, spare);
+      assert.ok(next !== spare && next !== loading);
       await shutdown(first.sock, 's1');
       const sock = JSON.parse(out).address as string;
       process.kill(spare, 'SIGTERM');
@@ -269,14 +281,18 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
     }
   });
 
-  it('spare_daemon = false: no spare is started', async () => {
+  it('no spare with spare_daemon = false, nor where the root mount is private', async () => {
     const containerd = await fakeContainerd('no-spare-containerd.sock');
     const config = path.join(dir, 'no-spare.toml');
     fs.writeFileSync(config, '[runtime]\nspare_daemon = false\n');
     try {
-      const { sock } = await startDaemon(bundle('n1'), 'n1', containerd.address, { STENCIL_CONFIG: config });
+      const { sock } = await startDaemon(bundle('n1'), 'n1', containerd.address, { STENCIL_CONFIG: config }, true);
       await assert.rejects(waitForSpare(containerd.address, 3_000), /no spare daemon/);
       await shutdown(sock, 'n1');
+      // Nor where the root mount is private: later mounts would never reach a spare's namespace.
+      const { sock: other } = await startDaemon(bundle('n2'), 'n2', containerd.address);
+      await assert.rejects(waitForSpare(containerd.address, 3_000), /no spare daemon/);
+      await shutdown(other, 'n2');
     } finally {
       await containerd.stop();
     }
