@@ -137,16 +137,21 @@ static void raise_priority(pid_t pid) {
   closedir(tasks);
 }
 
-// A connection to the spare: at once when one waits; when one is still loading (its lock is held),
-// once it listens, raised to priority 0 meanwhile (it started before this pod: it is ahead of a
-// daemon spawned now). -1 when there is none, it dies, or it does not listen within SPARE_WAIT_MS.
+// A connection to the spare: at once when one waits; when one is still loading (its lock is held)
+// and no other start waits for it, once it listens, raised to priority 0 meanwhile (it started
+// before this pod: it is ahead of a daemon spawned now). -1 when there is none, another start
+// claimed it, it dies, or it does not listen within SPARE_WAIT_MS.
 static int connect_when_ready(const struct spare_paths *p) {
   int conn = connect_to_spare(p->sock);
   if (conn >= 0) return conn;
   int lock = open(p->lock, O_RDONLY | O_CLOEXEC);
   if (lock < 0) return -1;
   bool loading = flock(lock, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
-  if (loading) {
+  // One start waits for a loading spare; the others of a burst spawn their daemons at once.
+  char claim_path[PATH_MAX + 8];
+  snprintf(claim_path, sizeof claim_path, "%.*s.claim", (int)(strlen(p->lock) - strlen(".lock")), p->lock);
+  int claim = loading ? open(claim_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
+  if (claim >= 0 && flock(claim, LOCK_EX | LOCK_NB) == 0) {
     pid_t pid = spare_pid(lock);
     if (pid > 0) raise_priority(pid);
     for (int waited = 0; waited < SPARE_WAIT_MS && conn < 0; waited += 20) {
@@ -155,6 +160,7 @@ static int connect_when_ready(const struct spare_paths *p) {
       if (conn < 0 && flock(lock, LOCK_SH | LOCK_NB) == 0) break;  // it died
     }
   }
+  if (claim >= 0) close(claim);
   close(lock);
   return conn;
 }
