@@ -247,12 +247,17 @@ TEST_F(MigrationKvm, TooSlowALinkFailsWithoutThrottle) {
 }
 
 TEST_F(MigrationKvm, AGuestOutrunningTheLinkConvergesWhenThrottled) {
-  // ~2000 page writes a second (pace from the TSC) against a 1 MiB/s link (256 pages a second):
-  // rounds never shrink until the throttle slows the vCPU below the link's rate.
+  // ~2000 page writes a second (pace from the TSC) against a 2 MiB/s link (512 pages a second):
+  // rounds never shrink until the throttle slows the vCPU below the link's rate. Even at 99% the
+  // guest writes once each time its vCPU wakes (its TSC deadline passed while it slept): ~100
+  // pages a second. A round also costs a fixed time (the dirty log, the stream), longer on some
+  // hosts (~0.25 s on a PVM host): with a 1 MiB/s link and a 50 ms budget the rounds settled at
+  // 32-50 pages there, never converging. The budget here is 200 ms (100 pages at this link).
   tg::WriteCounterGuest(kernel_, true, static_cast<uint32_t>(tg::MeasureTscHz() / 2000));
   auto source = StartSource({}, 500);
   MigrationParameters params;
-  params.max_bandwidth = 1 << 20;
+  params.max_bandwidth = 2 << 20;
+  params.downtime_limit = std::chrono::milliseconds(200);
   params.max_rounds = 3;
   params.throttle = true;
   params.throttle_initial = 50;
