@@ -16,7 +16,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { messageType, TASK_SERVICE_V2 } from '../../shim/src/containerd/protos.js';
-import { spareListening, spareSocketPath } from '../../shim/src/shim/spare.js';
+import { isListening } from '../../shim/src/shim/address.js';
+import { spareSocketPath } from '../../shim/src/shim/spare.js';
 import { TtrpcClient } from '../../shim/src/ttrpc/client.js';
 import { repoRoot } from '../../shim/src/util/paths.js';
 import { harnessInfo } from '../lib/containerd.js';
@@ -95,7 +96,7 @@ async function startPod(shim: Shim, dir: string, id: string): Promise<{ newPodMs
 async function waitForSpare(address: string): Promise<void> {
   const socket = spareSocketPath(address, path.join(repoRoot(), 'dist', 'shim-bundle', 'main.js'));
   for (let i = 0; i < 600; i++) {
-    if (await spareListening(socket)) return;
+    if (await isListening(socket)) return;
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`no spare daemon listened at ${socket} within 60 s`);

@@ -103,7 +103,7 @@ static bool acknowledged(int conn) {
   return r == 1 && read(conn, &ack, 1) == 1 && ack == 'k';
 }
 
-static int connect_to_spare(const char *sock) {
+int connect_unix(const char *sock) {
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   if (strlen(sock) >= sizeof sa.sun_path) return -1;
   strcpy(sa.sun_path, sock);
@@ -142,7 +142,7 @@ static void raise_priority(pid_t pid) {
 // before this pod: it is ahead of a daemon spawned now). -1 when there is none, another start
 // claimed it, it dies, or it does not listen within SPARE_WAIT_MS.
 static int connect_when_ready(const struct spare_paths *p) {
-  int conn = connect_to_spare(p->sock);
+  int conn = connect_unix(p->sock);
   if (conn >= 0) return conn;
   int lock = open(p->lock, O_RDONLY | O_CLOEXEC);
   if (lock < 0) return -1;
@@ -156,7 +156,7 @@ static int connect_when_ready(const struct spare_paths *p) {
     if (pid > 0) raise_priority(pid);
     for (int waited = 0; waited < SPARE_WAIT_MS && conn < 0; waited += 20) {
       nanosleep(&(struct timespec){.tv_nsec = 20 * 1000 * 1000}, NULL);
-      conn = connect_to_spare(p->sock);
+      conn = connect_unix(p->sock);
       if (conn < 0 && flock(lock, LOCK_SH | LOCK_NB) == 0) break;  // it died
     }
   }

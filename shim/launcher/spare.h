@@ -23,6 +23,10 @@ struct spare_paths {
   char lock[PATH_MAX];
 };
 
+// A connection to the Unix socket at `sock` (close-on-exec; a full backlog makes connect wait at
+// most 2 s), or -1. The launcher's is_listening() and the handoff both use it.
+int connect_unix(const char *sock);
+
 // Hands the pod to a waiting spare. *taken says whether one took it: if not (none waiting, or it
 // did not acknowledge), nothing was given away and the caller starts a daemon itself. Once taken,
 // returns the daemon's report line as spawn_daemon does (NULL with *why set when it failed).

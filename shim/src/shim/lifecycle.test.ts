@@ -12,8 +12,8 @@ import { after, describe, it } from 'node:test';
 import { migratePod, podStatus } from '../cli/pod.js';
 import { decodeMessage, messageType, TASK_SERVICE_V2, TASK_SERVICE_V3 } from '../containerd/protos.js';
 import { TtrpcClient } from '../ttrpc/client.js';
-import { socketPath } from './address.js';
-import { spareListening, spareSocketPath } from './spare.js';
+import { isListening, socketPath } from './address.js';
+import { spareSocketPath } from './spare.js';
 import { repoRoot } from '../util/paths.js';
 
 const SHIM = path.join(repoRoot(), 'bin', 'containerd-shim-stencil-v2');
@@ -71,7 +71,7 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
   async function waitForSpare(containerd: string, timeoutMs = 60_000): Promise<number> {
     const socket = spareSocketPath(containerd, path.join(repoRoot(), 'dist', 'shim-bundle', 'main.js'));
     for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) {
-      if (!(await spareListening(socket))) continue;
+      if (!(await isListening(socket))) continue;
       // The spare's own flags name the same socket (launcher.c computes it too).
       const listens = (pid: string) => {
         try {

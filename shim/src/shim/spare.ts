@@ -63,18 +63,6 @@ export function spareSocketPath(address: string, script: string): string {
   return path.join(SPARE_DIR, `${key}.sock`);
 }
 
-/** Whether a spare listens at `socket`; a probe closes at once, which the spare shrugs off. */
-export function spareListening(socket: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.connect(socket);
-    c.once('connect', () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once('error', () => resolve(false));
-  });
-}
-
 export interface PodHandoff {
   cwd: string;
   /** The daemon's flags, those giving its descriptors included, and the action (serve). */
