@@ -12,6 +12,7 @@
         "src/host/mount.cc",
         "src/host/handoff.cc",
         "src/host/tap.cc",
+        "src/host/netlink.cc",
         "src/host/port_forward.cc",
         "src/host/seccomp.cc",
         "src/vmm_thread.cc",

@@ -1,6 +1,6 @@
 // Node-API binding of the host calls the shim makes without a VM: mount(2)/umount2(2) for its
-// host-side mounts, tap creation in a pod's network namespace, the sockets of port forwarding,
-// and a spare daemon's handoff.
+// host-side mounts, tap creation and rtnetlink (links, routes, tc redirects) in a pod's network
+// namespace, the sockets of port forwarding, and a spare daemon's handoff.
 #include <fcntl.h>
 #include <napi.h>
 #include <unistd.h>
@@ -17,6 +17,7 @@
 #include "addon_util.h"
 #include "host/handoff.h"
 #include "host/mount.h"
+#include "host/netlink.h"
 #include "host/port_forward.h"
 #include "host/seccomp.h"
 #include "host/tap.h"
@@ -160,6 +161,92 @@ Napi::Value SetTapQueueJs(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// The string argument `index` of `call`, e.g. a namespace path or a device name.
+std::string StringArg(const Napi::CallbackInfo& info, size_t index, const char* call, const char* name) {
+  if (!info[index].IsString()) throw VmmError(ErrorCode::kInvalidArgument, std::string(call) + ": " + name + " must be a string");
+  return info[index].As<Napi::String>().Utf8Value();
+}
+
+const char* LinkTypeName(LinkType type) {
+  switch (type) {
+    case LinkType::kEther: return "ether";
+    case LinkType::kLoopback: return "loopback";
+    default: return "other";
+  }
+}
+
+// readNetState(netns) -> {links: [{index, name, linkType, mac, mtu, up, addresses: [{address,
+// prefixLength}]}], routes: [{destination, gateway, device, protocol}]}: a pod namespace's links
+// with their IPv4 addresses and its IPv4 main-table routes, through rtnetlink (host/netlink.h).
+Napi::Value ReadNetStateJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    NetState state = ReadNetState(StringArg(info, 0, "readNetState", "netns"));
+    Napi::Array links = Napi::Array::New(env, state.links.size());
+    for (uint32_t i = 0; i < state.links.size(); i++) {
+      const NetInterface& l = state.links[i];
+      Napi::Object link = Napi::Object::New(env);
+      link.Set("index", Napi::Number::New(env, l.index));
+      link.Set("name", Napi::String::New(env, l.name));
+      link.Set("linkType", Napi::String::New(env, LinkTypeName(l.type)));
+      link.Set("mac", Napi::String::New(env, l.mac));
+      link.Set("mtu", Napi::Number::New(env, l.mtu));
+      link.Set("up", Napi::Boolean::New(env, l.up));
+      Napi::Array addresses = Napi::Array::New(env, l.addresses.size());
+      for (uint32_t j = 0; j < l.addresses.size(); j++) {
+        Napi::Object a = Napi::Object::New(env);
+        a.Set("address", Napi::String::New(env, l.addresses[j].address));
+        a.Set("prefixLength", Napi::Number::New(env, l.addresses[j].prefix_length));
+        addresses.Set(j, a);
+      }
+      link.Set("addresses", addresses);
+      links.Set(i, link);
+    }
+    Napi::Array routes = Napi::Array::New(env, state.routes.size());
+    for (uint32_t i = 0; i < state.routes.size(); i++) {
+      const NetRoute& r = state.routes[i];
+      Napi::Object route = Napi::Object::New(env);
+      route.Set("destination", Napi::String::New(env, r.destination));
+      route.Set("gateway", Napi::String::New(env, r.gateway));
+      route.Set("device", Napi::String::New(env, r.device));
+      route.Set("protocol", Napi::String::New(env, r.protocol));
+      routes.Set(i, route);
+    }
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("links", links);
+    out.Set("routes", routes);
+    return out;
+  } catch (const VmmError& e) {
+    ToJsError(env, e).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+}
+
+// addIngressRedirect(netns, from, to): every frame arriving on `from` leaves through `to` (an
+// ingress qdisc and a matchall filter with a mirred redirect, host/netlink.h).
+Napi::Value AddIngressRedirectJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    AddIngressRedirect(StringArg(info, 0, "addIngressRedirect", "netns"), StringArg(info, 1, "addIngressRedirect", "from"),
+                       StringArg(info, 2, "addIngressRedirect", "to"));
+  } catch (const VmmError& e) {
+    ToJsError(env, e).ThrowAsJavaScriptException();
+  }
+  return env.Undefined();
+}
+
+// deleteIngress(netns, dev): removes dev's ingress qdisc and its filters; none, or no such
+// device, is no error.
+Napi::Value DeleteIngressJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    DeleteIngress(StringArg(info, 0, "deleteIngress", "netns"), StringArg(info, 1, "deleteIngress", "dev"));
+  } catch (const VmmError& e) {
+    ToJsError(env, e).ThrowAsJavaScriptException();
+  }
+  return env.Undefined();
+}
+
 // listenOnLoopback({netns?, port?}) -> {fd, port}: a listening TCP socket on 127.0.0.1 in the
 // pod's network namespace (host/port_forward.h). The fd is the caller's (Node's server takes it).
 Napi::Value ListenOnLoopbackJs(const Napi::CallbackInfo& info) {
@@ -269,6 +356,9 @@ void ExportHostCalls(Napi::Env env, Napi::Object exports) {
   exports.Set("unmount", Napi::Function::New(env, UnmountJs));
   exports.Set("openTap", Napi::Function::New(env, OpenTapJs));
   exports.Set("setTapQueue", Napi::Function::New(env, SetTapQueueJs));
+  exports.Set("readNetState", Napi::Function::New(env, ReadNetStateJs));
+  exports.Set("addIngressRedirect", Napi::Function::New(env, AddIngressRedirectJs));
+  exports.Set("deleteIngress", Napi::Function::New(env, DeleteIngressJs));
   exports.Set("listenOnLoopback", Napi::Function::New(env, ListenOnLoopbackJs));
   exports.Set("originalDestination", Napi::Function::New(env, OriginalDestinationJs));
   exports.Set("enableSeccomp", Napi::Function::New(env, EnableSeccompJs));

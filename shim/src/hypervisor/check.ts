@@ -83,7 +83,7 @@ function guestArtifactsCheck(): CheckItem {
   }
 }
 
-/** The util-linux programs the shim runs: nsenter (pod-network.ts). */
+/** The util-linux programs the shim runs: nsenter (pod-network.ts's inNetns, for port forwarding's iptables). */
 const SHIM_HOST_TOOLS = ['nsenter'];
 
 function hostToolsCheck(): CheckItem {

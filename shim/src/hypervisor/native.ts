@@ -200,6 +200,38 @@ export interface KvmProbeResult {
   detail: string;
 }
 
+/** A network interface as readNetState reports it. */
+export interface NativeNetLink {
+  index: number;
+  name: string;
+  /** From the link's ARPHRD type: what `ip -j` prints as link_type, other types as 'other'. */
+  linkType: 'ether' | 'loopback' | 'other';
+  /** 'aa:bb:cc:dd:ee:ff'; '' when the link has no hardware address. */
+  mac: string;
+  mtu: number;
+  /** Administratively up (IFF_UP). */
+  up: boolean;
+  /** IPv4 only. */
+  addresses: Array<{ address: string; prefixLength: number }>;
+}
+
+/** An IPv4 main-table route, its fields as `ip -j route show` prints them. */
+export interface NativeNetRoute {
+  /** 'default', 'a.b.c.d/len', or a host route's bare address. */
+  destination: string;
+  /** '' when none (a link route). */
+  gateway: string;
+  /** '' when none (e.g. a blackhole or multipath route). */
+  device: string;
+  /** As `ip route` names it ('kernel', 'boot', 'static', 'dhcp', ...: iproute2's stock rt_protos), else the number. */
+  protocol: string;
+}
+
+export interface NativeNetState {
+  links: NativeNetLink[];
+  routes: NativeNetRoute[];
+}
+
 interface Addon {
   NativeVm: new (config: NativeVmConfig | NativeRestoreConfig, onEvent: (type: NativeEvent, a?: unknown, b?: unknown) => void) => NativeVm;
   NativeVmShell: new (vcpus: number, memoryBytes: number) => NativeVmShell;
@@ -216,6 +248,19 @@ interface Addon {
   openTap(options: { name: string; netns?: string; mtu?: number; joinDetached?: boolean }): number;
   /** Attaches (frames go to it) or detaches a queue openTap returned. */
   setTapQueue(fd: number, attached: boolean): void;
+  /**
+   * The links of the network namespace at `netns` (a path; '' the caller's) with their IPv4
+   * addresses, and its IPv4 main-table routes, read over rtnetlink (no `ip` process).
+   */
+  readNetState(netns: string): NativeNetState;
+  /**
+   * In `netns`: an ingress qdisc on `from` whose matchall filter redirects every frame out of `to`
+   * (`tc ... matchall action mirred egress redirect`). Throws naming the step and device; a qdisc
+   * it added before its filter failed is removed.
+   */
+  addIngressRedirect(netns: string, from: string, to: string): void;
+  /** Deletes `dev`'s ingress qdisc (and its filters) in `netns`; none, or no such device, is no error. */
+  deleteIngress(netns: string, dev: string): void;
   /** A listening TCP socket on 127.0.0.1 (`port` 0 or absent: any free one) in `netns`: its fd, the caller's. */
   listenOnLoopback(options: { netns?: string; port?: number }): { fd: number; port: number };
   /** Where a connection accepted on `fd` was headed before an iptables REDIRECT/DNAT (SO_ORIGINAL_DST). */

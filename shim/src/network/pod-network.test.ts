@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import fs from 'node:fs';
-import { loadAddon } from '../hypervisor/native.js';
+import { loadAddon, type NativeNetLink } from '../hypervisor/native.js';
 import { adoptPodNetwork, attachPodNetwork, guestRoutes, networkNamespaceOf, pickCniInterface, TAP_NAME } from './pod-network.js';
 
 describe('pod network: what CNI left in the namespace', () => {
@@ -13,25 +13,36 @@ describe('pod network: what CNI left in the namespace', () => {
     assert.equal(networkNamespaceOf({}), undefined);
   });
 
+  const link = (name: string, linkType: NativeNetLink['linkType'], addresses: NativeNetLink['addresses'], index = 1): NativeNetLink => ({
+    index,
+    name,
+    linkType,
+    mac: linkType === 'ether' ? '02:00:00:00:00:01' : '',
+    mtu: 1500,
+    up: true,
+    addresses,
+  });
+
   it('picks the Ethernet interface with an IPv4 address (eth0 first), never lo or the tap', () => {
-    const inet = [{ family: 'inet', local: '10.0.0.2', prefixlen: 24 }];
+    const inet = [{ address: '10.0.0.2', prefixLength: 24 }];
     const links = [
-      { ifname: 'lo', link_type: 'loopback', addr_info: [{ family: 'inet', local: '127.0.0.1', prefixlen: 8 }] },
-      { ifname: TAP_NAME, link_type: 'ether', addr_info: inet },
-      { ifname: 'net1', link_type: 'ether', addr_info: inet },
-      { ifname: 'eth0', link_type: 'ether', address: '02:00:00:00:00:01', addr_info: inet },
+      link('lo', 'loopback', [{ address: '127.0.0.1', prefixLength: 8 }]),
+      link(TAP_NAME, 'ether', inet),
+      link('net1', 'ether', inet),
+      link('eth0', 'ether', inet),
     ];
-    assert.equal(pickCniInterface(links)?.ifname, 'eth0');
-    assert.equal(pickCniInterface(links.slice(0, 3))?.ifname, 'net1');
-    assert.equal(pickCniInterface([links[0], { ifname: 'eth0', link_type: 'ether', addr_info: [] }]), undefined, 'no address: no pod network');
+    assert.equal(pickCniInterface(links)?.name, 'eth0');
+    assert.equal(pickCniInterface(links.slice(0, 3))?.name, 'net1');
+    assert.equal(pickCniInterface([links[0], link('eth0', 'ether', [])]), undefined, 'no address: no pod network');
+    assert.equal(pickCniInterface([link('tun0', 'other', inet)]), undefined, 'not Ethernet');
   });
 
   it("keeps the interface's own routes for the guest, not the kernel's link routes", () => {
     const routes = [
-      { dst: 'default', gateway: '10.0.0.1', dev: 'eth0' },
-      { dst: '10.0.0.0/24', dev: 'eth0', protocol: 'kernel', scope: 'link' },
-      { dst: '10.96.0.0/12', gateway: '10.0.0.1', dev: 'eth0' },
-      { dst: '192.168.0.0/16', dev: 'other' },
+      { destination: 'default', gateway: '10.0.0.1', device: 'eth0', protocol: 'boot' },
+      { destination: '10.0.0.0/24', gateway: '', device: 'eth0', protocol: 'kernel' },
+      { destination: '10.96.0.0/12', gateway: '10.0.0.1', device: 'eth0', protocol: 'static' },
+      { destination: '192.168.0.0/16', gateway: '', device: 'other', protocol: 'boot' },
     ];
     assert.deepEqual(guestRoutes(routes, 'eth0'), [
       { destination: 'default', gateway: '10.0.0.1', device: 'eth0' },
@@ -103,10 +114,34 @@ describe('pod network: attaching to a real namespace', { skip: process.getuid?.(
     }
   });
 
-  it('fails naming the tc batch that failed, and leaves no tap', async () => {
+  it('fails naming the step and device that failed, and leaves no tap', async () => {
     inNs('tc', 'qdisc', 'add', 'dev', 'eth0', 'ingress'); // taken: the first redirect cannot be added
-    await assert.rejects(attachPodNetwork(netns), /`tc -batch -` with input "qdisc add dev eth0 ingress\\nfilter add .*" failed: Error: Exclusivity flag on/s);
+    await assert.rejects(attachPodNetwork(netns), { name: 'PodNetworkError', message: new RegExp(`^in network namespace ${netns}: adding the ingress qdisc on eth0: File exists`) });
     assert.doesNotMatch(inNs('ip', 'link', 'show'), new RegExp(TAP_NAME));
     assert.equal(inNs('tc', 'qdisc', 'show', 'dev', 'eth0', 'ingress'), '');
+  });
+
+  it('on a kernel without cls_matchall, fails at the filter and leaves no qdisc and no tap', async (t) => {
+    if (!noMatchall()) return t.skip('this kernel has cls_matchall');
+    await assert.rejects(attachPodNetwork(netns), { name: 'PodNetworkError', message: new RegExp(`^in network namespace ${netns}: adding the matchall filter redirecting eth0 to ${TAP_NAME}: `) });
+    assert.doesNotMatch(inNs('ip', 'link', 'show'), new RegExp(TAP_NAME));
+    assert.equal(inNs('tc', 'qdisc', 'show', 'dev', 'eth0', 'ingress'), '');
+  });
+
+  it('reads the namespace as `ip -j` shows it', () => {
+    const [eth0] = JSON.parse(inNs('ip', '-j', 'addr', 'show', 'dev', 'eth0')) as Array<{ ifname: string; address: string; mtu: number; addr_info: Array<{ family: string; local: string; prefixlen: number }> }>;
+    const state = loadAddon().readNetState(netns);
+    const mine = state.links.find((l) => l.name === 'eth0')!;
+    assert.equal(mine.mac, eth0.address);
+    assert.equal(mine.mtu, eth0.mtu);
+    assert.deepEqual(
+      mine.addresses.map((a) => `${a.address}/${a.prefixLength}`),
+      eth0.addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`),
+    );
+    const routes = JSON.parse(inNs('ip', '-j', 'route', 'show')) as Array<{ dst: string; gateway?: string; dev?: string; protocol?: string }>;
+    assert.deepEqual(
+      state.routes.map((r) => ({ dst: r.destination, gateway: r.gateway, dev: r.device, protocol: r.protocol })),
+      routes.map((r) => ({ dst: r.dst, gateway: r.gateway ?? '', dev: r.dev ?? '', protocol: r.protocol ?? 'boot' })), // ip leaves out "boot"
+    );
   });
 });

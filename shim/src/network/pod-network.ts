@@ -3,11 +3,13 @@
 // (everything arriving on the veth is redirected out of the tap, to the VM, and everything the VM
 // sends comes in on the tap and is redirected out of the veth). The guest's NIC then takes the
 // veth's MAC, addresses and routes, so to the rest of the cluster the VM *is* the veth's end.
-// The tap lives as long as an fd to it is open (the shim's and the VM's duplicate).
+// The tap lives as long as an fd to it is open (the shim's and the VM's duplicate). The namespace
+// is read and the redirects made over rtnetlink by the addon (host/netlink.h), not by `ip`/`tc`
+// processes: each of those cost ~0.3 s under emulation.
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import { ErrorCode, type CodedError } from '../../../common/src/errors.js';
-import { loadAddon } from '../hypervisor/native.js';
+import { loadAddon, type NativeNetLink, type NativeNetRoute, type NativeNetState } from '../hypervisor/native.js';
 import type { Logger } from '../util/log.js';
 
 /** The tap's name in the pod's namespace (Kata calls its own tap0_kata). */
@@ -62,28 +64,10 @@ export interface PodNetwork {
   handOver(): void;
 }
 
-/** iproute2's JSON (`ip -j addr`, `ip -j route`): the fields used here. */
-interface IpLink {
-  ifname: string;
-  link_type?: string;
-  address?: string;
-  mtu?: number;
-  flags?: string[];
-  addr_info?: Array<{ family: string; local: string; prefixlen: number; scope?: string }>;
-}
-interface IpRoute {
-  dst: string;
-  gateway?: string;
-  dev?: string;
-  protocol?: string;
-  scope?: string;
-}
-
 /**
  * Runs a command in the network namespace at `netns` through util-linux's nsenter, both found on
- * PATH (as `stencil check`'s host-tools line checks them), with `input` on its stdin (a batch of
- * commands for `ip`/`tc -batch -`: each process costs more than the work it does); resolves
- * with its stdout.
+ * PATH (as `stencil check`'s host-tools line checks them), with `input` on its stdin; resolves
+ * with its stdout. (port-forward.ts's iptables; what rtnetlink does goes through the addon.)
  */
 export function inNetns(netns: string, args: string[], input = ''): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -98,11 +82,12 @@ export function inNetns(netns: string, args: string[], input = ''): Promise<stri
   });
 }
 
-function parseJson<T>(text: string, what: string): T {
+/** Runs an rtnetlink call of the addon; its error (which names the namespace, step and device) as a PodNetworkError. */
+function netlink<T>(call: () => T): T {
   try {
-    return JSON.parse(text) as T;
+    return call();
   } catch (err) {
-    throw new PodNetworkError(ErrorCode.Internal, `cannot parse ${what}: ${(err as Error).message}`, { cause: err });
+    throw new PodNetworkError(ErrorCode.Internal, (err as Error).message, { cause: err });
   }
 }
 
@@ -117,39 +102,34 @@ export function networkNamespaceOf(spec: Record<string, unknown>): string | unde
 }
 
 /** The interface CNI set up: the one Ethernet link with an IPv4 address (not loopback, not our tap). */
-export function pickCniInterface(links: IpLink[]): IpLink | undefined {
-  const candidates = links.filter(
-    (l) => l.ifname !== 'lo' && l.ifname !== TAP_NAME && l.link_type === 'ether' && (l.addr_info ?? []).some((a) => a.family === 'inet'),
-  );
-  return candidates.find((l) => l.ifname === 'eth0') ?? candidates[0];
+export function pickCniInterface(links: NativeNetLink[]): NativeNetLink | undefined {
+  const candidates = links.filter((l) => l.name !== 'lo' && l.name !== TAP_NAME && l.linkType === 'ether' && l.addresses.length > 0);
+  return candidates.find((l) => l.name === 'eth0') ?? candidates[0];
 }
 
 /** Routes through that interface as the guest must have them (the kernel's own link routes come with the addresses). */
-export function guestRoutes(routes: IpRoute[], hostInterface: string): GuestRoute[] {
+export function guestRoutes(routes: NativeNetRoute[], hostInterface: string): GuestRoute[] {
   return routes
-    .filter((r) => r.dev === hostInterface && r.protocol !== 'kernel')
-    .map((r) => ({ destination: r.dst, gateway: r.gateway ?? '', device: GUEST_INTERFACE }));
+    .filter((r) => r.device === hostInterface && r.protocol !== 'kernel')
+    .map((r) => ({ destination: r.destination, gateway: r.gateway, device: GUEST_INTERFACE }));
 }
 
 /** The CNI interface of `netns` and what the guest's NIC must become; undefined when there is none. */
-async function readPodInterfaces(netns: string, log?: Logger): Promise<{ cni: IpLink; guestInterface: GuestInterface; routes: GuestRoute[]; links: IpLink[] } | undefined> {
+function readPodInterfaces(netns: string, log?: Logger): { cni: NativeNetLink; guestInterface: GuestInterface; routes: GuestRoute[]; links: NativeNetLink[] } | undefined {
   if (!fs.existsSync(netns)) throw new PodNetworkError(ErrorCode.InvalidArgument, `the pod's network namespace ${netns} does not exist`);
-  // One JSON array per line: the interfaces, then the IPv4 routes (`route show`'s default family).
-  const [linksJson = '', routesJson = ''] = (await inNetns(netns, ['ip', '-j', '-batch', '-'], 'addr show\nroute show\n')).split('\n');
-  const links = parseJson<IpLink[]>(linksJson, `the interfaces of ${netns}`);
-  const cni = pickCniInterface(links);
+  const state: NativeNetState = netlink(() => loadAddon().readNetState(netns));
+  const cni = pickCniInterface(state.links);
   if (!cni) {
-    log?.info('the pod network namespace has no CNI interface: no pod network', { netns, interfaces: links.map((l) => l.ifname) });
+    log?.info('the pod network namespace has no CNI interface: no pod network', { netns, interfaces: state.links.map((l) => l.name) });
     return undefined;
   }
   const guestInterface: GuestInterface = {
     name: GUEST_INTERFACE,
-    mac: cni.address ?? '',
-    mtu: cni.mtu ?? 1500,
-    addresses: (cni.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`),
+    mac: cni.mac,
+    mtu: cni.mtu || 1500,
+    addresses: cni.addresses.map((a) => `${a.address}/${a.prefixLength}`),
   };
-  const routes = guestRoutes(parseJson<IpRoute[]>(routesJson, `the routes of ${netns}`), cni.ifname);
-  return { cni, guestInterface, routes, links };
+  return { cni, guestInterface, routes: guestRoutes(state.routes, cni.name), links: state.links };
 }
 
 /**
@@ -158,23 +138,29 @@ async function readPodInterfaces(netns: string, log?: Logger): Promise<{ cni: Ip
  * left behind.
  */
 export async function attachPodNetwork(netns: string, log?: Logger): Promise<PodNetwork | undefined> {
-  const found = await readPodInterfaces(netns, log);
+  const found = readPodInterfaces(netns, log);
   if (!found) return undefined;
   const { cni, guestInterface, routes } = found;
   const tapFd = loadAddon().openTap({ name: TAP_NAME, netns, mtu: guestInterface.mtu });
-  // Each way: an ingress qdisc whose filter sends every frame out of the other device (tc stops
-  // at the first command that fails).
-  const redirect = (from: string, to: string) =>
-    `qdisc add dev ${from} ingress\nfilter add dev ${from} parent ffff: protocol all matchall action mirred egress redirect dev ${to}\n`;
+  // Each way: an ingress qdisc whose filter sends every frame out of the other device.
   try {
-    await inNetns(netns, ['tc', '-batch', '-'], redirect(cni.ifname, TAP_NAME) + redirect(TAP_NAME, cni.ifname));
+    netlink(() => {
+      loadAddon().addIngressRedirect(netns, cni.name, TAP_NAME);
+      loadAddon().addIngressRedirect(netns, TAP_NAME, cni.name);
+    });
   } catch (err) {
-    await inNetns(netns, ['tc', '-force', '-batch', '-'], [cni.ifname, TAP_NAME].map((dev) => `qdisc del dev ${dev} ingress\n`).join('')).catch(() => undefined);
+    for (const dev of [cni.name, TAP_NAME]) {
+      try {
+        loadAddon().deleteIngress(netns, dev);
+      } catch {
+        // the error above says what went wrong
+      }
+    }
     fs.closeSync(tapFd);
     throw err;
   }
-  log?.info('pod network attached', { netns, hostInterface: cni.ifname, tap: TAP_NAME, ...guestInterface, routes });
-  return podNetwork({ netns, hostInterface: cni.ifname, tapFd, guestInterface, routes }, true);
+  log?.info('pod network attached', { netns, hostInterface: cni.name, tap: TAP_NAME, ...guestInterface, routes });
+  return podNetwork({ netns, hostInterface: cni.name, tapFd, guestInterface, routes }, true);
 }
 
 /**
@@ -183,15 +169,15 @@ export async function attachPodNetwork(netns: string, log?: Logger): Promise<Pod
  * this pod's when its VM starts. The guest's NIC keeps its configuration.
  */
 export async function adoptPodNetwork(netns: string, log?: Logger): Promise<PodNetwork | undefined> {
-  const found = await readPodInterfaces(netns, log);
+  const found = readPodInterfaces(netns, log);
   if (!found) return undefined;
   const { cni, guestInterface, routes, links } = found;
-  if (!links.some((l) => l.ifname === TAP_NAME)) {
+  if (!links.some((l) => l.name === TAP_NAME)) {
     throw new PodNetworkError(ErrorCode.FailedPrecondition, `the pod's network namespace ${netns} has no ${TAP_NAME} to take over (the migrating pod's VM has no network)`);
   }
   const tapFd = loadAddon().openTap({ name: TAP_NAME, netns, joinDetached: true });
-  log?.info('pod network joined for a migration', { netns, hostInterface: cni.ifname, tap: TAP_NAME });
-  return podNetwork({ netns, hostInterface: cni.ifname, tapFd, guestInterface, routes }, false);
+  log?.info('pod network joined for a migration', { netns, hostInterface: cni.name, tap: TAP_NAME });
+  return podNetwork({ netns, hostInterface: cni.name, tapFd, guestInterface, routes }, false);
 }
 
 function podNetwork(n: Omit<PodNetwork, 'detach' | 'takeOver' | 'handOver'>, ownsRedirects: boolean): PodNetwork {
@@ -208,7 +194,12 @@ function podNetwork(n: Omit<PodNetwork, 'detach' | 'takeOver' | 'handOver'>, own
       if (!close() || !ownsRedirects) return;
       // The tap goes with the VM's fd; CNI deletes the veth (and its qdisc) on teardown. A pod
       // that ends without that still leaves the namespace as it found it.
-      if (fs.existsSync(n.netns)) await inNetns(n.netns, ['tc', 'qdisc', 'del', 'dev', n.hostInterface, 'ingress']).catch(() => undefined);
+      if (!fs.existsSync(n.netns)) return;
+      try {
+        loadAddon().deleteIngress(n.netns, n.hostInterface);
+      } catch {
+        // the namespace is going away with the pod
+      }
     },
     takeOver() {
       loadAddon().setTapQueue(n.tapFd, true);
