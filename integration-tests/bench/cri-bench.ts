@@ -6,7 +6,9 @@
 //   2. --parallel pods (default 50) started at once per runtime: total time to all running,
 //      failures, and host memory per pod (MemAvailable drop while they run; the Stencil figure
 //      includes each pod's shim daemon and VM, runc's each pod's shim and containers).
-// One JSON line per figure on stdout; progress on stderr.
+// One JSON line per figure on stdout; progress on stderr. STENCIL_CRI_BENCH_LOG=N prints the last N
+// lines of containerd's log (with the shims') at the end, to see where a pod's start goes (with
+// STENCIL_TEST_SHIM_LOG_LEVEL=debug: each agent call and the guest's console); a failure prints 80.
 // Usage: node dist/integration-tests/bench/cri-bench.js [--version 1.6|2.1] [--runs N] [--parallel N]
 import fs from 'node:fs';
 import os from 'node:os';
@@ -22,6 +24,7 @@ const { values } = parseArgs({ options: { version: { type: 'string', default: '2
 const version = values.version as ContainerdVersion;
 const runs = Number(values.runs);
 const parallel = Number(values.parallel);
+const LOG_LINES = Number(process.env.STENCIL_CRI_BENCH_LOG ?? 0);
 const HANDLERS = ['runc', 'stencil'] as const;
 const COMMAND = ['sh', '-c', 'echo started; exec sleep 100000'];
 
@@ -116,6 +119,10 @@ async function main(): Promise<void> {
     }
     const left = await c.waitNoLeaks(60_000);
     if (left.length) throw new Error(`left behind:\n${left.join('\n')}`);
+    if (LOG_LINES) note(`containerd's log (and the shims'), last lines:\n${c.logTail(LOG_LINES)}`);
+  } catch (err) {
+    note(`containerd's log (and the shims'), last lines:\n${c.logTail(LOG_LINES || 80)}`);
+    throw err;
   } finally {
     await c.stop();
     fs.rmSync(logRoot, { recursive: true, force: true });
