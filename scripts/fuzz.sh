@@ -5,7 +5,7 @@
 # queues and backend, virtio-blk's requests on a disk image;
 # guest/agent/fuzz: the agent's message decoders; shim/launcher/fuzz: the shim launcher's reading
 # of an OCI spec) and runs each from its seed corpus, then
-# the TypeScript decoders' property tests (fast-check).
+# the TypeScript decoders' property tests (fast-check: ttrpc and agent frames, a spare's handoff).
 #   fuzz.sh                 FUZZ_RUNS inputs per target (default 2000000); new inputs are kept in
 #                           $STENCIL_CACHE/fuzz/corpus/<target>, so later runs start further in
 #   fuzz.sh --smoke         FUZZ_SMOKE_SECONDS per target (default 5), corpus in a temp dir
@@ -95,13 +95,14 @@ for t in "${targets[@]}"; do
   fi
 done
 
-# The TypeScript decoders (ttrpc and agent frames): fast-check properties, more runs in full mode.
+# The TypeScript decoders (ttrpc and agent frames, a spare's handoff): fast-check properties, more runs in full mode.
 js_runs=$([ "$mode" = --smoke ] && echo 2000 || echo "${FUZZ_JS_RUNS:-200000}")
 if [ "${FUZZ_JS:-1}" = 0 ]; then
   :
-elif STENCIL_FUZZ_JS_RUNS="$js_runs" node --test --test-reporter=dot "$top"/dist/shim/src/ttrpc/frame.fuzz.js "$top"/dist/shim/src/agent/framing.fuzz.js; then
+elif STENCIL_FUZZ_JS_RUNS="$js_runs" node --test --test-reporter=dot "$top"/dist/shim/src/ttrpc/frame.fuzz.js "$top"/dist/shim/src/agent/framing.fuzz.js \
+  "$top"/dist/shim/src/shim/spare.fuzz.js; then
   echo "fuzz typescript decoders: $js_runs inputs per property, 0 failures"
-  total=$((total + js_runs * 5))  # five properties
+  total=$((total + js_runs * 6))  # six properties
 else
   failed=$((failed + 1))
   echo "fuzz typescript decoders: FAILED"

@@ -179,6 +179,8 @@ for (const version of criVersions()) {
       describe(`handler ${handler}`, () => {
         scenario('a pod of two containers: both running, shared localhost, the pod IP is eth0\'s and in the CNI subnet', async () => {
           const config = podConfig('two', { logRoot });
+          // A pod sysctl (Kubernetes' safe set) holds in the pod's network namespace, the VM's for Stencil.
+          config.linux!.sysctls = { 'net.ipv4.ip_local_port_range': '20000 30000' };
           const pod = await runPod(cri, handler, config, [
             containerConfig('server', image, serve(7000, 'hello-from-server')),
             containerConfig('client', image, SLEEP),
@@ -194,6 +196,8 @@ for (const version of criVersions()) {
           assert.equal(await execUntilOk(cri, pod.containers.client, 'nc 127.0.0.1 7000 </dev/null'), 'hello-from-server\n');
           const eth0 = await cri.execSync(pod.containers.client, ['ip', '-4', '-o', 'addr', 'show', 'eth0']);
           assert.match(eth0.stdout.toString(), new RegExp(`inet ${ip.replace(/\./g, '\\.')}/24 `));
+          const range = await cri.execSync(pod.containers.client, ['cat', '/proc/sys/net/ipv4/ip_local_port_range']);
+          assert.equal(range.stdout.toString().trim().split(/\s+/).join(' '), '20000 30000');
 
           // Another pod has its own localhost: the server is not there.
           const other = await runPod(cri, handler, podConfig('other', { logRoot }), [containerConfig('c', image, SLEEP)]);

@@ -1,9 +1,6 @@
 // The pod's network inside the guest: the virtio-net interface gets the MAC, MTU and addresses of
-// the pod's veth on the host (CNI's), then the routes. The link settings are interface ioctls
-// (busybox `ip link set address` needs AF_PACKET, which the guest kernel leaves out); addresses
-// and routes go through busybox `ip` (netlink; a handful of one-time steps per pod). Every value
-// reaches ip as its own argv entry, and each is checked first, so nothing the host sends can
-// become an option.
+// the pod's veth on the host (CNI's), then the routes. The link settings are interface ioctls;
+// addresses and routes are rtnetlink requests (rtnl.c). Every value is checked here first.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -15,13 +12,11 @@
 #include <net/if_arp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "agent.h"
 #include "container.h"
-
-#define BUSYBOX "/bin/busybox"
+#include "rtnl.h"
 
 static bool only(const char *s, const char *allowed, size_t max) {
   size_t n = strlen(s);
@@ -37,50 +32,9 @@ static bool valid_mac(const char *s) {
   return true;
 }
 
-// Runs `busybox ip ARGS...`; 0, or -1 with *msg holding the command and what ip printed.
-static int run_ip(char **msg, const char *const *args) {
-  char *argv[16];
-  size_t n = 0;
-  argv[n++] = BUSYBOX;
-  argv[n++] = "ip";
-  for (; *args && n < 15; args++) argv[n++] = (char *)*args;
-  argv[n] = NULL;
-  int out[2];
-  if (pipe2(out, O_CLOEXEC) < 0) {
-    *msg = xasprintf("pipe: %s", strerror(errno));
-    return -1;
-  }
-  int null = dev_null();
-  int fds[3] = {null, out[1], out[1]};
-  pid_t pid = spawn_process(argv, fds);
-  close(out[1]);
-  close(null);
-  char text[512];
-  size_t len = 0;
-  ssize_t r;
-  while (len + 1 < sizeof text && ((r = read(out[0], text + len, sizeof text - 1 - len)) > 0 || (r < 0 && errno == EINTR)))
-    if (r > 0) len += (size_t)r;
-  text[len] = 0;
-  close(out[0]);
-  int st = -1;
-  if (pid > 0)
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-  if (pid > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0) return 0;
-  buf_t cmd = {0};
-  for (size_t i = 1; argv[i]; i++) {
-    if (i > 1) buf_put_u8(&cmd, ' ');
-    buf_append(&cmd, argv[i], strlen(argv[i]));
-  }
-  buf_put_u8(&cmd, 0);
-  *msg = xasprintf("`%s` failed (%s): %s", (const char *)buf_head(&cmd),
-                   pid < 0 ? strerror(errno) : WIFEXITED(st) ? "exit status" : "killed", trim(text));
-  buf_free(&cmd);
-  return -1;
-}
-
-// Interface ioctls on `name`: down, then MAC (if given) and MTU (if non-zero). 0, or -1 with *msg.
-static int set_link(const struct net_iface_req *it, char **msg) {
+// Interface ioctls on `name`: down, then MAC (if given) and MTU (if non-zero); or (up) only up.
+// 0, or -1 with *msg.
+static int set_link(const struct net_iface_req *it, bool up, char **msg) {
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     *msg = xasprintf("socket for interface ioctls: %s", strerror(errno));
@@ -91,6 +45,13 @@ static int set_link(const struct net_iface_req *it, char **msg) {
   strncpy(ifr.ifr_name, it->name, IFNAMSIZ - 1);
   const char *step = "SIOCGIFFLAGS";
   if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0) goto failed;
+  if (up) {
+    ifr.ifr_flags |= IFF_UP;
+    step = "SIOCSIFFLAGS (up)";
+    if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0) goto failed;
+    close(fd);
+    return 0;
+  }
   // A MAC change needs the interface down for some drivers; a clone's is up with the template's.
   ifr.ifr_flags &= ~IFF_UP;
   step = "SIOCSIFFLAGS (down)";
@@ -148,27 +109,38 @@ int guest_configure_network(const struct request *req, char **msg) {
     }
   }
 
+  int fd = rtnl_open();
+  if (fd < 0) {
+    *msg = xasprintf("SetupGuest: network: a NETLINK_ROUTE socket: %s", strerror(errno));
+    return E_INTERNAL;
+  }
   for (size_t i = 0; i < req->n_ifaces; i++) {
     const struct net_iface_req *it = &req->ifaces[i];
-    if (set_link(it, &why) < 0) goto failed;
-    if (run_ip(&why, (const char *[]){"addr", "flush", "dev", it->name, NULL}) < 0) goto failed;
+    unsigned index = if_nametoindex(it->name);
+    if (!index) {
+      why = xasprintf("%s: %s", it->name, strerror(errno));
+      goto failed;
+    }
+    if (set_link(it, false, &why) < 0 || rtnl_flush_addresses(fd, index, &why) < 0) goto failed;
     for (size_t j = 0; j < it->n_addresses; j++)
-      if (run_ip(&why, (const char *[]){"addr", "add", it->addresses[j], "dev", it->name, NULL}) < 0) goto failed;
-    if (run_ip(&why, (const char *[]){"link", "set", "dev", it->name, "up", NULL}) < 0) goto failed;
+      if (rtnl_add_address(fd, index, it->addresses[j], &why) < 0) goto failed;
+    if (set_link(it, true, &why) < 0) goto failed;
     log_msg(LOG_INFO, "network: %s mac %s mtu %u, %zu address(es)", it->name, it->mac[0] ? it->mac : "(kept)", it->mtu,
             it->n_addresses);
   }
   for (size_t i = 0; i < req->n_routes; i++) {
     const struct route_req *rt = &req->routes[i];
-    const char *args[10] = {"route", "replace", rt->destination};
-    size_t n = 3;
-    if (rt->gateway[0]) args[n++] = "via", args[n++] = rt->gateway;
-    if (rt->device[0]) args[n++] = "dev", args[n++] = rt->device;
-    args[n] = NULL;
-    if (run_ip(&why, args) < 0) goto failed;
+    unsigned index = rt->device[0] ? if_nametoindex(rt->device) : 0;
+    if (rt->device[0] && !index) {
+      why = xasprintf("route to %s: device %s: %s", rt->destination, rt->device, strerror(errno));
+      goto failed;
+    }
+    if (rtnl_replace_route(fd, rt->destination, rt->gateway, index, &why) < 0) goto failed;
   }
+  close(fd);
   return E_OK;
 failed:
+  close(fd);
   *msg = xasprintf("SetupGuest: network: %s", why);
   free(why);
   return E_INTERNAL;

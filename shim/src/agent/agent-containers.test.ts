@@ -404,6 +404,47 @@ describe('containers (crun)', { skip: crunSkip }, () => {
     await rejectsWith(client.setupGuest({ entropy: Buffer.alloc(5000) }), (e) => assert.equal(e.code, 'INVALID_ARGUMENT'));
   });
 
+  it('configures the pod NIC over rtnetlink: MAC, MTU, its addresses only, up, then the routes; names what the kernel refuses', async () => {
+    const inAgentNet = (...args: string[]) => {
+      const r = spawnSync('nsenter', ['-t', String(agent.proc.pid), '-n', ...args], { encoding: 'utf8' });
+      assert.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`);
+      return r.stdout;
+    };
+    // A veth stands in for the VM's virtio-net; an address of the template's time must go.
+    inAgentNet('ip', 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'peer0');
+    inAgentNet('ip', 'link', 'set', 'peer0', 'up');
+    inAgentNet('ip', 'addr', 'add', '10.9.9.9/24', 'dev', 'eth0');
+    const eth0 = { name: 'eth0', mac: '02:42:0a:f0:07:02', mtu: 1400, addresses: ['10.240.7.2/24', 'fd00:7::2/64'] };
+    const routes = [
+      { destination: 'default', gateway: '10.240.7.1', device: 'eth0' },
+      { destination: '10.250.0.0/16', gateway: '', device: 'eth0' },
+    ];
+    await client.setupGuest({ interfaces: [eth0], routes });
+    const link = inAgentNet('ip', '-o', 'link', 'show', 'eth0');
+    assert.match(link, /link\/ether 02:42:0a:f0:07:02/);
+    assert.match(link, /mtu 1400/);
+    assert.match(link, /<[^>]*\bUP\b[^>]*>/);
+    const addrs = inAgentNet('ip', '-o', 'addr', 'show', 'dev', 'eth0');
+    assert.match(addrs, /inet 10\.240\.7\.2\/24/);
+    assert.match(addrs, /inet6 fd00:7::2\/64/);
+    assert.doesNotMatch(addrs, /10\.9\.9\.9/);
+    const table = inAgentNet('ip', 'route', 'show');
+    assert.match(table, /default via 10\.240\.7\.1 dev eth0/);
+    assert.match(table, /10\.250\.0\.0\/16 dev eth0 scope link/);
+    // Again (a pod set up twice): the same state, no "File exists".
+    await client.setupGuest({ interfaces: [eth0], routes });
+    assert.equal(inAgentNet('ip', '-o', '-4', 'addr', 'show', 'dev', 'eth0').trim().split('\n').length, 1);
+    const refused: Array<[Parameters<AgentClient['setupGuest']>[0], RegExp]> = [
+      [{ interfaces: [{ ...eth0, name: 'eth9' }] }, /SetupGuest: network: eth9: No such device/],
+      [{ routes: [{ destination: '10.1.0.0/16', gateway: '192.0.2.1', device: 'eth0' }] }, /route to 10\.1\.0\.0\/16 via 192\.0\.2\.1: Network (is )?unreachable/],
+      [{ routes: [{ destination: 'default', gateway: 'fd00:7::1', device: 'eth9' }] }, /route to default: device eth9: No such device/],
+      [{ routes: [{ destination: '10.1.0.0/16', gateway: 'fd00:7::1', device: 'eth0' }] }, /mixes IPv4 and IPv6/],
+      [{ interfaces: [{ ...eth0, addresses: ['10.240.7.2/33'] }] }, /address "10\.240\.7\.2\/33" is not an IPv4 or IPv6 CIDR/],
+    ];
+    for (const [req, message] of refused)
+      await rejectsWith(client.setupGuest(req), (e) => assert.match(e.message, message));
+  });
+
   it('writes the pod\'s net.* sysctls in its network namespace, and refuses other keys naming them', async () => {
     const read = (key: string) =>
       spawnSync('nsenter', ['-t', String(agent.proc.pid), '-n', 'cat', `/proc/sys/${key}`], { encoding: 'utf8' }).stdout.trim();

@@ -44,6 +44,11 @@ export interface PodVmOptions {
    */
   networkNamespace?: string;
   /**
+   * The pod's net.* sysctls (the sandbox spec's, guest-spec.ts podNetworkSysctls), written with the
+   * guest's first setup rather than in a round trip of their own when the sandbox is created.
+   */
+  networkSysctls?: Record<string, string>;
+  /**
    * Instead of a new VM, the one a checkpoint saved (checkpoint.ts): its container's files are
    * shared again at the same guest paths before it runs on, and the container is thawed if the
    * checkpoint froze it.

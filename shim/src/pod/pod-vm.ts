@@ -90,6 +90,8 @@ export class PodVm implements Pod {
   private portForwarder: Promise<PortForwarder | undefined> | undefined;
   /** The guest pid of the sandbox container (CRI's pause), whose namespaces the others join. */
   private sandboxPid: number | undefined;
+  /** The net.* sysctls the guest has been given, so a container's same values cost no agent call. */
+  private readonly sysctlsSet = new Map<string, string>();
   /** Told of the QMP monitor's migration states while migrate() waits. */
   private onMigrationStatus: ((status: MigrationStatus, error?: string) => void) | undefined;
 
@@ -306,7 +308,9 @@ export class PodVm implements Pod {
       mounts: [{ source: SHARE_TAG, target: GUEST_SHARED_DIR, fstype: '9p', options: SHARE_MOUNT_OPTIONS }],
       interfaces: this.network ? [this.network.guestInterface] : [],
       routes: this.network?.routes ?? [],
+      sysctls: o.networkSysctls,
     });
+    for (const [key, value] of Object.entries(o.networkSysctls ?? {})) this.sysctlsSet.set(key, value);
     this.log?.info('pod VM ready', { ms: Date.now() - t0, agentVersion: ping.agentVersion });
   }
 
@@ -428,8 +432,11 @@ export class PodVm implements Pod {
       volumes,
     });
     try {
-      const sysctls = podNetworkSysctls(req.spec);
-      if (Object.keys(sysctls).length) await this.request((a) => a.setupGuest({ sysctls }));
+      const sysctls = Object.fromEntries(Object.entries(podNetworkSysctls(req.spec)).filter(([key, value]) => this.sysctlsSet.get(key) !== value));
+      if (Object.keys(sysctls).length) {
+        await this.request((a) => a.setupGuest({ sysctls }));
+        for (const [key, value] of Object.entries(sysctls)) this.sysctlsSet.set(key, value);
+      }
       const pid = await this.request((a) => a.createContainer(id, spec, req.stdio));
       if (this.sandboxPid === undefined && isSandbox(id, req.spec)) this.sandboxPid = pid;
       this.log?.info('container created', { container: id, pid, rootfs: req.rootfs });

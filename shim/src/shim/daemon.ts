@@ -39,7 +39,7 @@ export async function serve(flags: ShimFlags, bundle: string, loadedAhead?: { wa
   const { config, source, protocol } = daemonConfig(flags);
   const early = incoming ? undefined : await listenEarly(flags.socket, flags.socketFd);
 
-  const [{ createLogger }, { LogFifoStream }, address, { bootPod }, { removeStateDir }, { TaskService }, { EventPublisher }, { networkNamespaceOf }, migration, { confineVmmThreads }] =
+  const [{ createLogger }, { LogFifoStream }, address, { bootPod }, { removeStateDir }, { TaskService }, { EventPublisher }, { networkNamespaceOf }, migration, { confineVmmThreads }, { podNetworkSysctls }] =
     await loadDaemonModules();
   const logger = createLogger({ level: flags.debug ? 'debug' : config.runtime.logLevel, stream: new LogFifoStream(2), json: true }).child({
     shim: 'stencil',
@@ -75,6 +75,7 @@ export async function serve(flags: ShimFlags, bundle: string, loadedAhead?: { wa
         ...podBootOptions(),
         restore,
         networkNamespace: networkNamespaceOf(spec),
+        networkSysctls: podNetworkSysctls(spec),
         annotations: (spec.annotations ?? {}) as Record<string, string>,
       }),
     failpoints: config.runtime.failpoints,
@@ -247,6 +248,7 @@ function loadDaemonModules() {
     import('../network/pod-network.js'),
     import('./pod-migration.js'),
     import('../hypervisor/native.js'),
+    import('../pod/guest-spec.js'),
   ]);
 }
 

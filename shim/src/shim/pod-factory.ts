@@ -19,6 +19,8 @@ export interface PodBootOptions {
   agentRequestTimeoutMs?: number;
   /** The pod's network namespace (CNI's), joined to the VM's NIC. */
   networkNamespace?: string;
+  /** The pod's net.* sysctls, set with the guest's first setup (PodVmOptions.networkSysctls). */
+  networkSysctls?: Record<string, string>;
   /** The first container's OCI annotations (CRI's sandbox resources size the VM). */
   annotations?: Record<string, string>;
   /** The VM of a checkpoint instead of a new one (PodVmOptions.restore). */
@@ -46,6 +48,7 @@ export async function bootPod(options: PodBootOptions): Promise<Pod> {
     logger: options.logger,
     callTimeoutMs: options.agentRequestTimeoutMs,
     networkNamespace: options.networkNamespace,
+    networkSysctls: options.networkSysctls,
     restore: options.restore,
     incoming: options.incoming,
     vmProvider: fromTemplate

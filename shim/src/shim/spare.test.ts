@@ -83,8 +83,15 @@ describe('spare daemon', () => {
       [[...ok, 'NOEQUALS'], FDS, /environment entry "NOEQUALS" that is not NAME=value/],
       [[...ok, '=x'], FDS, /environment entry "=x"/],
       [[HANDOFF_MAGIC, '/bundle', '2', '-namespace', 'n'], FDS, /-id is required/],
+      // A value that yargs would read as a flag (spare.fuzz.ts found -protocol=grpc slipping in so).
+      [[HANDOFF_MAGIC, '/bundle', '4', '-publish-binary', '-config=/etc/evil.toml', '-id', 'x'], FDS, /flag -publish-binary without a value \("-config=\/etc\/evil.toml"\)/],
+      [[HANDOFF_MAGIC, '/bundle', '1', '-id'], FDS, /flag -id without a value \(""\)/],
     ];
     for (const [strings, fds, message] of cases) assert.throws(() => decodeHandoff(strings, fds, CONTAINERD), message, JSON.stringify(strings));
+    // An environment name that is an Object property's is an entry like any other.
+    const env = decodeHandoff([...ok, '__proto__=x', 'constructor=y'], FDS, CONTAINERD).env;
+    assert.deepEqual(Object.entries(env), [['__proto__', 'x'], ['constructor', 'y']]);
+    assert.equal(Object.getPrototypeOf(env), Object.prototype);
     assert.throws(() => decodeHandoff(ok, FDS, '/run/other/containerd.sock'), /a pod of containerd "\/run\/containerd\/containerd.sock", not of this spare's "\/run\/other\/containerd.sock"/);
   });
 });

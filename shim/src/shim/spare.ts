@@ -86,9 +86,12 @@ export function decodeHandoff(strings: string[], fds: number[], containerdAddres
   const args = rest.slice(0, n);
   for (let i = 0; i < args.length; i++) {
     if (!POD_FLAGS.has(args[i]!)) throw new Error(`a handoff flag ${JSON.stringify(args[i])} a spare does not take`);
-    if (args[i] !== '-debug') i++;
+    if (args[i] === '-debug') continue;
+    // A value that looks like a flag would be parsed as one (`-id -config=/x` sets -config).
+    const value = args[++i];
+    if (value === undefined || value.startsWith('-')) throw new Error(`a handoff flag ${args[i - 1]} without a value (${JSON.stringify(value ?? '')})`);
   }
-  const env: Record<string, string> = {};
+  const env: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const entry of rest.slice(n)) {
     const eq = entry.indexOf('=');
     if (eq <= 0) throw new Error(`a handoff environment entry ${JSON.stringify(entry)} that is not NAME=value`);
@@ -97,7 +100,7 @@ export function decodeHandoff(strings: string[], fds: number[], containerdAddres
   const [socketFd, optionsFd, reportFd, logFd] = fds as [number, number, number, number];
   const flags = parseFlags([...args, '-socket-fd', String(socketFd), '-options-fd', String(optionsFd), '-report-fd', String(reportFd), 'serve']);
   if (flags.address !== containerdAddress) throw new Error(`a pod of containerd ${JSON.stringify(flags.address)}, not of this spare's ${JSON.stringify(containerdAddress)}`);
-  return { cwd, flags, env, logFd };
+  return { cwd, flags, env: { ...env }, logFd };
 }
 
 export async function runSpare(argv: string[]): Promise<void> {
