@@ -38,6 +38,10 @@
 #define SOCKET_DIR "/run/containerd/s"                     // address.ts SOCKET_DIR
 // The Node processes' argv[0]: ps shows them as the shim they are, as containerd's Go shims.
 #define SHIM_ARGV0 "containerd-shim-stencil-v2"
+// V8's low-memory mode: an idle daemon with every module loaded holds 17.9 MB of anonymous memory
+// instead of 24.2 MB (Node 20, this machine), one pod daemon per pod. Its code runs once per call
+// or pod, so giving up some of V8's speed for size costs little.
+#define NODE_FLAG "--optimize-for-size"
 #define SANDBOX_ANNOTATION "io.kubernetes.cri.sandbox-id"  // address.ts SANDBOX_ANNOTATIONS
 #define MAX_SPEC_BYTES (64 << 20)
 #define MAX_OPTIONS_BYTES (1 << 20)
@@ -84,11 +88,12 @@ static void run_node_shim(char **argv) {
   node_script(script, sizeof script);
   int argc = 0;
   while (argv[argc]) argc++;
-  const char **args = calloc((size_t)argc + 2, sizeof *args);
+  const char **args = calloc((size_t)argc + 3, sizeof *args);
   if (!args) fail("out of memory");
   args[0] = SHIM_ARGV0;
-  args[1] = script;
-  for (int i = 1; i < argc; i++) args[i + 1] = argv[i];
+  args[1] = NODE_FLAG;
+  args[2] = script;
+  for (int i = 1; i < argc; i++) args[i + 2] = argv[i];
   execvp("node", (char *const *)args);
   fail("cannot run node (%s): %s", script, strerror(errno));
 }
@@ -390,8 +395,8 @@ static char *launch_daemon(const struct start_flags *f, const char *sock, int li
   bool taken = false;
   if (spares) report = handoff_to_spare(&spare, pod, listen_fd, options, options_len, DAEMON_REPORT_TIMEOUT_MS, &taken, &why);
   if (!taken) {
-    const char *argv[32] = {SHIM_ARGV0, script};
-    size_t n = 2;
+    const char *argv[32] = {SHIM_ARGV0, NODE_FLAG, script};
+    size_t n = 3;
     for (size_t i = 0; i < npod; i++) argv[n++] = pod[i];
     const char *tail[] = {"-socket-fd", socket_fd, "-options-fd", options_fd, "-report-fd", report_fd, "serve"};
     for (size_t i = 0; i < sizeof tail / sizeof *tail; i++) argv[n++] = tail[i];
@@ -404,7 +409,7 @@ static char *launch_daemon(const struct start_flags *f, const char *sock, int li
     bool want_spare = false;
     char *address = reported_address(report, &want_spare);
     if (want_spare && spares) {
-      const char *spare_argv[] = {SHIM_ARGV0, script, "-address", f->address, "-spare-socket", spare.sock, "-spare-build", build, "spare", NULL};
+      const char *spare_argv[] = {SHIM_ARGV0, NODE_FLAG, script, "-address", f->address, "-spare-socket", spare.sock, "-spare-build", build, "spare", NULL};
       ensure_spare(&spare, "node", (char *const *)spare_argv);
     }
     return address;
