@@ -34,24 +34,33 @@ static void put_attr(struct rtnl_req *r, unsigned short type, const void *data, 
   r->nh.nlmsg_len = NLMSG_ALIGN(r->nh.nlmsg_len) + RTA_ALIGN(a->rta_len);
 }
 
+// Numbers and sends `r` (with `flags` added to NLM_F_REQUEST); its sequence number, or 0 with errno.
+static unsigned send_request(int fd, struct rtnl_req *r, unsigned short flags) {
+  static unsigned seq;
+  if (++seq == 0) seq = 1;  // 0 means "not sent"
+  r->nh.nlmsg_seq = seq;
+  r->nh.nlmsg_flags |= NLM_F_REQUEST | flags;
+  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+  if (sendto(fd, r, r->nh.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) return 0;
+  return r->nh.nlmsg_seq;
+}
+
+// The kernel's error in an NLMSG_ERROR reply (0 for an acknowledgement).
+static int reply_error(const struct nlmsghdr *h) { return -((const struct nlmsgerr *)NLMSG_DATA(h))->error; }
+
 // Sends `r` and reads the kernel's acknowledgement: 0, or -1 with errno set to the kernel's error.
 static int talk(int fd, struct rtnl_req *r) {
-  static unsigned seq;
-  r->nh.nlmsg_seq = ++seq;
-  r->nh.nlmsg_flags |= NLM_F_REQUEST | NLM_F_ACK;
-  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-  if (sendto(fd, r, r->nh.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) return -1;
+  unsigned seq = send_request(fd, r, NLM_F_ACK);
+  if (!seq) return -1;
   char buf[RTNL_BUF];
   for (;;) {
     ssize_t n = recv(fd, buf, sizeof buf, 0);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return -1;
     for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
-      if (h->nlmsg_seq != r->nh.nlmsg_seq || h->nlmsg_type != NLMSG_ERROR) continue;
-      const struct nlmsgerr *e = NLMSG_DATA(h);
-      if (e->error == 0) return 0;
-      errno = -e->error;
-      return -1;
+      if (h->nlmsg_seq != seq || h->nlmsg_type != NLMSG_ERROR) continue;
+      errno = reply_error(h);
+      return errno ? -1 : 0;
     }
   }
 }
@@ -78,11 +87,9 @@ static int parse_cidr(const char *cidr, int *family, unsigned char addr[16], uns
 static size_t addr_len(int family) { return family == AF_INET ? 4 : 16; }
 
 int rtnl_flush_addresses(int fd, unsigned ifindex, char **msg) {
-  struct rtnl_req dump = {.nh = {.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifaddrmsg)), .nlmsg_type = RTM_GETADDR,
-                                 .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP}};
-  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-  dump.nh.nlmsg_seq = 1;
-  if (sendto(fd, &dump, dump.nh.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) {
+  struct rtnl_req dump = {.nh = {.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifaddrmsg)), .nlmsg_type = RTM_GETADDR}};
+  unsigned seq = send_request(fd, &dump, NLM_F_DUMP);
+  if (!seq) {
     *msg = xasprintf("RTM_GETADDR: %s", strerror(errno));
     return -1;
   }
@@ -99,6 +106,12 @@ int rtnl_flush_addresses(int fd, unsigned ifindex, char **msg) {
       return -1;
     }
     for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+      if (h->nlmsg_seq != seq) continue;
+      if (h->nlmsg_type == NLMSG_ERROR && reply_error(h)) {
+        *msg = xasprintf("RTM_GETADDR: %s", strerror(reply_error(h)));
+        free(gone);
+        return -1;
+      }
       if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) {
         done = true;
         break;
