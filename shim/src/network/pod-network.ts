@@ -114,6 +114,15 @@ export function guestRoutes(routes: NativeNetRoute[], hostInterface: string): Gu
     .map((r) => ({ destination: r.destination, gateway: r.gateway, device: GUEST_INTERFACE }));
 }
 
+/** Removes `dev`'s ingress qdisc in `netns` where it can: for clean-ups that have nothing to report. */
+function deleteIngressQuietly(netns: string, dev: string): void {
+  try {
+    loadAddon().deleteIngress(netns, dev);
+  } catch {
+    // the caller's clean-up goes on
+  }
+}
+
 /** The CNI interface of `netns` and what the guest's NIC must become; undefined when there is none. */
 function readPodInterfaces(netns: string, log?: Logger): { cni: NativeNetLink; guestInterface: GuestInterface; routes: GuestRoute[]; links: NativeNetLink[] } | undefined {
   if (!fs.existsSync(netns)) throw new PodNetworkError(ErrorCode.InvalidArgument, `the pod's network namespace ${netns} does not exist`);
@@ -149,13 +158,7 @@ export async function attachPodNetwork(netns: string, log?: Logger): Promise<Pod
       loadAddon().addIngressRedirect(netns, TAP_NAME, cni.name);
     });
   } catch (err) {
-    for (const dev of [cni.name, TAP_NAME]) {
-      try {
-        loadAddon().deleteIngress(netns, dev);
-      } catch {
-        // the error above says what went wrong
-      }
-    }
+    for (const dev of [cni.name, TAP_NAME]) deleteIngressQuietly(netns, dev); // the error above says what went wrong
     fs.closeSync(tapFd);
     throw err;
   }
@@ -194,12 +197,7 @@ function podNetwork(n: Omit<PodNetwork, 'detach' | 'takeOver' | 'handOver'>, own
       if (!close() || !ownsRedirects) return;
       // The tap goes with the VM's fd; CNI deletes the veth (and its qdisc) on teardown. A pod
       // that ends without that still leaves the namespace as it found it.
-      if (!fs.existsSync(n.netns)) return;
-      try {
-        loadAddon().deleteIngress(n.netns, n.hostInterface);
-      } catch {
-        // the namespace is going away with the pod
-      }
+      if (fs.existsSync(n.netns)) deleteIngressQuietly(n.netns, n.hostInterface); // a failure: the namespace is going away with the pod
     },
     takeOver() {
       loadAddon().setTapQueue(n.tapFd, true);
