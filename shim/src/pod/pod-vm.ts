@@ -401,18 +401,29 @@ export class PodVm implements Pod {
   /**
    * The guest answers nothing: its vCPUs stop (kept for a look, freed by shutdown()) and the pod
    * ends. Not while the VM is paused on purpose (QMP stop, a migration's last phase): a paused
-   * guest cannot answer, and is not hung.
+   * guest cannot answer, and is not hung. The report is taken once the vCPUs are parked, so it
+   * names where each one stopped (registers, the code at RIP), the clue to what hung.
    */
-  private guestHung(unanswered: string): string | undefined {
+  private async guestHung(unanswered: string): Promise<string | undefined> {
     if (this.hung || this.vmExit || this.stopping) return this.hung ?? `pod ${this.id} has ended`;
     if (this.vm && this.vm.state !== 'running') {
       this.log?.warn('the guest did not answer while its VM is not running', { unanswered, vmState: this.vm.state });
       return undefined;
     }
-    const reason = `the guest of pod ${this.id} stopped answering (${unanswered}); its vCPUs are paused${this.exitStatsNote()}`;
+    this.hung = `the guest of pod ${this.id} stopped answering (${unanswered}); its vCPUs are paused`;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      // Bounded: the pod must end even if a vCPU cannot be parked (the report then lacks it).
+      const tooLong = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('its vCPUs did not park within 10 s')), 10_000)));
+      if (this.vm) await Promise.race([this.vm.pause(), tooLong]);
+    } catch (err) {
+      this.log?.warn('cannot pause the hung guest', { error: (err as Error).message });
+    } finally {
+      clearTimeout(timer);
+    }
+    const reason = `${this.hung}${this.exitStatsNote()}`;
     this.hung = reason;
     this.log?.error(reason, { consoleTail: this.consoleTail().slice(-4096) });
-    this.vm?.pause().catch((err: Error) => this.log?.warn('cannot pause the hung guest', { error: err.message }));
     this.client?.close(reason);
     this.resolveEnded(reason);
     return reason;

@@ -23,12 +23,12 @@ export class UnansweredGuestWatch {
   private checking: Promise<string | undefined> | undefined;
 
   /**
-   * @param onHung ends the pod; gets what went unanswered, returns the reason its calls fail with,
-   *   or undefined when the silence has another cause (a VM paused on purpose): then the request
-   *   alone fails.
+   * @param onHung ends the pod; gets what went unanswered, returns (or resolves to) the reason its
+   *   calls fail with, or undefined when the silence has another cause (a VM paused on purpose):
+   *   then the request alone fails.
    */
   constructor(
-    private readonly onHung: (unanswered: string) => string | undefined,
+    private readonly onHung: (unanswered: string) => string | undefined | Promise<string | undefined>,
     private readonly healthCheckMs: number,
   ) {}
 
