@@ -199,10 +199,15 @@ for (const version of criVersions()) {
           const range = await cri.execSync(pod.containers.client, ['cat', '/proc/sys/net/ipv4/ip_local_port_range']);
           assert.equal(range.stdout.toString().trim().split(/\s+/).join(' '), '20000 30000');
 
-          // Another pod has its own localhost: the server is not there.
-          const other = await runPod(cri, handler, podConfig('other', { logRoot }), [containerConfig('c', image, SLEEP)]);
+          // Another pod has its own localhost: the server is not there. It shares its process
+          // namespace (Kubernetes' shareProcessNamespace): the pod's pause process is pid 1.
+          const sharedPids = { securityContext: { namespaceOptions: { network: 'POD' as const, pid: 'POD' as const, ipc: 'POD' as const } } };
+          const otherConfig = podConfig('other', { logRoot });
+          otherConfig.linux = { ...otherConfig.linux, ...sharedPids };
+          const other = await runPod(cri, handler, otherConfig, [containerConfig('c', image, SLEEP, { linux: sharedPids })]);
           const miss = await cri.execSync(other.containers.c, ['sh', '-c', 'nc -w 2 127.0.0.1 7000 </dev/null']);
           assert.notEqual(miss.exitCode, 0, `another pod reached the server on its localhost: ${miss.stdout}`);
+          assert.equal((await cri.execSync(other.containers.c, ['cat', '/proc/1/cmdline'])).stdout.toString(), '/pause\0', "pid 1 of a pod sharing its processes is not the pod's pause");
 
           if (process.env.STENCIL_CRI_SPEC_DIR) {
             fs.writeFileSync(path.join(process.env.STENCIL_CRI_SPEC_DIR, `cri-spec-sandbox-${version}-${handler}.json`), JSON.stringify(bundleSpec(c, pod.id), null, 2));

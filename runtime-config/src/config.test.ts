@@ -41,7 +41,7 @@ describe('defaults', () => {
         seccomp: true,
       },
       factory: { enabled: true, templateDir: '/run/stencil-templates', templateDirSize: 4 * 2 ** 30, onMiss: 'boot' },
-      runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false, agentRequestTimeoutMs: 60_000, spareDaemon: true },
+      runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false, agentRequestTimeoutMs: 60_000, spareDaemon: true, sandboxPause: 'agent' },
     });
   });
 
@@ -76,7 +76,7 @@ describe('defaults', () => {
     const file = fileURLToPath(new URL('../../../runtime-config/configuration.toml', import.meta.url));
     const text = fs.readFileSync(file, 'utf8');
     assert.deepEqual(parseConfig(text, file), defaultConfig());
-    for (const key of ['kernel', 'initrd', 'kernel_params', 'default_vcpus', 'default_memory', 'memory_dir', 'memory_backing', 'log_level', 'state_dir', 'transport', 'failpoints', 'agent_request_timeout_ms', 'spare_daemon']) {
+    for (const key of ['kernel', 'initrd', 'kernel_params', 'default_vcpus', 'default_memory', 'memory_dir', 'memory_backing', 'log_level', 'state_dir', 'transport', 'failpoints', 'agent_request_timeout_ms', 'spare_daemon', 'sandbox_pause']) {
       assert.match(text, new RegExp(`^${key} = `, 'm'), `${key} missing from ${file}`);
     }
   });
@@ -101,6 +101,7 @@ transport = "ttrpc"
 failpoints = true
 agent_request_timeout_ms = 5000
 spare_daemon = false
+sandbox_pause = "image"
 `,
       SRC,
     );
@@ -116,7 +117,7 @@ spare_daemon = false
         seccomp: false,
       },
       factory: defaultConfig().factory,
-      runtime: { logLevel: 'debug', stateDir: '/var/run/stencil', transport: 'ttrpc', failpoints: true, agentRequestTimeoutMs: 5000, spareDaemon: false },
+      runtime: { logLevel: 'debug', stateDir: '/var/run/stencil', transport: 'ttrpc', failpoints: true, agentRequestTimeoutMs: 5000, spareDaemon: false, sandboxPause: 'image' },
     });
   });
 
@@ -187,6 +188,7 @@ describe('parseConfig rejects', () => {
     assertOneProblem('[hypervisor]\nmemory_backing = "hugetlb"', /hypervisor\.memory_backing: "hugetlb" is not a valid choice; allowed: "tmpfs", "memfd"/);
     assertOneProblem('[runtime]\nlog_level = "trace"', /runtime\.log_level: "trace" is not a valid choice; allowed: "error", "warn", "info", "http", "verbose", "debug", "silly"/);
     assertOneProblem('[runtime]\ntransport = "http"', /allowed: "auto", "ttrpc", "grpc"/);
+    assertOneProblem('[runtime]\nsandbox_pause = "crun"', /runtime\.sandbox_pause: "crun" is not a valid choice; allowed: "agent", "image"/);
   });
 
   it('TOML syntax errors, with file, line and column', () => {

@@ -45,7 +45,15 @@ export interface RuntimeConfig {
    * it the pod instead of starting Node (shim/launcher/spare.c). Costs one idle daemon's memory.
    */
   spareDaemon: boolean;
+  /**
+   * What holds a CRI pod's namespaces: "agent", the guest agent's own pause process (no crun, no
+   * rootfs shared; used when the sandbox's spec asks for nothing else), or "image", crun running
+   * the sandbox image's /pause.
+   */
+  sandboxPause: SandboxPause;
 }
+
+export type SandboxPause = 'agent' | 'image';
 
 export type MissPolicy = 'boot' | 'fail';
 
@@ -97,6 +105,7 @@ export const CONFIG_ENV_VAR = 'STENCIL_CONFIG';
 export const LOG_LEVELS: readonly LogLevel[] = ['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly'];
 export const MEMORY_BACKINGS: readonly MemoryBacking[] = ['tmpfs', 'memfd'];
 export const TRANSPORTS: readonly Transport[] = ['auto', 'ttrpc', 'grpc'];
+export const SANDBOX_PAUSES: readonly SandboxPause[] = ['agent', 'image'];
 export const MISS_POLICIES: readonly MissPolicy[] = ['boot', 'fail'];
 
 // The VM limits (vCPU count, memory size and granularity) are the VMM's to check, in one place:
@@ -117,7 +126,7 @@ export function defaultConfig(): StencilConfig {
       seccomp: true,
     },
     factory: { enabled: true, templateDir: '/run/stencil-templates', templateDirSize: 4 * 2 ** 30, onMiss: 'boot' },
-    runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false, agentRequestTimeoutMs: 60_000, spareDaemon: true },
+    runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false, agentRequestTimeoutMs: 60_000, spareDaemon: true, sandboxPause: 'agent' },
   };
 }
 
@@ -256,6 +265,7 @@ const SCHEMA: { [S in keyof StencilConfig]: SectionSpec<StencilConfig[S]> } = {
     failpoints: boolKey(),
     agentRequestTimeoutMs: intKey(1_000, 3_600_000, 'milliseconds, from 1000 to 3600000'),
     spareDaemon: boolKey(),
+    sandboxPause: enumKey(SANDBOX_PAUSES),
   },
 };
 

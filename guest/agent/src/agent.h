@@ -101,6 +101,8 @@ void stream_release(struct stream *s);
 // A stdin frame arrived on the attached connection.
 void stream_input(struct stream *s, int kind, const uint8_t *p, size_t n);
 void reap_children(void);
+// The agent binary run as `pause` (argv[0]): a pod's pause process (pause.c).
+int pause_main(void);
 // Kills every container (used on SIGTERM, synchronous).
 void containers_shutdown(void);
 
@@ -135,5 +137,7 @@ uint32_t vsock_local_cid(void);
 // Applies mount(8)-style options: 0 or -1 with errno.
 int mount_with_options(const char *source, const char *target, const char *fstype, char *const *options, size_t n);
 int mkdir_p(const char *path, mode_t mode);
+// Enables every controller of cgroup `dir` for its children (cgroup.subtree_control).
+void cgroup_delegate(const char *dir);
 
 #endif

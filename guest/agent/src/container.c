@@ -255,6 +255,7 @@ void container_remove(struct container *c, const char *why) {
     free(q);
   }
   remove_dir_files(c->dir);
+  if (c->builtin && c->cgroup[0]) rmdir(c->cgroup);  // crun removes the cgroups of its own
   defer_free(container_free, c);
 }
 
@@ -376,7 +377,8 @@ void containers_init(void) {
 void containers_shutdown(void) {
   for (struct container *c = containers; c; c = c->next) {
     const char *args[] = {"delete", "--force", c->id, NULL};
-    crun_sync(args);
+    if (!c->builtin) crun_sync(args);
+    else if (c->procs && c->procs->pid && !c->procs->exited) kill(c->procs->pid, SIGKILL);
     remove_dir_files(c->dir);
   }
 }

@@ -33,6 +33,7 @@ struct process {
 };
 
 enum cstate { C_CREATING, C_CREATED, C_RUNNING, C_PAUSED, C_STOPPED };
+extern const char *const state_names[];  // by enum cstate
 
 struct queued {
   struct request req;
@@ -51,6 +52,7 @@ struct container {
   struct queued *queue;
   bool deleting;
   uint64_t delete_conn, delete_req;
+  bool builtin;  // held by the agent's own pause process (pause.c), unknown to crun
   struct container *next;
 };
 
@@ -110,6 +112,10 @@ struct op *op_start(struct container *c, uint64_t conn_id, struct request *req, 
                     const int fds[3], int console_fd, char *console_path, char *pid_file);
 int crun_sync(const char *const *args);
 bool op_reaped(pid_t pid, int st);
+
+// ---- pause.c: a sandbox held by the agent's own pause process ----
+void pause_create(uint64_t conn_id, struct request *req, struct container *c);
+void pause_call(struct container *c, uint64_t conn_id, struct request *req);
 
 // ---- requests.c, stats.c ----
 void container_drain(struct container *c);

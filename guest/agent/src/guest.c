@@ -46,6 +46,25 @@ static void write_string(const char *path, const char *text) {
   close(fd);
 }
 
+// Delegates every controller `dir` has to its child cgroups (cgroup.subtree_control), one at a
+// time: a controller that cannot be enabled is skipped.
+void cgroup_delegate(const char *dir) {
+  char path[600], controllers[512], enable[600];
+  snprintf(path, sizeof path, "%s/cgroup.controllers", dir);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ssize_t n = read(fd, controllers, sizeof controllers - 1);
+  close(fd);
+  if (n <= 0) return;
+  controllers[n] = 0;
+  snprintf(path, sizeof path, "%s/cgroup.subtree_control", dir);
+  char *save = NULL;
+  for (char *name = strtok_r(controllers, " \n", &save); name; name = strtok_r(NULL, " \n", &save)) {
+    snprintf(enable, sizeof enable, "+%s", name);
+    write_string(path, enable);
+  }
+}
+
 // crun needs cgroup v2 at /sys/fs/cgroup. /init mounts it; do it here too if it is missing, and
 // delegate every controller to child cgroups so containers get memory/pids/cpu/io accounting.
 void guest_init(void) {
@@ -57,20 +76,7 @@ void guest_init(void) {
     else
       log_msg(LOG_INFO, "mounted cgroup2 on %s", cfg.cgroup_root);
   }
-  char path[512], controllers[512], enable[600];
-  snprintf(path, sizeof path, "%s/cgroup.controllers", cfg.cgroup_root);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  ssize_t n = read(fd, controllers, sizeof controllers - 1);
-  close(fd);
-  if (n <= 0) return;
-  controllers[n] = 0;
-  snprintf(path, sizeof path, "%s/cgroup.subtree_control", cfg.cgroup_root);
-  char *save = NULL;
-  for (char *name = strtok_r(controllers, " \n", &save); name; name = strtok_r(NULL, " \n", &save)) {
-    snprintf(enable, sizeof enable, "+%s", name);
-    write_string(path, enable);  // one at a time: a controller that cannot be enabled is skipped
-  }
+  cgroup_delegate(cfg.cgroup_root);
 }
 
 static const struct {

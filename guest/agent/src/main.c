@@ -446,6 +446,8 @@ static void ensure_std_fds(void) {
 }
 
 int main(int argc, char **argv) {
+  const char *slash = argc > 0 ? strrchr(argv[0], '/') : NULL;
+  if (argc > 0 && !strcmp(slash ? slash + 1 : argv[0], "pause")) return pause_main();
   const char *unix_path = NULL;
   unsigned vsock_port = 1024;
   int guest_setup = -1;

@@ -138,6 +138,30 @@ static void push_str(char ***list, size_t *n, char *s) {
   (*list)[(*n)++] = s;
 }
 
+static int decode_pause_holder(const pb_field *f, struct request *req, const char **err) {
+  if (f->wire_type != PB_LEN) {
+    *err = "PauseHolder has the wrong wire type";
+    return -1;
+  }
+  req->pause = true;
+  pb_reader r = pb_reader_of(f->bytes, f->len);
+  pb_field g;
+  int rc;
+  while ((rc = pb_next(&r, &g)) > 0) {
+    char *text = NULL;
+    if (g.field < 1 || g.field > 3) continue;
+    if (take_str(&text, &g, err) < 0) return -1;
+    if (g.field == 1) push_str(&req->pause_namespaces, &req->n_pause_namespaces, text);
+    if (g.field == 2) free(req->hostname), req->hostname = text;
+    if (g.field == 3) free(req->pause_cgroup), req->pause_cgroup = text;
+  }
+  if (rc < 0) {
+    *err = "malformed protobuf in PauseHolder";
+    return -1;
+  }
+  return 0;
+}
+
 static int decode_mount(const pb_field *f, struct mount_req *m, const char **err) {
   if (f->wire_type != PB_LEN) {
     *err = "Mount has the wrong wire type";
@@ -308,7 +332,8 @@ static int decode_setup_guest(const uint8_t *p, size_t n, struct request *req, c
   return 0;
 }
 
-// Every container call shares one layout: 1 container_id, 2 exec_id, 3 and 4 per method.
+// Every container call shares one layout: 1 container_id, 2 exec_id, 3 and 4 per method (and
+// CreateContainer's 5, its pause holder).
 static int decode_container_call(const uint8_t *p, size_t n, struct request *req, const char **err) {
   pb_reader r = pb_reader_of(p, n);
   pb_field f;
@@ -333,6 +358,9 @@ static int decode_container_call(const uint8_t *p, size_t n, struct request *req
           if (req->method == M_SIGNAL) req->signal = (uint32_t)v;
           else req->width = (uint32_t)v;
         }
+        break;
+      case 5:
+        if (req->method == M_CREATE && decode_pause_holder(&f, req, err) < 0) return -1;
         break;
       case 4:
         if (req->method == M_CREATE || req->method == M_EXEC) {
@@ -436,6 +464,9 @@ void request_free(struct request *req) {
   }
   free(req->sysctl_keys);
   free(req->sysctl_values);
+  for (size_t i = 0; i < req->n_pause_namespaces; i++) free(req->pause_namespaces[i]);
+  free(req->pause_namespaces);
+  free(req->pause_cgroup);
   memset(req, 0, sizeof *req);
 }
 

@@ -103,6 +103,11 @@ struct request {
   size_t n_routes;
   char **sysctl_keys, **sysctl_values;  // SetupGuest's sysctls, in the order sent
   size_t n_sysctls;
+  // CreateContainer.pause (PauseHolder); its hostname is in `hostname`.
+  bool pause;
+  char **pause_namespaces;
+  size_t n_pause_namespaces;
+  char *pause_cgroup;
 };
 
 // 0 on success; -1 with *err naming the problem (a static string).

@@ -12,7 +12,7 @@
 
 #include "container.h"
 
-static const char *const state_names[] = {"creating", "created", "running", "paused", "stopped"};
+const char *const state_names[] = {"creating", "created", "running", "paused", "stopped"};
 
 static void do_create(struct conn *conn, struct request *req) {
   const char *id = req->container_id;
@@ -26,6 +26,10 @@ static void do_create(struct conn *conn, struct request *req) {
   }
   struct container *c = container_new(id);
   struct process *p = process_new(c, "", &req->stdio);
+  if (req->pause) {
+    pause_create(conn->id, req, c);
+    return;
+  }
 
   char *config = xasprintf("%s/config.json", c->dir);
   char *pid_file = xasprintf("%s/init.pid", c->dir);
@@ -179,6 +183,10 @@ static void simple_op(struct container *c, uint64_t conn_id, struct request *req
 // Calls that run crun, one at a time per container.
 static void run_call(struct container *c, uint64_t conn_id, struct request *req) {
   const char *name = method_name(req->method);
+  if (c->builtin) {
+    pause_call(c, conn_id, req);
+    return;
+  }
   switch (req->method) {
     case M_START:
       if (c->state != C_CREATED) {

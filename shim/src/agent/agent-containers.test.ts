@@ -297,6 +297,74 @@ describe('containers (crun)', { skip: crunSkip }, () => {
     assert.equal(fs.existsSync(cgroupDir), false, 'the cgroup was left behind');
   });
 
+  it("holds a pod's sandbox with the agent's own pause process: its namespaces, hostname and cgroup; joined by a crun container; stats, freeze, exec refused, SIGTERM ends it with 0, delete removes its cgroup", async () => {
+    const id = newId();
+    const parent = `/stencil-pause-test-${process.pid}`;
+    const pid = await client.createContainer(id, {}, {}, { pause: { namespaces: ['pid', 'ipc', 'uts', 'mount', 'cgroup'], hostname: 'pod-host', cgroup: `${parent}/${id}` } });
+    try {
+      assert.equal(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'), '/pause\0');
+      assert.match(fs.readFileSync(`/proc/${pid}/status`, 'utf8'), new RegExp(`^NSpid:\\s+${pid}\\s+1$`, 'm'), 'not the init of a pid namespace of its own');
+      const ns = (p: number, type: string) => fs.readlinkSync(`/proc/${p}/ns/${type}`);
+      for (const type of ['pid', 'ipc', 'uts', 'mnt', 'cgroup']) assert.notEqual(ns(pid, type), ns(agent.proc.pid!, type), `${type} namespace not its own`);
+      assert.equal(ns(pid, 'net'), ns(agent.proc.pid!, 'net'), "the network namespace is the guest's");
+      const stats = await client.stats(id);
+      assert.equal(stats.cgroup, `/sys/fs/cgroup${parent}/${id}`);
+      const cgroupDir = path.join(`/proc/${agent.proc.pid}/root`, stats.cgroup);
+      assert.deepEqual(fs.readFileSync(path.join(cgroupDir, 'cgroup.procs'), 'utf8').trim().split('\n'), [String(pid)]);
+      assert.equal(await client.startContainer(id), pid);
+      await rejectsWith(client.startContainer(id), (e) => assert.match(e.message, /the container is running, not created/));
+
+      // A container of the pod joins its IPC and UTS namespaces by path, as the shim's guest spec has it.
+      const app = newId();
+      const appSpec = spec(['hostname']);
+      (appSpec.linux as { namespaces: unknown[] }).namespaces = [{ type: 'pid' }, { type: 'mount' }, { type: 'ipc', path: `/proc/${pid}/ns/ipc` }, { type: 'uts', path: `/proc/${pid}/ns/uts` }];
+      delete appSpec.hostname;
+      await client.createContainer(app, appSpec, { stdout: true });
+      const io = await client.attachStdio(app, '', { stdout: true });
+      const out = readAll(io.stdout!);
+      await client.startContainer(app);
+      assert.equal((await client.waitProcess(app, '', { timeoutMs: 30_000 })).exitStatus, 0);
+      assert.equal((await out).toString(), 'pod-host\n');
+      await client.deleteContainer(app);
+
+      await rejectsWith(client.execProcess(id, 'e', ociProcess({ args: ['true'] }), {}), (e) => {
+        assert.equal(e.code, 'FAILED_PRECONDITION');
+        assert.match(e.message, /the pod's sandbox is the agent's pause process, which runs nothing else/);
+      });
+      await rejectsWith(client.updateContainer(id, { memory: { limit: 1 << 30 } }), (e) => assert.equal(e.code, 'FAILED_PRECONDITION'));
+      await client.pauseContainer(id);
+      assert.equal(fs.readFileSync(path.join(cgroupDir, 'cgroup.freeze'), 'utf8').trim(), '1');
+      await client.resumeContainer(id);
+      assert.equal(fs.readFileSync(path.join(cgroupDir, 'cgroup.freeze'), 'utf8').trim(), '0');
+      const waiting = client.waitProcess(id, '');
+      await client.signalProcess(id, '', 'SIGTERM');
+      assert.equal((await waiting).exitStatus, 0, 'pause ends with 0 on SIGTERM');
+      await client.deleteContainer(id);
+      assert.equal(fs.existsSync(cgroupDir), false, 'the cgroup was left behind');
+      await rejectsWith(client.stats(id), (e) => assert.equal(e.code, 'NOT_FOUND'));
+    } finally {
+      await client.deleteContainer(id).catch(() => {});
+      fs.rmdirSync(path.join(`/proc/${agent.proc.pid}/root/sys/fs/cgroup`, parent));
+    }
+  });
+
+  it('refuses a pause holder with an unknown namespace, a cgroup path that is not clean and absolute, or stdio, by name', async () => {
+    const cases: Array<[Parameters<AgentClient['createContainer']>[3], Parameters<AgentClient['createContainer']>[2], RegExp]> = [
+      [{ pause: { namespaces: ['ipc', 'network'] } }, {}, /pause holder: unknown namespace "network"/],
+      [{ pause: { namespaces: [], cgroup: 'k8s.io/x' } }, {}, /pause holder: cgroup "k8s.io\/x" is not a clean absolute path/],
+      [{ pause: { namespaces: [], cgroup: '/k8s.io/../x' } }, {}, /cgroup "\/k8s.io\/..\/x" is not a clean/],
+      [{ pause: { namespaces: [] } }, { stdout: true }, /pause holder: it has no stdio/],
+    ];
+    for (const [opts, stdio, message] of cases) {
+      const id = newId();
+      await rejectsWith(client.createContainer(id, {}, stdio, opts), (e) => {
+        assert.equal(e.code, 'INVALID_ARGUMENT');
+        assert.match(e.message, message);
+      });
+      await rejectsWith(client.stats(id), (e) => assert.equal(e.code, 'NOT_FOUND'));
+    }
+  });
+
   it('updates the memory and pids limits of a container (crun update), checked through Stats', async (t) => {
     const id = newId();
     await client.createContainer(id, spec(['sleep', '1000']), {});

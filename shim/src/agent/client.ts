@@ -52,6 +52,18 @@ export interface StdioMode {
   stderr?: boolean;
 }
 
+/**
+ * A pod's sandbox container held by the agent's own pause process instead of crun (proto
+ * PauseHolder): the namespaces made for it, its hostname and cgroup.
+ */
+export interface PauseHolder {
+  /** Any of "pid", "ipc", "uts", "mount", "cgroup". */
+  namespaces: string[];
+  hostname?: string;
+  /** Absolute from the cgroup root; undefined leaves it in the agent's. */
+  cgroup?: string;
+}
+
 export interface GuestMount {
   source: string;
   target: string;
@@ -300,11 +312,15 @@ export class AgentClient {
 
   // ---- containers ----
 
-  /** Creates the container (init waits for startContainer). Returns the init pid. */
-  async createContainer(containerId: string, ociSpec: OciJson, stdio: StdioMode, opts: CallOptions = {}): Promise<number> {
+  /**
+   * Creates the container (init waits for startContainer). Returns the init pid. With `pause`,
+   * the agent's own pause process holds it (the spec is then not used).
+   */
+  async createContainer(containerId: string, ociSpec: OciJson, stdio: StdioMode, opts: CallOptions & { pause?: PauseHolder } = {}): Promise<number> {
+    const pause = opts.pause && { namespaces: opts.pause.namespaces, hostname: opts.pause.hostname ?? '', cgroup: opts.pause.cgroup ?? '' };
     const r = await this.call(
       'createContainer',
-      { containerId, ociSpecJson: ociBytes(ociSpec), stdio: wireStdio(stdio) },
+      { containerId, ociSpecJson: ociBytes(ociSpec), stdio: wireStdio(stdio), ...(pause ? { pause } : {}) },
       { rpc: 'CreateContainer', containerId },
       opts,
     );

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { guestSpec, hostVolumes, podNetworkSysctls } from './guest-spec.js';
+import { guestSpec, hostVolumes, pauseHolder, podNetworkSysctls } from './guest-spec.js';
 
 // The shape of a CRI app container's spec (containerd 1.6/2.1): the pod's namespaces by path,
 // CRI's files and a volume as bind mounts of host paths.
@@ -70,5 +70,51 @@ describe('guest spec', () => {
   it('makes namespaces given by path new ones while the pod has no sandbox container', () => {
     const out = guestSpec(criAppSpec(), { rootfs: '/r', ociVersion: '1.1.0', volumes: new Map() });
     assert.deepEqual((out.linux as { namespaces: unknown[] }).namespaces, [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }]);
+  });
+});
+
+// The shape of containerd's CRI sandbox spec (1.6/2.1): the pause image's /pause, new namespaces
+// but the pod's network one by path, the pod hostname and a cgroup path.
+function criSandboxSpec(patch: { args?: string[]; cgroupsPath?: string; namespaces?: unknown[]; terminal?: boolean; type?: string } = {}): Record<string, unknown> {
+  return {
+    ociVersion: '1.2.0',
+    hostname: 'pod-a',
+    annotations: { 'io.kubernetes.cri.container-type': patch.type ?? 'sandbox', 'io.kubernetes.cri.sandbox-id': 'sb1' },
+    process: { args: patch.args ?? ['/pause'], terminal: patch.terminal ?? false },
+    linux: {
+      cgroupsPath: patch.cgroupsPath,
+      namespaces: patch.namespaces ?? [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network', path: '/var/run/netns/cni-1' }],
+    },
+  };
+}
+
+describe('pauseHolder', () => {
+  it("holds a CRI sandbox running /pause with the agent's pause process: its new namespaces, hostname and cgroup", () => {
+    assert.deepEqual(pauseHolder('sb1', criSandboxSpec({ cgroupsPath: '/kubepods/besteffort/pod1/sb1' })), {
+      namespaces: ['pid', 'ipc', 'uts', 'mount'],
+      hostname: 'pod-a',
+      cgroup: '/kubepods/besteffort/pod1/sb1',
+    });
+    // containerd's path with no cgroup parent is the bare id, under crun's (the agent's) root cgroup.
+    assert.equal(pauseHolder('sb1', criSandboxSpec({ cgroupsPath: 'sb1' }))?.cgroup, '/sb1');
+    assert.equal(pauseHolder('sb1', criSandboxSpec())?.cgroup, '/sb1');
+    assert.deepEqual(pauseHolder('sb1', criSandboxSpec({ namespaces: [{ type: 'cgroup' }, { type: 'uts' }] }))?.namespaces, ['cgroup', 'uts']);
+  });
+
+  it('leaves to crun what the pause process would not honour the same way', () => {
+    const crun: Array<[string, Record<string, unknown>]> = [
+      ['an app container', criSandboxSpec({ type: 'container' })],
+      ['a spec that is not CRI', { ...criSandboxSpec(), annotations: {} }],
+      ['another command', criSandboxSpec({ args: ['/pause', '-v'] })],
+      ['another binary', criSandboxSpec({ args: ['/bin/sleep'] })],
+      ['a terminal', criSandboxSpec({ terminal: true })],
+      ['a user namespace', criSandboxSpec({ namespaces: [{ type: 'user' }] })],
+      ['a network namespace of its own', criSandboxSpec({ namespaces: [{ type: 'network' }] })],
+      ['an IPC namespace joined by path', criSandboxSpec({ namespaces: [{ type: 'ipc', path: '/proc/1/ns/ipc' }] })],
+      ["systemd's slice path", criSandboxSpec({ cgroupsPath: 'kubepods-besteffort-pod1.slice:cri-containerd:sb1' })],
+      ['a cgroup path going up', criSandboxSpec({ cgroupsPath: '/kubepods/../sb1' })],
+      ['a cgroup path with an empty component', criSandboxSpec({ cgroupsPath: '/kubepods//sb1' })],
+    ];
+    for (const [what, spec] of crun) assert.equal(pauseHolder('sb1', spec), undefined, what);
   });
 });

@@ -12,6 +12,7 @@
 //   (PodVm binds them there, read-only ones read-only on the host too); /dev/shm becomes a tmpfs
 //   of the guest's own (shared memory over 9p makes no sense).
 import path from 'node:path';
+import type { PauseHolder } from '../agent/client.js';
 
 /** A host file or directory a container bind-mounts, shared with the guest by PodVm. */
 export interface HostVolume {
@@ -122,4 +123,40 @@ function nsFile(type: string | undefined): string {
     default:
       return String(type);
   }
+}
+
+/** The namespaces the agent's pause process can make (proto PauseHolder). */
+const PAUSE_NAMESPACES = new Set(['pid', 'ipc', 'uts', 'mount', 'cgroup']);
+
+/**
+ * For a CRI sandbox container whose process is the pause image's `/pause`: what the agent's own
+ * pause process needs to hold the pod instead (proto PauseHolder), so the guest runs no crun and
+ * shares no rootfs for it. Undefined when its spec asks for anything that process would not honour
+ * the same way (another command, a terminal, a namespace joined by path other than the pod's
+ * network, a user namespace, a cgroup path that is not a plain absolute one): crun runs it then.
+ */
+export function pauseHolder(id: string, spec: Record<string, unknown>): PauseHolder | undefined {
+  const annotations = (spec.annotations ?? {}) as Record<string, unknown>;
+  if (annotations['io.kubernetes.cri.container-type'] !== 'sandbox') return undefined;
+  const proc = (spec.process ?? {}) as { args?: unknown; terminal?: unknown };
+  if (!Array.isArray(proc.args) || proc.args.length !== 1 || proc.args[0] !== '/pause' || proc.terminal) return undefined;
+  const linux = (spec.linux ?? {}) as { namespaces?: OciNamespace[]; cgroupsPath?: unknown };
+  const namespaces: string[] = [];
+  for (const ns of linux.namespaces ?? []) {
+    if (ns.type === 'network' && ns.path) continue; // the pod's: the VM's own
+    if (ns.path || !PAUSE_NAMESPACES.has(String(ns.type))) return undefined;
+    namespaces.push(String(ns.type));
+  }
+  // containerd's CRI gives "<parent>/<id>" (just "<id>" with no cgroup parent), or systemd's
+  // "<slice>:cri-containerd:<id>", which crun's cgroupfs manager reads its own way.
+  const cgroupsPath = linux.cgroupsPath ?? id;
+  if (typeof cgroupsPath !== 'string') return undefined;
+  const components = cgroupsPath.split('/').filter((c, i) => i > 0 || c !== '');
+  if (!components.length || components.some((c) => !/^[A-Za-z0-9_.@-]+$/.test(c) || c === '.' || c === '..')) return undefined;
+  return {
+    namespaces,
+    hostname: typeof spec.hostname === 'string' ? spec.hostname : '',
+    // A relative path is under crun's own cgroup, which is the agent's: the guest's root.
+    cgroup: `/${components.join('/')}`,
+  };
 }

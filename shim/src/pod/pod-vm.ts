@@ -18,7 +18,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { AgentClient, ContainerStats, PingResult, ProcessExit, StdioMode } from '../agent/client.js';
+import type { AgentClient, ContainerStats, PauseHolder, PingResult, ProcessExit, StdioMode } from '../agent/client.js';
 import { AgentCallError } from '../agent/errors.js';
 import { DEFAULT_AGENT_PORT } from '../agent/vsock.js';
 import { bootMicroVm, MicroVm } from '../hypervisor/microvm.js';
@@ -33,7 +33,7 @@ import { forwardPodPorts, type PortForwarder } from '../network/port-forward.js'
 import { ContainerFiles } from './container-files.js';
 import { PodVmError } from './pod-errors.js';
 import { createStateDir, type PodVmOptions, removeStateDir, validateOptions } from './pod-vm-options.js';
-import { guestSpec, podNetworkSysctls } from './guest-spec.js';
+import { guestSpec, pauseHolder, podNetworkSysctls } from './guest-spec.js';
 import type { ContainerRequest, Pod, PodMigrationStats, ProcessStdio } from './types.js';
 import { type ArrivedVm, receiveVm } from './vm-incoming.js';
 import { healthCheckTimeoutMs, UnansweredGuestWatch } from './unanswered-guest.js';
@@ -439,6 +439,8 @@ export class PodVm implements Pod {
   async createContainer(req: ContainerRequest): Promise<number> {
     this.agent(); // refuses a pod that is shut down, ended or hung before anything is shared
     const id = req.id;
+    const pause = this.sandboxPid === undefined && this.options.sandboxPause !== 'image' ? pauseHolder(id, req.spec) : undefined;
+    if (pause) return this.createPauseHolder(req, pause);
     const volumes = await this.files.share(req);
     const guestRootfs = path.posix.join(GUEST_SHARED_DIR, id, 'rootfs');
     const spec = guestSpec(req.spec, {
@@ -448,11 +450,7 @@ export class PodVm implements Pod {
       volumes,
     });
     try {
-      const sysctls = Object.fromEntries(Object.entries(podNetworkSysctls(req.spec)).filter(([key, value]) => this.sysctlsSet.get(key) !== value));
-      if (Object.keys(sysctls).length) {
-        await this.request((a) => a.setupGuest({ sysctls }));
-        for (const [key, value] of Object.entries(sysctls)) this.sysctlsSet.set(key, value);
-      }
+      await this.setPodSysctls(req.spec);
       const pid = await this.request((a) => a.createContainer(id, spec, req.stdio));
       if (this.sandboxPid === undefined && isSandbox(id, req.spec)) this.sandboxPid = pid;
       this.log?.info('container created', { container: id, pid, rootfs: req.rootfs });
@@ -461,6 +459,26 @@ export class PodVm implements Pod {
       await this.files.release(id).catch((e: Error) => this.log?.warn('cannot unshare a rootfs', { container: id, error: e.message }));
       throw err;
     }
+  }
+
+  /** The spec's net.* sysctls the guest does not have yet (the first SetupGuest gave the sandbox's). */
+  private async setPodSysctls(spec: Record<string, unknown>): Promise<void> {
+    const sysctls = Object.fromEntries(Object.entries(podNetworkSysctls(spec)).filter(([key, value]) => this.sysctlsSet.get(key) !== value));
+    if (!Object.keys(sysctls).length) return;
+    await this.request((a) => a.setupGuest({ sysctls }));
+    for (const [key, value] of Object.entries(sysctls)) this.sysctlsSet.set(key, value);
+  }
+
+  /**
+   * The pod's sandbox held by the agent's own pause process (guest-spec.ts pauseHolder): nothing
+   * shared, no crun. Its net.* sysctls still go to the guest.
+   */
+  private async createPauseHolder(req: ContainerRequest, pause: PauseHolder): Promise<number> {
+    await this.setPodSysctls(req.spec);
+    const pid = await this.request((a) => a.createContainer(req.id, {}, req.stdio, { pause }));
+    this.sandboxPid = pid;
+    this.log?.info('container created', { container: req.id, pid, heldBy: 'the agent\'s pause process', cgroup: pause.cgroup });
+    return pid;
   }
 
   async deleteContainer(containerId: string): Promise<void> {

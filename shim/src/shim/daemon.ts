@@ -59,6 +59,7 @@ export async function serve(flags: ShimFlags, bundle: string, loadedAhead?: { wa
     hypervisor: config.hypervisor,
     factory: config.factory,
     agentRequestTimeoutMs: config.runtime.agentRequestTimeoutMs,
+    sandboxPause: config.runtime.sandboxPause,
     logger,
   });
   const events = new EventPublisher({ address: process.env.TTRPC_ADDRESS ?? `${flags.address}.ttrpc`, namespace: flags.namespace, logger });

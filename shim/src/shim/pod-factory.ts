@@ -17,6 +17,8 @@ export interface PodBootOptions {
   factory: FactoryConfig;
   /** [runtime] agent_request_timeout_ms (PodVmOptions.callTimeoutMs). */
   agentRequestTimeoutMs?: number;
+  /** [runtime] sandbox_pause (PodVmOptions.sandboxPause). */
+  sandboxPause?: 'agent' | 'image';
   /** The pod's network namespace (CNI's), joined to the VM's NIC. */
   networkNamespace?: string;
   /** The pod's net.* sysctls, set with the guest's first setup (PodVmOptions.networkSysctls). */
@@ -47,6 +49,7 @@ export async function bootPod(options: PodBootOptions): Promise<Pod> {
     memoryBacking: hv.memoryBacking,
     logger: options.logger,
     callTimeoutMs: options.agentRequestTimeoutMs,
+    sandboxPause: options.sandboxPause,
     networkNamespace: options.networkNamespace,
     networkSysctls: options.networkSysctls,
     restore: options.restore,
