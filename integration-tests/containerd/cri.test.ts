@@ -434,7 +434,11 @@ for (const version of criVersions()) {
           assert.equal(app.linux.resources.memory.limit, 128 * MIB);
           assert.deepEqual([app.linux.resources.cpu.quota, app.linux.resources.cpu.period], [50_000, 100_000]);
           if (handler === 'stencil') {
-            const sh = async (cmd: string) => (await cri.execSync(pod.containers.c, ['sh', '-c', cmd])).stdout.toString().trim();
+            const sh = async (cmd: string) => {
+              const r = await cri.execSync(pod.containers.c, ['sh', '-c', cmd]);
+              assert.equal(r.exitCode, 0, `${cmd}: exit ${r.exitCode}, stdout ${JSON.stringify(r.stdout.toString())}, stderr ${JSON.stringify(r.stderr.toString())}`);
+              return r.stdout.toString().trim();
+            };
             assert.equal(await sh('nproc'), String(SIZED_VM.vcpus), "the guest's CPUs");
             const memTotalMiB = Number(/MemTotal:\s+(\d+) kB/.exec(await sh('cat /proc/meminfo'))![1]) / 1024;
             // The kernel keeps its own image and reserved pages out of MemTotal.

@@ -46,9 +46,9 @@ export interface RuntimeConfig {
    */
   spareDaemon: boolean;
   /**
-   * What holds a CRI pod's namespaces: "agent", the guest agent's own pause process (no crun, no
-   * rootfs shared; used when the sandbox's spec asks for nothing else), or "image", crun running
-   * the sandbox image's /pause.
+   * What holds a CRI pod's namespaces: "image" (default), crun running the sandbox image's /pause,
+   * or "agent", the guest agent's own pause process (no crun, no rootfs shared; used when the
+   * sandbox's spec asks for nothing else).
    */
   sandboxPause: SandboxPause;
 }
@@ -126,7 +126,7 @@ export function defaultConfig(): StencilConfig {
       seccomp: true,
     },
     factory: { enabled: true, templateDir: '/run/stencil-templates', templateDirSize: 4 * 2 ** 30, onMiss: 'boot' },
-    runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false, agentRequestTimeoutMs: 60_000, spareDaemon: true, sandboxPause: 'agent' },
+    runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false, agentRequestTimeoutMs: 60_000, spareDaemon: true, sandboxPause: 'image' },
   };
 }
 

@@ -57,8 +57,8 @@ export interface PodVmOptions {
   /** Instead of a new VM, the running one another shim daemon migrates here (pod/vm-incoming.ts). */
   incoming?: PodIncoming;
   /**
-   * What holds a CRI pod's namespaces ([runtime] sandbox_pause): "agent" (default), the agent's own
-   * pause process when the sandbox's spec allows it (guest-spec.ts pauseHolder); "image", crun
+   * What holds a CRI pod's namespaces ([runtime] sandbox_pause): "agent", the agent's own pause
+   * process when the sandbox's spec allows it (guest-spec.ts pauseHolder); "image" (default), crun
    * running the sandbox image's /pause.
    */
   sandboxPause?: 'agent' | 'image';

@@ -439,7 +439,9 @@ export class PodVm implements Pod {
   async createContainer(req: ContainerRequest): Promise<number> {
     this.agent(); // refuses a pod that is shut down, ended or hung before anything is shared
     const id = req.id;
-    const pause = this.sandboxPid === undefined && this.options.sandboxPause !== 'image' ? pauseHolder(id, req.spec) : undefined;
+    const { terminal, stdin, stdout, stderr } = req.stdio;
+    const holdable = this.sandboxPid === undefined && this.options.sandboxPause === 'agent' && !(terminal || stdin || stdout || stderr);
+    const pause = holdable ? pauseHolder(id, req.spec) : undefined; // else crun runs the sandbox's /pause
     if (pause) return this.createPauseHolder(req, pause);
     const volumes = await this.files.share(req);
     const guestRootfs = path.posix.join(GUEST_SHARED_DIR, id, 'rootfs');
