@@ -268,6 +268,18 @@ static bool oom_killed(const struct container *c) {
   return at && strtoull(at + 9, NULL, 10) > 0;
 }
 
+// Deletes the container once every process of it is gone: kills those still running, holds off
+// other calls, and answers the request when the last exit is reaped (at once if none runs).
+void container_delete(struct container *c, uint64_t conn_id, uint64_t req_id) {
+  for (struct process *p = c->procs; p; p = p->next)
+    if (p->pid && !p->exited) kill(p->pid, SIGKILL);
+  c->busy = true;  // nothing else may run on a container being deleted
+  c->deleting = true;
+  c->delete_conn = conn_id;
+  c->delete_req = req_id;
+  maybe_finish_delete(c);  // may free c
+}
+
 void maybe_finish_delete(struct container *c) {
   if (!c->deleting) return;
   for (struct process *p = c->procs; p; p = p->next)

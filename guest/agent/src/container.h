@@ -92,6 +92,8 @@ struct process *process_new(struct container *c, const char *exec_id, const stru
 void process_remove(struct process *p, const char *why);
 void container_remove(struct container *c, const char *why);
 void maybe_finish_delete(struct container *c);
+// Kills what still runs of the container and forgets it once all is reaped (may free c).
+void container_delete(struct container *c, uint64_t conn_id, uint64_t req_id);
 void process_started(struct process *p, pid_t pid);
 
 // ---- relay.c: stdio streams, pipes and ptys ----

@@ -36,15 +36,19 @@ static void free_crun_argv(char **argv) {
 }
 
 // fds: what the child gets as 0, 1, 2 (all > 2 in the agent, see ensure_std_fds).
-pid_t spawn_process(char **argv, const int fds[3]) {
-  pid_t pid = fork();
-  if (pid != 0) return pid;
+void child_reset(const int fds[3]) {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
   signal(SIGPIPE, SIG_DFL);
   setsid();  // away from the agent's session and console
   for (int i = 0; i < 3; i++) dup2(fds[i], i);  // dup2 clears close-on-exec
+}
+
+pid_t spawn_process(char **argv, const int fds[3]) {
+  pid_t pid = fork();
+  if (pid != 0) return pid;
+  child_reset(fds);
   execv(argv[0], argv);
   _exit(127);
 }
@@ -240,13 +244,7 @@ static void op_done(struct op *op, int st) {
         break;
       }
       // crun killed the container; make sure nothing of it survives, then wait for the reaps.
-      for (struct process *p = c->procs; p; p = p->next)
-        if (p->pid && !p->exited) kill(p->pid, SIGKILL);
-      c->busy = true;  // nothing else may run on a container being deleted
-      c->deleting = true;
-      c->delete_conn = op->conn_id;
-      c->delete_req = op->req_id;
-      maybe_finish_delete(c);  // may free c
+      container_delete(c, op->conn_id, op->req_id);  // may free c
       c = NULL;
       break;
   }

@@ -101,17 +101,10 @@ static void holder_child(int go, int status, int unshare_flags, const char *host
   const char *step = NULL;
   if (unshare(unshare_flags) < 0) step = "unshare";
   else if ((unshare_flags & CLONE_NEWUTS) && hostname[0] && sethostname(hostname, strlen(hostname)) < 0) step = "sethostname";
-  if (!step) {
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    signal(SIGPIPE, SIG_DFL);
-    setsid();
-    if (chdir("/") < 0) step = "chdir /";
-  }
+  if (!step && chdir("/") < 0) step = "chdir /";
   if (!step) {
     int null = dev_null();
-    for (int i = 0; i < 3; i++) dup2(null, i);
+    child_reset((int[3]){null, null, null});
     char *argv[] = {"/pause", NULL};
     char *envp[] = {NULL};
     execve(exe, argv, envp);
@@ -244,13 +237,8 @@ void pause_call(struct container *c, uint64_t conn_id, struct request *req) {
       respond_ok(conn_id, req->id);
       return;
     case M_DELETE:
-      if (!init->exited) kill(init->pid, SIGKILL);
       if (c->state == C_PAUSED) write_freeze(c, "0");  // a frozen process cannot die
-      c->busy = true;
-      c->deleting = true;
-      c->delete_conn = conn_id;
-      c->delete_req = req->id;
-      maybe_finish_delete(c);  // may free c
+      container_delete(c, conn_id, req->id);  // may free c
       return;
     default:
       respond(conn_id, req->id, E_FAILED_PRECONDITION,

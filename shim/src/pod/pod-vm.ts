@@ -28,6 +28,7 @@ import { AgentWaitError, waitForAgent } from './agent-wait.js';
 import { podVmSpec, SHARE_TAG } from './vm-spec.js';
 import type { Logger } from '../util/log.js';
 import { createShareView } from '../util/mounts.js';
+import { withDeadline } from '../util/deadline.js';
 import { adoptPodNetwork, attachPodNetwork, type PodNetwork } from '../network/pod-network.js';
 import { forwardPodPorts, type PortForwarder } from '../network/port-forward.js';
 import { ContainerFiles } from './container-files.js';
@@ -411,15 +412,11 @@ export class PodVm implements Pod {
       return undefined;
     }
     this.hung = `the guest of pod ${this.id} stopped answering (${unanswered}); its vCPUs are paused`;
-    let timer: NodeJS.Timeout | undefined;
     try {
       // Bounded: the pod must end even if a vCPU cannot be parked (the report then lacks it).
-      const tooLong = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('its vCPUs did not park within 10 s')), 10_000)));
-      if (this.vm) await Promise.race([this.vm.pause(), tooLong]);
+      if (this.vm) await withDeadline(this.vm.pause(), 10_000, () => new Error('its vCPUs did not park within 10 s'));
     } catch (err) {
       this.log?.warn('cannot pause the hung guest', { error: (err as Error).message });
-    } finally {
-      clearTimeout(timer);
     }
     const reason = `${this.hung}${this.exitStatsNote()}`;
     this.hung = reason;
