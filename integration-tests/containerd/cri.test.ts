@@ -178,6 +178,7 @@ for (const version of criVersions()) {
     for (const handler of HANDLERS) {
       describe(`handler ${handler}`, () => {
         scenario('a pod of two containers: both running, shared localhost, the pod IP is eth0\'s and in the CNI subnet', async () => {
+          const since = logOffset(c);
           const config = podConfig('two', { logRoot });
           // A pod sysctl (Kubernetes' safe set) holds in the pod's network namespace, the VM's for Stencil.
           config.linux!.sysctls = { 'net.ipv4.ip_local_port_range': '20000 30000' };
@@ -187,6 +188,11 @@ for (const version of criVersions()) {
           ]);
           const sandbox = (await cri.podSandboxStatus(pod.id)).status;
           assert.equal(sandbox.state, 'SANDBOX_READY');
+          if (handler === 'stencil' && (process.env.STENCIL_TEST_SANDBOX_PAUSE ?? 'agent') === 'agent') {
+            // [runtime] sandbox_pause = "agent" (the default): no crun for the sandbox.
+            const held = logSince(c, since).split('\n').filter((l) => l.includes('"heldBy":"the agent\'s pause process"'));
+            assert.ok(held.some((l) => l.includes(pod.id)), `the shim's log does not say the agent's pause process holds sandbox ${pod.id}`);
+          }
           assert.equal(sandbox.runtimeHandler, handler);
           const ip = sandbox.network?.ip ?? '';
           assert.ok(inSubnet(ip, c.criNetwork!.subnet), `pod IP ${ip} not in ${c.criNetwork!.subnet}`);

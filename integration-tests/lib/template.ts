@@ -62,6 +62,8 @@ export function shimConfig(o: { memory?: string; onMiss?: 'boot' | 'fail'; trans
     o.transport ? `transport = "${o.transport}"` : '',
     o.failpoints ? 'failpoints = true' : '',
     o.agentRequestTimeoutMs ? `agent_request_timeout_ms = ${o.agentRequestTimeoutMs}` : '',
+    // Which process holds a CRI sandbox ("agent" or "image"), to run the scenarios with either.
+    process.env.STENCIL_TEST_SANDBOX_PAUSE ? `sandbox_pause = "${process.env.STENCIL_TEST_SANDBOX_PAUSE}"` : '',
     // For a closer look at a run (the guest's console and the agent's log are debug lines).
     process.env.STENCIL_TEST_SHIM_LOG_LEVEL ? `log_level = "${process.env.STENCIL_TEST_SHIM_LOG_LEVEL}"` : '',
   ]

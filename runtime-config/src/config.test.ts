@@ -41,7 +41,7 @@ describe('defaults', () => {
         seccomp: true,
       },
       factory: { enabled: true, templateDir: '/run/stencil-templates', templateDirSize: 4 * 2 ** 30, onMiss: 'boot' },
-      runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false, agentRequestTimeoutMs: 60_000, spareDaemon: true, sandboxPause: 'image' },
+      runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false, agentRequestTimeoutMs: 60_000, spareDaemon: true, sandboxPause: 'agent' },
     });
   });
 
@@ -101,7 +101,7 @@ transport = "ttrpc"
 failpoints = true
 agent_request_timeout_ms = 5000
 spare_daemon = false
-sandbox_pause = "agent"
+sandbox_pause = "image"
 `,
       SRC,
     );
@@ -117,7 +117,7 @@ sandbox_pause = "agent"
         seccomp: false,
       },
       factory: defaultConfig().factory,
-      runtime: { logLevel: 'debug', stateDir: '/var/run/stencil', transport: 'ttrpc', failpoints: true, agentRequestTimeoutMs: 5000, spareDaemon: false, sandboxPause: 'agent' },
+      runtime: { logLevel: 'debug', stateDir: '/var/run/stencil', transport: 'ttrpc', failpoints: true, agentRequestTimeoutMs: 5000, spareDaemon: false, sandboxPause: 'image' },
     });
   });
 

@@ -58,8 +58,8 @@ export interface PodVmOptions {
   incoming?: PodIncoming;
   /**
    * What holds a CRI pod's namespaces ([runtime] sandbox_pause): "agent", the agent's own pause
-   * process when the sandbox's spec allows it (guest-spec.ts pauseHolder); "image" (default), crun
-   * running the sandbox image's /pause.
+   * process when the sandbox's spec allows it (guest-spec.ts pauseHolder), the configuration's
+   * default; "image" (when absent here), crun running the sandbox image's /pause.
    */
   sandboxPause?: 'agent' | 'image';
 }
