@@ -53,6 +53,7 @@ struct container {
   bool deleting;
   uint64_t delete_conn, delete_req;
   bool builtin;  // held by the agent's own pause process (pause.c), unknown to crun
+  bool start_through_exec_fifo;  // StartContainer writes crun's exec FIFO (proto field 6)
   struct container *next;
 };
 
@@ -113,6 +114,7 @@ int dev_null(void);
 struct op *op_start(struct container *c, uint64_t conn_id, struct request *req, const char *const *args,
                     const int fds[3], int console_fd, char *console_path, char *pid_file);
 int crun_sync(const char *const *args);
+void start_through_exec_fifo(struct container *c, uint64_t conn_id, struct request *req);
 bool op_reaped(pid_t pid, int st);
 
 // ---- pause.c: a sandbox held by the agent's own pause process ----

@@ -333,7 +333,7 @@ static int decode_setup_guest(const uint8_t *p, size_t n, struct request *req, c
 }
 
 // Every container call shares one layout: 1 container_id, 2 exec_id, 3 and 4 per method (and
-// CreateContainer's 5, its pause holder).
+// CreateContainer's 5, its pause holder, and 6).
 static int decode_container_call(const uint8_t *p, size_t n, struct request *req, const char **err) {
   pb_reader r = pb_reader_of(p, n);
   pb_field f;
@@ -361,6 +361,11 @@ static int decode_container_call(const uint8_t *p, size_t n, struct request *req
         break;
       case 5:
         if (req->method == M_CREATE && decode_pause_holder(&f, req, err) < 0) return -1;
+        break;
+      case 6:
+        if (req->method != M_CREATE) break;
+        if (take_varint(&v, &f, err) < 0) return -1;
+        req->start_through_exec_fifo = v != 0;
         break;
       case 4:
         if (req->method == M_CREATE || req->method == M_EXEC) {

@@ -108,6 +108,7 @@ struct request {
   char **pause_namespaces;
   size_t n_pause_namespaces;
   char *pause_cgroup;
+  bool start_through_exec_fifo;  // CreateContainer's 6
 };
 
 // 0 on success; -1 with *err naming the problem (a static string).

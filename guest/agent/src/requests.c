@@ -26,6 +26,7 @@ static void do_create(struct conn *conn, struct request *req) {
   }
   struct container *c = container_new(id);
   struct process *p = process_new(c, "", &req->stdio);
+  c->start_through_exec_fifo = req->start_through_exec_fifo;
   if (req->pause) {
     pause_create(conn->id, req, c);
     return;
@@ -194,7 +195,8 @@ static void run_call(struct container *c, uint64_t conn_id, struct request *req)
                 state_names[c->state]);
         return;
       }
-      simple_op(c, conn_id, req, "start", NULL, NULL);
+      if (c->start_through_exec_fifo) start_through_exec_fifo(c, conn_id, req);
+      else simple_op(c, conn_id, req, "start", NULL, NULL);
       return;
     case M_EXEC:
       do_exec(c, conn_id, req);

@@ -433,6 +433,38 @@ describe('containers (crun)', { skip: crunSkip }, () => {
     await client.deleteContainer(id);
   });
 
+  it("starts an init through crun's exec FIFO, but with `crun start` for a spec with poststart hooks (they run); an init gone before its start is refused by name", async () => {
+    const plain = newId();
+    await client.createContainer(plain, spec(['sleep', '1000']), {});
+    const pid = await client.startContainer(plain);
+    assert.match(agent.log(), new RegExp(`container ${plain}: started through its exec FIFO`));
+    let comm = '';
+    for (let i = 0; i < 200 && comm !== 'sleep'; i++, await new Promise((r) => setTimeout(r, 10))) comm = fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    assert.equal(comm, 'sleep', 'the init did not exec its process');
+    await client.deleteContainer(plain);
+
+    const hooked = newId();
+    const marker = path.join(os.tmpdir(), `stencil-poststart-${process.pid}-${hooked}`);
+    const withHook = { ...spec(['sleep', '1000']), hooks: { poststart: [{ path: '/bin/sh', args: ['sh', '-c', `echo ran > ${marker}`] }] } };
+    await client.createContainer(hooked, withHook, {});
+    try {
+      await client.startContainer(hooked);
+      assert.match(agent.log(), new RegExp(`container ${hooked}: crun start `));
+      assert.doesNotMatch(agent.log(), new RegExp(`container ${hooked}: started through its exec FIFO`));
+      assert.equal(fs.readFileSync(marker, 'utf8'), 'ran\n', 'the poststart hook did not run');
+    } finally {
+      fs.rmSync(marker, { force: true });
+      await client.deleteContainer(hooked);
+    }
+
+    const gone = newId();
+    const initPid = await client.createContainer(gone, spec(['true']), {});
+    process.kill(initPid, 'SIGKILL'); // the created init, waiting on the FIFO
+    await client.waitProcess(gone, '', { timeoutMs: 30_000 });
+    await rejectsWith(client.startContainer(gone), (e) => assert.match(e.message, /not created|no longer waits/));
+    await client.deleteContainer(gone);
+  });
+
   it('refuses a second create with the same id and reports crun failures', async () => {
     const id = newId();
     await client.createContainer(id, spec(['sleep', '1000']), {});

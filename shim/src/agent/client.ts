@@ -146,6 +146,25 @@ interface Opened {
 const DEFAULT_TIMEOUT_MS = 60_000;
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 
+/**
+ * Whether the agent may start a container by writing crun's exec FIFO itself (proto
+ * start_through_exec_fifo): not when its spec has poststart hooks, which only `crun start` runs,
+ * nor for a spec that is not JSON (crun's create refuses it anyway).
+ */
+function startsThroughExecFifo(spec: OciJson): boolean {
+  let value: unknown = spec;
+  if (typeof spec === 'string' || spec instanceof Uint8Array) {
+    try {
+      value = JSON.parse(Buffer.from(spec).toString());
+    } catch {
+      return false;
+    }
+  }
+  if (typeof value !== 'object' || value === null) return false;
+  const poststart = (value as { hooks?: { poststart?: unknown } }).hooks?.poststart;
+  return !(Array.isArray(poststart) && poststart.length > 0);
+}
+
 function ociBytes(value: OciJson): Uint8Array {
   if (typeof value === 'string') return Buffer.from(value);
   if (value instanceof Uint8Array) return value;
@@ -320,7 +339,7 @@ export class AgentClient {
     const pause = opts.pause && { namespaces: opts.pause.namespaces, hostname: opts.pause.hostname ?? '', cgroup: opts.pause.cgroup ?? '' };
     const r = await this.call(
       'createContainer',
-      { containerId, ociSpecJson: ociBytes(ociSpec), stdio: wireStdio(stdio), ...(pause ? { pause } : {}) },
+      { containerId, ociSpecJson: ociBytes(ociSpec), stdio: wireStdio(stdio), startThroughExecFifo: !pause && startsThroughExecFifo(ociSpec), ...(pause ? { pause } : {}) },
       { rpc: 'CreateContainer', containerId },
       opts,
     );
