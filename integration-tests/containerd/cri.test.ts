@@ -190,8 +190,8 @@ for (const version of criVersions()) {
           assert.equal(sandbox.state, 'SANDBOX_READY');
           if (handler === 'stencil' && (process.env.STENCIL_TEST_SANDBOX_PAUSE ?? 'agent') === 'agent') {
             // [runtime] sandbox_pause = "agent" (the default): no crun for the sandbox.
-            const held = logSince(c, since).split('\n').filter((l) => l.includes('"heldBy":"the agent\'s pause process"'));
-            assert.ok(held.some((l) => l.includes(pod.id)), `the shim's log does not say the agent's pause process holds sandbox ${pod.id}`);
+            const held = logSince(c, since).split('\n').some((l) => l.includes('"heldBy":"the agent\'s pause process"') && l.includes(pod.id));
+            assert.ok(held, `the shim's log does not say the agent's pause process holds sandbox ${pod.id}`);
           }
           assert.equal(sandbox.runtimeHandler, handler);
           const ip = sandbox.network?.ip ?? '';

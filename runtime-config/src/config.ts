@@ -46,9 +46,9 @@ export interface RuntimeConfig {
    */
   spareDaemon: boolean;
   /**
-   * What holds a CRI pod's namespaces: "image" (default), crun running the sandbox image's /pause,
-   * or "agent", the guest agent's own pause process (no crun, no rootfs shared; used when the
-   * sandbox's spec asks for nothing else).
+   * What holds a CRI pod's namespaces: "agent" (default), the guest agent's own pause process (no
+   * crun, no rootfs shared; used when the sandbox's spec asks for nothing else), or "image", crun
+   * running the sandbox image's /pause.
    */
   sandboxPause: SandboxPause;
 }
