@@ -106,10 +106,8 @@ int pause_main(void);
 // Kills every container (used on SIGTERM, synchronous).
 void containers_shutdown(void);
 
-// Forks and execs argv[0] with fds as its 0, 1, 2, in a new session with default signals (crun.c).
-pid_t spawn_process(char **argv, const int fds[3]);
 // In a forked child about to exec: no blocked signals, SIGPIPE default, a session of its own, and
-// fds as its 0, 1, 2 (spawn_process's and the pause process's setup).
+// fds as its 0, 1, 2 (crun's and the pause process's setup, crun.c).
 void child_reset(const int fds[3]);
 
 // ---- port forwarding (port.c) ----

@@ -384,6 +384,7 @@ void containers_init(void) {
     free(dirs[i]);
   }
   if (access(cfg.crun, X_OK) < 0) log_msg(LOG_ERROR, "the OCI runtime %s cannot be run: %s", cfg.crun, strerror(errno));
+  else crun_copy_sealed();
 }
 
 void containers_shutdown(void) {

@@ -111,6 +111,8 @@ void close_child_fds(int child[3]);
 
 // ---- crun.c ----
 int dev_null(void);
+// Makes the sealed in-memory copy of crun that every crun call then runs from.
+void crun_copy_sealed(void);
 struct op *op_start(struct container *c, uint64_t conn_id, struct request *req, const char *const *args,
                     const int fds[3], int console_fd, char *console_path, char *pid_file);
 int crun_sync(const char *const *args);

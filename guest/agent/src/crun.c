@@ -7,12 +7,53 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "container.h"
 
 static struct op *ops;
+
+// crun guards against CVE-2019-5736 by copying its own binary into a sealed memfd and
+// re-executing that, on every call, unless it already runs from a fully sealed memfd. One such
+// copy made at the agent's start (so a template's clones inherit it) saves an exec and a dynamic
+// load per crun call; sealed, the copy cannot be overwritten from a container either.
+static int crun_exe_fd = -1;
+#define CRUN_SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
+
+void crun_copy_sealed(void) {
+  const char *failed = "open";
+  int src = open(cfg.crun, O_RDONLY | O_CLOEXEC);
+  int fd = -1;
+  struct stat st;
+  if (src < 0 || fstat(src, &st) < 0) goto fail;
+  failed = "memfd_create";
+  fd = memfd_create("stencil-crun", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) goto fail;
+  failed = "copy";
+  for (off_t off = 0; off < st.st_size;) {
+    ssize_t n = sendfile(fd, src, &off, (size_t)(st.st_size - off));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = EIO;  // the file shrank while being copied
+      goto fail;
+    }
+  }
+  failed = "seal";
+  if (fcntl(fd, F_ADD_SEALS, CRUN_SEALS) < 0) goto fail;
+  close(src);
+  crun_exe_fd = fd;
+  log_msg(LOG_DEBUG, "crun runs from a sealed in-memory copy of %s (%lld bytes)", cfg.crun, (long long)st.st_size);
+  return;
+fail:
+  log_msg(LOG_INFO, "crun runs from %s (it copies itself on each call): cannot make a sealed copy (%s): %s", cfg.crun, failed,
+          strerror(errno));
+  if (src >= 0) close(src);
+  if (fd >= 0) close(fd);
+}
 
 static char **crun_argv(const char *log_path, const char *const *args) {
   size_t n = 0;
@@ -45,10 +86,12 @@ void child_reset(const int fds[3]) {
   for (int i = 0; i < 3; i++) dup2(fds[i], i);  // dup2 clears close-on-exec
 }
 
-pid_t spawn_process(char **argv, const int fds[3]) {
+// Forks and execs crun (argv[0] names it) with fds as its 0, 1, 2.
+static pid_t spawn_crun(char **argv, const int fds[3]) {
   pid_t pid = fork();
   if (pid != 0) return pid;
   child_reset(fds);
+  if (crun_exe_fd >= 0) fexecve(crun_exe_fd, argv, environ);
   execv(argv[0], argv);
   _exit(127);
 }
@@ -98,7 +141,7 @@ struct op *op_start(struct container *c, uint64_t conn_id, struct request *req, 
     null_fds[0] = null_fds[1] = null_fds[2] = fd;
     fds = null_fds;
   }
-  op->pid = spawn_process(argv, fds);
+  op->pid = spawn_crun(argv, fds);
   int err = errno;
   if (null_fds[0] >= 0) close(null_fds[0]);
   free_crun_argv(argv);
@@ -143,7 +186,7 @@ int crun_sync(const char *const *args) {
   char **argv = crun_argv(log_path, args);
   int fd = dev_null();
   int fds[3] = {fd, fd, fd};
-  pid_t pid = spawn_process(argv, fds);
+  pid_t pid = spawn_crun(argv, fds);
   close(fd);
   free_crun_argv(argv);
   int st = -1;

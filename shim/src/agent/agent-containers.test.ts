@@ -433,7 +433,7 @@ describe('containers (crun)', { skip: crunSkip }, () => {
     await client.deleteContainer(id);
   });
 
-  it("starts an init through crun's exec FIFO, but with `crun start` for a spec with poststart hooks (they run); an init gone before its start is refused by name", async () => {
+  it("starts an init through crun's exec FIFO, but with `crun start` (run from the agent's sealed copy) for a spec with poststart hooks (they run); an init gone before its start is refused by name", async () => {
     const plain = newId();
     await client.createContainer(plain, spec(['sleep', '1000']), {});
     const pid = await client.startContainer(plain);
@@ -445,13 +445,15 @@ describe('containers (crun)', { skip: crunSkip }, () => {
 
     const hooked = newId();
     const marker = path.join(os.tmpdir(), `stencil-poststart-${process.pid}-${hooked}`);
-    const withHook = { ...spec(['sleep', '1000']), hooks: { poststart: [{ path: '/bin/sh', args: ['sh', '-c', `echo ran > ${marker}`] }] } };
+    // The hook's parent is `crun start`: its executable shows that crun ran from the agent's sealed copy.
+    const hook = { path: '/bin/sh', args: ['sh', '-c', `echo "ran from $(readlink /proc/$PPID/exe)" > ${marker}`] };
+    const withHook = { ...spec(['sleep', '1000']), hooks: { poststart: [hook] } };
     await client.createContainer(hooked, withHook, {});
     try {
       await client.startContainer(hooked);
       assert.match(agent.log(), new RegExp(`container ${hooked}: crun start `));
       assert.doesNotMatch(agent.log(), new RegExp(`container ${hooked}: started through its exec FIFO`));
-      assert.equal(fs.readFileSync(marker, 'utf8'), 'ran\n', 'the poststart hook did not run');
+      assert.equal(fs.readFileSync(marker, 'utf8'), 'ran from /memfd:stencil-crun (deleted)\n', 'the poststart hook did not run, or crun did not run from the sealed copy');
     } finally {
       fs.rmSync(marker, { force: true });
       await client.deleteContainer(hooked);
