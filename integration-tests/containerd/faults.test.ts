@@ -263,6 +263,31 @@ describe(`faults injected under containerd ${VERSION} with the Stencil shim`, ()
     }
   });
 
+  it("a daemon exit that outlasts its grace (exit_grace_ms = 1 in the container's runtime configuration): after delete the daemon forces itself out and removes its socket, RAM file and state directory; nothing leaks", async () => {
+    const id = 'forced-exit';
+    const graceConfig = writeShimConfig('shim-exit-grace.toml', { exitGraceMs: 1 });
+    try {
+      const logBefore = logOffset(c);
+      const r = await c.ctr(['run', '-d', '--runtime', RUNTIME, '--runtime-config-path', graceConfig, image, id, 'sleep', '1000']);
+      assert.equal(r.code, 0, r.stderr);
+      const shim = c.shimPids(id);
+      assert.equal(shim.length, 1, `the shim daemon of ${id}: ${shim.join(', ')}`);
+      await c.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
+      assert.equal(await waitWhile(id, ['RUNNING'], 30_000), 'STOPPED');
+      // Delete, then (containerd 1.x, and 2.x when it does) Shutdown, or else the idle exit 30 s on:
+      // either way the daemon's exit takes longer than 1 ms, the pod's VM being torn down.
+      const del = await c.ctr(['task', 'delete', id]);
+      assert.equal(del.code, 0, `ctr task delete: ${del.stderr}`);
+      for (let i = 0; i < 300 && c.shimPids(id).length > 0; i++) await sleep(200);
+      assert.deepEqual(c.shimPids(id), [], 'the shim daemon still runs');
+      // Only this daemon has a 1 ms grace.
+      assert.match(logSince(c, logBefore), /"message":"shim daemon forced out"[^\n]*"why":"still [a-z ]+ after 1 ms"/, `the daemon did not force its exit:\n${c.logTail(40)}`);
+      assert.doesNotMatch(logSince(c, logBefore), /the forced exit left the pod state directory/);
+    } finally {
+      await recoverAndCheck(id);
+    }
+  });
+
   it('stencil pool status afterwards: no clone of the template left running, every faulted pod counted as served', () => {
     const template = poolTemplate();
     assert.equal(template.liveClones.processes, 0, JSON.stringify(template.liveClones));

@@ -51,7 +51,7 @@ export const templateFile = (record: TemplateRecord, name: 'memory' | 'state' | 
 export const SHIM_TEMPLATE_DIR = '/run/stencil-test-templates';
 
 /** A Stencil configuration file's text: templates from SHIM_TEMPLATE_DIR, a miss fails unless `onMiss` says otherwise. */
-export function shimConfig(o: { memory?: string; onMiss?: 'boot' | 'fail'; transport?: string; failpoints?: boolean; agentRequestTimeoutMs?: number } = {}): string {
+export function shimConfig(o: { memory?: string; onMiss?: 'boot' | 'fail'; transport?: string; failpoints?: boolean; agentRequestTimeoutMs?: number; exitGraceMs?: number } = {}): string {
   return [
     '[hypervisor]',
     o.memory ? `default_memory = "${o.memory}"` : '',
@@ -62,6 +62,7 @@ export function shimConfig(o: { memory?: string; onMiss?: 'boot' | 'fail'; trans
     o.transport ? `transport = "${o.transport}"` : '',
     o.failpoints ? 'failpoints = true' : '',
     o.agentRequestTimeoutMs ? `agent_request_timeout_ms = ${o.agentRequestTimeoutMs}` : '',
+    o.exitGraceMs ? `exit_grace_ms = ${o.exitGraceMs}` : '',
     // Which process holds a CRI sandbox ("agent" or "image"), to run the scenarios with either.
     process.env.STENCIL_TEST_SANDBOX_PAUSE ? `sandbox_pause = "${process.env.STENCIL_TEST_SANDBOX_PAUSE}"` : '',
     // For a closer look at a run (the guest's console and the agent's log are debug lines).

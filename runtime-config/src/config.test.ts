@@ -41,7 +41,7 @@ describe('defaults', () => {
         seccomp: true,
       },
       factory: { enabled: true, templateDir: '/run/stencil-templates', templateDirSize: 4 * 2 ** 30, onMiss: 'boot' },
-      runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false, agentRequestTimeoutMs: 60_000, spareDaemon: true, sandboxPause: 'agent' },
+      runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false, agentRequestTimeoutMs: 60_000, exitGraceMs: 10_000, spareDaemon: true, sandboxPause: 'agent' },
     });
   });
 
@@ -76,7 +76,7 @@ describe('defaults', () => {
     const file = fileURLToPath(new URL('../../../runtime-config/configuration.toml', import.meta.url));
     const text = fs.readFileSync(file, 'utf8');
     assert.deepEqual(parseConfig(text, file), defaultConfig());
-    for (const key of ['kernel', 'initrd', 'kernel_params', 'default_vcpus', 'default_memory', 'memory_dir', 'memory_backing', 'log_level', 'state_dir', 'transport', 'failpoints', 'agent_request_timeout_ms', 'spare_daemon', 'sandbox_pause']) {
+    for (const key of ['kernel', 'initrd', 'kernel_params', 'default_vcpus', 'default_memory', 'memory_dir', 'memory_backing', 'log_level', 'state_dir', 'transport', 'failpoints', 'agent_request_timeout_ms', 'exit_grace_ms', 'spare_daemon', 'sandbox_pause']) {
       assert.match(text, new RegExp(`^${key} = `, 'm'), `${key} missing from ${file}`);
     }
   });
@@ -100,6 +100,7 @@ state_dir = "/var/run/stencil"
 transport = "ttrpc"
 failpoints = true
 agent_request_timeout_ms = 5000
+exit_grace_ms = 2500
 spare_daemon = false
 sandbox_pause = "image"
 `,
@@ -117,7 +118,7 @@ sandbox_pause = "image"
         seccomp: false,
       },
       factory: defaultConfig().factory,
-      runtime: { logLevel: 'debug', stateDir: '/var/run/stencil', transport: 'ttrpc', failpoints: true, agentRequestTimeoutMs: 5000, spareDaemon: false, sandboxPause: 'image' },
+      runtime: { logLevel: 'debug', stateDir: '/var/run/stencil', transport: 'ttrpc', failpoints: true, agentRequestTimeoutMs: 5000, exitGraceMs: 2500, spareDaemon: false, sandboxPause: 'image' },
     });
   });
 
@@ -168,6 +169,7 @@ describe('parseConfig rejects', () => {
 
   it('an agent request timeout under a second', () => {
     assertOneProblem('[runtime]\nagent_request_timeout_ms = 10', /runtime\.agent_request_timeout_ms: 10 is out of range; allowed: milliseconds, from 1000 to 3600000/);
+    assertOneProblem('[runtime]\nexit_grace_ms = 0', /runtime\.exit_grace_ms: 0 is out of range; allowed: milliseconds, from 1 to 600000/);
   });
 
   it('sizes that are not sizes, or too large', () => {

@@ -41,6 +41,12 @@ export interface RuntimeConfig {
    */
   agentRequestTimeoutMs: number;
   /**
+   * How long the shim daemon's own exit (pod shut down, sockets closed) may take before the daemon
+   * forces itself out: it then removes its socket, the pod's RAM file and state directory and
+   * exits 1, leaving nothing behind for containerd or the host to clean.
+   */
+  exitGraceMs: number;
+  /**
    * Keep one spare shim daemon per containerd, loaded and waiting, so a new pod's `start` hands
    * it the pod instead of starting Node (shim/launcher/spare.c). Costs one idle daemon's memory.
    */
@@ -126,7 +132,7 @@ export function defaultConfig(): StencilConfig {
       seccomp: true,
     },
     factory: { enabled: true, templateDir: '/run/stencil-templates', templateDirSize: 4 * 2 ** 30, onMiss: 'boot' },
-    runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false, agentRequestTimeoutMs: 60_000, spareDaemon: true, sandboxPause: 'agent' },
+    runtime: { logLevel: 'info', stateDir: '/run/stencil', transport: 'auto', failpoints: false, agentRequestTimeoutMs: 60_000, exitGraceMs: 10_000, spareDaemon: true, sandboxPause: 'agent' },
   };
 }
 
@@ -264,6 +270,7 @@ const SCHEMA: { [S in keyof StencilConfig]: SectionSpec<StencilConfig[S]> } = {
     transport: enumKey(TRANSPORTS),
     failpoints: boolKey(),
     agentRequestTimeoutMs: intKey(1_000, 3_600_000, 'milliseconds, from 1000 to 3600000'),
+    exitGraceMs: intKey(1, 600_000, 'milliseconds, from 1 to 600000'),
     spareDaemon: boolKey(),
     sandboxPause: enumKey(SANDBOX_PAUSES),
   },

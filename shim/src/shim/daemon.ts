@@ -25,7 +25,6 @@ import { memoryFileName } from '../hypervisor/types.js';
  * containerd gave up on without a Shutdown (containerd 2.1's gRPC race, see README).
  */
 const IDLE_EXIT_MS = 30_000;
-const EXIT_GRACE_MS = 10_000;
 
 /** `loadedAhead`: a spare daemon given this pod (spare.ts), with how long it had waited. */
 export async function serve(flags: ShimFlags, bundle: string, loadedAhead?: { waitedMs: number }): Promise<void> {
@@ -121,14 +120,14 @@ export async function serve(flags: ShimFlags, bundle: string, loadedAhead?: { wa
     // grace), and with it what its pod had on disk: the mounts go with the daemon's mount
     // namespace, not the directories and the RAM file they were in.
     const force = setTimeout(() => {
-      logger.error('shim daemon forced out', { why: `still ${step} after ${EXIT_GRACE_MS / 1000} s` });
+      logger.error('shim daemon forced out', { why: `still ${step} after ${config.runtime.exitGraceMs} ms` });
       address.removeDaemonSocket(flags.socket);
       const { stateDir, vmName } = podBootOptions();
       fs.rmSync(path.join(config.hypervisor.memoryDir, memoryFileName(vmName)), { force: true });
       void removeStateDir(stateDir)
         .then((kept) => kept.length && logger.error('the forced exit left the pod state directory', { kept }))
         .finally(() => process.exit(1));
-    }, EXIT_GRACE_MS);
+    }, config.runtime.exitGraceMs);
     try {
       await closeServer?.();
       step = 'shutting the pod down';
