@@ -17,10 +17,11 @@
 
 static struct op *ops;
 
-// crun guards against CVE-2019-5736 by copying its own binary into a sealed memfd and
-// re-executing that, on every call, unless it already runs from a fully sealed memfd. One such
-// copy made at the agent's start (so a template's clones inherit it) saves an exec and a dynamic
-// load per crun call; sealed, the copy cannot be overwritten from a container either.
+// crun guards against CVE-2019-5736 by re-executing itself, on every call, from a binary a
+// container cannot write through (as root: a read-only bind mount of it on a temporary file, with
+// its mount and unmount; else a sealed memfd copy), unless it already runs from a fully sealed
+// memfd. One such copy made at the agent's start (so a template's clones inherit it) saves an
+// exec, a dynamic load and two mount calls per crun call; sealed, it cannot be overwritten either.
 static int crun_exe_fd = -1;
 #define CRUN_SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
 
