@@ -50,7 +50,7 @@ void crun_copy_sealed(void) {
   log_msg(LOG_DEBUG, "crun runs from a sealed in-memory copy of %s (%lld bytes)", cfg.crun, (long long)st.st_size);
   return;
 fail:
-  log_msg(LOG_INFO, "crun runs from %s (it copies itself on each call): cannot make a sealed copy (%s): %s", cfg.crun, failed,
+  log_msg(LOG_INFO, "crun runs from %s (re-executing itself on each call): cannot make a sealed copy (%s): %s", cfg.crun, failed,
           strerror(errno));
   if (src >= 0) close(src);
   if (fd >= 0) close(fd);
