@@ -87,6 +87,9 @@ describe('the emulated-host fault retry', () => {
     // A clone that never printed what the test waited for (snapshot.test), with its exit stats.
     const quiet = hung(4789656, 4688013).replace('guest did not finish within 180000 ms', 'console never showed /tick-(\\d+)\\r?\\n/ within 120000 ms');
     assert.match(pageFaultStorm(quiet) ?? '', /4688013 page faults reflected into it/);
+    // A `stencil vm run` guest that never ticked (vm/qmp.test), with the stats its QMP gave.
+    const noTick = hung(4789656, 4688013).replace('guest did not finish within 180000 ms', 'console never showed a tick >= 3 within 180000 ms');
+    assert.match(pageFaultStorm(noTick) ?? '', /4688013 page faults reflected into it/);
   });
 
   it("gives a failure's error, a block or quoted, cut at a length that says how much is left", () => {

@@ -38,12 +38,20 @@ class VmProcess {
     this.child.stderr!.on('data', (c: Buffer) => (this.stderr += c.toString('utf8')));
     this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
   }
-  async tickAtLeast(min: number, timeoutMs: number): Promise<number> {
+  /**
+   * Waits for a tick >= min on the console. A guest that never prints it fails with its exit
+   * stats, asked through its QMP session: they tell a stalled guest from one spinning in the
+   * emulated host's page-fault storm, which lib/fault-retry.ts matches in these words.
+   */
+  async tickAtLeast(min: number, timeoutMs: number, qmp: SocatQmp): Promise<number> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const found = ticks(this.stdout).filter((t) => t >= min);
       if (found.length) return found[0];
-      if (Date.now() > deadline) throw new Error(`no tick >= ${min} within ${timeoutMs} ms; console:\n${this.stdout.slice(-2000)}\nstderr:\n${this.stderr}`);
+      if (Date.now() > deadline) {
+        const stats = await qmp.execute('x-query-exit-stats').then((r) => JSON.stringify(r.return ?? r.error), (e: Error) => `(none: ${e.message})`);
+        throw new Error(`console never showed a tick >= ${min} within ${timeoutMs} ms; exit stats: ${stats}\nconsole:\n${this.stdout.slice(-2000)}\nstderr:\n${this.stderr}`);
+      }
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }
@@ -81,7 +89,7 @@ describe('QMP templating with the real guest', () => {
       '--cmdline', guestParams(script).join(' '),
     ]);
     const qmp = await connect(templateSocket);
-    await template.tickAtLeast(3, BOOT_TIMEOUT_MS);
+    await template.tickAtLeast(3, BOOT_TIMEOUT_MS, qmp);
     await qmp.ok('stop');
     await new Promise((resolve) => setTimeout(resolve, 300));
     const last = Math.max(...ticks(template.stdout));
@@ -105,9 +113,9 @@ describe('QMP templating with the real guest', () => {
     await new Promise((resolve) => setTimeout(resolve, 1000));
     assert.deepEqual(ticks(clone.stdout), [], 'the clone ran before cont');
     await cq.ok('cont');
-    const first = await clone.tickAtLeast(0, 60_000);
+    const first = await clone.tickAtLeast(0, 60_000, cq);
     assert.ok(first > last && first <= last + 2, `the clone's first tick is ${first}, the template stopped after ${last}`);
-    await clone.tickAtLeast(first + 3, 60_000);  // its timers keep firing
+    await clone.tickAtLeast(first + 3, 60_000, cq);  // its timers keep firing
     assert.doesNotMatch(clone.stdout, /init reached|Linux version/, 'the clone booted again');
     await cq.ok('quit');
     assert.equal(await clone.exited, 0, clone.stderr);
