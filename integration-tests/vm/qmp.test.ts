@@ -39,9 +39,9 @@ class VmProcess {
     this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
   }
   /**
-   * Waits for a tick >= min on the console. A guest that never prints it fails with its exit
-   * stats, asked through its QMP session: they tell a stalled guest from one spinning in the
-   * emulated host's page-fault storm, which lib/fault-retry.ts matches in these words.
+   * Waits for a tick >= min on the console. A guest that never prints it is paused and fails with
+   * its exit stats and registers, asked through its QMP session: they tell a stalled guest from one
+   * spinning in the emulated host's page-fault storm, which lib/fault-retry.ts matches in these words.
    */
   async tickAtLeast(min: number, timeoutMs: number, qmp: SocatQmp): Promise<number> {
     const deadline = Date.now() + timeoutMs;
@@ -49,6 +49,8 @@ class VmProcess {
       const found = ticks(this.stdout).filter((t) => t >= min);
       if (found.length) return found[0];
       if (Date.now() > deadline) {
+        // Paused first, so the stats carry each vCPU's registers: where the guest is stuck.
+        await qmp.execute('stop').catch(() => undefined);
         const stats = await qmp.execute('x-query-exit-stats').then((r) => JSON.stringify(r.return ?? r.error), (e: Error) => `(none: ${e.message})`);
         throw new Error(`console never showed a tick >= ${min} within ${timeoutMs} ms; exit stats: ${stats}\nconsole:\n${this.stdout.slice(-2000)}\nstderr:\n${this.stderr}`);
       }
