@@ -10,7 +10,7 @@
 // smaps' Private_*/Shared_* are not used: they count mappings of a page, and with every VM in one
 // process a template page touched by one clone only would count as private.
 import fs from 'node:fs';
-import { mappingUsage } from '../../shim/src/factory/clone-usage.js';
+import { mappingUsage, mapsFileId } from '../../shim/src/factory/clone-usage.js';
 import type { PodVm } from '../../shim/src/pod/pod-vm.js';
 import { memAvailableBytes, median, MIB, note, round } from '../lib/bench-stats.js';
 import { bootTestPod, printConsole } from '../lib/pod.js';
@@ -46,14 +46,14 @@ async function phase(kind: 'clone' | 'cold', count: number, memoryBytes: number,
       // Every clone maps the same template file: the sums cover all of them.
       const files = new Set(pods.map((p) => p.memoryPath));
       if (files.size !== 1) throw new Error(`the clones map ${files.size} different memory files: ${[...files].join(', ')}`);
-      const usage = mappingUsage(process.pid, [...files][0]);
+      const usage = mappingUsage(process.pid, mapsFileId([...files][0]) ?? 'gone');
       if (!usage) throw new Error(`this process does not map ${[...files][0]}`);
       result.privatePerVmMib.push(mib(usage.privateBytes / count));
       result.pssPerVmMib.push(mib(usage.pssBytes / count));
     } else {
       result.ramFileMib = [];
       for (const pod of pods) {
-        const usage = mappingUsage(process.pid, pod.memoryPath);
+        const usage = mappingUsage(process.pid, mapsFileId(pod.memoryPath) ?? 'gone');
         if (!usage) throw new Error(`this process does not map pod ${pod.id}'s RAM file ${pod.memoryPath}`);
         result.privatePerVmMib.push(mib(usage.rssBytes));
         result.pssPerVmMib.push(mib(usage.pssBytes));

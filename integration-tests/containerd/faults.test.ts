@@ -272,6 +272,8 @@ describe(`faults injected under containerd ${VERSION} with the Stencil shim`, ()
       assert.equal(r.code, 0, r.stderr);
       const shim = c.shimPids(id);
       assert.equal(shim.length, 1, `the shim daemon of ${id}: ${shim.join(', ')}`);
+      // The one pod running: `stencil pool status` sees its clone, though the daemon has its own mount namespace.
+      assert.equal(poolTemplate().liveClones.processes, 1, 'stencil pool status does not count the running clone');
       await c.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
       assert.equal(await waitWhile(id, ['RUNNING'], 30_000), 'STOPPED');
       // Delete, then (containerd 1.x, and 2.x when it does) Shutdown, or else the idle exit 30 s on:

@@ -4,6 +4,9 @@
 // copy-on-write copies, which smaps counts as `Anonymous` within the file mapping. (smaps'
 // Shared_*/Private_* say how many processes map a page, not who owns it: with a single clone,
 // the template's pages would show as "private" too.)
+// A mapping is the template's when its device and inode are the file's: the path /proc shows
+// depends on the reader's root and mount namespace (a pod's daemon has its own), so it is not
+// compared.
 import fs from 'node:fs';
 
 export interface MappingUsage {
@@ -18,8 +21,23 @@ export interface MappingUsage {
 
 const FIELD = /^(Rss|Pss|Anonymous):\s+(\d+) kB$/;
 
-/** Sums the smaps entries of `pid` that map `file`; undefined when it does not map it. */
-export function mappingUsage(pid: number, file: string, smapsText?: string): MappingUsage | undefined {
+/** How /proc/<pid>/maps names a file's device and inode ("08:01 1234"); undefined if it is gone. */
+export function mapsFileId(file: string): string | undefined {
+  let st: fs.BigIntStats;
+  try {
+    st = fs.statSync(file, { bigint: true });
+  } catch {
+    return undefined;
+  }
+  // The kernel's encoding of dev_t (huge majors/minors spread over both halves), as glibc's major()/minor().
+  const major = ((st.dev >> 8n) & 0xfffn) | ((st.dev >> 32n) & ~0xfffn);
+  const minor = (st.dev & 0xffn) | ((st.dev >> 12n) & ~0xffn);
+  const hex = (n: bigint) => n.toString(16).padStart(2, '0');
+  return `${hex(major)}:${hex(minor)} ${st.ino}`;
+}
+
+/** Sums the smaps entries of `pid` that map the file with maps identity `fileId` (mapsFileId); undefined when it does not map it. */
+export function mappingUsage(pid: number, fileId: string, smapsText?: string): MappingUsage | undefined {
   let text: string;
   try {
     text = smapsText ?? fs.readFileSync(`/proc/${pid}/smaps`, 'utf8');
@@ -31,9 +49,9 @@ export function mappingUsage(pid: number, file: string, smapsText?: string): Map
   let found = false;
   for (const line of text.split('\n')) {
     // A mapping header: "start-end perms offset dev inode   path".
-    const header = /^[0-9a-f]+-[0-9a-f]+ \S+ [0-9a-f]+ \S+ \d+\s*(.*)$/.exec(line);
+    const header = /^[0-9a-f]+-[0-9a-f]+ \S+ [0-9a-f]+ (\S+ \d+)/.exec(line);
     if (header) {
-      inside = header[1] === file || header[1] === `${file} (deleted)`;
+      inside = header[1] === fileId;
       found ||= inside;
       continue;
     }
@@ -63,12 +81,14 @@ export function* processMaps(): Generator<[number, string]> {
   }
 }
 
-/** Every process mapping `file` (cheap first pass over /proc/<pid>/maps, then its smaps). */
+/** Every process mapping `file`, by whatever path it reached it (cheap first pass over /proc/<pid>/maps, then its smaps). */
 export function processesMapping(file: string): MappingUsage[] {
+  const fileId = mapsFileId(file);
+  if (!fileId) return [];
   const result: MappingUsage[] = [];
   for (const [pid, maps] of processMaps()) {
-    if (!maps.includes(file)) continue;
-    const usage = mappingUsage(pid, file);
+    if (!maps.includes(` ${fileId} `)) continue;
+    const usage = mappingUsage(pid, fileId);
     if (usage) result.push(usage);
   }
   return result;

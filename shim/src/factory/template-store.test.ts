@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { mappingUsage, processesMapping } from './clone-usage.js';
+import { mappingUsage, mapsFileId, processesMapping } from './clone-usage.js';
 import { TemplateError, TemplateStore } from './template-store.js';
 import type { TemplateSpec } from './template-spec.js';
 
@@ -128,27 +128,32 @@ describe('TemplateStore', () => {
   });
 });
 
-describe('clone memory usage (smaps)', () => {
-  it('separates shared template pages from pages a private mapping wrote', async () => {
-    const file = path.join(dir, 'template-memory');
-    fs.writeFileSync(file, Buffer.alloc(64 * 4096, 1));
-    // A MAP_PRIVATE mapping (mmap.ACCESS_COPY) that reads every page and writes 16 of them.
-    const child = spawn('python3', [
-      '-c',
-      `import mmap, sys, time
+/** A process mapping `file` MAP_PRIVATE (mmap.ACCESS_COPY), reading every page and writing 16 of them; `wrap` runs it (e.g. in another mount namespace). */
+async function privateMapper(file: string, wrap: (python: string[]) => string[] = (p) => p) {
+  const script = `import mmap, sys, time
 f = open(sys.argv[1], 'rb')
 m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
 s = sum(m[i] for i in range(0, len(m), 4096))
 for i in range(16): m[i * 4096] = 2
 print('ready', flush=True)
-time.sleep(60)`,
-      file,
-    ]);
+time.sleep(60)`;
+  const [cmd, ...args] = wrap(['python3', '-c', script]);
+  const child = spawn(cmd, args);
+  let stderr = '';
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  await new Promise((resolve, reject) => {
+    child.stdout.once('data', resolve);
+    child.once('exit', (code) => reject(new Error(`the mapper exited ${code}: ${stderr}`)));
+  });
+  return child;
+}
+
+describe('clone memory usage (smaps)', () => {
+  it('separates shared template pages from pages a private mapping wrote', async () => {
+    const file = path.join(dir, 'template-memory');
+    fs.writeFileSync(file, Buffer.alloc(64 * 4096, 1));
+    const child = await privateMapper(file, (p) => [...p, file]);
     try {
-      await new Promise((resolve, reject) => {
-        child.stdout.once('data', resolve);
-        child.once('exit', (code) => reject(new Error(`python exited ${code}`)));
-      });
       const usage = processesMapping(file).find((u) => u.pid === child.pid);
       assert.ok(usage, 'the mapping process is found');
       assert.deepEqual(
@@ -158,6 +163,28 @@ time.sleep(60)`,
     } finally {
       child.kill('SIGKILL');
     }
-    assert.equal(mappingUsage(999999999, file), undefined);
+    assert.equal(mappingUsage(999999999, mapsFileId(file)!), undefined);
+    assert.equal(mapsFileId(path.join(dir, 'no-such-file')), undefined);
+  });
+
+  // A pod's daemon has its own mount namespace, and /proc/<pid>/maps names a file by the path the
+  // reader would see it: a chroot'ed reader or a bind mount gives another path for the same file.
+  it('finds a mapping of the file through another path in another mount namespace', { skip: process.getuid?.() !== 0 && 'needs root (unshare --mount)' }, async () => {
+    const file = path.join(dir, 'template-memory-ns');
+    fs.writeFileSync(file, Buffer.alloc(64 * 4096, 1));
+    const elsewhere = path.join(dir, 'bound-elsewhere');
+    const child = await privateMapper(file, (p) => [
+      'unshare', '--mount', '--propagation', 'private', 'sh', '-c',
+      `mkdir -p "$1" && mount --bind "$2" "$1" && shift 2 && exec "$@"`, 'sh', elsewhere, dir, ...p, path.join(elsewhere, path.basename(file)),
+    ]);
+    try {
+      const maps = fs.readFileSync(`/proc/${child.pid}/maps`, 'utf8');
+      assert.ok(!maps.includes(file) && maps.includes(path.join(elsewhere, path.basename(file))), `the mapping shows under the other path:\n${maps}`);
+      const usage = processesMapping(file).find((u) => u.pid === child.pid);
+      assert.ok(usage, 'the mapping process is found by the file, not by its path');
+      assert.equal(usage.privateBytes, 16 * 4096);
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 });
