@@ -5,7 +5,8 @@
 //      of each of those calls per runtime (cri_pod_start_phase_ms).
 //   2. --parallel pods (default 50) started at once per runtime: total time to all running,
 //      failures, and host memory per pod (MemAvailable drop while they run; the Stencil figure
-//      includes each pod's shim daemon and VM, runc's each pod's shim and containers).
+//      includes each pod's shim daemon and VM, runc's each pod's shim and containers); for Stencil
+//      also where a pod's memory goes (cri_pod_memory_breakdown, from each daemon's smaps).
 // One JSON line per figure on stdout; progress on stderr. STENCIL_CRI_BENCH_LOG=N prints the last N
 // lines of containerd's log (with the shims') at the end, to see where a pod's start goes (with
 // STENCIL_TEST_SHIM_LOG_LEVEL=debug: each agent call and the guest's console); a failure prints 80.
@@ -18,7 +19,9 @@ import { ContainerdInstance, type ContainerdVersion } from '../lib/containerd.js
 import type { CriClient } from '../lib/cri.js';
 import { containerConfig, criStartOptions, podConfig, removePod, waitFor } from '../lib/cri-pods.js';
 import { emit, MIB, median, memAvailableBytes, note, round } from '../lib/bench-stats.js';
-import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG } from '../lib/template.js';
+import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG, SHIM_TEMPLATE_DIR, templateFile } from '../lib/template.js';
+import { TemplateStore } from '../../shim/src/factory/template-store.js';
+import { processesMapping, processMaps } from '../../shim/src/factory/clone-usage.js';
 
 const { values } = parseArgs({ options: { version: { type: 'string', default: '2.1' }, runs: { type: 'string', default: '10' }, parallel: { type: 'string', default: '50' } } });
 const version = values.version as ContainerdVersion;
@@ -53,6 +56,41 @@ async function startPod(cri: CriClient, handler: string, image: string, logRoot:
   await waitFor(`the first log line of pod ${name}`, async () => (fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('started') ? true : undefined), 300_000, 20);
   const phases = { run_pod_sandbox: runPodSandbox, create_container: createContainer, start_container: startContainer, first_log_line: lap() };
   return { ms: performance.now() - t0, phases, id: podSandboxId };
+}
+
+/**
+ * Where a running Stencil pod's host memory goes, median over the daemons that run a clone of one
+ * of the shim's templates (spare daemons, with no VM yet, are not among them): the guest RAM the clone wrote (its
+ * copy-on-write copies), its share of the template's pages, the rest of the daemon's anonymous
+ * memory (Node and the VMM) and the daemon's PSS. The MemAvailable drop per pod minus that PSS is
+ * what no process maps: the kernel's side (KVM's page tables, the tap, sockets) and page cache.
+ */
+function podMemoryBreakdown(templateMemories: string[]): Record<string, number> {
+  const rows = templateMemories.flatMap((file) => processesMapping(file)).flatMap((u) => {
+    let rollup: string;
+    try {
+      rollup = fs.readFileSync(`/proc/${u.pid}/smaps_rollup`, 'utf8');
+    } catch {
+      return []; // the daemon went away meanwhile
+    }
+    const bytes = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(rollup)?.[1] ?? NaN) * 1024;
+    return [{ written: u.privateBytes, templateShare: u.pssBytes - u.privateBytes, otherAnon: bytes('Anonymous') - u.privateBytes, pss: bytes('Pss') }];
+  });
+  if (!rows.length) {
+    // Say what the processes do map, so a breakdown that found nothing can be looked into.
+    const seen = new Set<string>();
+    for (const [pid, maps] of processMaps()) for (const l of maps.split('\n')) if (/stencil|memory|ram/i.test(l)) seen.add(`${pid}: ${l.replace(/^\S+ \S+ \S+ \S+ /, '')}`);
+    note(`memory breakdown: no process maps ${templateMemories.join(', ')}; mappings that look related:\n${[...seen].slice(0, 30).join('\n')}`);
+  }
+  const mib = (pick: (r: (typeof rows)[number]) => number) => (rows.length ? round(median(rows.map(pick)) / MIB, 1) : 0);
+  return {
+    templates: templateMemories.length,
+    daemons: rows.length,
+    guest_ram_written_mib: mib((r) => r.written),
+    template_share_mib: mib((r) => r.templateShare),
+    daemon_other_anon_mib: mib((r) => r.otherAnon),
+    daemon_pss_mib: mib((r) => r.pss),
+  };
 }
 
 async function main(): Promise<void> {
@@ -102,6 +140,7 @@ async function main(): Promise<void> {
       const totalMs = performance.now() - t0;
       await new Promise((r) => setTimeout(r, 2000)); // let page cache and lazy allocations settle
       const perPod = (before - memAvailableBytes()) / parallel;
+      const breakdown = h === 'stencil' ? podMemoryBreakdown(new TemplateStore(SHIM_TEMPLATE_DIR).list().map((r) => templateFile(r, 'memory'))) : undefined;
       const failures = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
       for (const f of failures.slice(0, 3)) note(`${h}: a pod failed: ${String(f.reason)}`);
       if (failures.length > 0) note(`containerd's log (and the shims'), last lines:\n${c.logTail(60)}`);
@@ -114,6 +153,7 @@ async function main(): Promise<void> {
         failures: failures.length,
         host_memory_per_pod_mib: round(perPod / MIB, 1),
       });
+      if (breakdown) emit({ figure: 'cri_pod_memory_breakdown', containerd: c.packageVersion, pods: parallel, host_memory_per_pod_mib: round(perPod / MIB, 1), ...breakdown });
       const pods = await cri.listPodSandbox();
       await Promise.all(pods.map((p) => removePod(cri, p.id).catch((err: Error) => note(`removing ${p.id}: ${err.message}`))));
     }
