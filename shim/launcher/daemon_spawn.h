@@ -32,6 +32,10 @@ char *await_daemon_report(pid_t pid, int options_fd, int report_fd, const void *
 // capabilities the daemon never needs gone. A failure is written to report_fd (if >= 0) and exits.
 void confine_daemon(int report_fd);
 
+// In a child between fork and exec: the daemon's environment tuned for density (one malloc arena;
+// an administrator's own MALLOC_ARENA_MAX is kept).
+void tune_daemon_environment(void);
+
 // In a child between fork and exec: `fd` at `target`, kept across the exec.
 void place_fd(int fd, int target, int report_fd);
 

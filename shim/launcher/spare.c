@@ -247,6 +247,7 @@ void ensure_spare(const struct spare_paths *p, const char *file, char *const *ar
     place_fd(null_out, STDERR_FILENO, -1);
     place_fd(held, SPARE_LOCK_FD, -1);
     confine_daemon(-1);
+    tune_daemon_environment();
     // spare.ts raises every thread back to 0 when it takes a pod.
     setpriority(PRIO_PROCESS, 0, 19);
     execvp(file, argv);

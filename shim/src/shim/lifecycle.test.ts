@@ -67,6 +67,13 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
     return { sock, shimPid };
   }
 
+  /** One malloc arena for all the daemon's threads (daemon_spawn.c), unless the environment chose otherwise. */
+  function assertOneMallocArena(pid: number): void {
+    const environ = fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+    const want = `MALLOC_ARENA_MAX=${process.env.MALLOC_ARENA_MAX ?? '1'}`;
+    assert.ok(environ.includes(want), `daemon ${pid} lacks ${want}: ${environ.filter((e) => e.startsWith('MALLOC')).join(' ') || 'no MALLOC_ARENA_MAX'}`);
+  }
+
   /** The pid of the spare daemon waiting for containerd's next pod (spare.ts), once it listens. */
   async function waitForSpare(containerd: string, timeoutMs = 60_000): Promise<number> {
     const socket = spareSocketPath(containerd, path.join(repoRoot(), 'dist', 'shim-bundle', 'main.js'));
@@ -129,7 +136,7 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
     assert.ok(!fs.existsSync(`${sock}.address`), 'the recorded address outlived its daemon');
   });
 
-  it('the daemon runs without the capabilities it never needs, in every set, keeps those it uses, in a mount namespace of its own', async () => {
+  it('the daemon runs without the capabilities it never needs, in every set, keeps those it uses, in a mount namespace of its own, with one malloc arena', async () => {
     const b = bundle('caps');
     const { sock, shimPid } = await startDaemon(b, 'caps');
     const status = fs.readFileSync(`/proc/${shimPid}/status`, 'utf8');
@@ -146,6 +153,7 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
     const rootMount = (pid: number | 'self') => fs.readFileSync(`/proc/${pid}/mountinfo`, 'utf8').split('\n').find((l) => l.split(' ')[4] === '/') ?? '';
     if (/ shared:\d+/.test(rootMount('self'))) assert.match(rootMount(shimPid), / master:\d+/, `the daemon's root mount is no slave: ${rootMount(shimPid)}`);
     else assert.doesNotMatch(rootMount(shimPid), / shared:\d+/, `the daemon's root mount is shared: ${rootMount(shimPid)}`);
+    assertOneMallocArena(shimPid);
     await shutdown(sock, 'caps');
   });
 
@@ -234,6 +242,7 @@ describe('containerd-shim-stencil-v2 start / serve / delete', { skip: isRoot ? u
       const first = await startDaemon(bundle('s1'), 's1', containerd.address, {}, true);
       const spare = await waitForSpare(containerd.address);
       assert.notEqual(spare, first.shimPid);
+      assertOneMallocArena(spare);
       // The pod's configuration comes from the environment of its own start, not the spare's.
       const grpc = path.join(dir, 'spare-grpc.toml');
       fs.writeFileSync(grpc, '[runtime]\ntransport = "grpc"\n');
