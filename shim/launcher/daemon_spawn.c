@@ -122,7 +122,7 @@ static void run_child(const struct daemon_spawn *d, int options_fd, int report_f
 }
 
 // glibc gives each thread that allocates (vCPUs, device threads, Node's and libuv's workers) an
-// arena of its own and keeps what is freed in it: with one arena a pod's daemon held 15.9 instead
+// arena of its own and keeps what is freed in it: with one arena a pod's daemon held 16 instead
 // of 19.8 MiB of anonymous memory besides guest RAM (emulated host, 4 pods, medians). Threads
 // still allocate small blocks from their own tcache without taking the arena's lock.
 void tune_daemon_environment(void) { setenv("MALLOC_ARENA_MAX", "1", 0); }
