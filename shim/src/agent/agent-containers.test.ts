@@ -437,7 +437,7 @@ describe('containers (crun)', { skip: crunSkip }, () => {
     const plain = newId();
     await client.createContainer(plain, spec(['sleep', '1000']), {});
     const pid = await client.startContainer(plain);
-    assert.match(agent.log(), new RegExp(`container ${plain}: started through its exec FIFO`));
+    await agent.logShows(new RegExp(`container ${plain}: started through its exec FIFO`));
     let comm = '';
     for (let i = 0; i < 200 && comm !== 'sleep'; i++, await new Promise((r) => setTimeout(r, 10))) comm = fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
     assert.equal(comm, 'sleep', 'the init did not exec its process');
@@ -451,7 +451,7 @@ describe('containers (crun)', { skip: crunSkip }, () => {
     await client.createContainer(hooked, withHook, {});
     try {
       await client.startContainer(hooked);
-      assert.match(agent.log(), new RegExp(`container ${hooked}: crun start `));
+      await agent.logShows(new RegExp(`container ${hooked}: crun start `));
       assert.doesNotMatch(agent.log(), new RegExp(`container ${hooked}: started through its exec FIFO`));
       assert.equal(fs.readFileSync(marker, 'utf8'), 'ran from /memfd:stencil-crun (deleted)\n', 'the poststart hook did not run, or crun did not run from the sealed copy');
     } finally {

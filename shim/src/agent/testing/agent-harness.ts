@@ -27,6 +27,11 @@ export interface RunningAgent {
   dir: string;
   proc: ChildProcess;
   log: () => string;
+  /**
+   * Waits (up to timeoutMs) until the log matches `re`. The agent logs before it answers, but its
+   * log comes over a pipe and its answer over the socket, which the event loop may read first.
+   */
+  logShows: (re: RegExp, timeoutMs?: number) => Promise<void>;
   client: (timeoutMs?: number) => Promise<AgentClient>;
   stop: () => Promise<void>;
 }
@@ -71,6 +76,11 @@ export async function startAgent(opts: { isolated?: boolean; extraArgs?: string[
     dir,
     proc,
     log: () => logText,
+    logShows: async (re, timeoutMs = 10_000) => {
+      for (const deadline = Date.now() + timeoutMs; !re.test(logText); await new Promise((r) => setTimeout(r, 10))) {
+        if (Date.now() > deadline) throw new Error(`the agent's log never showed ${re} within ${timeoutMs} ms:\n${logText.slice(-3000)}`);
+      }
+    },
     client: (timeoutMs = 30_000) => AgentClient.connect({ connect: () => connectUnix(socket), timeoutMs }),
     stop: async () => {
       if (proc.exitCode === null) {
