@@ -128,8 +128,8 @@ describe('TemplateStore', () => {
   });
 });
 
-/** A process mapping `file` MAP_PRIVATE (mmap.ACCESS_COPY), reading every page and writing 16 of them; `wrap` runs it (e.g. in another mount namespace). */
-async function privateMapper(file: string, wrap: (python: string[]) => string[] = (p) => p) {
+/** A process opening `file` and mapping it MAP_PRIVATE (mmap.ACCESS_COPY), reading every page and writing 16 of them; run through `runner` (e.g. in another mount namespace) if given. */
+async function privateMapper(file: string, runner: string[] = []) {
   const script = `import mmap, sys, time
 f = open(sys.argv[1], 'rb')
 m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
@@ -137,7 +137,7 @@ s = sum(m[i] for i in range(0, len(m), 4096))
 for i in range(16): m[i * 4096] = 2
 print('ready', flush=True)
 time.sleep(60)`;
-  const [cmd, ...args] = wrap(['python3', '-c', script]);
+  const [cmd, ...args] = [...runner, 'python3', '-c', script, file];
   const child = spawn(cmd, args);
   let stderr = '';
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
@@ -152,7 +152,7 @@ describe('clone memory usage (smaps)', () => {
   it('separates shared template pages from pages a private mapping wrote', async () => {
     const file = path.join(dir, 'template-memory');
     fs.writeFileSync(file, Buffer.alloc(64 * 4096, 1));
-    const child = await privateMapper(file, (p) => [...p, file]);
+    const child = await privateMapper(file);
     try {
       const usage = processesMapping(file).find((u) => u.pid === child.pid);
       assert.ok(usage, 'the mapping process is found');
@@ -173,9 +173,8 @@ describe('clone memory usage (smaps)', () => {
     const file = path.join(dir, 'template-memory-ns');
     fs.writeFileSync(file, Buffer.alloc(64 * 4096, 1));
     const elsewhere = path.join(dir, 'bound-elsewhere');
-    const child = await privateMapper(file, (p) => [
-      'unshare', '--mount', '--propagation', 'private', 'sh', '-c',
-      `mkdir -p "$1" && mount --bind "$2" "$1" && shift 2 && exec "$@"`, 'sh', elsewhere, dir, ...p, path.join(elsewhere, path.basename(file)),
+    const child = await privateMapper(path.join(elsewhere, path.basename(file)), [
+      'unshare', '--mount', '--propagation', 'private', 'sh', '-c', `mkdir -p "$1" && mount --bind "$2" "$1" && shift 2 && exec "$@"`, 'sh', elsewhere, dir,
     ]);
     try {
       const maps = fs.readFileSync(`/proc/${child.pid}/maps`, 'utf8');
