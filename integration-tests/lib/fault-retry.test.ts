@@ -90,6 +90,13 @@ describe('the emulated-host fault retry', () => {
     // A `stencil vm run` guest that never ticked (vm/qmp.test), with the stats its QMP gave.
     const noTick = hung(4789656, 4688013).replace('guest did not finish within 180000 ms', 'console never showed a tick >= 3 within 180000 ms');
     assert.match(pageFaultStorm(noTick) ?? '', /4688013 page faults reflected into it/);
+    // One CRI ExecSync unanswered while the agent answered pings (cri.test, 2 vCPUs), as the CRI
+    // client gets containerd's error; and the same without a storm in its stats.
+    const slow = (exits: number, pf: number) =>
+      `ExecSync: 2 UNKNOWN: failed to exec in container: agent ExecProcess(c1/e2): no answer within 60000 ms, though the guest answered a ping; VM exits: {"exitsByReason":{"io":9},"kvmVcpuStats":{"exits":${exits},"pf_guest":${pf}}}`;
+    assert.match(pageFaultStorm(slow(2000000, 1990000)) ?? '', /1990000 page faults reflected into it, of 2000000 exits/);
+    assert.equal(pageFaultStorm(slow(2000000, 1000)), undefined);
+    assert.equal(pageFaultStorm(slow(2000000, 1990000).replace(', though the guest answered a ping', '')), undefined);
   });
 
   it("gives a failure's error, a block or quoted, cut at a length that says how much is left", () => {

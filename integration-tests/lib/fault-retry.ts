@@ -10,9 +10,12 @@ export const EMULATED_HOST_FAULT = /triple-fault \(vCPU \d+ triple-faulted \(KVM
  * The same fault's other face (integration-tests/README.md, "Long-running guests in the emulated
  * host"): a guest that never finishes because a vCPU spins taking page faults that KVM reflects
  * into it, nearly every exit of the VM a reflected #PF. Matched from the exit stats a hung guest's
- * failure carries (lib/guest.ts, or the shim's GUEST_STOPPED_ANSWERING report): a guest that timed
- * out (never finished, or never printed what a test waited for) or stopped answering, with at least MIN_PF_STORM reflected page faults making up at least
- * 90% of its exits. A guest hung any other way is not matched.
+ * failure carries (lib/guest.ts, the shim's GUEST_STOPPED_ANSWERING report, or an agent request
+ * the shim reports as REQUEST_UNANSWERED_BY_LIVE_GUEST): a guest that timed out (never finished,
+ * or never printed what a test waited for), stopped answering, or left one request unanswered
+ * while its agent answered pings (one vCPU in the storm, the agent on another), with at least
+ * MIN_PF_STORM reflected page faults making up at least 90% of its exits. A guest hung any other
+ * way is not matched.
  */
 const MIN_PF_STORM = 100_000;
 /**
@@ -20,8 +23,11 @@ const MIN_PF_STORM = 100_000;
  * with the VM's exit stats: as a scenario's failure carries it from containerd's log (lib/ctr-tasks.ts).
  */
 export const GUEST_STOPPED_ANSWERING = /the guest of pod \S+ stopped answering \(/;
+/** An agent request that timed out while the guest answered a ping (shim/src/pod/unanswered-guest.ts). */
+export const REQUEST_UNANSWERED_BY_LIVE_GUEST = /no answer within \d+ ms, though the guest answered a ping; VM exits: /;
 export function pageFaultStorm(detail: string): string | undefined {
-  if (!/guest did not finish within \d+ ms|console never showed .* within \d+ ms/.test(detail) && !GUEST_STOPPED_ANSWERING.test(detail)) return undefined;
+  const hung = [/guest did not finish within \d+ ms|console never showed .* within \d+ ms/, GUEST_STOPPED_ANSWERING, REQUEST_UNANSWERED_BY_LIVE_GUEST];
+  if (!hung.some((re) => re.test(detail))) return undefined;
   // The stats may come as JSON inside a JSON log line (quotes escaped).
   const exits = Number(/\\?"exits\\?":(\d+)/.exec(detail.slice(detail.indexOf('kvmVcpuStats')))?.[1] ?? NaN);
   const pf = Number(/\\?"pf_guest\\?":(\d+)/.exec(detail)?.[1] ?? NaN);

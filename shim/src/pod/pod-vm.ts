@@ -108,7 +108,11 @@ export class PodVm implements Pod {
     this.log = options.logger?.child({ pod: options.id });
     this.files = new ContainerFiles(this.id, this.mountsDir, this.sharedDir, GUEST_SHARED_DIR, () => this.stopping !== undefined);
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
-    this.unanswered = new UnansweredGuestWatch((what) => this.guestHung(what), healthCheckTimeoutMs(options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS));
+    this.unanswered = new UnansweredGuestWatch(
+      (what) => this.guestHung(what),
+      healthCheckTimeoutMs(options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS),
+      () => this.exitStatsNote(),
+    );
   }
 
   status(): { vmState: string; monitor?: string } {

@@ -24,11 +24,15 @@ function agent(pingAnswers: boolean) {
 }
 
 describe('UnansweredGuestWatch', () => {
-  it('a request that times out while the guest still answers a ping fails alone, with its own timeout', async () => {
+  it('a request that times out while the guest still answers a ping fails alone, with its own timeout, saying so with the VM note', async () => {
     const hung: string[] = [];
-    const watch = new UnansweredGuestWatch((what) => (hung.push(what), 'hung'), 50);
+    const watch = new UnansweredGuestWatch((what) => (hung.push(what), 'hung'), 50, () => '; VM exits: {"exits":9}');
     const a = agent(true);
-    await assert.rejects(watch.request(a as unknown as AgentClient, () => Promise.reject(timeout('Stats'))), AgentTimeoutError);
+    await assert.rejects(watch.request(a as unknown as AgentClient, () => Promise.reject(timeout('Stats'))), (err: unknown) => {
+      assert.ok(err instanceof AgentTimeoutError, String(err));
+      assert.equal(err.message, 'agent Stats(c1): no answer within 60000 ms, though the guest answered a ping; VM exits: {"exits":9}');
+      return true;
+    });
     assert.deepEqual(hung, []);
     assert.equal(a.pings, 1);
   });
@@ -51,8 +55,12 @@ describe('UnansweredGuestWatch', () => {
   });
 
   it('a silence with another cause (the VM paused on purpose: onHung says no) fails the request alone, with its own timeout', async () => {
-    const watch = new UnansweredGuestWatch(() => undefined, 50);
-    await assert.rejects(watch.request(agent(false) as unknown as AgentClient, () => Promise.reject(timeout('Stats'))), AgentTimeoutError);
+    const watch = new UnansweredGuestWatch(() => undefined, 50, () => assert.fail('the guest answered no ping'));
+    await assert.rejects(watch.request(agent(false) as unknown as AgentClient, () => Promise.reject(timeout('Stats'))), (err: unknown) => {
+      assert.ok(err instanceof AgentTimeoutError, String(err));
+      assert.equal(err.message, 'agent Stats(c1): no answer within 60000 ms');
+      return true;
+    });
   });
 
   it('any other failure, or a success, goes through without a ping', async () => {
