@@ -194,6 +194,8 @@ interface QueryMigrate {
   'expected-downtime'?: number;
   'error-desc'?: string;
   'cpu-throttle-percentage'?: number;
+  /** Stencil's: where the downtime went (ms). */
+  'x-downtime-phases'?: Record<string, number>;
   ram?: { transferred?: number; total?: number; 'dirty-pages-rate'?: number; 'dirty-sync-count'?: number; mbps?: number };
 }
 
@@ -204,6 +206,8 @@ interface MigrationRun {
   /** Last source tick to the destination's first. */
   switchGapMs: number;
   reportedDowntimeMs?: number;
+  /** Stencil's split of it (query-migrate's x-downtime-phases: pause, final-ram, save-state, destination). */
+  downtimePhasesMs?: Record<string, number>;
   totalTimeMs?: number;
   /** Ticks missing or repeated across the switch (both should be 0). */
   ticksLost: number;
@@ -265,6 +269,7 @@ async function migrateTo(vmm: Vmm, guest: GuestKind, source: Vm, dest: Vm, trans
     vmm,
     transport,
     reportedDowntimeMs: info.downtime,
+    downtimePhasesMs: info['x-downtime-phases'],
     totalTimeMs: info['total-time'],
     transferredMib: info.ram?.transferred !== undefined ? round(info.ram.transferred / MIB, 1) : undefined,
     rounds: info.ram?.['dirty-sync-count'],
@@ -305,7 +310,9 @@ async function migrateTo(vmm: Vmm, guest: GuestKind, source: Vm, dest: Vm, trans
   const lastSource = [...all].reverse().find((t) => !t.dest)!;
   const before = all.filter((t) => t.at >= migrateAt - 1000 && t.at < migrateAt);
   const beforeGaps = before.slice(1).map((t, i) => t.at - before[i].at);
-  note(`${vmm} ${guest} ${transport}: guest view ${round(gap, 1)} ms, reported downtime ${info.downtime} ms, total ${info['total-time']} ms (${round(endedAt - migrateAt)} ms to completed here), ticks ${lastSource.n} -> ${firstDestTick.n}`);
+  // A Stencil destination's own setup of the arriving VM (devices, KVM state), part of its phase of the downtime.
+  const destSetup = vmm === 'stencil' ? ((await dest.qmp.execute('x-query-exit-stats').catch(() => ({}))) as { setupPhasesMs?: Record<string, number> }).setupPhasesMs : undefined;
+  note(`${vmm} ${guest} ${transport}: guest view ${round(gap, 1)} ms, reported downtime ${info.downtime} ms${info['x-downtime-phases'] ? ` ${JSON.stringify(info['x-downtime-phases'])}` : ''}${destSetup ? ` (destination setup ${JSON.stringify(destSetup)})` : ''}, total ${info['total-time']} ms (${round(endedAt - migrateAt)} ms to completed here), ticks ${lastSource.n} -> ${firstDestTick.n}`);
   return {
     dest,
     run: {
@@ -354,6 +361,12 @@ const med = (xs: Array<number | undefined>) => {
   const ok = xs.filter((x): x is number => x !== undefined && Number.isFinite(x));
   return ok.length ? round(median(ok), 1) : null;
 };
+/** Medians of each phase of the reported downtime, for a VMM that splits it (Stencil). */
+function downtimePhases(rs: MigrationRun[]): { downtime_phases_ms?: Record<string, number | null> } {
+  const names = [...new Set(rs.flatMap((r) => Object.keys(r.downtimePhasesMs ?? {})))];
+  if (!names.length) return {};
+  return { downtime_phases_ms: Object.fromEntries(names.map((n) => [n, med(rs.map((r) => r.downtimePhasesMs?.[n]))])) };
+}
 const ratio = (s: number | null, q: number | null) => (s !== null && q !== null && q > 0 ? round(s / q, 3) : null);
 
 function figure(guest: GuestKind, transport: Transport, stencil: MigrationRun[], qemu: MigrationRun[], parameters: Record<Vmm, unknown>, incidents: Record<Vmm, string[]>): Record<string, unknown> {
@@ -363,6 +376,7 @@ function figure(guest: GuestKind, transport: Transport, stencil: MigrationRun[],
   const summary = (rs: MigrationRun[]) => ({
     guest_view_downtime_ms: med(rs.map((r) => r.guestViewDowntimeMs)),
     reported_downtime_ms: med(rs.map((r) => r.reportedDowntimeMs)),
+    ...downtimePhases(rs),
     total_time_ms: med(rs.map((r) => r.totalTimeMs)),
     switch_gap_ms: med(rs.map((r) => r.switchGapMs)),
     transferred_mib: med(rs.map((r) => r.transferredMib)),

@@ -118,6 +118,7 @@ struct Move {
   int64_t vmm_downtime_ms;
   uint64_t rounds, dirty_rate;
   uint32_t throttle_percent;
+  MigrationStats::DowntimePhases phases;
 };
 
 // Migrates `source` to a new VM and lets the destination count for a moment; both VMs then go.
@@ -166,7 +167,7 @@ Move MoveOnce(std::unique_ptr<Vm> source, const std::string& dir, const std::str
   double stall = observer.Stop();
   destination.Stop();
   source->Stop();
-  return {stall, Ms(t0, t1), stats.downtime_ms, stats.rounds, stats.dirty_rate, stats.throttle_percent};
+  return {stall, Ms(t0, t1), stats.downtime_ms, stats.rounds, stats.dirty_rate, stats.throttle_percent, stats.downtime_phases};
 }
 
 // The longest standstill over `ms` of a guest nothing is done to, and its count rate meanwhile.
@@ -196,6 +197,7 @@ double Median(std::vector<double> v) {
 // One JSON line: `runs` moves of `guest` over `transport`, each beside an anchor run.
 void Measure(const std::string& dir, const Guest& guest, const std::string& transport, int runs) {
   std::vector<double> stall, total, vmm, floor, dirty, written;
+  std::vector<double> pause, final_ram, save_state, destination;  // the VMM downtime's phases
   double rounds = 0;
   uint32_t throttle = 0;
   for (int i = 0; i < runs; i++) {  // interleaved with the anchor, so drift hits both alike
@@ -204,6 +206,10 @@ void Measure(const std::string& dir, const Guest& guest, const std::string& tran
     stall.push_back(m.stall_ms);
     total.push_back(m.total_ms);
     vmm.push_back(static_cast<double>(m.vmm_downtime_ms));
+    pause.push_back(m.phases.pause_us / 1000.0);
+    final_ram.push_back(m.phases.final_ram_us / 1000.0);
+    save_state.push_back(m.phases.save_state_us / 1000.0);
+    destination.push_back(m.phases.destination_us / 1000.0);
     dirty.push_back(static_cast<double>(m.dirty_rate) / (1 << 20));
     rounds += static_cast<double>(m.rounds);
     throttle = std::max(throttle, m.throttle_percent);
@@ -215,10 +221,12 @@ void Measure(const std::string& dir, const Guest& guest, const std::string& tran
   printf("{\"figure\":\"vmm_migration_%s\",\"transport\":\"%s\",\"mib\":%llu,\"runs\":%d,"
          "\"dirty_mib_per_s_paced\":%.0f,\"dirty_mib_per_s_written\":%.1f,\"dirty_mib_per_s_last_round_median\":%.1f,"
          "\"guest_stall_ms_median\":%.2f,\"guest_stall_ms_max\":%.2f,\"vmm_downtime_ms_median\":%.1f,"
+         "\"vmm_downtime_phases_ms_median\":{\"pause\":%.2f,\"final_ram\":%.2f,\"save_state\":%.2f,\"destination\":%.2f},"
          "\"total_ms_median\":%.1f,\"rounds_mean\":%.1f,\"throttle_percent_max\":%u,"
          "\"anchor_no_migration_stall_ms_median\":%.2f,\"ratio_to_anchor\":%.2f,\"goal_ms\":%.0f,\"meets_goal\":%s}\n",
          guest.name.c_str(), transport.c_str(), static_cast<unsigned long long>(kMemory >> 20), runs, guest.dirty_mib_per_s,
-         Median(written), Median(dirty), s, *std::max_element(stall.begin(), stall.end()), Median(vmm), Median(total), rounds / runs, throttle, f,
+         Median(written), Median(dirty), s, *std::max_element(stall.begin(), stall.end()), Median(vmm), Median(pause),
+         Median(final_ram), Median(save_state), Median(destination), Median(total), rounds / runs, throttle, f,
          s / std::max(f, 0.001), kGoalMs, s <= kGoalMs ? "true" : "false");
   fflush(stdout);
 }

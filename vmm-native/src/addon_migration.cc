@@ -151,6 +151,14 @@ Napi::Object MigrationStatsToJs(Napi::Env env, const MigrationStats& s) {
   o.Set("totalTimeMs", static_cast<double>(s.total_time_ms));
   o.Set("throttlePercent", s.throttle_percent);
   o.Set("templateShared", s.template_shared);
+  if (s.downtime_phases.pause_us >= 0) {
+    Napi::Object phases = Napi::Object::New(env);
+    phases.Set("pause", s.downtime_phases.pause_us / 1000.0);
+    phases.Set("finalRam", s.downtime_phases.final_ram_us / 1000.0);
+    phases.Set("saveState", s.downtime_phases.save_state_us / 1000.0);
+    phases.Set("destination", s.downtime_phases.destination_us / 1000.0);
+    o.Set("downtimePhasesMs", phases);
+  }
   return o;
 }
 

@@ -101,6 +101,16 @@ export interface NativeMigrationStats {
   throttlePercent: number;
   /** The destination had the clone's template: pages the clone never wrote stayed home. */
   templateShared: boolean;
+  /** Where the downtime went, once completed (vmm-native/src/migration/source.h). */
+  downtimePhasesMs?: DowntimePhasesMs;
+}
+
+/** Milliseconds of a migration's downtime: parking the vCPUs, the last dirty pages, the VM's state, the destination starting it. */
+export interface DowntimePhasesMs {
+  pause: number;
+  finalRam: number;
+  saveState: number;
+  destination: number;
 }
 
 export type NativeIncomingEvent = 'accepted' | 'received' | 'finished';

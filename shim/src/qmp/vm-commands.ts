@@ -1,7 +1,7 @@
 // The QMP commands Stencil serves for a VM, with QEMU's names, arguments and replies, over the
 // MonitoredVm interface that the VM runtime implements (run state, stop/cont, snapshot and
 // migration). Events (STOP, RESUME, SHUTDOWN) are the runtime's to emit, through QmpServer.emit.
-import type { VmExitStats } from '../hypervisor/native.js';
+import type { DowntimePhasesMs, VmExitStats } from '../hypervisor/native.js';
 import { QmpError } from './protocol.js';
 import type { QmpCommand } from './server.js';
 
@@ -22,6 +22,8 @@ export interface MigrationInfo {
   errorDesc?: string;
   /** Live migration (tcp:, unix:) only. */
   expectedDowntimeMs?: number;
+  /** Where the downtime went, once completed (QMP `x-downtime-phases`). */
+  downtimePhasesMs?: DowntimePhasesMs;
   setupTimeMs?: number;
   throttlePercent?: number;
   ram?: {
@@ -132,6 +134,11 @@ function queryMigrateReply(info: MigrationInfo | undefined): object {
   if (info.totalTimeMs !== undefined) reply['total-time'] = Math.round(info.totalTimeMs);
   if (info.downtimeMs !== undefined) reply.downtime = Math.round(info.downtimeMs);
   if (info.expectedDowntimeMs !== undefined) reply['expected-downtime'] = Math.round(info.expectedDowntimeMs);
+  if (info.downtimePhasesMs) {
+    const p = info.downtimePhasesMs;
+    const ms = (v: number) => Math.round(v * 10) / 10;
+    reply['x-downtime-phases'] = { pause: ms(p.pause), 'final-ram': ms(p.finalRam), 'save-state': ms(p.saveState), destination: ms(p.destination) };
+  }
   if (info.setupTimeMs !== undefined) reply['setup-time'] = Math.round(info.setupTimeMs);
   if (info.throttlePercent) reply['cpu-throttle-percentage'] = info.throttlePercent;
   if (info.ram) {

@@ -228,6 +228,7 @@ export class MicroVmMonitor implements MonitoredVm {
         totalTimeMs: live.totalTimeMs,
         downtimeMs: live.downtimeMs >= 0 ? live.downtimeMs : undefined,
         expectedDowntimeMs: live.expectedDowntimeMs >= 0 ? live.expectedDowntimeMs : undefined,
+        downtimePhasesMs: live.downtimePhasesMs,
         setupTimeMs: live.setupTimeMs >= 0 ? live.setupTimeMs : undefined,
         throttlePercent: live.throttlePercent,
         transferredBytes: live.transferred,

@@ -15,6 +15,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 int64_t MsSince(Clock::time_point t) { return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count(); }
+int64_t UsBetween(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(to - from).count();
+}
 
 constexpr auto kConnectTimeout = std::chrono::seconds(3);  // a destination still starting
 constexpr auto kPauseTimeout = std::chrono::seconds(10);
@@ -191,9 +194,11 @@ void MigrationSource::Run() {
     const bool was_running = !vm_.paused();
     if (!vm_.PauseAndWait(kPauseTimeout)) throw VmmError(ErrorCode::kMigration, "the VM did not pause for the final round (it has stopped?)");
     paused_by_us = was_running;
+    const auto paused_at = Clock::now();
     // `pages` still holds the last count's pages, not yet sent: add what was dirtied since.
     vm_.CollectDirtyPages(pages);
     send(pages, false, false);
+    const auto ram_sent_at = Clock::now();
     SnapshotBytes state = vm_.SaveState();
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -202,12 +207,16 @@ void MigrationSource::Run() {
     }
     writer.State(was_running, state.state, state.config);
     writer.End();
+    const auto state_sent_at = Clock::now();
     ReadReply(channel, "the destination to start the VM", StreamReply::kDone);
+    const auto running_there_at = Clock::now();
     vm_.StopDirtyLog();
     vm_.SetThrottle(0);
     Update([&](MigrationStats& s) {
       s.downtime_ms = MsSince(stop_at), s.remaining = 0, s.transferred = channel.bytes_written();
       s.throttle_percent = 0;
+      s.downtime_phases = {UsBetween(stop_at, paused_at), UsBetween(paused_at, ram_sent_at),
+                           UsBetween(ram_sent_at, state_sent_at), UsBetween(state_sent_at, running_there_at)};
     });
     SetStatus(MigrationStatus::kCompleted);
   } catch (const std::exception& e) {

@@ -47,6 +47,12 @@ struct MigrationStats {
   int64_t total_time_ms = 0;
   uint32_t throttle_percent = 0;
   bool template_shared = false;    // the destination had the clone's template: unwritten pages stayed
+  // Where the downtime went (microseconds, when completed): parking the vCPUs, the last dirty
+  // pages (counted and sent), the VM's state (read from KVM and the devices, then sent), and the
+  // destination (from the state sent to its reply that the VM runs there).
+  struct DowntimePhases {
+    int64_t pause_us = -1, final_ram_us = -1, save_state_us = -1, destination_us = -1;
+  } downtime_phases;
 };
 
 class MigrationSource {
