@@ -400,8 +400,12 @@ for (const version of CONTAINERD_VERSIONS) {
         await countAbove((lines().at(-1) ?? 0) + 2);
         const migrate = await podMigrate(`unix:${path.join(dir, 'vm.sock')}`);
         assert.equal(migrate.code, 0, `stencil pod migrate failed: ${migrate.stderr}${c.logTail(60)}`);
-        const moved = JSON.parse(migrate.stdout) as { pid: number; downtimeMs: number; totalTimeMs: number; transferredBytes: number };
+        const moved = JSON.parse(migrate.stdout) as { pid: number; downtimeMs: number; totalTimeMs: number; transferredBytes: number; downtimePhases: Record<string, number> };
         process.stdout.write(`# pod migrate: ${migrate.stdout.trim()} (at n${lines().at(-1)})\n`);
+        // The downtime's split, each phase measured and together within it (the downtime is whole ms).
+        assert.deepEqual(Object.keys(moved.downtimePhases ?? {}).sort(), ['destinationMs', 'finalRamMs', 'pauseMs', 'saveStateMs'], migrate.stdout);
+        const phasesMs = Object.values(moved.downtimePhases).reduce((a, b) => a + b, 0);
+        assert.ok(phasesMs <= moved.downtimeMs + 1, `phases ${phasesMs} ms, downtime ${moved.downtimeMs} ms`);
         assert.notEqual(moved.pid, oldShim);
         for (let i = 0; i < 100 && fs.existsSync(`/proc/${oldShim}`); i++) await sleep(100);
         assert.equal(fs.existsSync(`/proc/${oldShim}`), false, 'the old shim daemon is still there');

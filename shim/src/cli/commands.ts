@@ -2,6 +2,7 @@
 // handlers. A handler imports what it needs when it runs, so choosing one subcommand never loads
 // another's modules (the KVM addon, the configuration parser): Node under TCG pays ~0.1-1 s per
 // heavy module, and `stencil vm run` is timed against QEMU's whole process.
+import type { MigratePodResponse } from '../shim/admin-api.js';
 
 /** `stencil check` exit codes, used by the Makefile to pick where VM tests run. */
 export const CHECK_OK = 0;
@@ -57,6 +58,11 @@ const podAddressOptions: Record<string, OptionSpec> = {
   namespace: { type: 'string', describe: "the pod's containerd namespace", defaultValue: async () => 'default' },
   address: { type: 'string', describe: "containerd's socket", defaultValue: async () => '/run/containerd/containerd.sock' },
 };
+/** " (pause P, final RAM F, state S, destination D ms)" of a pod migration's downtime, or "" when it was not split. */
+function downtimeSplit(r: MigratePodResponse): string {
+  const p = r.downtimePhases;
+  return p ? ` (pause ${p.pauseMs}, final RAM ${p.finalRamMs}, state ${p.saveStateMs}, destination ${p.destinationMs} ms)` : '';
+}
 const podPositional = { name: 'pod', describe: "the pod: CRI's sandbox id, or the container id of a pod run by ctr" };
 const keyOperand = [{ name: 'key', describe: 'the template key (20 hex digits, from `stencil template list`)' }];
 
@@ -224,7 +230,7 @@ export const COMMANDS: CommandSpec[] = [
       process.stdout.write(
         argv.json
           ? JSON.stringify(r) + '\n'
-          : `pod ${argv.pod} migrated: new shim daemon pid ${r.pid}, total ${r.totalTimeMs} ms, downtime ${r.downtimeMs} ms, ${r.transferredBytes} bytes sent\n`,
+          : `pod ${argv.pod} migrated: new shim daemon pid ${r.pid}, total ${r.totalTimeMs} ms, downtime ${r.downtimeMs} ms${downtimeSplit(r)}, ${r.transferredBytes} bytes sent\n`,
       );
       return 0;
     },

@@ -184,7 +184,13 @@ export class PodVm implements Pod {
     this.network?.handOver();
     const info = monitor.migrationInfo();
     this.log?.info('pod VM migrated away', { to, info });
-    return { totalTimeMs: info?.totalTimeMs ?? 0, downtimeMs: info?.downtimeMs ?? 0, transferredBytes: info?.transferredBytes ?? 0 };
+    const phases = info?.downtimePhasesMs;
+    return {
+      totalTimeMs: info?.totalTimeMs ?? 0,
+      downtimeMs: info?.downtimeMs ?? 0,
+      transferredBytes: info?.transferredBytes ?? 0,
+      ...(phases && { downtimePhases: { pauseMs: phases.pause, finalRamMs: phases.finalRam, saveStateMs: phases.saveState, destinationMs: phases.destination } }),
+    };
   }
 
   /** The monitor that runs the migration and the parsed `to`, or why the pod cannot migrate. */

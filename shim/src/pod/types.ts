@@ -45,6 +45,8 @@ export interface PodMigrationStats {
   totalTimeMs: number;
   downtimeMs: number;
   transferredBytes: number;
+  /** Where the downtime went (query-migrate's x-downtime-phases), when the VMM split it. */
+  downtimePhases?: { pauseMs: number; finalRamMs: number; saveStateMs: number; destinationMs: number };
 }
 
 export interface Pod {

@@ -15,6 +15,8 @@ export interface MigratePodResponse {
   totalTimeMs: number;
   downtimeMs: number;
   transferredBytes: number;
+  /** Null (as decoded) or absent when the VMM did not split the downtime. */
+  downtimePhases?: { pauseMs: number; finalRamMs: number; saveStateMs: number; destinationMs: number } | null;
 }
 
 export interface PodStatusResponse {
