@@ -240,6 +240,8 @@ export class PodVm implements Pod {
     let arrived: ArrivedVm | undefined;
     if (o.incoming) {
       for (const container of o.incoming.containers) await this.files.share(container);
+      // The monitor listens before the VM arrives, so that its setup is not part of the downtime.
+      this.monitor = await this.serveMonitor(undefined);
       arrived = await receiveVm({
         name: o.id,
         uri: o.incoming.uri,
@@ -248,6 +250,7 @@ export class PodVm implements Pod {
         onListening: o.incoming.onListening,
       });
       this.vm = arrived.vm;
+      this.monitor.monitor.attachVm(arrived.vm);
     } else if (o.restore) {
       // The container's files go back where the guest had them before a single instruction runs.
       await this.files.share(o.restore.container);
@@ -270,14 +273,7 @@ export class PodVm implements Pod {
       this.vm = await (o.vmProvider ?? bootMicroVm)(spec);
     }
     this.vm.console.on('data', (chunk: Buffer) => this.onConsole(chunk));
-    if (this.vm instanceof MicroVm) {
-      this.monitor = await serveQmp(this.vm, this.qmpPath, { logger: this.log, onMigrationStatus: (s, e) => this.onMigrationStatus?.(s, e) }).catch(
-        (err: Error) => {
-          arrived?.fail(`serving its QMP monitor: ${err.message}`);
-          throw err;
-        },
-      );
-    }
+    if (this.vm instanceof MicroVm && !this.monitor) this.monitor = await this.serveMonitor(this.vm);
     void this.vm.waitExit().then((exit) => this.onVmExit(exit));
     this.log?.info('starting the pod VM', { vcpus: o.vcpus, memoryBytes: o.memoryBytes, cid: this.guestCid, cmdline: this.vm.cmdline });
     const t0 = Date.now();
@@ -373,6 +369,11 @@ export class PodVm implements Pod {
       /* the VM is gone: nothing to add */
     }
     return '';
+  }
+
+  /** The pod's QMP monitor, over its VM or (a VM still to arrive) none yet. */
+  private serveMonitor(vm: MicroVm | undefined): Promise<QmpHandle> {
+    return serveQmp(vm, this.qmpPath, { logger: this.log, onMigrationStatus: (s, e) => this.onMigrationStatus?.(s, e), vmAttachedLater: !vm });
   }
 
   /** Connects to the agent, retrying while the guest boots. */

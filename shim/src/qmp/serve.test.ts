@@ -163,4 +163,25 @@ describe('serveQmp', () => {
       await handle.close();
     }
   });
+
+  it('serves before its VM arrives (a pod migrating in): inmigrate, then the VM handed over with attachVm, its end a SHUTDOWN', async () => {
+    await assert.rejects(serveQmp(undefined, path.join(dir, 'nothing.sock')), /a monitor without a VM needs a restore function/);
+    const socket = path.join(dir, 'later.sock');
+    const handle = await serveQmp(undefined, socket, { vmAttachedLater: true });
+    const qmp = await SocatQmp.connect(socket);
+    try {
+      assert.equal(((await qmp.ok('query-status')) as { status: string }).status, 'inmigrate');
+      const vm = MicroVm.create(spec('serve-later'));
+      handle.monitor.attachVm(vm);
+      assert.throws(() => handle.monitor.attachVm(vm), /already has a VM/);
+      vm.start();
+      assert.equal(((await qmp.ok('query-status')) as { status: string }).status, 'running');
+      await vm.destroy();
+      assert.equal((await handle.ended).by, 'exit');
+      await qmp.waitEvent('SHUTDOWN');
+    } finally {
+      qmp.close();
+      await handle.close();
+    }
+  });
 });

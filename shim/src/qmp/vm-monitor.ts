@@ -49,6 +49,8 @@ export interface MonitorOptions {
   restoreIncoming?: (incoming: NativeMigrationIncoming) => MicroVm;
   /** Every migration status change, with the error of a failed one. */
   onMigrationStatus?: (status: MigrationStatus, error?: string) => void;
+  /** Made without a VM, which its owner receives itself and hands over with attachVm (a pod migrating in). */
+  vmAttachedLater?: boolean;
 }
 
 /** How the monitored VM ended: by `quit`, or on its own (the guest or the host ended it). */
@@ -91,7 +93,7 @@ export class MicroVmMonitor implements MonitoredVm {
   ) {
     this.incoming = vm === undefined;
     if (vm) this.adopt(vm);
-    else if (!options.restore) throw new Error('a monitor without a VM needs a restore function for the incoming one');
+    else if (!options.restore && !options.vmAttachedLater) throw new Error('a monitor without a VM needs a restore function for the incoming one');
   }
 
   /** Where events go (QmpServer.emit). */
@@ -102,6 +104,13 @@ export class MicroVmMonitor implements MonitoredVm {
   /** The VM, once there is one. */
   get currentVm(): MicroVm | undefined {
     return this.vm;
+  }
+
+  /** A monitor made without a VM takes the one that arrived otherwise (a pod's incoming migration). */
+  attachVm(vm: MicroVm): void {
+    if (this.vm) throw new Error('this QMP monitor already has a VM');
+    this.incoming = false;
+    this.adopt(vm);
   }
 
   runState(): RunState {
