@@ -171,6 +171,11 @@ describe('serveQmp', () => {
     const qmp = await SocatQmp.connect(socket);
     try {
       assert.equal(((await qmp.ok('query-status')) as { status: string }).status, 'inmigrate');
+      for (const uri of [`file:${dir}`, 'exec:true', `unix:${path.join(dir, 'in.sock')}`]) {
+        const refused = await qmp.execute('migrate-incoming', { uri });
+        assert.match(refused.error?.desc ?? '', /arrives by its pod's own migration: migrate-incoming is not available/, uri);
+      }
+      assert.deepEqual(await qmp.ok('query-migrate'), {}, 'a refused migrate-incoming left a migration behind');
       const vm = MicroVm.create(spec('serve-later'));
       handle.monitor.attachVm(vm);
       assert.throws(() => handle.monitor.attachVm(vm), /already has a VM/);

@@ -191,6 +191,7 @@ export class MicroVmMonitor implements MonitoredVm {
 
   migrateIncoming(uri: MigrationUri, capabilities: ReadonlySet<MigrationCapability>): void {
     if (this.vm || !this.incoming) throw new QmpError('GenericError', "'-incoming' was not specified on the command line");
+    if (this.options.vmAttachedLater) throw new QmpError('GenericError', 'this VM arrives by its pod\'s own migration: migrate-incoming is not available here');
     if (uri.kind === 'tcp' || uri.kind === 'unix') {
       this.runIncomingLive(uri);
       return;
