@@ -46,7 +46,15 @@ export interface PodMigrationStats {
   downtimeMs: number;
   transferredBytes: number;
   /** Where the downtime went (query-migrate's x-downtime-phases), when the VMM split it. */
-  downtimePhases?: { pauseMs: number; finalRamMs: number; saveStateMs: number; destinationMs: number };
+  downtimePhases?: PodDowntimePhases;
+}
+
+/** A pod migration's downtime in parts (ms): parking the vCPUs, the last dirty pages, the VM's state, the new daemon starting the VM. */
+export interface PodDowntimePhases {
+  pauseMs: number;
+  finalRamMs: number;
+  saveStateMs: number;
+  destinationMs: number;
 }
 
 export interface Pod {

@@ -106,7 +106,7 @@ export class MicroVmMonitor implements MonitoredVm {
     return this.vm;
   }
 
-  /** A monitor made without a VM takes the one that arrived otherwise (a pod's incoming migration). */
+  /** A monitor made without a VM takes the one that arrived: by its own incoming migration, or handed over (a pod's). */
   attachVm(vm: MicroVm): void {
     if (this.vm) throw new Error('this QMP monitor already has a VM');
     this.incoming = false;
@@ -394,8 +394,7 @@ export class MicroVmMonitor implements MonitoredVm {
       this.fail(migration, err);
       return;
     }
-    this.incoming = false;
-    this.adopt(vm);
+    this.attachVm(vm);
     vm.start({ paused: !run });
     incoming.complete();
     migration.transferredBytes = incoming.stats().received;
@@ -453,8 +452,7 @@ export class MicroVmMonitor implements MonitoredVm {
       }
       if (this.ending) return;
       const vm = this.options.restore!(source);
-      this.incoming = false;
-      this.adopt(vm);
+      this.attachVm(vm);
       const run = runState === 'running' && this.autostart;
       vm.start({ paused: !run });
       this.setStatus(migration, 'completed');

@@ -1,6 +1,7 @@
 // Stencil's PodAdmin service (proto/stencil/shim/v1/admin.proto): served by the shim daemon on its
 // socket next to the task service, called by `stencil pod ...`.
 import type protobuf from 'protobufjs';
+import type { PodDowntimePhases } from '../pod/types.js';
 import { loadProtoFiles } from '../util/proto.js';
 import { type CallContext, type ServiceDefinition, serviceDefinition } from '../rpc/service.js';
 
@@ -16,7 +17,7 @@ export interface MigratePodResponse {
   downtimeMs: number;
   transferredBytes: number;
   /** Null (as decoded) or absent when the VMM did not split the downtime. */
-  downtimePhases?: { pauseMs: number; finalRamMs: number; saveStateMs: number; destinationMs: number } | null;
+  downtimePhases?: PodDowntimePhases | null;
 }
 
 export interface PodStatusResponse {
