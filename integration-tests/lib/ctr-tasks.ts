@@ -6,7 +6,10 @@ import path from 'node:path';
 import { it, type TestContext } from 'node:test';
 import { repoRoot } from '../../shim/src/util/paths.js';
 import { ContainerdInstance, sleep } from './containerd.js';
-import { EMULATED_HOST_FAULT, GUEST_STOPPED_ANSWERING } from './fault-retry.js';
+import { EMULATED_HOST_FAULT, GUEST_STOPPED_ANSWERING, REQUEST_UNANSWERED_BY_LIVE_GUEST } from './fault-retry.js';
+
+/** How much of containerd's log a failed scenario quotes (withVmmFaults). */
+const SCENARIO_LOG_LINES = 40;
 
 /** The task's `ctr task ls` row: [id, pid, status], or undefined when there is no such task. */
 export async function taskRow(c: ContainerdInstance, id: string): Promise<string[] | undefined> {
@@ -51,12 +54,29 @@ export async function leaksAfterDeadShim(c: ContainerdInstance, id: string): Pro
   return left;
 }
 
+/** The VMM's and the shim's reports of a guest lost the emulated host's way (fault-retry.ts). */
+const FAULT_REPORTS = [EMULATED_HOST_FAULT, GUEST_STOPPED_ANSWERING, REQUEST_UNANSWERED_BY_LIVE_GUEST];
+
 /**
- * The VMM's and the shim's reports of a guest lost the emulated host's way (a triple fault, a
- * guest that stopped answering) in containerd's log, from byte `since` on (the whole log by default).
+ * Those reports (a triple fault, a guest that stopped answering, an agent request left unanswered
+ * while the guest answered pings) in containerd's log, from byte `since` on (the whole log by
+ * default). Whether one shows the emulated host's fault is fault-retry.ts's to judge.
  */
 export function vmmFaults(c: ContainerdInstance, since = 0): string[] {
-  return logSince(c, since).split('\n').filter((l) => EMULATED_HOST_FAULT.test(l) || GUEST_STOPPED_ANSWERING.test(l));
+  return logSince(c, since).split('\n').filter((l) => FAULT_REPORTS.some((re) => re.test(l)));
+}
+
+/**
+ * The last `lines` lines containerd (and the shims, through it) logged from byte `since` on, each
+ * cut at 400 characters, leaving out the fault reports and VM exit counts: those are vmmFaults'
+ * to quote, and a failure's retry is judged on what they say, never on this context.
+ */
+function logContext(c: ContainerdInstance, since: number, lines: number): string[] {
+  return logSince(c, since)
+    .split('\n')
+    .filter((l) => l.trim() !== '' && !FAULT_REPORTS.some((re) => re.test(l)) && !/pf_guest|kvmVcpuStats/.test(l))
+    .slice(-lines)
+    .map((l) => (l.length > 400 ? `${l.slice(0, 400)}...` : l));
 }
 
 /**
@@ -71,15 +91,20 @@ export function logWithFaults(c: ContainerdInstance, lines = 30, since = 0): str
 
 /**
  * Runs a scenario; if it fails, its error message gains the reports vmmFaults finds in the part
- * of containerd's log written meanwhile, for the same reason as logWithFaults.
+ * of containerd's log written meanwhile, for the same reason as logWithFaults, and the last lines
+ * of that part: a call that hung (a CRI deadline) says nothing of where it waited.
  */
 export async function withVmmFaults<T>(c: ContainerdInstance, scenario: () => Promise<T>): Promise<T> {
   const since = logOffset(c);
   try {
     return await scenario();
   } catch (err) {
-    const faults = vmmFaults(c, since);
-    if (faults.length && err instanceof Error) err.message += `\nVMM faults in containerd's log meanwhile:\n${faults.slice(-3).join('\n')}`;
+    if (err instanceof Error) {
+      const faults = vmmFaults(c, since);
+      if (faults.length) err.message += `\nVMM faults in containerd's log meanwhile:\n${faults.slice(-3).join('\n')}`;
+      const context = logContext(c, since, SCENARIO_LOG_LINES);
+      if (context.length) err.message += `\ncontainerd's log meanwhile (its last ${context.length} other lines):\n${context.join('\n')}`;
+    }
     throw err;
   }
 }
