@@ -6,7 +6,7 @@ import path from 'node:path';
 import { it, type TestContext } from 'node:test';
 import { repoRoot } from '../../shim/src/util/paths.js';
 import { ContainerdInstance, sleep } from './containerd.js';
-import { EMULATED_HOST_FAULT, GUEST_STOPPED_ANSWERING, REQUEST_UNANSWERED_BY_LIVE_GUEST } from './fault-retry.js';
+import { EMULATED_HOST_FAULT, GUEST_STOPPED_ANSWERING, REQUEST_UNANSWERED_BY_LIVE_GUEST, VM_EXIT_COUNTS } from './fault-retry.js';
 
 /** How much of containerd's log a failed scenario quotes (withVmmFaults). */
 const SCENARIO_LOG_LINES = 40;
@@ -56,6 +56,7 @@ export async function leaksAfterDeadShim(c: ContainerdInstance, id: string): Pro
 
 /** The VMM's and the shim's reports of a guest lost the emulated host's way (fault-retry.ts). */
 const FAULT_REPORTS = [EMULATED_HOST_FAULT, GUEST_STOPPED_ANSWERING, REQUEST_UNANSWERED_BY_LIVE_GUEST];
+const isFaultReport = (line: string) => FAULT_REPORTS.some((re) => re.test(line));
 
 /**
  * Those reports (a triple fault, a guest that stopped answering, an agent request left unanswered
@@ -63,19 +64,18 @@ const FAULT_REPORTS = [EMULATED_HOST_FAULT, GUEST_STOPPED_ANSWERING, REQUEST_UNA
  * default). Whether one shows the emulated host's fault is fault-retry.ts's to judge.
  */
 export function vmmFaults(c: ContainerdInstance, since = 0): string[] {
-  return logSince(c, since).split('\n').filter((l) => FAULT_REPORTS.some((re) => re.test(l)));
+  return logSince(c, since).split('\n').filter(isFaultReport);
 }
 
 /**
- * The last `lines` lines containerd (and the shims, through it) logged from byte `since` on, each
- * cut at 400 characters, leaving out the fault reports and VM exit counts: those are vmmFaults'
- * to quote, and a failure's retry is judged on what they say, never on this context.
+ * The last `count` of `lines` (containerd's log, the shims' through it), each cut at 400
+ * characters, leaving out the fault reports and VM exit counts: those are vmmFaults' to quote, and
+ * a failure's retry is judged on what they say, never on this context.
  */
-function logContext(c: ContainerdInstance, since: number, lines: number): string[] {
-  return logSince(c, since)
-    .split('\n')
-    .filter((l) => l.trim() !== '' && !FAULT_REPORTS.some((re) => re.test(l)) && !/pf_guest|kvmVcpuStats/.test(l))
-    .slice(-lines)
+function logContext(lines: string[], count: number): string[] {
+  return lines
+    .filter((l) => l.trim() !== '' && !isFaultReport(l) && !VM_EXIT_COUNTS.test(l))
+    .slice(-count)
     .map((l) => (l.length > 400 ? `${l.slice(0, 400)}...` : l));
 }
 
@@ -100,9 +100,10 @@ export async function withVmmFaults<T>(c: ContainerdInstance, scenario: () => Pr
     return await scenario();
   } catch (err) {
     if (err instanceof Error) {
-      const faults = vmmFaults(c, since);
+      const lines = logSince(c, since).split('\n');
+      const faults = lines.filter(isFaultReport);
       if (faults.length) err.message += `\nVMM faults in containerd's log meanwhile:\n${faults.slice(-3).join('\n')}`;
-      const context = logContext(c, since, SCENARIO_LOG_LINES);
+      const context = logContext(lines, SCENARIO_LOG_LINES);
       if (context.length) err.message += `\ncontainerd's log meanwhile (its last ${context.length} other lines):\n${context.join('\n')}`;
     }
     throw err;

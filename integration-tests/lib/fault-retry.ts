@@ -25,6 +25,8 @@ const MIN_PF_STORM = 100_000;
 export const GUEST_STOPPED_ANSWERING = /the guest of pod \S+ stopped answering \(/;
 /** An agent request that timed out while the guest answered a ping (shim/src/pod/unanswered-guest.ts). */
 export const REQUEST_UNANSWERED_BY_LIVE_GUEST = /no answer within \d+ ms, though the guest answered a ping; VM exits: /;
+/** The VM exit counts pageFaultStorm reads: text carrying them may decide a retry. */
+export const VM_EXIT_COUNTS = /pf_guest|kvmVcpuStats/;
 export function pageFaultStorm(detail: string): string | undefined {
   const hung = [/guest did not finish within \d+ ms|console never showed .* within \d+ ms/, GUEST_STOPPED_ANSWERING, REQUEST_UNANSWERED_BY_LIVE_GUEST];
   if (!hung.some((re) => re.test(detail))) return undefined;
