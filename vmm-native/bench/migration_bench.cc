@@ -132,7 +132,12 @@ Move MoveOnce(std::unique_ptr<Vm> source, const std::string& dir, const std::str
   IncomingOptions options;
   options.memory_dir = dir;
   options.memory_name = "destination-ram";
-  MigrationIncoming incoming(ParseMigrationEndpoint(uri), options, [&](MigrationIncoming::Event) { notify(); });
+  bool accepted = false;  // the destination builds the VM then, while RAM streams in, as the shim does
+  MigrationIncoming incoming(ParseMigrationEndpoint(uri), options, [&](MigrationIncoming::Event e) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (e == MigrationIncoming::Event::kAccepted) accepted = true;
+    cv.notify_all();
+  });
   MigrationEndpoint to = incoming.listener().endpoint();
   if (to.kind == MigrationEndpoint::Kind::kTcp) to.host = "127.0.0.1";
   incoming.Start();
@@ -141,18 +146,23 @@ Move MoveOnce(std::unique_ptr<Vm> source, const std::string& dir, const std::str
   MigrationSource migration(*source, to, MigrationParameters{}, [&](MigrationStatus) { notify(); });
   migration.Start();
   std::unique_lock<std::mutex> lock(mu);
-  cv.wait_for(lock, std::chrono::seconds(60), [&] {
+  auto over = [&] {
     IncomingStats s = incoming.Stats();
-    return s.state_ready || s.status == MigrationStatus::kFailed || migration.finished();
-  });
+    return s.status == MigrationStatus::kFailed || migration.finished();
+  };
+  cv.wait_for(lock, std::chrono::seconds(60), [&] { return accepted || over(); });
+  lock.unlock();
+  if (!accepted) throw VmmError(ErrorCode::kState, "migration over " + uri + " failed: " + migration.Stats().error + incoming.Stats().error);
+  ArrivingVm arriving = incoming.TakeArriving();
+  Vm destination(std::move(arriving.shell), arriving.description, options.restore, std::move(arriving.ram), VmCallbacks{});
+  lock.lock();
+  cv.wait_for(lock, std::chrono::seconds(60), [&] { return incoming.Stats().state_ready || over(); });
   lock.unlock();
   if (!incoming.Stats().state_ready)
     throw VmmError(ErrorCode::kState, "migration over " + uri + " failed: " + migration.Stats().error + incoming.Stats().error);
-  ReceivedVm received = incoming.Take();
-  RestoreOptions restore = options.restore;
-  Vm destination(std::move(received.shell), received.snapshot, restore, std::move(received.ram), VmCallbacks{});
+  destination.LoadArrivedState(incoming.TakeState().snapshot);
   observer.SetDestination(destination);
-  destination.Start(!received.running);
+  destination.Start(!incoming.Stats().source_running);
   incoming.Complete();
   lock.lock();
   cv.wait_for(lock, std::chrono::seconds(60), [&] { return migration.finished(); });

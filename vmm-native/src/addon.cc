@@ -150,6 +150,8 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
                         InstanceMethod("resume", &NativeVm::Resume), InstanceMethod("stop", &NativeVm::Stop),
                         InstanceMethod("injectNmi", &NativeVm::InjectNmi),
                         InstanceMethod("destroy", &NativeVm::Destroy),
+                        InstanceMethod("startOnArrival", &NativeVm::StartOnArrival),
+                        InstanceMethod("arrival", &NativeVm::Arrival),
                         InstanceMethod("sendConsoleInput", &NativeVm::SendConsoleInput),
                         InstanceMethod("saveSnapshot", &NativeVm::SaveSnapshot),
                         InstanceMethod("saveState", &NativeVm::SaveState),
@@ -170,11 +172,11 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
     }
     Napi::Object c = info[0].As<Napi::Object>();
     if (c.Has("incoming")) {
-      // The VM a live migration brought: its state and filled RAM, on a new shell.
+      // The VM a live migration brings, built while its RAM streams in; start() loads its final state.
       CreateVm(env, info[1].As<Napi::Function>(), [&](VmCallbacks cb) {
         RestoreOptions options;
-        ReceivedVm received = TakeIncomingVm(c.Get("incoming"), &options);
-        return std::make_unique<Vm>(std::move(received.shell), received.snapshot, options, std::move(received.ram), std::move(cb));
+        ArrivingVm arriving = TakeArrivingVm(c.Get("incoming"), &options, &arrival_);
+        return std::make_unique<Vm>(std::move(arriving.shell), arriving.description, options, std::move(arriving.ram), std::move(cb));
       });
       return;
     }
@@ -317,7 +319,46 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
   // start({paused}): a paused start parks the vCPUs before their first instruction ('paused' fires).
   Napi::Value Start(const Napi::CallbackInfo& info) {
     bool paused = info.Length() > 0 && info[0].IsObject() && info[0].As<Napi::Object>().Get("paused").ToBoolean();
-    return Guard(info, [&] { vm_->Start(paused); });
+    return Guard(info, [&] {
+      if (vm_->awaiting_state()) vm_->LoadArrivedState(ArrivingIncoming().TakeState().snapshot);
+      vm_->Start(paused);
+    });
+  }
+  // startOnArrival(autostart): an arriving VM whose source was running starts as its state is
+  // received, before any JavaScript runs, and the source is told at once (arrival() says how it
+  // went). Without autostart, or with a paused source, nothing starts by itself: start() does.
+  Napi::Value StartOnArrival(const Napi::CallbackInfo& info) {
+    return Guard(info, [&] {
+      if (!arrival_ || !vm_->awaiting_state()) throw VmmError(ErrorCode::kState, "startOnArrival: this VM is not arriving by migration");
+      if (!(info.Length() > 0 && info[0].ToBoolean())) {
+        arrival_->start = nullptr;
+        return;
+      }
+      arrival_->start = [this](MigrationIncoming& incoming) {
+        if (!vm_ || !incoming.Stats().source_running) return;
+        try {
+          vm_->LoadArrivedState(incoming.TakeState().snapshot);
+          vm_->Start(false);
+          arrival_started_ = true;
+          incoming.Complete();
+        } catch (const std::exception& e) {
+          arrival_error_ = std::string("starting the VM: ") + e.what();
+          incoming.Fail(arrival_error_);
+        }
+      };
+    });
+  }
+  // arrival(): {started, error} of a start on arrival.
+  Napi::Value Arrival(const Napi::CallbackInfo& info) {
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("started", arrival_started_);
+    o.Set("error", arrival_error_);
+    return o;
+  }
+  MigrationIncoming& ArrivingIncoming() {
+    if (!arrival_) throw VmmError(ErrorCode::kState, "this VM is not arriving by migration");
+    if (!arrival_->incoming) throw VmmError(ErrorCode::kState, "the incoming migration has been closed");
+    return *arrival_->incoming;
   }
   // saveSnapshot(dir, {copyMemory}): template mode (RAM file linked), or copy mode (RAM copied).
   Napi::Value SaveSnapshot(const Napi::CallbackInfo& info) {
@@ -443,9 +484,13 @@ class NativeVm : public Napi::ObjectWrap<NativeVm> {
       tsfn_.Release();
       released_ = true;
     }
+    if (arrival_) arrival_->start = nullptr;
   }
 
   std::unique_ptr<Vm> vm_;
+  std::shared_ptr<ArrivalLink> arrival_;  // to the migration an arriving VM's state comes from
+  bool arrival_started_ = false;
+  std::string arrival_error_;
   std::unique_ptr<MigrationSource> migration_;
   Napi::ThreadSafeFunction tsfn_;
   bool released_ = false;

@@ -1,7 +1,9 @@
 #include "addon_migration.h"
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "addon_util.h"
 #include "error.h"
@@ -41,12 +43,14 @@ class NativeMigrationIncoming : public Napi::ObjectWrap<NativeMigrationIncoming>
       have_tsfn_ = true;
       incoming_ = std::make_unique<MigrationIncoming>(ParseMigrationEndpoint(info[0].As<Napi::String>().Utf8Value()), options,
                                                       [this](MigrationIncoming::Event e) { Post(e); });
+      link_->incoming = incoming_.get();
     } catch (const VmmError& e) {
       Release();
       ToJsError(env, e).ThrowAsJavaScriptException();
     }
   }
   ~NativeMigrationIncoming() override {
+    link_->incoming = nullptr;
     incoming_.reset();
     Release();
   }
@@ -56,7 +60,13 @@ class NativeMigrationIncoming : public Napi::ObjectWrap<NativeMigrationIncoming>
  private:
   void Post(MigrationIncoming::Event e) {
     const char* name = e == MigrationIncoming::Event::kAccepted ? "accepted" : e == MigrationIncoming::Event::kReceived ? "received" : "finished";
-    tsfn_.NonBlockingCall([name](Napi::Env env, Napi::Function fn) { fn.Call({Napi::String::New(env, name)}); });
+    const bool received = e == MigrationIncoming::Event::kReceived;
+    std::shared_ptr<ArrivalLink> link = link_;
+    tsfn_.NonBlockingCall([link, name, received](Napi::Env env, Napi::Function fn) {
+      // The arriving VM starts here, before any JavaScript runs: all that is left of the downtime.
+      if (received && link->start && link->incoming) std::exchange(link->start, nullptr)(*link->incoming);
+      fn.Call({Napi::String::New(env, name)});
+    });
   }
   void Release() {
     if (have_tsfn_) tsfn_.Release(), have_tsfn_ = false;
@@ -76,6 +86,7 @@ class NativeMigrationIncoming : public Napi::ObjectWrap<NativeMigrationIncoming>
   }
   // Stops listening and discards whatever was received but not taken; events stop.
   Napi::Value Close(const Napi::CallbackInfo& info) {
+    link_->incoming = nullptr;
     incoming_.reset();
     Release();
     return info.Env().Undefined();
@@ -100,6 +111,9 @@ class NativeMigrationIncoming : public Napi::ObjectWrap<NativeMigrationIncoming>
   std::unique_ptr<MigrationIncoming> incoming_;
   Napi::ThreadSafeFunction tsfn_;
   bool have_tsfn_ = false;
+
+ public:
+  std::shared_ptr<ArrivalLink> link_ = std::make_shared<ArrivalLink>();
 };
 
 double Number(uint64_t v) { return static_cast<double>(v); }
@@ -168,13 +182,16 @@ Napi::Function InitMigrationIncoming(Napi::Env env) {
   return f;
 }
 
-ReceivedVm TakeIncomingVm(const Napi::Value& v, RestoreOptions* restore) {
+ArrivingVm TakeArrivingVm(const Napi::Value& v, RestoreOptions* restore, std::shared_ptr<ArrivalLink>* link) {
   if (!incoming_constructor || !v.IsObject() || !v.As<Napi::Object>().InstanceOf(incoming_constructor->Value()))
     throw VmmError(ErrorCode::kInvalidArgument, "incoming must be a NativeMigrationIncoming");
-  MigrationIncoming* incoming = NativeMigrationIncoming::Unwrap(v.As<Napi::Object>())->incoming();
+  NativeMigrationIncoming* wrapper = NativeMigrationIncoming::Unwrap(v.As<Napi::Object>());
+  MigrationIncoming* incoming = wrapper->incoming();
   if (!incoming) throw VmmError(ErrorCode::kState, "the incoming migration has been closed");
   *restore = incoming->options().restore;
-  return incoming->Take();
+  ArrivingVm arriving = incoming->TakeArriving();
+  *link = wrapper->link_;
+  return arriving;
 }
 
 }  // namespace stencil

@@ -265,10 +265,16 @@ void Vm::CreateVcpus() {
 void Vm::Start(bool paused) {
   std::lock_guard<std::mutex> lock(mu_);
   if (started_) throw VmmError(ErrorCode::kState, "VM already started");
-  InstallKickHandler();
+  if (awaiting_state_) throw VmmError(ErrorCode::kState, "the arriving VM's final state has not been loaded");
+  if (running_threads_ == 0) StartVcpuThreads();
   exit_stats_.MarkStarted();
   started_ = true;
   pause_requested_ = paused;
+  resume_cv_.notify_all();
+}
+
+void Vm::StartVcpuThreads() {
+  InstallKickHandler();
   running_threads_ = static_cast<uint32_t>(vcpus_.size());
   for (auto& v : vcpus_) {
     Vcpu* vcpu = v.get();
@@ -311,7 +317,7 @@ void Vm::Stop() {
     if (exit_reason_ == ExitReason::kNone) exit_reason_ = ExitReason::kStopped, exit_detail_ = "stopped by the host";
     stop_ = true;
     resume_cv_.notify_all();
-    if (started_) KickAll();
+    if (started_) KickAll();  // threads not yet started wait on resume_cv_, and see stop_
   }
   for (auto& v : vcpus_)
     if (v->thread.joinable()) v->thread.join();
@@ -382,6 +388,15 @@ void Vm::VcpuLoop(Vcpu& vcpu) {
   sigemptyset(&set);
   sigaddset(&set, KickSignal());
   pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+  {
+    // An arriving VM's threads are made ahead of its start (thread creation is off the downtime).
+    std::unique_lock<std::mutex> lock(mu_);
+    resume_cv_.wait(lock, [&] { return started_ || stop_; });
+    if (!started_) {
+      --running_threads_;  // stopped before it ever ran: no exit to report
+      return;
+    }
+  }
 
   for (;;) {
     // Clear before checking the flags: a kick that lands after the check still stops KVM_RUN.

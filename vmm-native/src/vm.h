@@ -86,15 +86,20 @@ class Vm {
   // snapshot's vCPU count), RAM mapped copy-on-write from the snapshot's memory file, every
   // vCPU, VM and device state loaded. Nothing runs until Start.
   Vm(VmShell shell, const Snapshot& snapshot, const RestoreOptions& options, VmCallbacks callbacks);
-  // The same onto RAM that is already filled (a live migration's destination received it): the
-  // shell must not reserve memory; options' memory fields are ignored.
-  Vm(VmShell shell, const Snapshot& snapshot, const RestoreOptions& options, std::unique_ptr<GuestMemory> ram,
+  // A live migration's arriving VM (vm_restore.cc), built from the stream's header while its RAM
+  // (`ram`, registered by the shell, which must not reserve memory) still streams in: devices made
+  // and vCPU threads waiting, so that once the stream ends only LoadArrivedState and Start remain
+  // on the downtime's path. options' memory fields are ignored.
+  Vm(VmShell shell, const VmDescription& description, const RestoreOptions& options, std::shared_ptr<GuestMemory> ram,
      VmCallbacks callbacks);
   ~Vm();
   Vm(const Vm&) = delete;
   Vm& operator=(const Vm&) = delete;
 
   void Start(bool paused = false);  // paused: the vCPUs park before their first instruction
+  // An arriving VM's final state, which must describe the VM built (vCPUs, device layout).
+  void LoadArrivedState(const Snapshot& snapshot);
+  bool awaiting_state() const { return awaiting_state_; }
   // Returns at once; callbacks.paused fires when every vCPU is parked with its last instruction
   // complete and the devices are quiescent (nothing writes guest RAM until Resume).
   void RequestPause();
@@ -161,6 +166,8 @@ class Vm {
   void SaveCopy(const std::string& dir);      // kCopy, with mu_ held
   void SetupMemorySlots();
   void SetupDevices();
+  void LoadSavedState(const Snapshot& snapshot);  // VM, vCPU and device state, in that order
+  void StartVcpuThreads();  // with mu_ held; the threads wait until started_
   void LoadGuest();
   void CreateVcpus();
   void VcpuLoop(Vcpu& vcpu);
@@ -176,7 +183,7 @@ class Vm {
   UniqueFd vm_;
   int run_mmap_size_ = 0;
   MemoryReservation reserved_memory_;  // a shell's pre-registered RAM range, until RAM maps over it
-  std::unique_ptr<GuestMemory> memory_;
+  std::shared_ptr<GuestMemory> memory_;  // shared with an incoming migration still filling it
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
   Bus pio_bus_, mmio_bus_;
   std::unique_ptr<DeviceManager> devices_;
@@ -201,6 +208,7 @@ class Vm {
   bool paused_ = false;  // every vCPU parked and the devices quiesced
   uint32_t running_threads_ = 0;
   bool started_ = false;
+  bool awaiting_state_ = false;  // an arriving VM before LoadArrivedState
   bool finished_ = false;
   ExitReason exit_reason_ = ExitReason::kNone;
   std::string exit_detail_;

@@ -111,10 +111,12 @@ class MigrationKvm : public tg::CounterGuestTest {
       return s.state_ready || s.status == MigrationStatus::kFailed || s.status == MigrationStatus::kCancelled;
     });
     if (incoming.Stats().state_ready) {
-      ReceivedVm received = incoming.Take();
-      out.vm = std::make_unique<Vm>(VmShell::Create(received.snapshot.config.vm.vcpus), received.snapshot, options.restore,
-                                    std::move(received.ram), VmCallbacks{});
-      out.vm->Start(!received.running);
+      ArrivingVm arriving = incoming.TakeArriving();
+      ReceivedState state = incoming.TakeState();
+      out.vm = std::make_unique<Vm>(std::move(arriving.shell), arriving.description, options.restore, std::move(arriving.ram),
+                                    VmCallbacks{});
+      out.vm->LoadArrivedState(state.snapshot);
+      out.vm->Start(!state.running);
       incoming.Complete();
     }
     EXPECT_TRUE(source_signal.Wait([&] { return migration.finished(); }, 60s)) << "the migration never finished";
@@ -215,6 +217,49 @@ TEST_F(MigrationKvm, DestinationGoneMidWayFailsAndSourceRuns) {
   uint64_t now = Load(*source, tg::kCounterAddr);
   EXPECT_TRUE(WaitCounterAbove(*source, now));
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/destination-ram"));
+}
+
+TEST_F(MigrationKvm, ArrivingVmIsBuiltWhileRamStreamsAndAFailureThenStopsTheStream) {
+  auto source = StartSource();
+  Signal incoming_signal, source_signal;
+  bool accepted = false;
+  MigrationIncoming incoming(ParseMigrationEndpoint("unix:" + dir_ + "/m.sock"), Incoming(), [&](MigrationIncoming::Event e) {
+    if (e == MigrationIncoming::Event::kAccepted) accepted = true;
+    incoming_signal.Notify();
+  });
+  incoming.Start();
+  MigrationParameters params;
+  params.max_bandwidth = 1 << 20;  // the guest's 256 pages a round need 1 s: it goes on for a while
+  MigrationSource migration(*source, incoming.listener().endpoint(), params, [&](MigrationStatus) { source_signal.Notify(); });
+  migration.Start();
+  ASSERT_TRUE(incoming_signal.Wait([&] { return accepted; }));
+  EXPECT_THROW(incoming.TakeState(), VmmError) << "a state before the stream ended";
+  bool exited = false;
+  {
+    ArrivingVm arriving = incoming.TakeArriving();
+    EXPECT_THROW(incoming.TakeArriving(), VmmError) << "taken twice";
+    VmCallbacks cb;
+    cb.exited = [&](ExitReason, const std::string&) { exited = true; };
+    Vm vm(std::move(arriving.shell), arriving.description, Incoming().restore, std::move(arriving.ram), std::move(cb));
+    EXPECT_TRUE(vm.awaiting_state());
+    try {
+      vm.Start();
+      ADD_FAILURE() << "an arriving VM started without its state";
+    } catch (const VmmError& e) {
+      EXPECT_NE(std::string(e.what()).find("final state has not been loaded"), std::string::npos) << e.what();
+    }
+    // Its vCPU threads, made ahead, end with it; a VM that never ran reports no exit.
+  }
+  EXPECT_FALSE(exited);
+  incoming.Fail("the owner could not build the VM");
+  ASSERT_TRUE(source_signal.Wait([&] { return migration.finished(); }));
+  EXPECT_EQ(MigrationStatusName(migration.Stats().status), std::string("failed"));
+  EXPECT_NE(migration.Stats().error.find("the destination failed: the owner could not build the VM"), std::string::npos)
+      << migration.Stats().error;
+  ASSERT_TRUE(incoming_signal.Wait([&] { return incoming.Stats().status == MigrationStatus::kFailed; }));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/destination-ram")) << "the destination kept the RAM it received";
+  EXPECT_TRUE(WaitCounterAbove(*source, Load(*source, tg::kCounterAddr))) << "the source stopped counting";
+  EXPECT_EQ(PatternProblem(*source), "");
 }
 
 TEST_F(MigrationKvm, DestinationRefusesAnotherMemorySizeBeforeTakingAnything) {

@@ -90,6 +90,13 @@ describe('stencil vm run --qmp (through socat)', () => {
     sessions.push(s);
     return s;
   };
+  /** `quit` on each session, in order; each VM process then exits 0. */
+  const quitAll = async (pairs: Array<[SocatQmp, VmProcess]>) => {
+    for (const [session, process] of pairs) {
+      await session.ok('quit');
+      assert.equal(await process.exited, 0, process.stderr);
+    }
+  };
 
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stencil-qmp-'));
@@ -108,6 +115,18 @@ describe('stencil vm run --qmp (through socat)', () => {
 
   const boot = (socket: string, extra: string[] = []) =>
     vm(['--kernel', kernel, '--initrd', initrd, '--memory', '64M', '--memory-dir', shm, '--qmp', `unix:${socket},server,nowait`, ...extra]);
+  /** A booted source that has ticked past `ticks` and a destination waiting on unix:, both with QMP. */
+  const livePair = async (name: string, ticks: number) => {
+    const sourceSocket = path.join(dir, `${name}-source.sock`);
+    const source = boot(sourceSocket);
+    const sq = await connect(sourceSocket);
+    await source.tickAbove(ticks);
+    const streamSocket = path.join(dir, `${name}.migrate`);
+    const destSocket = path.join(dir, `${name}-dest.sock`);
+    const dest = vm(['--incoming', `unix:${streamSocket}`, '--memory-dir', shm, '--qmp', `unix:${destSocket},server,nowait`]);
+    const dq = await connect(destSocket);
+    return { source, sq, dest, dq, streamSocket };
+  };
 
   it("runs StratoVirt's snapshot sequence: stop, migrate file:DIR, query-migrate, restore with --incoming file:DIR", async () => {
     const socket = path.join(dir, 'source.sock');
@@ -245,15 +264,7 @@ describe('stencil vm run --qmp (through socat)', () => {
   it("moves a running VM live over unix: and then tcp: with StratoVirt's commands; the count goes on", async () => {
     const ramFiles = () => fs.readdirSync(shm).filter((f) => f.endsWith('.ram'));
     const ramBefore = ramFiles();
-    const sourceSocket = path.join(dir, 'live-source.sock');
-    const source = boot(sourceSocket);
-    const sq = await connect(sourceSocket);
-    await source.tickAbove(2);
-
-    const streamSocket = path.join(dir, 'live.migrate');
-    const destSocket = path.join(dir, 'live-dest.sock');
-    const dest = vm(['--incoming', `unix:${streamSocket}`, '--memory-dir', shm, '--qmp', `unix:${destSocket},server,nowait`]);
-    const dq = await connect(destSocket);
+    const { source, sq, dest, dq, streamSocket } = await livePair('live', 2);
     assert.equal(((await dq.ok('query-status')) as { status: string }).status, 'inmigrate');
     await sq.ok('migrate', { uri: `unix:${streamSocket}` });
     const info = await sq.waitMigration();
@@ -296,16 +307,36 @@ describe('stencil vm run --qmp (through socat)', () => {
     const secondStop = dest.lastTick();
     assert.ok((await third.tickAbove(secondStop)) <= secondStop + 3);
 
-    for (const [session, process] of [
+    await quitAll([
       [sq, source],
       [dq, dest],
-    ] as const) {
-      await session.ok('quit');
-      assert.equal(await process.exited, 0, process.stderr);
-    }
+    ]);
     third.kill('SIGTERM');
     await third.exited;
     assert.deepEqual(ramFiles(), ramBefore, 'RAM files were left behind');
+  });
+
+  it('a `stop` on a destination still waiting keeps the VM that arrives paused until `cont` (QEMU autostart)', async () => {
+    const { source, sq, dest, dq, streamSocket } = await livePair('autostart', 1);
+    await dq.ok('stop');
+    await sq.ok('migrate', { uri: `unix:${streamSocket}` });
+    assert.equal((await sq.waitMigration()).status, 'completed');
+    let status = 'inmigrate';
+    for (const deadline = Date.now() + 10_000; status === 'inmigrate' && Date.now() < deadline; await sleep(50)) {
+      status = ((await dq.ok('query-status')) as { status: string }).status;
+    }
+    assert.equal(status, 'paused');
+    await sleep(300);
+    assert.equal(dest.lastTick(), -1, 'the destination ran without cont');
+    const stoppedAt = source.lastTick();
+    await dq.ok('cont');
+    await dq.waitEvent('RESUME');
+    const first = await dest.tickAbove(-1);
+    assert.ok(first > stoppedAt - 2 && first <= stoppedAt + 2, `the destination printed ${first} first, the source stopped at ${stoppedAt}`);
+    await quitAll([
+      [sq, source],
+      [dq, dest],
+    ]);
   });
 
   it('cancels a live migration (the source runs on), and a destination refuses a VM of another size', async () => {

@@ -103,8 +103,9 @@ export class MicroVm implements VirtualMachine {
   }
 
   /**
-   * The VM a finished incoming live migration received (NativeMigrationIncoming 'received'): its
-   * configuration and RAM come from the stream; 'created' until start().
+   * The VM an incoming live migration brings, built once the stream is accepted
+   * (NativeMigrationIncoming 'accepted') while its RAM still streams in: configuration and RAM
+   * come from the stream; 'created' until start(), which needs its final state ('received').
    */
   static fromIncoming(name: string, incoming: NativeMigrationIncoming): MicroVm {
     const { NativeVm } = loadAddon();
@@ -113,6 +114,27 @@ export class MicroVm implements VirtualMachine {
 
   get state(): VmState {
     return this.current;
+  }
+
+  /**
+   * An arriving VM (fromIncoming): with autostart it runs as soon as its state is received, if
+   * its source ran, without waiting for JavaScript; arrived() then tells.
+   */
+  startOnArrival(autostart: boolean): void {
+    this.expect('created', 'arm the start of');
+    this.call((n) => n.startOnArrival(autostart));
+  }
+
+  /**
+   * At the incoming migration's 'received': true if the VM already runs (startOnArrival);
+   * false if start() is still to be called. Throws if the start on arrival failed.
+   */
+  arrived(): boolean {
+    let result = { started: false, error: '' };
+    this.call((n) => (result = n.arrival()));
+    if (result.error) throw new VmStateError(`VM ${this.name}: ${result.error}`, 'ESTATE');
+    if (result.started && this.current === 'created') this.current = 'running';
+    return result.started;
   }
 
   start(options: { paused?: boolean } = {}): void {

@@ -39,7 +39,7 @@ export interface NativeRestoreConfig {
   /** A snapshot directory; or, instead, restoreState (then memoryPath is required). */
   restoreFrom?: string;
   restoreState?: SavedVmState;
-  /** Or the VM a finished incoming live migration received (its options apply). */
+  /** Or the VM an incoming live migration brings (after its 'accepted'; its options apply). */
   incoming?: NativeMigrationIncoming;
   /** RAM from this file instead of the snapshot's memory: mapped copy-on-write, or shared. */
   memoryPath?: string;
@@ -164,6 +164,14 @@ export interface NativeVm {
   injectNmi(): void;
   destroy(): void;
   sendConsoleInput(data: Buffer): void;
+  /**
+   * An arriving VM (built from an incoming migration): with autostart, starts running as its
+   * state is received, before its 'received' event reaches JavaScript, if the source was
+   * running; the source is then told at once. Without autostart nothing starts by itself.
+   */
+  startOnArrival(autostart: boolean): void;
+  /** Whether a start on arrival happened, or why it failed ('' if it did not). */
+  arrival(): { started: boolean; error: string };
   /**
    * Template mode: for a paused VM with tmpfs-file RAM, writes dir/state and dir/config and makes
    * the RAM file dir/memory (a hard link, no copy). The VM can then only be destroyed.

@@ -36,7 +36,7 @@ import { PodVmError } from './pod-errors.js';
 import { createStateDir, type PodVmOptions, removeStateDir, validateOptions } from './pod-vm-options.js';
 import { guestSpec, pauseHolder, podNetworkSysctls } from './guest-spec.js';
 import type { ContainerRequest, Pod, PodMigrationStats, ProcessStdio } from './types.js';
-import { type ArrivedVm, receiveVm } from './vm-incoming.js';
+import { receiveVm } from './vm-incoming.js';
 import { healthCheckTimeoutMs, UnansweredGuestWatch } from './unanswered-guest.js';
 import { type MigrationStatus, type MigrationUri, parseMigrationUri } from '../qmp/vm-commands.js';
 
@@ -237,20 +237,25 @@ export class PodVm implements Pod {
       }
     }
     const net = this.network ? { mac: this.network.guestInterface.mac, backendFd: this.network.tapFd } : undefined;
-    let arrived: ArrivedVm | undefined;
     if (o.incoming) {
       for (const container of o.incoming.containers) await this.files.share(container);
       // The monitor listens before the VM arrives, so that its setup is not part of the downtime.
       this.monitor = await this.serveMonitor(undefined);
-      arrived = await receiveVm({
+      const t0 = Date.now();
+      const vm = await receiveVm({
         name: o.id,
         uri: o.incoming.uri,
         memoryDir: o.memoryDir,
         restore: { vsock: { guestCid: this.guestCid, udsPath: this.vsockPath }, shares: [{ tag: SHARE_TAG, hostPath: this.sharedDir }], net },
         onListening: o.incoming.onListening,
+        start: (vm) => {
+          this.network?.takeOver();  // its queue of the tap, before the guest's first instruction here
+          vm.start();
+        },
       });
-      this.vm = arrived.vm;
-      this.monitor.monitor.attachVm(arrived.vm);
+      this.vm = vm;
+      this.monitor.monitor.attachVm(vm);
+      this.log?.info('the pod VM arrived and runs', { ms: Date.now() - t0, cid: this.guestCid });
     } else if (o.restore) {
       // The container's files go back where the guest had them before a single instruction runs.
       await this.files.share(o.restore.container);
@@ -277,9 +282,7 @@ export class PodVm implements Pod {
     void this.vm.waitExit().then((exit) => this.onVmExit(exit));
     this.log?.info('starting the pod VM', { vcpus: o.vcpus, memoryBytes: o.memoryBytes, cid: this.guestCid, cmdline: this.vm.cmdline });
     const t0 = Date.now();
-    if (arrived) this.network?.takeOver();
-    this.vm.start();
-    arrived?.complete();
+    if (!o.incoming) this.vm.start();  // a migrating pod's VM runs already
     this.client = await this.connectAgent(o.agentTimeoutMs ?? DEFAULT_AGENT_TIMEOUT_MS);
     try {
       // The ping first, then the rest in the same flight: the agent answers in order, so a restored

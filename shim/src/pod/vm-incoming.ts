@@ -1,6 +1,7 @@
 // The destination side of a pod migration: a pod VM that arrives by live migration (tcp:/unix:)
-// instead of being booted or cloned. The VM is built when its last state is in, and the source is
-// told (complete) only once it runs here, so a failure anywhere before leaves the source running.
+// instead of being booted or cloned. The VM is built while its RAM streams in, started the moment
+// its last state is in, and only then is the source told (complete), so a failure anywhere before
+// leaves the source running.
 import { MicroVm } from '../hypervisor/microvm.js';
 import { loadAddon, type NativeIncomingOptions, type NativeMigrationIncoming } from '../hypervisor/native.js';
 import { parseMigrationUri } from '../qmp/vm-commands.js';
@@ -16,38 +17,47 @@ export interface IncomingVmOptions {
   restore: NonNullable<NativeIncomingOptions['restore']>;
   /** Called once the endpoint listens: the source may send from then on. */
   onListening(): void;
+  /**
+   * Starts the arrived VM (vm.start() loads its final state), synchronously as the state comes
+   * in: all of it is downtime. A throw fails the migration and the source runs on.
+   */
+  start(vm: MicroVm): void;
 }
 
-export interface ArrivedVm {
-  vm: MicroVm;
-  /** After vm.start(): the source lets its paused VM go. */
-  complete(): void;
-  /** The VM could not be started here: the source resumes its own. */
-  fail(reason: string): void;
-}
-
-/** Listens at `uri` and resolves with the migrated VM, built and not started. */
-export function receiveVm(o: IncomingVmOptions): Promise<ArrivedVm> {
+/** Listens at `uri` and resolves with the migrated VM once it runs here and the source knows. */
+export function receiveVm(o: IncomingVmOptions): Promise<MicroVm> {
   const uri = parseMigrationUri(o.uri);
   if (uri.kind !== 'unix' && uri.kind !== 'tcp') throw new Error(`a pod VM arrives over tcp: or unix:, not ${o.uri}`);
   const { NativeMigrationIncoming } = loadAddon();
   return new Promise((resolve, reject) => {
     let incoming: NativeMigrationIncoming | undefined;
+    let arriving: MicroVm | undefined;  // built while its RAM streams in
     let arrived = false;
     const onEvent = (event: string) => {
-      if (event === 'received') {
+      if (event === 'accepted') {
         try {
-          const vm = MicroVm.fromIncoming(o.name, incoming!);
-          arrived = true;
-          resolve({ vm, complete: () => incoming!.complete(), fail: (reason) => incoming!.fail(reason) });
+          arriving = MicroVm.fromIncoming(o.name, incoming!);
         } catch (err) {
           incoming!.fail(`building the VM: ${(err as Error).message}`);
           reject(new Error(`the migrated VM could not be built: ${(err as Error).message}`, { cause: err }));
         }
+      } else if (event === 'received' && arriving) {
+        try {
+          o.start(arriving);
+        } catch (err) {
+          incoming!.fail(`starting the VM: ${(err as Error).message}`);
+          return; // 'finished' follows: the VM goes and the promise rejects there
+        }
+        incoming!.complete();
+        arrived = true;
+        resolve(arriving);
       } else if (event === 'finished') {
         const stats = incoming!.stats();
         incoming!.close();
-        if (!arrived) reject(new Error(`the incoming migration at ${o.uri} ${stats.status}: ${stats.error || 'no VM arrived'}`));
+        if (!arrived) {
+          void arriving?.destroy();
+          reject(new Error(`the incoming migration at ${o.uri} ${stats.status}: ${stats.error || 'no VM arrived'}`));
+        }
       }
     };
     incoming = new NativeMigrationIncoming(o.uri, { memoryDir: o.memoryDir, memoryName: memoryFileName(o.name), restore: o.restore }, onEvent);

@@ -68,8 +68,10 @@ interface Migration {
   abort: AbortController;
   /** A live migration: the VM sending (its VMM keeps the statistics) ... */
   source?: MicroVm;
-  /** ... or the listening end receiving. */
+  /** ... or the listening end receiving, ... */
   incoming?: NativeMigrationIncoming;
+  /** ... and the VM it brings, built while its RAM streams in, until it is adopted. */
+  arriving?: MicroVm;
 }
 
 const liveUri = (uri: MigrationUri) => (uri.kind === 'tcp' ? `tcp:${uri.host.includes(':') ? `[${uri.host}]` : uri.host}:${uri.port}` : `unix:${(uri as { path: string }).path}`);
@@ -135,6 +137,7 @@ export class MicroVmMonitor implements MonitoredVm {
   async stop(): Promise<void> {
     if (!this.vm) {
       this.autostart = false;  // QEMU: stop while inmigrate keeps the loaded VM paused
+      this.migration?.arriving?.startOnArrival(false);
       return;
     }
     if (this.vm.state !== 'running') return;
@@ -273,6 +276,7 @@ export class MicroVmMonitor implements MonitoredVm {
     this.migration?.abort.abort();
     if (this.migrationRunning()) this.migration?.source?.cancelMigration();
     this.migration?.incoming?.close();
+    void this.migration?.arriving?.destroy();
     this.emit('SHUTDOWN', { guest: false, reason: 'host-qmp-quit' });
     try {
       await this.vm?.destroy();
@@ -362,9 +366,16 @@ export class MicroVmMonitor implements MonitoredVm {
     const migration = this.begin();
     let incoming: NativeMigrationIncoming;
     const onEvent = (event: string) => {
-      if (event === 'accepted') this.setStatus(migration, 'active');
-      else if (event === 'received') this.adoptIncoming(incoming, migration);
-      else if (event === 'finished') {
+      if (event === 'accepted') {
+        this.setStatus(migration, 'active');
+        migration.arriving = this.buildArriving(incoming, migration);
+      } else if (event === 'received') {
+        const vm = migration.arriving;
+        migration.arriving = undefined;
+        if (vm) this.adoptIncoming(vm, incoming, migration);
+      } else if (event === 'finished') {
+        void migration.arriving?.destroy();  // the stream failed before its VM was adopted
+        migration.arriving = undefined;
         const stats = incoming.stats();
         migration.transferredBytes = stats.received;
         if (stats.status === 'failed' && migration.status !== 'failed') this.fail(migration, new Error(stats.error));
@@ -383,20 +394,37 @@ export class MicroVmMonitor implements MonitoredVm {
     }
   }
 
-  private adoptIncoming(incoming: NativeMigrationIncoming, migration: Migration): void {
-    if (this.ending) return incoming.fail('the destination is shutting down');
-    const run = incoming.stats().sourceRunning && this.autostart;
-    let vm: MicroVm;
+  /** The arriving VM, built while its RAM streams in; undefined (the stream told to stop) if it cannot be. */
+  private buildArriving(incoming: NativeMigrationIncoming, migration: Migration): MicroVm | undefined {
     try {
-      vm = this.options.restoreIncoming!(incoming);
+      if (this.ending) throw new Error('the destination is shutting down');
+      const vm = this.options.restoreIncoming!(incoming);
+      // It runs the moment its state is in (QEMU's autostart); a `stop` meanwhile takes that back.
+      vm.startOnArrival(this.autostart);
+      return vm;
     } catch (err) {
       incoming.fail(`building the VM: ${(err as Error).message}`);
+      this.fail(migration, err);
+      return undefined;
+    }
+  }
+
+  private adoptIncoming(vm: MicroVm, incoming: NativeMigrationIncoming, migration: Migration): void {
+    const run = incoming.stats().sourceRunning && this.autostart;
+    try {
+      if (!vm.arrived()) {
+        // Not started on arrival (a paused source, or a `stop` while it came): start it here.
+        if (this.ending) throw new Error('the destination is shutting down');
+        vm.start({ paused: !run });  // loads the state that arrived
+        incoming.complete();
+      }
+    } catch (err) {
+      void vm.destroy();
+      incoming.fail(`starting the VM: ${(err as Error).message}`);  // unless the start on arrival told it already
       this.fail(migration, err);
       return;
     }
     this.attachVm(vm);
-    vm.start({ paused: !run });
-    incoming.complete();
     migration.transferredBytes = incoming.stats().received;
     this.setStatus(migration, 'completed');
     if (run) this.emit('RESUME');

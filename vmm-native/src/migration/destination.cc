@@ -62,10 +62,18 @@ void MigrationIncoming::Cancel() {
   decided_cv_.notify_all();
 }
 
-ReceivedVm MigrationIncoming::Take() {
+ArrivingVm MigrationIncoming::TakeArriving() {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!received_) throw VmmError(ErrorCode::kState, "no received VM to take (the stream is not complete, or it was taken)");
-  ReceivedVm out = std::move(*received_);
+  if (!arriving_) throw VmmError(ErrorCode::kState, "no arriving VM to take (no stream was accepted, or it was taken or failed)");
+  ArrivingVm out = std::move(*arriving_);
+  arriving_.reset();
+  return out;
+}
+
+ReceivedState MigrationIncoming::TakeState() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!received_) throw VmmError(ErrorCode::kState, "no received VM state to take (the stream is not complete, or it was taken)");
+  ReceivedState out = std::move(*received_);
   received_.reset();
   return out;
 }
@@ -93,7 +101,8 @@ void MigrationIncoming::Finish(MigrationStatus status, const std::string& error)
     stats_.status = status;
     stats_.error = error;
     stats_.state_ready = false;
-    received_.reset();  // RAM not taken goes (a new RAM file is removed)
+    arriving_.reset();  // RAM nobody took goes (a new RAM file is removed)
+    received_.reset();
   }
   if (on_event_) on_event_(Event::kFinished);
 }
@@ -183,12 +192,13 @@ void MigrationIncoming::Run() {
     // creating vCPUs and registering slots (an SRCU grace period each) stays out of the downtime.
     VmShell shell = VmShell::Create(description.config.vm.vcpus, memory.size);
     memory.fixed_address = shell.memory.base();
-    auto ram = std::make_unique<GuestMemory>(memory);
+    auto ram = std::make_shared<GuestMemory>(memory);
     shell.memory.Release();  // the RAM mapping now owns the reserved range
     SendReply(*channel, StreamReply::kAccept, "", kAcceptAnswersSync | (use_template ? kAcceptUsesTemplate : 0));
     {
       std::lock_guard<std::mutex> lock(mu_);
       stats_.template_shared = use_template;
+      arriving_ = ArrivingVm{description, std::move(shell), ram};
     }
     if (on_event_) on_event_(Event::kAccepted);
 
@@ -238,14 +248,16 @@ void MigrationIncoming::Run() {
       }
       std::lock_guard<std::mutex> lock(mu_);
       stats_.received = channel->bytes_read(), stats_.pages = pages, stats_.zero_pages = zero_pages;
+      if (decision_ == Decision::kFail) throw VmmError(ErrorCode::kMigration, fail_reason_);
     }
 
+    ram.reset();  // the VM built from arriving_ holds it
     Snapshot snapshot = LoadSnapshot(state, config, "the migration stream's VM state", "the migration stream's VM config");
     if (RenderConfigJson(snapshot.config, snapshot.layout) != RenderConfigJson(description.config, description.layout))
       throw VmmError(ErrorCode::kMigration, "migration stream: the final VM state describes another VM than its header");
     {
       std::lock_guard<std::mutex> lock(mu_);
-      received_ = ReceivedVm{std::move(snapshot), std::move(shell), std::move(ram), running};
+      received_ = ReceivedState{std::move(snapshot), running};
       stats_.state_ready = true;
       stats_.source_running = running;
     }

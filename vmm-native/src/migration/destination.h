@@ -2,8 +2,9 @@
 // this host before taking anything (refusing with the reason: memory size or vCPU count other
 // than asked for, a disk or shared directory missing here, a version this build does not read),
 // fills new RAM (or the same template, when this host has it: same content hash), verifies the
-// end checksum, and hands the state and RAM over for the VM to be built. The source is told the
-// VM runs here only once the owner says so (Complete); until then it keeps its VM.
+// end checksum. The VM's shell and RAM are handed over as soon as the header is accepted, so
+// that its devices are built while RAM streams in; its state once the stream ends. The source
+// is told the VM runs here only once the owner says so (Complete); until then it keeps its VM.
 #pragma once
 #include <condition_variable>
 #include <functional>
@@ -40,11 +41,18 @@ struct IncomingStats {
   bool source_running = false;  // the source VM was running (not paused) when it stopped
 };
 
-struct ReceivedVm {
-  Snapshot snapshot;
-  // Made while the RAM streamed in (KVM VM, vCPUs, RAM slots over `ram`): off the downtime path.
+// What the VM will be, known once the stream's header is accepted: its description, its KVM shell
+// (vCPUs, RAM slots over `ram`) and its RAM, which the stream still fills. The owner builds the
+// VM's devices from it meanwhile, off the downtime path.
+struct ArrivingVm {
+  VmDescription description;
   VmShell shell;
-  std::unique_ptr<GuestMemory> ram;
+  std::shared_ptr<GuestMemory> ram;
+};
+
+// The VM's final state, verified against the header, once the stream has ended.
+struct ReceivedState {
+  Snapshot snapshot;
   bool running = false;  // the source VM was running (else paused) when it stopped
 };
 
@@ -59,9 +67,12 @@ class MigrationIncoming {
 
   void Start();
   void Cancel();
-  // After Event::kReceived, once: the verified state and filled RAM.
-  ReceivedVm Take();
-  // The VM built from Take() runs (Complete) or could not be built (Fail): the source is told.
+  // After Event::kAccepted, once: the VM to build while RAM streams in.
+  ArrivingVm TakeArriving();
+  // After Event::kReceived, once: the final state to load into it.
+  ReceivedState TakeState();
+  // The VM runs (Complete) or could not be built (Fail): the source is told. A Fail before the
+  // stream ended stops the receiving at the next record.
   void Complete();
   void Fail(const std::string& reason);
   IncomingStats Stats() const;
@@ -80,7 +91,8 @@ class MigrationIncoming {
   mutable std::mutex mu_;
   std::condition_variable decided_cv_;
   IncomingStats stats_;
-  std::optional<ReceivedVm> received_;
+  std::optional<ArrivingVm> arriving_;
+  std::optional<ReceivedState> received_;
   enum class Decision { kNone, kComplete, kFail } decision_ = Decision::kNone;
   std::string fail_reason_;
   std::thread thread_;

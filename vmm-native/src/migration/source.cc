@@ -1,5 +1,7 @@
 #include "source.h"
 
+#include <memory>
+
 #include "../error.h"
 #include "../memory.h"
 #include "../snapshot/snapshot.h"
@@ -99,9 +101,11 @@ void MigrationSource::SetStatus(MigrationStatus status, const std::string& error
 
 void MigrationSource::Run() {
   bool dirty_log = false, paused_by_us = false;
+  std::unique_ptr<MigrationChannel> connected;
   try {
     UniqueFd socket = ConnectMigration(to_, cancel_, kConnectTimeout);
-    MigrationChannel channel(std::move(socket), cancel_, to_.Describe());
+    connected = std::make_unique<MigrationChannel>(std::move(socket), cancel_, to_.Describe());
+    MigrationChannel& channel = *connected;
     channel.SetReadTimeout(kReplyTimeout);
     StreamWriter writer(channel);
 
@@ -231,7 +235,13 @@ void MigrationSource::Run() {
     }
     Update([&](MigrationStats& s) { s.throttle_percent = 0; });
     bool cancelled = cancel_.cancelled() && !committing_;
-    SetStatus(cancelled ? MigrationStatus::kCancelled : MigrationStatus::kFailed, cancelled ? "" : e.what());
+    std::string error = e.what();
+    // A destination that gave up mid-stream said why before it closed: its reason beats "Broken pipe".
+    if (!cancelled && connected && error.find("sending the migration stream") != std::string::npos) {
+      std::string reason = WaitingFailureReply(*connected);
+      if (!reason.empty()) error = reason + " (" + error + ")";
+    }
+    SetStatus(cancelled ? MigrationStatus::kCancelled : MigrationStatus::kFailed, cancelled ? "" : error);
   }
 }
 

@@ -204,4 +204,15 @@ void ReadReply(MigrationChannel& channel, const char* stage, StreamReply expecte
   }
 }
 
+std::string WaitingFailureReply(MigrationChannel& channel) {
+  channel.SetReadTimeout(std::chrono::milliseconds(500));
+  try {
+    ReadReply(channel, "the destination's reason for closing", StreamReply::kDone);
+  } catch (const VmmError& e) {
+    std::string message = e.what();
+    if (message.rfind("the destination failed: ", 0) == 0 || message.rfind("the destination refused", 0) == 0) return message;
+  }
+  return "";
+}
+
 }  // namespace stencil

@@ -105,5 +105,8 @@ void SendReply(MigrationChannel& channel, StreamReply reply, const std::string& 
 // Reads the reply `expected` (the accept flags into *flags); a refusal or failure becomes
 // VmmError(kMigration) carrying the peer's reason, any other reply a protocol error.
 void ReadReply(MigrationChannel& channel, const char* stage, StreamReply expected, uint8_t* flags = nullptr);
+// After a send failed: the failure a destination that gave up mid-stream sent before closing
+// ("the destination failed: ..."), or "" when none is waiting.
+std::string WaitingFailureReply(MigrationChannel& channel);
 
 }  // namespace stencil
