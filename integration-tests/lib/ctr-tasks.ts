@@ -174,7 +174,8 @@ export async function removeTask(c: ContainerdInstance, id: string): Promise<voi
 /**
  * Isolation between scenarios sharing one containerd: after a scenario, whatever it left (it has
  * already failed its own leak check) is taken away so the next one starts clean: tasks killed and
- * deleted, containers removed, the instance's shim processes killed, ctr's FIFOs removed.
+ * deleted, containers removed, the instance's shim processes killed, ctr's FIFOs removed (also
+ * those of a container the scenario had removed already).
  * Returns what had to go ([] after a clean scenario).
  */
 export async function sweep(c: ContainerdInstance): Promise<string[]> {
@@ -194,6 +195,9 @@ export async function sweep(c: ContainerdInstance): Promise<string[]> {
     }
     await sleep(1000);
   }
-  for (const id of ids) await leaksAfterDeadShim(c, id);
+  // ctr's FIFOs of a container already gone (its scenario removed it, then failed) go too: left,
+  // they would fail every later scenario's leak check.
+  const fifoOwners = before.map((l) => /^fifo \/run\/containerd\/fifo\/\d+\/(.+)-std(?:in|out|err)$/.exec(l)?.[1]);
+  for (const id of new Set([...ids, ...fifoOwners.filter((o): o is string => o !== undefined)])) await leaksAfterDeadShim(c, id);
   return before;
 }
