@@ -136,7 +136,9 @@ function queryMigrateReply(info: MigrationInfo | undefined): object {
   if (info.expectedDowntimeMs !== undefined) reply['expected-downtime'] = Math.round(info.expectedDowntimeMs);
   if (info.downtimePhasesMs) {
     const p = info.downtimePhasesMs;
-    const ms = (v: number) => Math.round(v * 10) / 10;
+    // The VMM measures each phase in microseconds: a destination that starts the VM in tens of them
+    // must not read as 0.
+    const ms = (v: number) => Math.round(v * 1000) / 1000;
     reply['x-downtime-phases'] = { pause: ms(p.pause), 'final-ram': ms(p.finalRam), 'save-state': ms(p.saveState), destination: ms(p.destination) };
   }
   if (info.setupTimeMs !== undefined) reply['setup-time'] = Math.round(info.setupTimeMs);
