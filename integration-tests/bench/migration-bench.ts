@@ -169,6 +169,23 @@ async function stencilExitStats(vm: Vm): Promise<string> {
   return `${running} | ${await query()}`;
 }
 
+/**
+ * A Stencil VM's KVM page faults so far (its vCPUs' `pf_taken`: with nested paging, the guest's
+ * first touches of pages the VM's mappings lack), or undefined (QEMU, or no such counter).
+ */
+async function kvmFaults(vmm: Vmm, vm: Vm): Promise<number | undefined> {
+  if (vmm !== 'stencil') return undefined;
+  const stats = (await vm.qmp.execute('x-query-exit-stats').catch(() => ({}))) as { kvmVcpuStats?: Record<string, number> };
+  return stats.kvmVcpuStats?.pf_taken;
+}
+
+/** Where the destination's guest paid for its new mappings after the switch, against the source's steady rate. */
+function faultNote(sourceBefore: number | undefined, sourceAfter: number | undefined, destAtFirstTick: number | undefined, destAfter: number | undefined): string {
+  if (destAtFirstTick === undefined || destAfter === undefined) return '';
+  const steady = sourceBefore !== undefined && sourceAfter !== undefined ? `; the source took ${sourceAfter - sourceBefore} in the second before migrate` : '';
+  return ` (destination KVM page faults: ${destAtFirstTick} by its first tick, ${destAfter - destAtFirstTick} in the ${AFTER_SWITCH_MS + 100} ms after${steady})`;
+}
+
 /** MiB/s the guest's dirtier wrote, from its `d N` lines (10 runs of 5 MiB each) in [from, to]. */
 function guestWriteRate(proc: VmmProcess, from: number, to: number): number | undefined {
   const marks: Array<{ n: number; at: number }> = [];
@@ -239,7 +256,9 @@ async function migrateOnce(vmm: Vmm, guest: GuestKind, source: Vm, transport: Tr
 async function migrateTo(vmm: Vmm, guest: GuestKind, source: Vm, dest: Vm, transport: Transport, uri: string): Promise<{ dest: Vm | undefined; run: MigrationRun }> {
   const state = ((await dest.qmp.execute('query-status')) as { status?: string }).status;
   if (state !== 'inmigrate') throw new Error(`${vmm} destination: query-status says ${state}, not inmigrate`);
+  const sourceFaultsBefore = await kvmFaults(vmm, source);
   await sleep(1000);  // the destination's start (Node under TCG for Stencil) settles before timing
+  const sourceFaults = await kvmFaults(vmm, source);
   // The same parameters for both VMMs (QEMU's defaults are 300 ms and 128 MiB/s; Stencil's 50 ms, no cap).
   await source.qmp.execute('migrate-set-parameters', MIGRATION_PARAMETERS);  // a destination starts with the defaults
   if (guest === 'dirty') await source.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'auto-converge', state: true }] });
@@ -291,7 +310,9 @@ async function migrateTo(vmm: Vmm, guest: GuestKind, source: Vm, dest: Vm, trans
       `the destination's threads' CPU ms over 1 s: ${JSON.stringify(await threadCpuMs(dest.proc.child.pid))}` +
       (vmm === 'stencil' ? `; its exit stats, then paused: ${await stencilExitStats(dest)}` : ''), { cause: err });
   });
+  const destFaultsAtFirstTick = await kvmFaults(vmm, dest);
   await sleep(AFTER_SWITCH_MS + 100);
+  const destFaultsAfter = await kvmFaults(vmm, dest);
   const all = ticks(source.proc, dest.proc);
   const firstDestTick = all.find((t) => t.dest);
   if (!firstDestTick) throw new Error(`${vmm}: the destination printed ${firstDest[0]} but no tick line was parsed`);
@@ -312,7 +333,7 @@ async function migrateTo(vmm: Vmm, guest: GuestKind, source: Vm, dest: Vm, trans
   const beforeGaps = before.slice(1).map((t, i) => t.at - before[i].at);
   // A Stencil destination's own setup of the arriving VM (devices, KVM state), part of its phase of the downtime.
   const destSetup = vmm === 'stencil' ? ((await dest.qmp.execute('x-query-exit-stats').catch(() => ({}))) as { setupPhasesMs?: Record<string, number> }).setupPhasesMs : undefined;
-  note(`${vmm} ${guest} ${transport}: guest view ${round(gap, 1)} ms, reported downtime ${info.downtime} ms${info['x-downtime-phases'] ? ` ${JSON.stringify(info['x-downtime-phases'])}` : ''}${destSetup ? ` (destination setup ${JSON.stringify(destSetup)})` : ''}, total ${info['total-time']} ms (${round(endedAt - migrateAt)} ms to completed here), ticks ${lastSource.n} -> ${firstDestTick.n}`);
+  note(`${vmm} ${guest} ${transport}: guest view ${round(gap, 1)} ms, reported downtime ${info.downtime} ms${info['x-downtime-phases'] ? ` ${JSON.stringify(info['x-downtime-phases'])}` : ''}${destSetup ? ` (destination setup ${JSON.stringify(destSetup)})` : ''}${faultNote(sourceFaultsBefore, sourceFaults, destFaultsAtFirstTick, destFaultsAfter)}, total ${info['total-time']} ms (${round(endedAt - migrateAt)} ms to completed here), ticks ${lastSource.n} -> ${firstDestTick.n}`);
   return {
     dest,
     run: {

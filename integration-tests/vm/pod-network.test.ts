@@ -133,22 +133,25 @@ for (const mode of ['booted', 'cloned from a template'] as const) {
       assert.equal(served.exit.exitStatus, 0);
 
       // pod -> host: the test listens on the veth's host end
-      const got = new Promise<string>((resolve) => {
-        const server = net.createServer((s) => {
-          let data = '';
-          s.on('data', (d) => {
-            data += d;
-            if (!data.includes('\n')) return;
-            s.end(); // busybox nc exits once the other side closes
-            server.close();
-            resolve(data);
-          });
+      let received: (line: string) => void = () => {};
+      const got = new Promise<string>((resolve) => (received = resolve));
+      const server = net.createServer((s) => {
+        let data = '';
+        s.on('data', (d) => {
+          data += d;
+          if (!data.includes('\n')) return;
+          s.end(); // busybox nc exits once the other side closes
+          received(data);
         });
-        server.listen(9090, netns.hostIp);
       });
-      const r = await run(['sh', '-c', `echo hello-from-the-guest | nc ${netns.hostIp} 9090`]);
-      assert.equal(r.exit.exitStatus, 0, r.stderr.toString());
-      assert.equal((await got).trim(), 'hello-from-the-guest');
+      server.listen(9090, netns.hostIp);
+      try {
+        const r = await run(['sh', '-c', `echo hello-from-the-guest | nc ${netns.hostIp} 9090`]);
+        assert.equal(r.exit.exitStatus, 0, r.stderr.toString());
+        assert.equal((await got).trim(), 'hello-from-the-guest');
+      } finally {
+        server.close(); // also when the container failed: a listening server would keep this file's process alive
+      }
     });
 
     it("leaves the namespace as CNI made it when the pod goes (no tap, no redirect)", async () => {

@@ -158,21 +158,24 @@ describe('virtio-vsock (hybrid Unix-socket mode)', () => {
 
   after(async () => {
     let exit: VmExit | undefined;
-    if (vm) {
-      try {
-        // Release the guest (its script waits for a connection to port 5999), then let it power off.
-        const c = await connectToGuest(uds, 5999).catch(() => undefined);
-        c?.socket.destroy();
-        exit = await withTimeout(vm.waitExit(), 60_000, 'guest did not power off', console_).catch(() => undefined);
-      } finally {
-        await vm.destroy();
-        process.stdout.write(`# --- guest console ---\n${console_.text.replace(/^/gm, '# ')}\n`);
+    try {
+      if (vm) {
+        try {
+          // Release the guest (its script waits for a connection to port 5999), then let it power off.
+          const c = await connectToGuest(uds, 5999).catch(() => undefined);
+          c?.socket.destroy();
+          exit = await withTimeout(vm.waitExit(), 60_000, 'guest did not power off', console_).catch(() => undefined);
+        } finally {
+          await vm.destroy();
+          process.stdout.write(`# --- guest console ---\n${console_.text.replace(/^/gm, '# ')}\n`);
+        }
+        assert.equal(exit?.reason, 'poweroff');
+        assert.equal(fs.existsSync(uds), false, 'the VMM removed its Unix socket');
       }
-      assert.equal(exit?.reason, 'poweroff');
-      assert.equal(fs.existsSync(uds), false, 'the VMM removed its Unix socket');
+    } finally {
+      for (const s of servers) s.close(); // even after a failed check: a listening server keeps this file's process alive
+      fs.rmSync(dir, { recursive: true, force: true });
     }
-    for (const s of servers) s.close();
-    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it('host -> guest: CONNECT/OK handshake, then an echo', async () => {
