@@ -32,9 +32,7 @@ const RETRY_LINE = /^# RETRY IN A FRESH EMULATED HOST: (\{.*\})$/gm;
 const FAILED_LINE = /^# FAILED: .*(?:\n# {3}.*)*/gm;
 
 function runNodeTest(files: string[], tapPath: string, extra: string[] = []): number {
-  // --test-force-exit: a file whose failed test left a handle open (a listening server, say) ends
-  // once its tests have, instead of keeping its session, and CI, waiting for ever.
-  const args = ['--test', '--test-concurrency=1', '--test-force-exit', '--test-reporter=spec', '--test-reporter-destination=stdout',
+  const args = ['--test', '--test-concurrency=1', '--test-reporter=spec', '--test-reporter-destination=stdout',
     '--test-reporter=tap', `--test-reporter-destination=${tapPath}`, ...extra, ...files];
   const result = spawnSync(process.execPath, args, { stdio: 'inherit' });
   return result.status ?? 1;
