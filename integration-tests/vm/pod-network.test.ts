@@ -135,7 +135,9 @@ for (const mode of ['booted', 'cloned from a template'] as const) {
       // pod -> host: the test listens on the veth's host end
       let received: (line: string) => void = () => {};
       const got = new Promise<string>((resolve) => (received = resolve));
+      const connections = new Set<net.Socket>();
       const server = net.createServer((s) => {
+        connections.add(s);
         let data = '';
         s.on('data', (d) => {
           data += d;
@@ -150,7 +152,9 @@ for (const mode of ['booted', 'cloned from a template'] as const) {
         assert.equal(r.exit.exitStatus, 0, r.stderr.toString());
         assert.equal((await got).trim(), 'hello-from-the-guest');
       } finally {
-        server.close(); // also when the container failed: a listening server would keep this file's process alive
+        // Also when the container failed: an open server or connection would keep this file's process alive.
+        server.close();
+        for (const c of connections) c.destroy();
       }
     });
 
