@@ -251,7 +251,7 @@ void MigrationIncoming::Run() {
       if (decision_ == Decision::kFail) throw VmmError(ErrorCode::kMigration, fail_reason_);
     }
 
-    ram.reset();  // the VM built from arriving_ holds it
+    ram.reset();  // arriving_, or the VM built from it, holds it
     Snapshot snapshot = LoadSnapshot(state, config, "the migration stream's VM state", "the migration stream's VM config");
     if (RenderConfigJson(snapshot.config, snapshot.layout) != RenderConfigJson(description.config, description.layout))
       throw VmmError(ErrorCode::kMigration, "migration stream: the final VM state describes another VM than its header");
