@@ -36,7 +36,12 @@ export async function waitWhile(c: ContainerdInstance, id: string, statuses: (st
  * They are ctr's, not the shim's, so a leak check leaves them out.
  */
 function isCtrFifo(id: string, leak: string): boolean {
-  return new RegExp(`^(dir|fifo) /run/containerd/fifo/\\d+(/${id}-std(in|out|err))?$`).test(leak);
+  return /^dir \/run\/containerd\/fifo\/\d+$/.test(leak) || ctrFifoOwner(leak) === id;
+}
+
+/** The task whose ctr stdio FIFO a leak line names, or undefined. */
+function ctrFifoOwner(leak: string): string | undefined {
+  return /^fifo \/run\/containerd\/fifo\/\d+\/(.+)-std(?:in|out|err)$/.exec(leak)?.[1];
 }
 
 /** c.leaks() without task `id`'s ctr FIFOs, once empty or after ~10 s; then removes those FIFOs. */
@@ -197,7 +202,7 @@ export async function sweep(c: ContainerdInstance): Promise<string[]> {
   }
   // ctr's FIFOs of a container already gone (its scenario removed it, then failed) go too: left,
   // they would fail every later scenario's leak check.
-  const fifoOwners = before.map((l) => /^fifo \/run\/containerd\/fifo\/\d+\/(.+)-std(?:in|out|err)$/.exec(l)?.[1]);
-  for (const id of new Set([...ids, ...fifoOwners.filter((o): o is string => o !== undefined)])) await leaksAfterDeadShim(c, id);
+  const fifoOwners = before.map(ctrFifoOwner).filter((o): o is string => o !== undefined);
+  for (const id of new Set([...ids, ...fifoOwners])) await leaksAfterDeadShim(c, id);
   return before;
 }
