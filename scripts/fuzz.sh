@@ -21,7 +21,7 @@ case "$mode" in full | --smoke | --write-seeds) ;; *) die "usage: fuzz.sh [--smo
 
 ensure_debs clang-14 libclang-rt-14-dev
 make -s -C "$top/vmm-native" -j"$(nproc)" fuzz-targets >&2
-build="$top/vmm-native/build/fuzz"
+build="$top/vmm-native/build/san"
 clang-14 -std=c11 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -Wall -Wextra -Werror -o "$build/agent_proto_fuzz" "$top/guest/agent/fuzz/proto_fuzz.c" \
   "$top"/guest/agent/src/{proto,pb,buf}.c

@@ -392,7 +392,6 @@ TEST(NetDevice, QuiesceSaveAndRestoreContinueTheQueues) {
 
   // A fresh device (a clone, with its own MAC) on rings where the snapshot left them.
   Net c(kOtherMac);
-  VirtioNet::State restored_into;
   ByteReader truncated(saved.data(), saved.size() - 1, "net state");
   try {
     c.device->RestoreState(truncated);

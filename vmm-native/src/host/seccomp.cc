@@ -24,6 +24,16 @@
 #include "../kvm_headers.h"
 #include "../vmm_thread.h"
 
+// A build with AddressSanitizer (the unit tests and fuzz targets): GCC names it with
+// __SANITIZE_ADDRESS__, clang 14 only through __has_feature.
+#if defined(__SANITIZE_ADDRESS__)
+#define STENCIL_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define STENCIL_SANITIZED 1
+#endif
+#endif
+
 namespace stencil {
 
 const char* ThreadRoleName(ThreadRole role) {
@@ -113,7 +123,7 @@ const long kRamFiles[] = {SYS_memfd_create};
 // UDP, netlink for sorting the addresses (the socket calls are on kSockets).
 const long kNameResolution[] = {SYS_sendmmsg, SYS_recvmmsg, SYS_uname, SYS_getuid, SYS_geteuid};
 
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(STENCIL_SANITIZED)
 // Test builds only: the sanitizers' runtime probes whether memory is readable by writing it to a
 // pipe (sanitizer_common's IsAccessibleMemoryRange), on any thread, e.g. when one ends.
 const long kSanitizerRuntime[] = {SYS_pipe, SYS_pipe2, SYS_sched_getparam, SYS_getrlimit, SYS_prlimit64};
@@ -130,7 +140,7 @@ const uint32_t kKvmRequests[] = {
     KVM_GET_CPUID2, KVM_SET_CPUID2, KVM_GET_LAPIC, KVM_SET_LAPIC, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS,
     KVM_GET_MP_STATE, KVM_SET_MP_STATE, KVM_GET_DEBUGREGS, KVM_SET_DEBUGREGS, KVM_GET_XSAVE, KVM_SET_XSAVE,
     KVM_GET_XCRS, KVM_SET_XCRS, KVM_GET_TSC_KHZ, KVM_SET_TSC_KHZ, KVM_KVMCLOCK_CTRL,
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(STENCIL_SANITIZED)
     TCGETS,  // test builds: a sanitizer report asks whether stderr is a terminal (for colours)
 #endif
 };
@@ -225,7 +235,7 @@ thread_local bool t_confined = false;
 std::vector<long> AllowedSyscalls(ThreadRole role) {
   std::vector<long> out;
   Add(out, kBase);
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(STENCIL_SANITIZED)
   Add(out, kSanitizerRuntime);
 #endif
   switch (role) {
