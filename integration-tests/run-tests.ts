@@ -128,7 +128,10 @@ async function runEachInRunVm(files: string[]): Promise<number> {
   const failedLines: string[] = [];
   let faultRetries = 0;
   let panicReruns = 0;
+  const seconds: string[] = [];
+  const runStart = Date.now();
   for (const file of files) {
+    const fileStart = Date.now();
     const session = await runFileSession(file);
     if (session.panicked) panicReruns++;
     let code = session.code;
@@ -144,11 +147,14 @@ async function runEachInRunVm(files: string[]): Promise<number> {
       code = retry.code;
       named = retry.stdout.match(FAILED_LINE) ?? [];
     }
+    seconds.push(`${path.basename(file, '.test.js')} ${Math.round((Date.now() - fileStart) / 1000)}`);
     if (code === 0) continue;
     failedFiles.push(path.basename(file));
     failedLines.push(...(named.length ? named : [`# FAILED: ${path.basename(file)}: its session ended with exit status ${code} (see above)`]));
   }
   for (const line of failedLines) console.log(line);
+  // Where CI's time went, each file with its retries (seconds): the one line a truncated CI log still shows.
+  console.log(`# time per file (s): ${seconds.join(', ')}; ${Math.round((Date.now() - runStart) / 60_000)} min in all`);
   console.log(`integration: ${files.length - failedFiles.length} of ${files.length} files passed` +
     `${failedFiles.length ? ` (failed: ${failedFiles.join(', ')})` : ''}; emulated-host fault retries: ${faultRetries}; ` +
     `emulated-host kernel panic reruns: ${panicReruns}; ${guestBootSummary()}`);
