@@ -1,5 +1,5 @@
-// lostGrpcRace on containerd 2.1.9 logs and ctr errors recorded on the build machine (2026-12-02):
-// the three lost-race endings are recognized; other failures, or another shim's cleanup, are not.
+// lostGrpcRace on containerd 2.1.9 logs and ctr errors recorded on the build machine (2026-12-02) and in the emulated host (2026-12-07):
+// the four lost-race endings are recognized; other failures, or another shim's cleanup, are not.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { type CtrAttempt, lostGrpcRace } from './grpc-race.js';
@@ -20,10 +20,11 @@ const clientClosed =
 const attempt = (o: Partial<CtrAttempt>): CtrAttempt => ({ id: 'g1', bundle, code: 1, stderr: bundleGone, log: raceLog, ...o });
 
 describe('lostGrpcRace', () => {
-  it('recognizes the three endings of a lost race', () => {
+  it('recognizes the four endings of a lost race', () => {
     assert.match(lostGrpcRace(attempt({}))!, /after containerd had removed the bundle/);
     assert.match(lostGrpcRace(attempt({ stderr: shimGone }))!, /stopped the shim before it answered/);
     assert.match(lostGrpcRace(attempt({ stderr: clientClosed }))!, /closed its connection to the shim/);
+    assert.match(lostGrpcRace(attempt({ stderr: 'ctr: task g1 not found\n' }))!, /dropped the shim by the time ctr went on from Create/);
   });
 
   it('does not take other failures for the race', () => {
@@ -32,6 +33,9 @@ describe('lostGrpcRace', () => {
     assert.equal(lostGrpcRace(attempt({ stderr: 'ctr: failed to create shim task: task g1: the VM did not boot\n' })), undefined);
     // The race's error text, but containerd never cleaned this shim up: something else removed the bundle.
     assert.equal(lostGrpcRace(attempt({ log: raceLog.split('\n').slice(0, 2).join('\n') })), undefined);
+    // Another task not found, or this one without containerd's cleanup of its shim.
+    assert.equal(lostGrpcRace(attempt({ stderr: 'ctr: task g12 not found\n' })), undefined);
+    assert.equal(lostGrpcRace(attempt({ stderr: 'ctr: task g1 not found\n', log: raceLog.split('\n').slice(0, 2).join('\n') })), undefined);
     // Another attempt's shim was cleaned up, not this one's.
     assert.equal(lostGrpcRace(attempt({ id: 'g12', bundle: bundle.replace(/g1$/, 'g12'), stderr: bundleGone.replaceAll('/g1/', '/g12/') })), undefined);
     // Over ttrpc there is no such race.

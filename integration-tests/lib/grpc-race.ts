@@ -2,13 +2,17 @@
 // containerd creates the shim connection idle and its watcher takes "idle" for "closed", so it logs
 // the shim as disconnected right after connecting and cleans it up as dead (closes its client, runs
 // the shim's `delete`, which stops the daemon, and removes the bundle) while its Create is on the
-// way. ctr's Create then fails in one of three ways (2026-12-02, all with GOMAXPROCS unset):
+// way. ctr's Create then fails in one of three ways (2026-12-02, all with GOMAXPROCS unset), or
+// succeeds and the next call fails (the fourth):
 //   - the shim received Create after the bundle was gone (build machine 25 of 35, emulated host 2 of 2):
 //       failed to create shim task: cannot read the OCI spec <bundle>/config.json: ENOENT ...
 //   - the shim was stopped before it answered (build machine 10 of 35):
 //       ... connection error: desc = "error reading server preface: connection reset by peer"
 //   - containerd closed its own client first (emulated host 19 of 19):
 //       ... connection error: desc = "error reading server preface: raw-read unix @-><socket>: use of closed network connection"
+//   - the shim answered Create over the connection containerd had already given up, and containerd,
+//     having dropped the shim from its task list, answered ctr's next call (emulated host, 2026-12-07):
+//       ctr: task <id> not found
 // Anything else, or the same error without containerd's disconnect/cleanup lines for that very
 // shim, is not the race.
 
@@ -44,6 +48,7 @@ export function lostGrpcRace(a: CtrAttempt): string | undefined {
   const connectionGone =
     /failed to create shim task: connection error: desc = "error reading server preface: (?:raw-read unix @->\/run\/containerd\/s\/[0-9a-f]+: )?(connection reset by peer|use of closed network connection)"/;
   if (bundleGone.test(a.stderr)) return 'the shim got Create after containerd had removed the bundle';
+  if (new RegExp(`^ctr: task ${id} not found$`, 'm').test(a.stderr)) return 'containerd had dropped the shim by the time ctr went on from Create';
   const gone = connectionGone.exec(a.stderr)?.[1];
   if (gone === 'connection reset by peer') return 'containerd stopped the shim before it answered Create';
   if (gone) return 'containerd closed its connection to the shim before Create was answered';
