@@ -155,10 +155,11 @@ cri-test: cri-reference-test build-tests guest integration-deps
 	STENCIL_CRI_HANDLERS=stencil STENCIL_CRI_TIMEOUT_SCALE=6 integration-tests/run-vm \
 	  node --test --test-concurrency=1 --test-reporter=spec dist/integration-tests/containerd/cri.test.js
 
-# The ctr scenarios (containerd/shim.test.ts) in full on both containerd versions; `make test`
+# The ctr scenarios (containerd/shim-scenarios.ts) in full on both containerd versions; `make test`
 # runs the VM-level ones (template miss, OOM, guest panic, checkpoint, migrate) on 2.1 only (STENCIL_SHIM_LONG_ON).
 shim-test: build-tests guest integration-deps
-	integration-tests/run-vm node --test --test-concurrency=1 --test-reporter=spec dist/integration-tests/containerd/shim.test.js
+	integration-tests/run-vm node --test --test-concurrency=1 --test-reporter=spec dist/integration-tests/containerd/shim-1.6.test.js \
+	  dist/integration-tests/containerd/shim-2.1.test.js
 
 demo: build-tests guest integration-deps
 	integration-tests/run-vm scripts/demo.sh

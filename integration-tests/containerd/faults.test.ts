@@ -7,7 +7,7 @@
 // that nothing is left behind: no process, socket, mount, RAM file or state directory.
 //
 // One containerd version (STENCIL_FAULTS_CONTAINERD, default 2.1): the steps are the shim's own;
-// shim.test.ts covers both versions' protocols with the same faults on a running task.
+// shim-scenarios.ts covers both versions' protocols with the same faults on a running task.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';

@@ -1,4 +1,4 @@
-// What the ctr scenarios (shim.test.ts, faults.test.ts) ask of a containerd instance about one
+// What the ctr scenarios (shim-scenarios.ts, faults.test.ts) ask of a containerd instance about one
 // task: its `ctr task ls` row, waiting for it to settle, and what is left once it has gone.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
