@@ -20,11 +20,6 @@ import { QmpClient } from '../lib/qmp-client.js';
 import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG, writeShimConfig } from '../lib/template.js';
 
 const RUNTIME = 'io.containerd.stencil.v2';
-/**
- * containerd kills the shim's `delete` subcommand after io.containerd.timeout.shim.cleanup (5 s).
- * `delete` takes ~0.2 s on this build machine, but under the emulated host (TCG) Node's own startup
- * takes 1-3 s and more when the machine is busy, so the tests give it 30 s.
- */
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /**
  * The scenarios that exercise the VM and the VMM rather than containerd's side of the shim
