@@ -59,6 +59,12 @@ describe('the emulated-host fault retry', () => {
     assert.deepEqual(retryable([]), []);
   });
 
+  it('matches the fault as a pod start reports it through ctr (a clone that triple-faulted before its agent answered)', () => {
+    const ctr = 'ctr: failed to create shim task: cannot start the pod VM: pod pod-de8: the VM ended before the agent answered: ' +
+      'triple-fault (vCPU 1 triple-faulted (KVM_EXIT_SHUTDOWN); vCPU state: rip=0xfff0); VM exits: {"exitsByReason":{"shutdown":1}}';
+    assert.equal(retryable(failedTests(report(failure('ctr run --rm echo hi over gRPC', ctr)))).length, 1);
+  });
+
   it('also retries the tests after a fault in the same file that failed because its guest was gone, never such a failure before it or in another file', () => {
     const gone = 'VsockConnectError: vsock connect to port 1024 via /tmp/stencil-pod-p-1/vsock.sock: the connection closed during the handshake (is anything listening on that port?)';
     assert.equal(retryable(failedTests(report(failure('a', FAULT), failure('b', gone)))).length, 2);

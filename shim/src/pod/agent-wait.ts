@@ -3,7 +3,7 @@
 // pods (PodVm) and by template builds, which both need the agent up before going on.
 import { AgentClient } from '../agent/client.js';
 import { connectVsock } from '../agent/vsock.js';
-import type { VirtualMachine } from '../hypervisor/types.js';
+import { describeExit, type VirtualMachine } from '../hypervisor/types.js';
 import type { Logger } from '../util/log.js';
 
 const RETRY_DELAY_MS = 200;
@@ -54,7 +54,7 @@ export async function waitForAgent(vm: VirtualMachine, o: AgentWaitOptions): Pro
     const remaining = deadline - Date.now();
     if (ended) {
       const exit = await exited;
-      throw new AgentWaitError(`the VM ended (${exit.reason}) before the agent answered`, abandoned);
+      throw new AgentWaitError(`the VM ended before the agent answered: ${describeExit(exit)}`, abandoned);
     }
     if (remaining <= 0) throw new AgentWaitError(`the agent did not answer within ${o.timeoutMs} ms (${attempt - 1} attempts; last: ${lastError})`, abandoned);
     const connecting = AgentClient.connect({

@@ -146,7 +146,7 @@ describe('PodVm.boot without a guest agent', () => {
       return bootMicroVm(spec);
     };
     const o = options({ kernel: crash, agentTimeoutMs: 60_000, vmProvider: recording });
-    await failsCleanly(o, (err) => assert.match(err.message, /the VM ended \(triple-fault\)/));
+    await failsCleanly(o, (err) => assert.match(err.message, /the VM ended before the agent answered: triple-fault \(vCPU 0 triple-faulted/));
     assert.equal(specs.length, 1);
     assert.equal(specs[0].name, o.id);
     assert.match(specs[0].cmdline, /stencil_agent=1/);
@@ -174,7 +174,7 @@ describe('PodVm.boot without a guest agent', () => {
     await failsCleanly(options({ kernel: crash, agentTimeoutMs: 60_000 }), (err) => {
       assert.ok(err instanceof PodVmError, String(err));
       assert.equal(err.code, 'UNAVAILABLE');
-      assert.match(err.message, /the VM ended \(triple-fault\) before the agent answered; VM exits: \{"exitsByReason":\{"shutdown":1\}.*; guest console/);
+      assert.match(err.message, /the VM ended before the agent answered: triple-fault \(vCPU 0 triple-faulted \(KVM_EXIT_SHUTDOWN\).*; VM exits: \{"exitsByReason":\{"shutdown":1\}.*; guest console/s);
     });
   });
 
