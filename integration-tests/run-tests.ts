@@ -5,9 +5,9 @@
 //     fresh emulated host per file where this host's KVM cannot run stock guests, so one host's
 //     fault ends one file, not the run, and no session lives long (QEMU TCG's nested faults grow
 //     with a session's age: README.md). A session whose emulated host's own kernel panicked in its
-//     page-fault entry (emulated-host's exit 122, that host's fault, never a test's) runs once
-//     more, announced with "# EMULATED-HOST KERNEL PANIC RERUN". The last lines name each test
-//     still failing and end with the whole run's summary.
+//     page-fault entry or triple-faulted saying nothing (emulated-host's exits 122 and 121, that
+//     host's faults, never a test's) runs once more, announced with "# EMULATED-HOST KERNEL FAULT
+//     RERUN". The last lines name each test still failing and end with the whole run's summary.
 //
 //   node dist/integration-tests/run-tests.js [--retry-of NAME...] FILE.test.js...
 //     (one session) runs the files with `node --test` (one at a time, the spec report on stdout, a
@@ -24,8 +24,11 @@ import { repoRoot } from '../shim/src/util/paths.js';
 import { GUEST_BOOT_LOG } from './lib/guest.js';
 import { exactNamePattern, failedTests, failureError, pageFaultStorm, retryable } from './lib/fault-retry.js';
 
-/** integration-tests/emulated-host's code for its own kernel's panic in page-fault entry. */
-const EMULATED_HOST_KERNEL_PANIC = 122;
+/** integration-tests/emulated-host's codes for its own kernel's faults: what each was. */
+const EMULATED_HOST_KERNEL_FAULTS: Record<number, string> = {
+  121: 'triple-faulted without a word',
+  122: 'panicked in its own page-fault entry',
+};
 /** A session's exit status when its only failures are the emulated host's faults, each named by a RETRY_LINE. */
 const RETRY_IN_FRESH_HOST = 3;
 const RETRY_LINE = /^# RETRY IN A FRESH EMULATED HOST: (\{.*\})$/gm;
@@ -110,15 +113,16 @@ function guestBootSummary(): string {
   return `nested boot retries: ${retries} (of ${boots} guest boots by lib/guest.ts; see ${path.relative(repoRoot(), GUEST_BOOT_LOG)})`;
 }
 
-/** A run-vm session of `file` (or of its tests `retryOf`); one ended by the emulated host's kernel panic runs once more. */
-async function runFileSession(file: string, retryOf?: string[]): Promise<{ code: number; stdout: string; panicked: boolean }> {
+/** A run-vm session of `file` (or of its tests `retryOf`); one ended by the emulated host's own kernel fault runs once more. */
+async function runFileSession(file: string, retryOf?: string[]): Promise<{ code: number; stdout: string; hostKernelFaulted: boolean }> {
   const session = await runInRunVm(file, retryOf);
-  if (session.code !== EMULATED_HOST_KERNEL_PANIC) return { ...session, panicked: false };
-  console.log(`# EMULATED-HOST KERNEL PANIC RERUN: the emulated host running ${path.basename(file)} panicked in its own ` +
-    "page-fault entry (QEMU TCG's nested-SVM fault, integration-tests/README.md); running it once more in a fresh one");
+  const fault = EMULATED_HOST_KERNEL_FAULTS[session.code];
+  if (!fault) return { ...session, hostKernelFaulted: false };
+  console.log(`# EMULATED-HOST KERNEL FAULT RERUN: the emulated host running ${path.basename(file)} ${fault} ` +
+    "(exit status " + session.code + ", QEMU TCG's nested-SVM fault, integration-tests/README.md); running it once more in a fresh one");
   const again = await runInRunVm(file, retryOf);
-  console.log(`# EMULATED-HOST KERNEL PANIC RERUN: ${path.basename(file)} ${again.code === 0 ? 'passed' : `FAILED again (exit status ${again.code})`}`);
-  return { ...again, panicked: true };
+  console.log(`# EMULATED-HOST KERNEL FAULT RERUN: ${path.basename(file)} ${again.code === 0 ? 'passed' : `FAILED again (exit status ${again.code})`}`);
+  return { ...again, hostKernelFaulted: true };
 }
 
 /** Every file in its own run-vm session; the emulated host's faults in it get one retry, in a fresh one. */
@@ -127,13 +131,13 @@ async function runEachInRunVm(files: string[]): Promise<number> {
   const failedFiles: string[] = [];
   const failedLines: string[] = [];
   let faultRetries = 0;
-  let panicReruns = 0;
+  let kernelFaultReruns = 0;
   const seconds: string[] = [];
   const runStart = Date.now();
   for (const file of files) {
     const fileStart = Date.now();
     const session = await runFileSession(file);
-    if (session.panicked) panicReruns++;
+    if (session.hostKernelFaulted) kernelFaultReruns++;
     let code = session.code;
     let named: string[] = session.stdout.match(FAILED_LINE) ?? [];
     if (code === RETRY_IN_FRESH_HOST) {
@@ -142,7 +146,7 @@ async function runEachInRunVm(files: string[]): Promise<number> {
       const list = names.map((n) => `'${n}'`).join(', ');
       console.log(`# EMULATED-HOST FAULT RETRY: ${list} (${path.basename(file)}): running once more, in a fresh emulated host`);
       const retry = await runFileSession(file, names);
-      if (retry.panicked) panicReruns++;
+      if (retry.hostKernelFaulted) kernelFaultReruns++;
       console.log(`# EMULATED-HOST FAULT RETRY: ${list} ${retry.code === 0 ? 'passed' : 'FAILED again'} on the retry`);
       code = retry.code;
       named = retry.stdout.match(FAILED_LINE) ?? [];
@@ -157,7 +161,7 @@ async function runEachInRunVm(files: string[]): Promise<number> {
   console.log(`# time per file (s): ${seconds.join(', ')}; ${Math.round((Date.now() - runStart) / 60_000)} min in all`);
   console.log(`integration: ${files.length - failedFiles.length} of ${files.length} files passed` +
     `${failedFiles.length ? ` (failed: ${failedFiles.join(', ')})` : ''}; emulated-host fault retries: ${faultRetries}; ` +
-    `emulated-host kernel panic reruns: ${panicReruns}; ${guestBootSummary()}`);
+    `emulated-host kernel fault reruns: ${kernelFaultReruns}; ${guestBootSummary()}`);
   return failedFiles.length ? 1 : 0;
 }
 

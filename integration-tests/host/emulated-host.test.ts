@@ -1,5 +1,5 @@
-// The emulated host's own exit codes (integration-tests/emulated-host, header): CMD's status, 122
-// (its kernel's page-fault-entry panic), 123 (ended without reporting one), 124 (EMULATED_HOST_TIMEOUT), 125 (no heartbeat for
+// The emulated host's own exit codes (integration-tests/emulated-host, header): CMD's status, 121
+// (its kernel's silent triple fault), 122 (its kernel's page-fault-entry panic), 123 (ended without reporting one), 124 (EMULATED_HOST_TIMEOUT), 125 (no heartbeat for
 // EMULATED_HOST_STALL_SECONDS); and run-tests' one retry of a test that met the emulated host's
 // fault, in a fresh emulated host. Each case starts emulated hosts, so this file runs on the build
 // machine (`make harness-test`), never nested: ~2 min in all.
@@ -60,6 +60,14 @@ describe('emulated-host exit codes', () => {
     assert.match(r.stderr, /simulated by the test/);
   });
 
+  it("exits 121 when the emulated host's kernel triple-faulted saying nothing (simulated: a restart with the console silenced)", async () => {
+    // reboot=t restarts by a triple fault; at console level 0 the kernel prints nothing first, so
+    // QEMU's log has the triple fault and the kernel log no reason: the fault's signature.
+    const r = await emulatedHost('echo 0 >/proc/sys/kernel/printk; sync; busybox reboot -f; sleep 600');
+    assert.equal(r.code, 121);
+    assert.match(r.stderr, /the emulated host's own kernel triple-faulted running .*saying nothing first/);
+  });
+
   it('exits 123, not 122, for any other panic (a missing init, here)', async () => {
     const r = await emulatedHost('exit 0', { EMULATED_HOST_APPEND: 'rdinit=/no-such-init' });
     assert.equal(r.code, 123);
@@ -90,14 +98,18 @@ describe('emulated-host exit codes', () => {
   });
 });
 
+/** Emulated hosts started, by their first line (a loud report's kernel log tail has "running the job"). */
+const hostsStarted = (stderr: string) => (stderr.match(/^emulated-host: running '/gm) ?? []).length;
+
 describe('run-tests --each-in-run-vm: the emulated host\'s faults', () => {
   const fixture = path.join(repoRoot(), 'dist', 'integration-tests', 'host', 'fault-once.fixture.js');
-  const runTests = (faults: number) => {
+  const runTests = (faults: number, hostFault = false) => {
     const counter = path.join(repoRoot(), 'build', `fault-once-runs-${faults}`);
     fs.rmSync(counter, { force: true });
     const r = run(process.execPath, [path.join(repoRoot(), 'dist', 'integration-tests', 'run-tests.js'), '--each-in-run-vm', fixture], {
       STENCIL_FIXTURE_RUNS: counter,
       STENCIL_FIXTURE_FAULTS: String(faults),
+      STENCIL_FIXTURE_HOST_FAULT: hostFault ? '1' : '0',
     });
     return r.finally(() => fs.rmSync(counter, { force: true }));
   };
@@ -107,8 +119,8 @@ describe('run-tests --each-in-run-vm: the emulated host\'s faults', () => {
     assert.equal(r.code, 0, r.stdout);
     assert.match(r.stdout, /# EMULATED-HOST FAULT: 'a test whose guest triple-faults' \(fault-once\.fixture\.js\) failed with triple-fault \(vCPU 0 triple-faulted/);
     assert.match(r.stdout, /# EMULATED-HOST FAULT RETRY: 'a test whose guest triple-faults' passed on the retry/);
-    assert.equal((r.stderr.match(/emulated-host: running /g) ?? []).length, 2, 'the retry ran in a second emulated host');
-    assert.match(r.stdout, /\nintegration: 1 of 1 files passed; emulated-host fault retries: 1; emulated-host kernel panic reruns: 0; .*\n$/);
+    assert.equal(hostsStarted(r.stderr), 2, 'the retry ran in a second emulated host');
+    assert.match(r.stdout, /\nintegration: 1 of 1 files passed; emulated-host fault retries: 1; emulated-host kernel fault reruns: 0; .*\n$/);
   });
 
   it('one that fails there again fails the run, named, after one retry only', async () => {
@@ -116,7 +128,16 @@ describe('run-tests --each-in-run-vm: the emulated host\'s faults', () => {
     assert.equal(r.code, 1, r.stdout);
     assert.match(r.stdout, /# EMULATED-HOST FAULT RETRY: 'a test whose guest triple-faults' FAILED again on the retry/);
     assert.match(r.stdout, /# FAILED: 'a test whose guest triple-faults' \(fault-once\.fixture\.js\) on its retry in a fresh emulated host: .*triple-fault/);
-    assert.equal((r.stderr.match(/emulated-host: running /g) ?? []).length, 2);
+    assert.equal(hostsStarted(r.stderr), 2);
     assert.match(r.stdout, /\nintegration: 0 of 1 files passed \(failed: fault-once\.fixture\.js\); emulated-host fault retries: 1; .*\n$/);
+  });
+
+  it("a file whose emulated host's kernel triple-faulted without a word runs once more, in a fresh one", async () => {
+    const r = await runTests(1, true);
+    assert.equal(r.code, 0, r.stdout);
+    assert.match(r.stdout, /# EMULATED-HOST KERNEL FAULT RERUN: the emulated host running fault-once\.fixture\.js triple-faulted without a word \(exit status 121/);
+    assert.match(r.stdout, /# EMULATED-HOST KERNEL FAULT RERUN: fault-once\.fixture\.js passed/);
+    assert.equal(hostsStarted(r.stderr), 2, 'the rerun ran in a second emulated host');
+    assert.match(r.stdout, /\nintegration: 1 of 1 files passed; emulated-host fault retries: 0; emulated-host kernel fault reruns: 1; .*\n$/);
   });
 });
