@@ -5,6 +5,7 @@
 // often, as the shim does (mount(8), crun helpers): forks of a process that maps clone RAM.
 //   integration-tests/run-vm node dist/integration-tests/bench/clone-soak.js [COUNT] [SECONDS]
 import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { PodVm } from '../../shim/src/pod/pod-vm.js';
 import { bootTestPod } from '../lib/pod.js';
 import { cloningProvider, ensureTestTemplate } from '../lib/template.js';
@@ -14,7 +15,6 @@ const SECONDS = Number(process.argv[3] ?? 150);
 const SPAWN_MS = Number(process.env.STENCIL_SOAK_SPAWN_MS ?? 0);
 const PING_EVERY_MS = 5_000;
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function main() {
   const made = await ensureTestTemplate();

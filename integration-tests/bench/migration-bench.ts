@@ -24,6 +24,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { DEFAULT_CMDLINE } from '../../shim/src/hypervisor/microvm.js';
 import { builtGuestArtifacts, repoRoot } from '../../shim/src/util/paths.js';
 import { emit, median, MIB, note, round } from '../lib/bench-stats.js';
@@ -70,7 +71,6 @@ type Vmm = 'qemu' | 'stencil';
 
 const cmdlineAppend = (guest: GuestKind) => guestParams(GUESTS[guest]).join(' ');
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** One VMM process with its QMP session: a booted source, or a destination waiting for the stream. */
 class Vm {

@@ -10,6 +10,7 @@
 // smaps' Private_*/Shared_* are not used: they count mappings of a page, and with every VM in one
 // process a template page touched by one clone only would count as private.
 import fs from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { mappingUsage, mapsFileId } from '../../shim/src/factory/clone-usage.js';
 import type { PodVm } from '../../shim/src/pod/pod-vm.js';
 import { memAvailableBytes, median, MIB, note, round } from '../lib/bench-stats.js';
@@ -29,7 +30,6 @@ interface Phase {
 }
 
 const mib = (bytes: number) => round(bytes / MIB, 1);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function phase(kind: 'clone' | 'cold', count: number, memoryBytes: number, settleMs: number): Promise<Phase> {
   const pods: PodVm[] = [];

@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { makeBusyboxRootfs, ociSpec } from '../../shim/src/agent/testing/busybox-oci.js';
 import type { PoolStatus } from '../../shim/src/cli/template-report.js';
 import { FAILPOINT_ANNOTATION_PREFIX, type FailpointAction, type FailpointStep } from '../../shim/src/shim/failpoints.js';
@@ -26,7 +27,6 @@ import { ensureShimTemplate, writeShimConfig } from '../lib/template.js';
 
 const RUNTIME = 'io.containerd.stencil.v2';
 const VERSION = (process.env.STENCIL_FAULTS_CONTAINERD ?? '2.1') as ContainerdVersion;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const AGENT_REQUEST_TIMEOUT_MS = 20_000;
 
 interface FaultCase {

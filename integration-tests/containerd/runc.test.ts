@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { CONTAINERD_VERSIONS, ContainerdInstance, sleep } from '../lib/containerd.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CONTAINERD_VERSIONS, ContainerdInstance } from '../lib/containerd.js';
 
 const RUNC = 'io.containerd.runc.v2';
 

@@ -9,7 +9,7 @@ import { SLOW_HOST_TIMEOUTS } from '../lib/containerd-config.js';
 import { logOffset, logSince } from '../lib/ctr-tasks.js';
 import { lostGrpcRace } from '../lib/grpc-race.js';
 import { writeShimConfig } from '../lib/template.js';
-import { RUNTIME, shimScenarios, sleep, useShimTemplate } from './shim-scenarios.js';
+import { RUNTIME, shimScenarios, useShimTemplate } from './shim-scenarios.js';
 
 useShimTemplate();
 shimScenarios('2.1');
@@ -72,12 +72,6 @@ describe('containerd 2.1 with the Stencil shim over gRPC', () => {
   });
 
   it('leaves nothing behind', async () => {
-    let left: string[] = [];
-    for (let i = 0; i < 60; i++) {
-      left = await c.leaks();
-      if (left.length === 0) break;
-      await sleep(1000);
-    }
-    assert.deepEqual(left, []);
+    assert.deepEqual(await c.waitNoLeaks(120_000), []);
   });
 });

@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, afterEach, before, describe } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { repoRoot } from '../../shim/src/util/paths.js';
 import { CONTAINERD_VERSIONS, ContainerdInstance, type ContainerdVersion } from '../lib/containerd.js';
 import { SLOW_HOST_TIMEOUTS } from '../lib/containerd-config.js';
@@ -19,7 +20,6 @@ import { QmpClient } from '../lib/qmp-client.js';
 import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG, writeShimConfig } from '../lib/template.js';
 
 export const RUNTIME = 'io.containerd.stencil.v2';
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /**
  * The scenarios that exercise the VM and the VMM rather than containerd's side of the shim
  * protocol (a template miss, the OOM killer in the guest, a guest kernel panic, checkpoint/restore,
@@ -75,13 +75,7 @@ export function shimScenarios(version: ContainerdVersion): void {
 
     async function noLeaks() {
       // The shim daemon exits right after its last Shutdown; give it a moment.
-      let left: string[] = [];
-      for (let i = 0; i < 50; i++) {
-        left = await c.leaks();
-        if (left.length === 0) return;
-        await sleep(200);
-      }
-      assert.deepEqual(left, [], 'left behind');
+      assert.deepEqual(await c.waitNoLeaks(60_000), [], 'left behind');
     }
 
     /** After a failed assertion: take the task and container away so later tests start clean. */

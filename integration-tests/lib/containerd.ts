@@ -15,6 +15,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { socketOfDaemonAddress } from '../../shim/src/shim/address.js';
 import { SPARE_DIR } from '../../shim/src/shim/spare.js';
 import { repoRoot } from '../../shim/src/util/paths.js';
@@ -453,7 +454,7 @@ export class ContainerdInstance {
   private async terminate(): Promise<string | undefined> {
     if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return undefined;
     this.proc.kill('SIGTERM');
-    const term = await Promise.race([this.exited.then(() => true), sleep(10_000, { unref: true }).then(() => false)]);
+    const term = await Promise.race([this.exited.then(() => true), sleep(10_000, undefined, { ref: false }).then(() => false)]);
     if (term) return undefined;
     this.proc.kill('SIGKILL');
     await this.exited;
@@ -586,11 +587,4 @@ export class ContainerdInstance {
     live.delete(this);
     return report;
   }
-}
-
-export function sleep(ms: number, o: { unref?: boolean } = {}): Promise<void> {
-  return new Promise((res) => {
-    const t = setTimeout(res, ms);
-    if (o.unref) t.unref();
-  });
 }

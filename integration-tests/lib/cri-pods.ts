@@ -4,8 +4,9 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { repoRoot } from '../../shim/src/util/paths.js';
-import { CONTAINERD_VERSIONS, type ContainerdInstance, type ContainerdVersion, sleep } from './containerd.js';
+import { CONTAINERD_VERSIONS, type ContainerdInstance, type ContainerdVersion } from './containerd.js';
 import type { CriRuntime } from './cri-host.js';
 import { type ContainerConfig, type ContainerState, type CriClient, CRI_TIMEOUT_SCALE, type LinuxResources, type PodSandboxConfig } from './cri.js';
 

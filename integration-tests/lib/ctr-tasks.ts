@@ -4,8 +4,9 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { it, type TestContext } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { repoRoot } from '../../shim/src/util/paths.js';
-import { ContainerdInstance, sleep } from './containerd.js';
+import { ContainerdInstance } from './containerd.js';
 import { EMULATED_HOST_FAULT, GUEST_STOPPED_ANSWERING, REQUEST_UNANSWERED_BY_LIVE_GUEST, VM_EXIT_COUNTS } from './fault-retry.js';
 
 /** How much of containerd's log a failed scenario quotes (withVmmFaults). */

@@ -12,6 +12,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { tinyElfKernel } from '../hypervisor/testing/tiny-kernel.js';
 import { SocatQmp } from '../qmp/testing/socat-qmp.js';
 import { repoRoot } from '../util/paths.js';
@@ -27,7 +28,6 @@ const TICKING_COUNTER = [
 
 const ticks = (text: string) => [...text.matchAll(/t=([0-9a-f]{8})\n/g)].map((m) => parseInt(m[1], 16));
 const sha256 = (file: string) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** A TCP port on loopback nobody listens on right now. */
 const freePort = () =>
   new Promise<number>((resolve, reject) => {

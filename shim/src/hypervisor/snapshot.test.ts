@@ -5,6 +5,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fromNative, InvalidVmConfigError, SnapshotError, VmStateError } from './errors.js';
 import { MicroVm } from './microvm.js';
 import { loadAddon, type NativeEvent, type NativeVm } from './native.js';
@@ -24,7 +25,6 @@ function withPauseEvents(make: (onEvent: (type: NativeEvent) => void) => NativeV
 }
 
 const sha256 = (file: string) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function expectError(f: () => unknown, type: new (...a: never[]) => Error, message: RegExp) {
   assert.throws(

@@ -1,6 +1,7 @@
 // Waiting for a VM's agent to answer on vsock: the guest may still be booting (or resuming), so
 // connection attempts are retried until a deadline, and given up at once if the VM ends. Used by
 // pods (PodVm) and by template builds, which both need the agent up before going on.
+import { setTimeout as delay } from 'node:timers/promises';
 import { AgentClient } from '../agent/client.js';
 import { connectVsock } from '../agent/vsock.js';
 import { describeExit, type VirtualMachine } from '../hypervisor/types.js';
@@ -37,8 +38,6 @@ export class AgentWaitError extends Error {
     super(message);
   }
 }
-
-const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Connects to the agent in `vm`, retrying while the guest comes up. */
 export async function waitForAgent(vm: VirtualMachine, o: AgentWaitOptions): Promise<AgentWaitResult> {

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { MicroVm } from '../hypervisor/microvm.js';
 import { tinyElfKernel } from '../hypervisor/testing/tiny-kernel.js';
 import { parseQmpChardev, serveQmp } from './serve.js';
@@ -13,7 +14,6 @@ import { SocatQmp } from './testing/socat-qmp.js';
 // mov ebx, 0x200000; 1: inc qword [rbx]; jmp 1b
 const COUNTER_LOOP = [0xbb, 0x00, 0x00, 0x20, 0x00, 0x48, 0xff, 0x03, 0xeb, 0xfb];
 const COUNTER_OFFSET = 0x200000;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function counterIn(memoryFile: string): bigint {
   const fd = fs.openSync(memoryFile, 'r');
