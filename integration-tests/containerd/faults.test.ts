@@ -13,16 +13,16 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { makeBusyboxRootfs, ociSpec } from '../../shim/src/agent/testing/busybox-oci.js';
 import type { PoolStatus } from '../../shim/src/cli/template-report.js';
 import { FAILPOINT_ANNOTATION_PREFIX, type FailpointAction, type FailpointStep } from '../../shim/src/shim/failpoints.js';
 import { repoRoot } from '../../shim/src/util/paths.js';
 import { ContainerdInstance, type ContainerdVersion } from '../lib/containerd.js';
-import { SLOW_HOST_TIMEOUTS, slowHostTimeouts } from '../lib/containerd-config.js';
+import { slowHostTimeouts } from '../lib/containerd-config.js';
 import { EventWatch } from '../lib/ctr-events.js';
-import { leaksAfterDeadShim, logOffset, logSince, podStatus, sweep, taskStatus as taskStatusOf, waitWhile as waitWhileOf } from '../lib/ctr-tasks.js';
+import { leaksAfterDeadShim, logOffset, logSince, podStatus, taskStatus as taskStatusOf, useShimContainerd, waitWhile as waitWhileOf } from '../lib/ctr-tasks.js';
 import { ensureShimTemplate, writeShimConfig } from '../lib/template.js';
 
 const RUNTIME = 'io.containerd.stencil.v2';
@@ -77,25 +77,8 @@ describe(`faults injected under containerd ${VERSION} with the Stencil shim`, ()
     config = writeShimConfig('shim-failpoints.toml', { failpoints: true, agentRequestTimeoutMs: AGENT_REQUEST_TIMEOUT_MS });
     templateKey = made.record.key;
     servedBefore = poolTemplate().clonesServed;
-    c = await ContainerdInstance.start({
-      version: VERSION,
-      extraPath: [path.join(repoRoot(), 'bin')],
-      env: { STENCIL_CONFIG: config },
-      configExtra: SLOW_HOST_TIMEOUTS,
-    });
-    image = await c.importBusybox();
-    events = await EventWatch.start(c);
   });
-  after(async () => {
-    events?.stop();
-    if (c) process.stdout.write(`# --- containerd ${VERSION} log tail ---\n${c.logTail(80).replace(/^/gm, '# ')}\n`);
-    await c?.stop();
-  });
-  // A case that failed has said what it left; the next one must not fail because of it.
-  afterEach(async () => {
-    const swept = await sweep(c);
-    if (swept.length) process.stdout.write(`# swept after the case: ${swept.join('; ')}\n`);
-  });
+  useShimContainerd(VERSION, () => config, (started) => ({ c, image, events } = started));
 
   const taskStatus = (id: string) => taskStatusOf(c, id);
   const waitWhile = (id: string, statuses: (string | undefined)[], ms: number) => waitWhileOf(c, id, statuses, ms);

@@ -8,14 +8,12 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after, afterEach, before, describe } from 'node:test';
+import { before, describe } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { repoRoot } from '../../shim/src/util/paths.js';
 import { CONTAINERD_VERSIONS, ContainerdInstance, type ContainerdVersion } from '../lib/containerd.js';
-import { SLOW_HOST_TIMEOUTS } from '../lib/containerd-config.js';
 import { updateTaskResources } from '../lib/containerd-api.js';
 import { EventWatch } from '../lib/ctr-events.js';
-import { leaksAfterDeadShim, logOffset, logSince, logWithFaults, podMigrate as migratePod, podStatus, removeTask, sweep, taskRow, taskStatus as taskStatusOf, vmmFaultScenario, waitWhile } from '../lib/ctr-tasks.js';
+import { leaksAfterDeadShim, logOffset, logSince, logWithFaults, podMigrate as migratePod, podStatus, removeTask, taskRow, taskStatus as taskStatusOf, useShimContainerd, vmmFaultScenario, waitWhile } from '../lib/ctr-tasks.js';
 import { QmpClient } from '../lib/qmp-client.js';
 import { ensureShimTemplate, SHIM_TEMPLATE_CONFIG, writeShimConfig } from '../lib/template.js';
 
@@ -46,26 +44,7 @@ export function shimScenarios(version: ContainerdVersion): void {
     let image: string;
     let events: EventWatch;
 
-    before(async () => {
-      c = await ContainerdInstance.start({
-        version,
-        extraPath: [path.join(repoRoot(), 'bin')],
-        env: { STENCIL_CONFIG: SHIM_TEMPLATE_CONFIG() },
-        configExtra: SLOW_HOST_TIMEOUTS,
-      });
-      image = await c.importBusybox();
-      events = await EventWatch.start(c);
-    });
-    after(async () => {
-      events?.stop();
-      if (c) process.stdout.write(`# --- containerd ${version} log tail ---\n${c.logTail(80).replace(/^/gm, '# ')}\n`);
-      await c?.stop();
-    });
-    // A scenario that failed has said what it left; the next one must not fail because of it.
-    afterEach(async () => {
-      const swept = await sweep(c);
-      if (swept.length) process.stdout.write(`# swept after the scenario: ${swept.join('; ')}\n`);
-    });
+    useShimContainerd(version, SHIM_TEMPLATE_CONFIG, (started) => ({ c, image, events } = started));
 
     /** The container's task events as `topic` or `topic:exec id`, once its TaskDelete arrived. */
     async function taskTopics(id: string): Promise<string[]> {

@@ -1,12 +1,15 @@
 // What the ctr scenarios (shim-scenarios.ts, faults.test.ts) ask of a containerd instance about one
-// task: its `ctr task ls` row, waiting for it to settle, and what is left once it has gone.
+// task: its `ctr task ls` row, waiting for it to settle, and what is left once it has gone; and
+// the containerd with the Stencil shim those scenarios share (useShimContainerd).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { it, type TestContext } from 'node:test';
+import { after, afterEach, before, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { repoRoot } from '../../shim/src/util/paths.js';
-import { ContainerdInstance } from './containerd.js';
+import { ContainerdInstance, type ContainerdVersion } from './containerd.js';
+import { SLOW_HOST_TIMEOUTS } from './containerd-config.js';
+import { EventWatch } from './ctr-events.js';
 import { EMULATED_HOST_FAULT, GUEST_STOPPED_ANSWERING, REQUEST_UNANSWERED_BY_LIVE_GUEST, VM_EXIT_COUNTS } from './fault-retry.js';
 
 /** How much of containerd's log a failed scenario quotes (withVmmFaults). */
@@ -206,4 +209,45 @@ export async function sweep(c: ContainerdInstance): Promise<string[]> {
   const fifoOwners = before.map(ctrFifoOwner).filter((o): o is string => o !== undefined);
   for (const id of new Set([...ids, ...fifoOwners])) await leaksAfterDeadShim(c, id);
   return before;
+}
+
+/** A containerd running the Stencil shim for ctr scenarios, once the suite's `before` has run. */
+export interface ShimContainerd {
+  c: ContainerdInstance;
+  /** busybox, imported. */
+  image: string;
+  events: EventWatch;
+}
+
+/**
+ * Registers, in the calling suite, what every ctr scenario suite needs: before it, a containerd of
+ * `version` with the Stencil shim on its PATH and `config()` as STENCIL_CONFIG (called then, so an
+ * earlier `before` may write it), busybox imported and an event watch, handed to `started`; after
+ * each test, a sweep of what a failed one left; after the suite, containerd's log tail, and its stop.
+ */
+export function useShimContainerd(version: ContainerdVersion, config: () => string, started: (s: ShimContainerd) => void): void {
+  let c: ContainerdInstance | undefined;
+  let events: EventWatch | undefined;
+  before(async () => {
+    c = await ContainerdInstance.start({
+      version,
+      extraPath: [path.join(repoRoot(), 'bin')],
+      env: { STENCIL_CONFIG: config() },
+      configExtra: SLOW_HOST_TIMEOUTS,
+    });
+    const image = await c.importBusybox();
+    events = await EventWatch.start(c);
+    started({ c, image, events });
+  });
+  after(async () => {
+    events?.stop();
+    if (c) process.stdout.write(`# --- containerd ${version} log tail ---\n${c.logTail(80).replace(/^/gm, '# ')}\n`);
+    await c?.stop();
+  });
+  // A test that failed has said what it left; the next one must not fail because of it.
+  afterEach(async () => {
+    if (!c) return;
+    const swept = await sweep(c);
+    if (swept.length) process.stdout.write(`# swept after the test: ${swept.join('; ')}\n`);
+  });
 }
