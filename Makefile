@@ -106,9 +106,10 @@ integration-deps: .deps-stamp
 # stock guests, otherwise inside the emulated host (integration-tests/emulated-host).
 # integration-tests/run-tests.ts runs each file in its own run-vm session (a fresh emulated host per
 # file there); in the emulated host it retries, loudly and once, only tests that failed because a
-# guest triple-faulted, and files whose emulated host's own kernel panicked in its page-fault entry
-# or triple-faulted without a word (that host's own faults: integration-tests/README.md). Its last line sums up the run, with the
-# nested-boot retries integration-tests/lib/guest.ts logged to build/guest-boots.log.
+# guest triple-faulted, and files whose emulated host's own kernel panicked in its page-fault entry,
+# triple-faulted without a word or froze (that host's own faults: integration-tests/README.md).
+# Its last line sums up the run, with the nested-boot retries integration-tests/lib/guest.ts logged
+# to build/guest-boots.log.
 # CRI deadlines x3 (180 s a call): the slowest call of these scenarios takes ~30 s in the emulated
 # host, and a call that hangs should cost CI minutes, not its whole budget (make cri-test's 20
 # pods at once need x6).

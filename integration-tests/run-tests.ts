@@ -5,9 +5,10 @@
 //     fresh emulated host per file where this host's KVM cannot run stock guests, so one host's
 //     fault ends one file, not the run, and no session lives long (QEMU TCG's nested faults grow
 //     with a session's age: README.md). A session whose emulated host's own kernel panicked in its
-//     page-fault entry or triple-faulted saying nothing (emulated-host's exits 122 and 121, that
-//     host's faults, never a test's) runs once more, announced with "# EMULATED-HOST KERNEL FAULT
-//     RERUN". The last lines name each test still failing and end with the whole run's summary.
+//     page-fault entry, triple-faulted saying nothing or froze (emulated-host's exits 122, 121 and
+//     125: that host's faults, never a test's) runs once more, announced with "# EMULATED-HOST
+//     KERNEL FAULT RERUN". The last lines name each test still failing and end with the whole
+//     run's summary.
 //
 //   node dist/integration-tests/run-tests.js [--retry-of NAME...] FILE.test.js...
 //     (one session) runs the files with `node --test` (one at a time, the spec report on stdout, a
@@ -28,6 +29,7 @@ import { exactNamePattern, failedTests, failureError, pageFaultStorm, retryable 
 const EMULATED_HOST_KERNEL_FAULTS: Record<number, string> = {
   121: 'triple-faulted without a word',
   122: 'panicked in its own page-fault entry',
+  125: 'froze (no heartbeat from its init)',
 };
 /** A session's exit status when its only failures are the emulated host's faults, each named by a RETRY_LINE. */
 const RETRY_IN_FRESH_HOST = 3;
