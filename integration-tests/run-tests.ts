@@ -25,8 +25,8 @@ import { repoRoot } from '../shim/src/util/paths.js';
 import { GUEST_BOOT_LOG } from './lib/guest.js';
 import { exactNamePattern, failedTests, failureError, pageFaultStorm, retryable } from './lib/fault-retry.js';
 
-/** integration-tests/emulated-host's codes for its own kernel's faults: what each was. */
-const EMULATED_HOST_KERNEL_FAULTS: Record<number, string> = {
+/** integration-tests/emulated-host's codes for the emulated host's own faults: what each was. */
+const EMULATED_HOST_OWN_FAULTS: Record<number, string> = {
   121: 'triple-faulted without a word',
   122: 'panicked in its own page-fault entry',
   125: 'froze (no heartbeat from its init)',
@@ -116,15 +116,15 @@ function guestBootSummary(): string {
 }
 
 /** A run-vm session of `file` (or of its tests `retryOf`); one ended by the emulated host's own kernel fault runs once more. */
-async function runFileSession(file: string, retryOf?: string[]): Promise<{ code: number; stdout: string; hostKernelFaulted: boolean }> {
+async function runFileSession(file: string, retryOf?: string[]): Promise<{ code: number; stdout: string; hostFaulted: boolean }> {
   const session = await runInRunVm(file, retryOf);
-  const fault = EMULATED_HOST_KERNEL_FAULTS[session.code];
-  if (!fault) return { ...session, hostKernelFaulted: false };
+  const fault = EMULATED_HOST_OWN_FAULTS[session.code];
+  if (!fault) return { ...session, hostFaulted: false };
   console.log(`# EMULATED-HOST KERNEL FAULT RERUN: the emulated host running ${path.basename(file)} ${fault} ` +
     "(exit status " + session.code + ", QEMU TCG's nested-SVM fault, integration-tests/README.md); running it once more in a fresh one");
   const again = await runInRunVm(file, retryOf);
   console.log(`# EMULATED-HOST KERNEL FAULT RERUN: ${path.basename(file)} ${again.code === 0 ? 'passed' : `FAILED again (exit status ${again.code})`}`);
-  return { ...again, hostKernelFaulted: true };
+  return { ...again, hostFaulted: true };
 }
 
 /** Every file in its own run-vm session; the emulated host's faults in it get one retry, in a fresh one. */
@@ -139,7 +139,7 @@ async function runEachInRunVm(files: string[]): Promise<number> {
   for (const file of files) {
     const fileStart = Date.now();
     const session = await runFileSession(file);
-    if (session.hostKernelFaulted) kernelFaultReruns++;
+    if (session.hostFaulted) kernelFaultReruns++;
     let code = session.code;
     let named: string[] = session.stdout.match(FAILED_LINE) ?? [];
     if (code === RETRY_IN_FRESH_HOST) {
@@ -148,7 +148,7 @@ async function runEachInRunVm(files: string[]): Promise<number> {
       const list = names.map((n) => `'${n}'`).join(', ');
       console.log(`# EMULATED-HOST FAULT RETRY: ${list} (${path.basename(file)}): running once more, in a fresh emulated host`);
       const retry = await runFileSession(file, names);
-      if (retry.hostKernelFaulted) kernelFaultReruns++;
+      if (retry.hostFaulted) kernelFaultReruns++;
       console.log(`# EMULATED-HOST FAULT RETRY: ${list} ${retry.code === 0 ? 'passed' : 'FAILED again'} on the retry`);
       code = retry.code;
       named = retry.stdout.match(FAILED_LINE) ?? [];
