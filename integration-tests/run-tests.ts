@@ -25,11 +25,11 @@ import { repoRoot } from '../shim/src/util/paths.js';
 import { GUEST_BOOT_LOG } from './lib/guest.js';
 import { exactNamePattern, failedTests, failureError, pageFaultStorm, retryable } from './lib/fault-retry.js';
 
-/** integration-tests/emulated-host's codes for the emulated host's own faults: what each was. */
-const EMULATED_HOST_OWN_FAULTS: Record<number, string> = {
-  121: 'triple-faulted without a word',
-  122: 'panicked in its own page-fault entry',
-  125: 'froze (no heartbeat from its init)',
+/** integration-tests/emulated-host's codes for the emulated host's own faults: what each was, and its cause as far as known. */
+const EMULATED_HOST_OWN_FAULTS: Record<number, { what: string; cause: string }> = {
+  121: { what: 'triple-faulted without a word', cause: "QEMU TCG's nested-SVM fault" },
+  122: { what: 'panicked in its own page-fault entry', cause: "QEMU TCG's nested-SVM fault" },
+  125: { what: 'froze (no heartbeat from its init)', cause: "its kernel's or QEMU's; the stall report above says what it was doing" },
 };
 /** A session's exit status when its only failures are the emulated host's faults, each named by a RETRY_LINE. */
 const RETRY_IN_FRESH_HOST = 3;
@@ -115,13 +115,13 @@ function guestBootSummary(): string {
   return `nested boot retries: ${retries} (of ${boots} guest boots by lib/guest.ts; see ${path.relative(repoRoot(), GUEST_BOOT_LOG)})`;
 }
 
-/** A run-vm session of `file` (or of its tests `retryOf`); one ended by the emulated host's own kernel fault runs once more. */
+/** A run-vm session of `file` (or of its tests `retryOf`); one ended by the emulated host's own fault runs once more. */
 async function runFileSession(file: string, retryOf?: string[]): Promise<{ code: number; stdout: string; hostFaulted: boolean }> {
   const session = await runInRunVm(file, retryOf);
   const fault = EMULATED_HOST_OWN_FAULTS[session.code];
   if (!fault) return { ...session, hostFaulted: false };
-  console.log(`# EMULATED-HOST KERNEL FAULT RERUN: the emulated host running ${path.basename(file)} ${fault} ` +
-    "(exit status " + session.code + ", QEMU TCG's nested-SVM fault, integration-tests/README.md); running it once more in a fresh one");
+  console.log(`# EMULATED-HOST KERNEL FAULT RERUN: the emulated host running ${path.basename(file)} ${fault.what} ` +
+    `(exit status ${session.code}, ${fault.cause}, integration-tests/README.md); running it once more in a fresh one`);
   const again = await runInRunVm(file, retryOf);
   console.log(`# EMULATED-HOST KERNEL FAULT RERUN: ${path.basename(file)} ${again.code === 0 ? 'passed' : `FAILED again (exit status ${again.code})`}`);
   return { ...again, hostFaulted: true };
@@ -133,13 +133,13 @@ async function runEachInRunVm(files: string[]): Promise<number> {
   const failedFiles: string[] = [];
   const failedLines: string[] = [];
   let faultRetries = 0;
-  let kernelFaultReruns = 0;
+  let hostFaultReruns = 0;
   const seconds: string[] = [];
   const runStart = Date.now();
   for (const file of files) {
     const fileStart = Date.now();
     const session = await runFileSession(file);
-    if (session.hostFaulted) kernelFaultReruns++;
+    if (session.hostFaulted) hostFaultReruns++;
     let code = session.code;
     let named: string[] = session.stdout.match(FAILED_LINE) ?? [];
     if (code === RETRY_IN_FRESH_HOST) {
@@ -148,7 +148,7 @@ async function runEachInRunVm(files: string[]): Promise<number> {
       const list = names.map((n) => `'${n}'`).join(', ');
       console.log(`# EMULATED-HOST FAULT RETRY: ${list} (${path.basename(file)}): running once more, in a fresh emulated host`);
       const retry = await runFileSession(file, names);
-      if (retry.hostFaulted) kernelFaultReruns++;
+      if (retry.hostFaulted) hostFaultReruns++;
       console.log(`# EMULATED-HOST FAULT RETRY: ${list} ${retry.code === 0 ? 'passed' : 'FAILED again'} on the retry`);
       code = retry.code;
       named = retry.stdout.match(FAILED_LINE) ?? [];
@@ -163,7 +163,7 @@ async function runEachInRunVm(files: string[]): Promise<number> {
   console.log(`# time per file (s): ${seconds.join(', ')}; ${Math.round((Date.now() - runStart) / 60_000)} min in all`);
   console.log(`integration: ${files.length - failedFiles.length} of ${files.length} files passed` +
     `${failedFiles.length ? ` (failed: ${failedFiles.join(', ')})` : ''}; emulated-host fault retries: ${faultRetries}; ` +
-    `emulated-host kernel fault reruns: ${kernelFaultReruns}; ${guestBootSummary()}`);
+    `emulated-host kernel fault reruns: ${hostFaultReruns}; ${guestBootSummary()}`);
   return failedFiles.length ? 1 : 0;
 }
 

@@ -15,7 +15,6 @@ const SECONDS = Number(process.argv[3] ?? 150);
 const SPAWN_MS = Number(process.env.STENCIL_SOAK_SPAWN_MS ?? 0);
 const PING_EVERY_MS = 5_000;
 
-
 async function main() {
   const made = await ensureTestTemplate();
   process.stdout.write(`template ${made.record.key}: ${made.built ? 'built' : 'reused'} in ${made.ms} ms\n`);

@@ -71,7 +71,6 @@ type Vmm = 'qemu' | 'stencil';
 
 const cmdlineAppend = (guest: GuestKind) => guestParams(GUESTS[guest]).join(' ');
 
-
 /** One VMM process with its QMP session: a booted source, or a destination waiting for the stream. */
 class Vm {
   qmp!: QmpClient;

@@ -1,8 +1,9 @@
 // The emulated host's own exit codes (integration-tests/emulated-host, header): CMD's status, 121
-// (its kernel's silent triple fault), 122 (its kernel's page-fault-entry panic), 123 (ended without reporting one), 124 (EMULATED_HOST_TIMEOUT), 125 (no heartbeat for
-// EMULATED_HOST_STALL_SECONDS); and run-tests' one retry of a test that met the emulated host's
-// fault, in a fresh emulated host. Each case starts emulated hosts, so this file runs on the build
-// machine (`make harness-test`), never nested: ~2 min in all.
+// (its kernel's silent triple fault), 122 (its kernel's page-fault-entry panic), 123 (ended without
+// reporting one), 124 (EMULATED_HOST_TIMEOUT), 125 (no heartbeat for EMULATED_HOST_STALL_SECONDS);
+// and run-tests' one retry of a test that met the emulated host's fault, and its one rerun of a
+// file whose host failed (121, 125), each in a fresh emulated host. Each case starts emulated
+// hosts, so this file runs on the build machine (`make harness-test`), never nested: ~3 min in all.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';

@@ -7,7 +7,6 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LogFifoStream } from './log-fifo.js';
 
-
 describe('LogFifoStream on a real FIFO', () => {
   let dir: string;
   let fifo: string;
