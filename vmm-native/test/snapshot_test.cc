@@ -17,9 +17,12 @@
 #include "../src/virtio/mmio.h"
 #include "../src/virtio/rng.h"
 #include "fake_memory.h"
+#include "mmio_driver.h"
 #include "sample_snapshot.h"
 
 using namespace stencil;
+using stencil::testing::ActivateQueue0;
+using stencil::testing::Reg;
 using stencil::testing::SampleSnapshot;
 using stencil::testing::FakeDriverQueue;
 using stencil::testing::FakeMemory;
@@ -209,29 +212,10 @@ TEST(DeviceState, AcpiPmRoundTripAndTruncation) {
   EXPECT_CONTAINS(ErrorOf([&] { b.RestoreState(short_input); }), "truncated");
 }
 
-namespace {
-void Reg(VirtioMmio& m, uint64_t off, uint32_t v) { m.Write(off, reinterpret_cast<uint8_t*>(&v), 4); }
-uint32_t Reg(VirtioMmio& m, uint64_t off) {
-  uint32_t v;
-  m.Read(off, reinterpret_cast<uint8_t*>(&v), 4);
-  return v;
-}
-}  // namespace
-
 TEST(DeviceState, VirtioMmioRestoresActiveQueueThatKeepsWorking) {
   FakeMemory mem(0x10000);
   VirtioMmio a(std::make_unique<VirtioRng>(), mem, nullptr);
-  Reg(a, 0x70, 1 | 2);
-  Reg(a, 0x24, 1);
-  Reg(a, 0x20, 1);  // VIRTIO_F_VERSION_1 (bit 32)
-  Reg(a, 0x70, 1 | 2 | 8);
-  Reg(a, 0x30, 0);
-  Reg(a, 0x38, 16);
-  Reg(a, 0x80, FakeDriverQueue::kDesc);
-  Reg(a, 0x90, FakeDriverQueue::kAvail);
-  Reg(a, 0xa0, FakeDriverQueue::kUsed);
-  Reg(a, 0x44, 1);
-  Reg(a, 0x70, 1 | 2 | 8 | 4);
+  ActivateQueue0(a, 16);
   Virtqueue driver_view(16);
   FakeDriverQueue driver(mem, driver_view, 16);
   driver.Desc(0, 0x8000, 32, 2 /* WRITE */, 0);

@@ -16,6 +16,10 @@ void Serial::RestoreState(ByteReader& in) {
   thr_empty_irq_ = in.Bool();
   std::vector<uint8_t> rx = in.Blob();
   rx_.assign(rx.begin(), rx.end());
+  // The interrupt line is edge-triggered through an irqfd, which KVM delivers from a worker: an
+  // edge still in flight when the VM was saved is in no irqchip state. Signal a pending
+  // condition again, or the guest's driver waits for it forever (a spurious one is harmless).
+  if (InterruptPending() && irq_) irq_->Trigger();
 }
 
 }  // namespace stencil

@@ -64,6 +64,9 @@ void VirtioMmio::RestoreState(ByteReader& in) {
     activated_ = true;
     device_->Activate(mem_, queues_, *this);
   }
+  // As for the serial port (serial_persist.cc): an edge in flight at save time is in no irqchip
+  // state, so a pending interrupt is signalled again; the driver ignores one it already took.
+  if (interrupt_status_ && irq_) irq_->Trigger();
 }
 
 }  // namespace stencil
