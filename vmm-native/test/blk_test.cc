@@ -96,6 +96,20 @@ TEST(VirtioBlk, RejectsOutOfRangeAndReadOnlyWrites) {
   EXPECT_EQ(h.Request(99, 0, 512, true), 2);          // unsupported
 }
 
+TEST(VirtioBlk, ServesRequestsPublishedBeforeActivationWithoutANotify) {
+  // A restored guest's request whose notify the template's worker had not taken when it was
+  // quiesced: the clone's device, activated from the saved state, must look at its queue itself.
+  BlkHarness h(true);
+  h.mem.Put<uint32_t>(kHdr, 8);  // GET_ID
+  h.drv->Desc(0, kHdr, 16, kNext, 1);
+  h.drv->Desc(1, kData, 20, kNext | kWrite, 2);
+  h.drv->Desc(2, kStatus, 1, kWrite, 0);
+  h.drv->Publish(0);
+  h.dev->Activate(h.mem, h.queues, h.irq);
+  for (int i = 0; i < 2000 && h.drv->used_idx() == 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(h.drv->used_idx(), 1);
+}
+
 TEST(VirtioBlk, GetIdReturnsSerial) {
   BlkHarness h(true);
   EXPECT_EQ(h.Request(8, 0, 20, true), 0);

@@ -69,6 +69,9 @@ void VirtioBlk::Activate(const GuestMemoryAccess& mem, std::vector<Virtqueue>& q
   queue_ = &queues.at(0);
   irq_ = &irq;
   stopping_ = false;
+  // Serve anything already published: a notify the worker had not taken when it was quiesced is
+  // not in the saved state, and the restored guest would wait for that request for ever.
+  pending_ = true;
   worker_ = StartVmmThread("virtio-blk", ThreadRole::kBlockIo, [this] { WorkerLoop(); });
 }
 
