@@ -70,7 +70,7 @@ export class ConsoleCapture {
   waitFor(re: RegExp, timeoutMs = BOOT_TIMEOUT_MS): Promise<RegExpMatchArray> {
     const m = this.text.match(re);
     if (m) return Promise.resolve(m);
-    return withTimeout(new Promise<RegExpMatchArray>((resolve) => this.waiters.push({ re, resolve })), timeoutMs, `console never showed ${re}`, this).catch(
+    return withTimeout(new Promise<RegExpMatchArray>((resolve) => this.waiters.push({ re, resolve })), timeoutMs, `VM ${this.vm.name}'s console never showed ${re}`, this).catch(
       (err: Error) => {
         throw withExitStats(err, this.vm);
       },
