@@ -152,7 +152,10 @@ void Vm::LoadSavedState(const Snapshot& snapshot) {
   // The irqchip first: device restore may raise interrupts (vsock's transport reset).
   exit_stats_.TimePhase("restore-vm-state", [&] { snapshot.vm.Restore(vm_.get()); });
   exit_stats_.TimePhase("restore-vcpus", [&] {
-    for (size_t i = 0; i < vcpus_.size(); i++) snapshot.vcpus[i].Restore(vcpus_[i]->fd.get());
+    for (size_t i = 0; i < vcpus_.size(); i++) {
+      snapshot.vcpus[i].Restore(vcpus_[i]->fd.get());
+      snapshot.vcpus[i].ClearPvEoiPending(*memory_);
+    }
   });
   exit_stats_.TimePhase("restore-devices", [&] {
     for (size_t i = 0; i < devices_->count(); i++) {

@@ -168,6 +168,24 @@ TEST(Snapshot, WriteFailureLeavesNothing) {
     EXPECT_EQ(e.path().filename(), "state") << "left behind: " << e.path();
 }
 
+TEST(VcpuState, ClearsThePvEoiFlagItsSnapshotLeftSet) {
+  // The guest skips an EOI whose flag KVM set; a restored KVM no longer knows it set it.
+  FakeMemory mem(0x3000);
+  x86::VcpuState vcpu;
+  vcpu.msrs = {{0x10, 0, 12345}, {0x4b564d04, 0, 0x2040 | 1}};  // TSC; PV EOI enabled, flag at 0x2040
+  mem.Put<uint64_t>(0x2040, 0x0101);
+  mem.Put<uint8_t>(0x1000, 1);
+  vcpu.ClearPvEoiPending(mem);
+  EXPECT_EQ(mem.Get<uint64_t>(0x2040), 0x0100u);  // only the flag's bit
+  EXPECT_EQ(mem.Get<uint8_t>(0x1000), 1);
+
+  vcpu.msrs[1].data = 0x1000;  // PV EOI disabled: its address means nothing
+  vcpu.ClearPvEoiPending(mem);
+  EXPECT_EQ(mem.Get<uint8_t>(0x1000), 1);
+  vcpu.msrs[1].data = 0x9000 | 1;  // outside guest memory: left alone, no crash
+  vcpu.ClearPvEoiPending(mem);
+}
+
 TEST(DeviceState, SerialRoundTrip) {
   Serial a(nullptr, nullptr);
   uint8_t v = 0x80;

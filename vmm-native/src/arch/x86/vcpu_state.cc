@@ -14,6 +14,8 @@ namespace {
 
 constexpr uint32_t kMsrTsc = 0x10;
 constexpr uint32_t kMsrTscDeadline = 0x6e0;
+constexpr uint32_t kMsrKvmPvEoiEnable = 0x4b564d04;  // guest address of the flag | enabled bit
+constexpr uint64_t kPvEoiEnabled = 1, kPvEoiPendingBit = 1;
 constexpr uint32_t kMaxCpuidEntries = 256;
 constexpr size_t kMaxMsrs = 1024;
 
@@ -123,6 +125,13 @@ void VcpuState::Restore(int vcpu_fd) const {
   CheckedIoctl(vcpu_fd, KVM_SET_VCPU_EVENTS, const_cast<kvm_vcpu_events*>(&events), "KVM_SET_VCPU_EVENTS");
   // Tell the guest's kvmclock it was paused (no soft-lockup warnings); not every KVM has it.
   ioctl(vcpu_fd, KVM_KVMCLOCK_CTRL, 0);
+}
+
+void VcpuState::ClearPvEoiPending(const GuestMemoryAccess& mem) const {
+  for (const auto& m : msrs) {
+    if (m.index != kMsrKvmPvEoiEnable || !(m.data & kPvEoiEnabled)) continue;
+    if (uint8_t* flag = mem.Translate(m.data & ~kPvEoiEnabled, 1)) *flag &= static_cast<uint8_t>(~kPvEoiPendingBit);
+  }
 }
 
 void VcpuState::Encode(ByteWriter& w) const {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "../../memory.h"
 #include "../../snapshot/bytes.h"
 
 namespace stencil::x86 {
@@ -31,6 +32,13 @@ struct VcpuState {
   static VcpuState Save(int vcpu_fd, const std::vector<uint32_t>& msr_indexes);
   // For a freshly created vCPU that has never run.
   void Restore(int vcpu_fd) const;
+  // KVM's paravirtual EOI: KVM sets a flag in guest memory that lets the guest skip its EOI write,
+  // and remembers having set it only in state no ioctl reports. A restored vCPU's KVM does not
+  // know about a flag its snapshot left set, so the guest's next EOI would be lost and the vector
+  // stay in service, blocking its priority class and all below it (the timer's: the guest sleeps
+  // for ever). Clearing the flag before the first run makes that EOI a real one. Call with the
+  // restored guest's memory; a flag outside it is left alone.
+  void ClearPvEoiPending(const GuestMemoryAccess& mem) const;
 
   void Encode(ByteWriter& w) const;
   static VcpuState Decode(ByteReader& r);
