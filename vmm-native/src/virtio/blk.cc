@@ -70,7 +70,7 @@ void VirtioBlk::Activate(const GuestMemoryAccess& mem, std::vector<Virtqueue>& q
   irq_ = &irq;
   stopping_ = false;
   // Serve anything already published: a notify the worker had not taken when it was quiesced is
-  // not in the saved state, and the restored guest would wait for that request for ever.
+  // not in the saved state, and the restored guest would wait for that request forever.
   pending_ = true;
   worker_ = StartVmmThread("virtio-blk", ThreadRole::kBlockIo, [this] { WorkerLoop(); });
 }

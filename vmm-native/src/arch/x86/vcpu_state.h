@@ -34,9 +34,10 @@ struct VcpuState {
   void Restore(int vcpu_fd) const;
   // KVM's paravirtual EOI: KVM sets a flag in guest memory that lets the guest skip its EOI write,
   // and remembers having set it only in state no ioctl reports. A restored vCPU's KVM does not
-  // know about a flag its snapshot left set, so the guest's next EOI would be lost and the vector
-  // stay in service, blocking its priority class and all below it (the timer's: the guest sleeps
-  // for ever). Clearing the flag before the first run makes that EOI a real one. Call with the
+  // know about a flag its snapshot left set (it takes the flag over on entering the guest only
+  // when no other interrupt is pending), so the guest's next EOI can be lost and the vector stay
+  // in service, blocking its priority class and all below it (the timer's: the guest sleeps
+  // forever). Clearing the flag before the first run makes that EOI a real one. Call with the
   // restored guest's memory; a flag outside it is left alone.
   void ClearPvEoiPending(const GuestMemoryAccess& mem) const;
 
