@@ -68,6 +68,12 @@ describe('emulated-host exit codes', () => {
     assert.match(r.stderr, /the emulated host's own kernel triple-faulted running .*saying nothing first/);
   });
 
+  it('panics on any oops, so the stack-guard fault is 122 in a task too, not a killed vCPU thread', async () => {
+    const r = await emulatedHost('cat /proc/sys/kernel/panic_on_oops');
+    assert.equal(r.code, 0);
+    assert.equal(r.stdout, '1\n');
+  });
+
   it('exits 123, not 122, for any other panic (a missing init, here)', async () => {
     const r = await emulatedHost('exit 0', { EMULATED_HOST_APPEND: 'rdinit=/no-such-init' });
     assert.equal(r.code, 123);
