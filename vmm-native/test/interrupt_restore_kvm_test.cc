@@ -15,6 +15,7 @@
 #include "../src/devices/bus.h"
 #include "../src/devices/serial.h"
 #include "../src/fd.h"
+#include "../src/kvm.h"
 #include "../src/kvm_headers.h"
 #include "../src/virtio/rng.h"
 #include "fake_memory.h"
@@ -33,7 +34,7 @@ class IrqchipVm : public ::testing::Test {
   void SetUp() override {
     kvm_ = UniqueFd(open("/dev/kvm", O_RDWR | O_CLOEXEC));
     if (!kvm_.valid()) GTEST_SKIP() << "no /dev/kvm here";
-    vm_ = UniqueFd(ioctl(kvm_.get(), KVM_CREATE_VM, 0));
+    vm_ = UniqueFd(CreateVmFd(kvm_.get()));
     ASSERT_TRUE(vm_.valid());
     ASSERT_EQ(ioctl(vm_.get(), KVM_CREATE_IRQCHIP, 0), 0);
   }
