@@ -10,6 +10,7 @@
 
 #include "../src/exit_stats.h"
 #include "../src/fd.h"
+#include "../src/kvm.h"
 #include "../src/kvm_headers.h"
 
 using namespace stencil;
@@ -88,7 +89,7 @@ TEST(ExitStats, KvmStatsOfANonKvmFdAreEmpty) {
 TEST(ExitStats, ReadsKvmBinaryStatsOfAVcpu) {
   UniqueFd kvm(open("/dev/kvm", O_RDWR | O_CLOEXEC));
   if (!kvm.valid()) GTEST_SKIP() << "no /dev/kvm here";
-  UniqueFd vm(ioctl(kvm.get(), KVM_CREATE_VM, 0));
+  UniqueFd vm(CreateVmFd(kvm.get()));
   ASSERT_TRUE(vm.valid());
   UniqueFd vcpu(ioctl(vm.get(), KVM_CREATE_VCPU, 0));
   ASSERT_TRUE(vcpu.valid());
