@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <utility>
 
 #include "error.h"
 
@@ -113,17 +114,24 @@ GuestMemory::GuestMemory(const MemoryOptions& options)
   void* p = mmap(options.fixed_address, size_, prot, flags, fd_.get(), 0);
   if (p == MAP_FAILED) fail("mapping " + HumanSize(size_) + " of guest RAM");
   base_ = static_cast<uint8_t*>(p);
+  // Where the host runs KSM, identical pages a clone has written may be merged with other clones'
+  // (README, Threat model). KSM merges only private anonymous pages: a shared RAM file never is.
+  madvise(base_, size_, MADV_MERGEABLE);
   // Processes the embedding process spawns (the shim runs mount(8) and friends) must not inherit
   // guest RAM, as QEMU marks its RAM: fork copies a private mapping's page tables and
   // write-protects a clone's copied pages under its running vCPUs, and every later guest or
-  // device write to them faults and copies once more.
-  madvise(base_, size_, MADV_MERGEABLE);
-  if (madvise(base_, size_, MADV_DONTFORK) != 0) {
+  // device write to them faults and copies once more. Nor does guest RAM go into the VMM's core
+  // dump (as QEMU's dump-guest-core=off): a crashing shim would otherwise write its pod's memory,
+  // the tenant's data, wherever the host keeps core dumps, and all of it (a clone's whole mapping
+  // once it has written one page). Guest memory is saved on purpose through snapshots.
+  for (auto [advice, what] : {std::pair{MADV_DONTFORK, "excluding guest RAM from forks (madvise MADV_DONTFORK)"},
+                              std::pair{MADV_DONTDUMP, "excluding guest RAM from core dumps (madvise MADV_DONTDUMP)"}}) {
+    if (madvise(base_, size_, advice) == 0) continue;
     int err = errno;
     if (!options.fixed_address) munmap(base_, size_);  // a reservation stays its owner's
     base_ = nullptr;
     errno = err;
-    fail("excluding guest RAM from forks (madvise MADV_DONTFORK)");
+    fail(what);
   }
 
   regions_ = SplitAtMmioHole(size_, base_);

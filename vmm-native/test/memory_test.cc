@@ -1,4 +1,5 @@
-// Guest RAM mappings: children of the VMM's process never inherit them (shared or private).
+// Guest RAM mappings: children of the VMM's process never inherit them, and its core dumps never
+// hold them (shared or private).
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -26,7 +27,7 @@ std::string VmFlagsOf(const uint8_t* base) {
   return "";
 }
 
-TEST(GuestMemoryMapping, IsNotInheritedByForkedChildren) {
+TEST(GuestMemoryMapping, IsNotInheritedByForkedChildrenNorDumped) {
   char tmpl[] = "/dev/shm/stencil-memory-XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);
   {
@@ -36,6 +37,7 @@ TEST(GuestMemoryMapping, IsNotInheritedByForkedChildren) {
     o.name = "ram";
     GuestMemory shared(o);
     EXPECT_NE(VmFlagsOf(shared.base()).find(" dc"), std::string::npos) << VmFlagsOf(shared.base());
+    EXPECT_NE(VmFlagsOf(shared.base()).find(" dd"), std::string::npos) << VmFlagsOf(shared.base());
 
     o.keep_file = true;
     o.name = "template";
@@ -44,6 +46,7 @@ TEST(GuestMemoryMapping, IsNotInheritedByForkedChildren) {
     o.sharing = MemorySharing::kPrivateCopyOnWrite;
     GuestMemory clone(o);
     EXPECT_NE(VmFlagsOf(clone.base()).find(" dc"), std::string::npos) << VmFlagsOf(clone.base());
+    EXPECT_NE(VmFlagsOf(clone.base()).find(" dd"), std::string::npos) << VmFlagsOf(clone.base());
   }
   std::filesystem::remove_all(tmpl);
 }
