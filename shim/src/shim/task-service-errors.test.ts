@@ -148,6 +148,16 @@ describe('task service: the layers’ error codes reach containerd', () => {
     await failsWith(call(termed, 'Kill', { id: 't1', signal: 15 }), Code.NotFound, /^init of t1: process already finished \(the guest of pod p stopped answering/);
   });
 
+  it("a Start after the pod's VM ended under a created task: FailedPrecondition naming the end, not 'already started'", async () => {
+    let end!: (why: string) => void;
+    const ended = new Promise<string>((resolve) => (end = resolve));
+    const def = serve(async () => scriptedPod({ ended }));
+    await call(def, 'Create', { id: 't6', bundle });
+    end('the VM of pod p ended on its own: triple-fault');
+    await new Promise((r) => setImmediate(r));
+    await failsWith(call(def, 'Start', { id: 't6' }), Code.FailedPrecondition, /^cannot start init of t6: it exited \(255\) before it was started: the VM of pod p ended on its own: triple-fault$/);
+  });
+
   it("a Delete of a task still being created (containerd's Create gave up) cancels it: Canceled, no container, and the deferred Shutdown then runs", async () => {
     let bootPod!: (pod: Pod) => void;
     const created: string[] = [];

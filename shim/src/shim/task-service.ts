@@ -81,6 +81,8 @@ export class TaskService implements TaskHandlerObject {
   private shuttingDown = false;
   /** The tasks went to another daemon with the pod's VM: nothing more is reported or torn down here. */
   private migratedAway = false;
+  /** Why the pod's VM ended, once it has (its processes exited 255 then). */
+  private podEndedWhy?: string;
   private readonly log: Logger;
 
   constructor(private readonly options: TaskServiceOptions) {
@@ -181,6 +183,10 @@ export class TaskService implements TaskHandlerObject {
   async start(req: StartRequest): Promise<StartResponse> {
     const task = this.task(req.id);
     const proc = this.process(task, req.execId);
+    if (proc.endedBeforeStart) {
+      const why = this.podEndedWhy ? `: ${this.podEndedWhy}` : '';
+      throw new RpcError(Code.FailedPrecondition, `cannot start ${proc.label}: it exited (${proc.exit!.exitStatus}) before it was started${why}`);
+    }
     if (proc.starting || proc.status !== Status.Created) throw new RpcError(Code.FailedPrecondition, `${proc.label} was already started`);
     const starting = proc.execId ? this.startExec(task, proc) : this.startInit(task);
     proc.starting = starting;
@@ -531,6 +537,7 @@ export class TaskService implements TaskHandlerObject {
   /** The VM is gone: every process still running has exited with 255 (as Kata reports it). */
   private podEnded(why: string): void {
     if (this.migratedAway) return;
+    this.podEndedWhy ??= why;
     this.log.error('pod VM ended', { why });
     for (const task of this.tasks.values()) {
       for (const exec of task.execs.values()) if (!exec.exit && exec.status !== Status.Created) this.finishProcess(task, exec, { exitStatus: 255, exitedAt: new Date() });
@@ -574,6 +581,7 @@ export class TaskService implements TaskHandlerObject {
     if (proc.exit || this.migratedAway) return;
     proc.io?.close();
     if (proc === task.init) task.paused = false;
+    proc.endedBeforeStart = proc.status === Status.Created && !proc.starting;
     proc.markExited(exit);
     this.log.info('process exited', { process: proc.label, exitStatus: exit.exitStatus });
     this.publish('/tasks/exit', 'TaskExit', {
