@@ -581,7 +581,7 @@ export class TaskService implements TaskHandlerObject {
     if (proc.exit || this.migratedAway) return;
     proc.io?.close();
     if (proc === task.init) task.paused = false;
-    proc.endedBeforeStart = proc.status === Status.Created && !proc.starting;
+    proc.endedBeforeStart = proc.status === Status.Created && !proc.starting && !task.restored;  // a restored init ran all along
     proc.markExited(exit);
     this.log.info('process exited', { process: proc.label, exitStatus: exit.exitStatus });
     this.publish('/tasks/exit', 'TaskExit', {
