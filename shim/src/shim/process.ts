@@ -16,8 +16,8 @@ export class TaskProcess {
   status = Status.Created;
   pid = 0;
   exit?: ExitInfo;
-  /** It exited while still CREATED (killed, or its pod's VM ended): it never ran, so Start says why. */
-  endedBeforeStart = false;
+  /** Set when it exited while still CREATED (killed, or its pod's VM ended): it never ran, and Start says so, with why when known. */
+  endedBeforeStart?: { why?: string };
   io?: HostStdio;
   /** Set while Start runs: the exit is reported only after the start (and its event). */
   starting?: Promise<unknown>;

@@ -81,8 +81,6 @@ export class TaskService implements TaskHandlerObject {
   private shuttingDown = false;
   /** The tasks went to another daemon with the pod's VM: nothing more is reported or torn down here. */
   private migratedAway = false;
-  /** Why the pod's VM ended, once it has (its processes exited 255 then). */
-  private podEndedWhy?: string;
   private readonly log: Logger;
 
   constructor(private readonly options: TaskServiceOptions) {
@@ -184,7 +182,7 @@ export class TaskService implements TaskHandlerObject {
     const task = this.task(req.id);
     const proc = this.process(task, req.execId);
     if (proc.endedBeforeStart) {
-      const why = this.podEndedWhy ? `: ${this.podEndedWhy}` : '';
+      const why = proc.endedBeforeStart.why ? `: ${proc.endedBeforeStart.why}` : '';
       throw new RpcError(Code.FailedPrecondition, `cannot start ${proc.label}: it exited (${proc.exit!.exitStatus}) before it was started${why}`);
     }
     if (proc.starting || proc.status !== Status.Created) throw new RpcError(Code.FailedPrecondition, `${proc.label} was already started`);
@@ -537,11 +535,10 @@ export class TaskService implements TaskHandlerObject {
   /** The VM is gone: every process still running has exited with 255 (as Kata reports it). */
   private podEnded(why: string): void {
     if (this.migratedAway) return;
-    this.podEndedWhy ??= why;
     this.log.error('pod VM ended', { why });
     for (const task of this.tasks.values()) {
       for (const exec of task.execs.values()) if (!exec.exit && exec.status !== Status.Created) this.finishProcess(task, exec, { exitStatus: 255, exitedAt: new Date() });
-      if (!task.init.exit) this.finishProcess(task, task.init, { exitStatus: 255, exitedAt: new Date() });
+      if (!task.init.exit) this.finishProcess(task, task.init, { exitStatus: 255, exitedAt: new Date() }, why);
     }
   }
 
@@ -577,11 +574,12 @@ export class TaskService implements TaskHandlerObject {
     this.publish('/tasks/oom', 'TaskOOM', { containerId: task.id });
   }
 
-  private finishProcess(task: Task, proc: TaskProcess, exit: ExitInfo): void {
+  /** `why`: what ended it, when not the process itself (its pod's VM ended). */
+  private finishProcess(task: Task, proc: TaskProcess, exit: ExitInfo, why?: string): void {
     if (proc.exit || this.migratedAway) return;
     proc.io?.close();
     if (proc === task.init) task.paused = false;
-    proc.endedBeforeStart = proc.status === Status.Created && !proc.starting && !task.restored;  // a restored init ran all along
+    if (proc.status === Status.Created && !proc.starting && !task.restored) proc.endedBeforeStart = { why }; // a restored init ran all along
     proc.markExited(exit);
     this.log.info('process exited', { process: proc.label, exitStatus: exit.exitStatus });
     this.publish('/tasks/exit', 'TaskExit', {
